@@ -1,0 +1,192 @@
+"""A private, disposable PostgreSQL server: own data dir, own port, own socket dir."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import psycopg2
+
+from harness.stack.procs import (
+    StackError,
+    as_user,
+    chown_tree,
+    free_port,
+    pid_alive,
+    stop_pid,
+    tail,
+    wait_until,
+)
+
+PG_USER = "postgres"
+
+
+def pg_bindir() -> Path | None:
+    """Find the PostgreSQL server binaries (initdb, pg_ctl), newest version first."""
+    for pattern in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
+        if Path(pattern, "initdb").exists():
+            return Path(pattern)
+    found = shutil.which("initdb")
+    return Path(found).parent if found else None
+
+
+class PostgresServer:
+    """Start, stop, pause and probe one private PostgreSQL cluster."""
+
+    def __init__(self, state_dir: Path, port: int | None = None, test_mode: bool = False):
+        self.state_dir = Path(state_dir)
+        self.data_dir = self.state_dir / "pgdata"
+        self.socket_dir = self.state_dir / "pgsock"
+        self.log_path = self.state_dir / "postgres.log"
+        self.port = port or free_port()
+        self.test_mode = test_mode
+        self.host = "127.0.0.1"
+
+    def url(self, dbname: str = "postgres") -> str:
+        return f"postgresql://postgres@{self.host}:{self.port}/{dbname}"
+
+    @property
+    def pid(self) -> int | None:
+        try:
+            return int((self.data_dir / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def _bin(self, name: str) -> str:
+        bindir = pg_bindir()
+        if bindir is None:
+            raise StackError("PostgreSQL server binaries not found; run `reco-harness doctor`")
+        return str(bindir / name)
+
+    def _run(self, argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            as_user(PG_USER) + argv,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd="/",
+            check=False,
+        )
+
+    def init(self) -> None:
+        """Create the cluster unless the data dir already holds one."""
+        if (self.data_dir / "PG_VERSION").exists():
+            return
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.state_dir, 0o755)  # noqa: S103 - service users traverse it
+        self.data_dir.mkdir(exist_ok=True)
+        self.socket_dir.mkdir(exist_ok=True)
+        chown_tree(self.data_dir, PG_USER)
+        chown_tree(self.socket_dir, PG_USER)
+        os.chmod(self.data_dir, 0o700)
+        result = self._run(
+            [
+                self._bin("initdb"),
+                "-D",
+                str(self.data_dir),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ]
+        )
+        if result.returncode != 0:
+            raise StackError(f"initdb failed: {result.stderr.strip() or result.stdout.strip()}")
+
+    def start(self, timeout: float = 30) -> None:
+        """Start the server and wait until it answers a query."""
+        self.init()
+        if self.pid and pid_alive(self.pid) and self.ready():
+            return
+        options = [
+            f"-p {self.port}",
+            f"-k {self.socket_dir}",
+            "-c listen_addresses=127.0.0.1",
+            "-c max_connections=300",
+            "-c shared_buffers=256MB",
+        ]
+        if self.test_mode:
+            # Durability off only for disposable test clusters; never for chaos durability runs.
+            options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+        self.log_path.touch()
+        chown_tree(self.log_path, PG_USER)
+        result = self._run(
+            [
+                self._bin("pg_ctl"),
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.log_path),
+                "-o",
+                " ".join(options),
+                "-w",
+                "-t",
+                str(int(timeout)),
+                "start",
+            ],
+            timeout=timeout + 10,
+        )
+        if result.returncode != 0:
+            raise StackError(
+                f"PostgreSQL did not start: {result.stderr.strip()}\n{tail(self.log_path)}"
+            )
+        wait_until(self.ready, timeout, "PostgreSQL")
+
+    def ready(self) -> bool:
+        """Tell whether a query succeeds."""
+        try:
+            conn = psycopg2.connect(self.url(), connect_timeout=2)
+        except psycopg2.Error:
+            return False
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1")
+                return cur.fetchone() == (1,)
+        finally:
+            conn.close()
+
+    def create_database(self, name: str, template: str | None = None) -> str:
+        """Create a database (optionally from a template) unless it exists; return its URL."""
+        conn = psycopg2.connect(self.url(), connect_timeout=5)
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+                if cur.fetchone() is None:
+                    suffix = f' TEMPLATE "{template}"' if template else ""
+                    cur.execute(f'CREATE DATABASE "{name}"{suffix}')
+        finally:
+            conn.close()
+        return self.url(name)
+
+    def stop(self, timeout: float = 20) -> None:
+        """Stop with a fast shutdown; SIGKILL the postmaster if that does not finish."""
+        pid = self.pid
+        if not pid or not pid_alive(pid):
+            return
+        self._run(
+            [
+                self._bin("pg_ctl"),
+                "-D",
+                str(self.data_dir),
+                "-m",
+                "fast",
+                "-w",
+                "-t",
+                str(int(timeout)),
+                "stop",
+            ],
+            timeout=timeout + 10,
+        )
+        stop_pid(pid, timeout=5)
+
+    def destroy(self) -> None:
+        """Stop and delete the state dir."""
+        self.stop()
+        shutil.rmtree(self.state_dir, ignore_errors=True)

@@ -1,0 +1,176 @@
+"""Process helpers: free ports, readiness waits, running as a service user, stopping by pid."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+
+class StackError(RuntimeError):
+    """A component could not be started, reached or stopped."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Ask the OS for a free TCP port on ``host``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(
+    probe: Callable[[], bool], timeout: float, what: str, interval: float = 0.1
+) -> float:
+    """Poll ``probe`` until it returns true; return the seconds waited or raise StackError."""
+    start = time.monotonic()
+    deadline = start + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            if probe():
+                return time.monotonic() - start
+        except Exception as exc:  # noqa: BLE001 - a probe may fail in any way until ready
+            last_error = exc
+        time.sleep(interval)
+    detail = f": {last_error}" if last_error else ""
+    raise StackError(f"{what} not ready after {timeout:.0f}s{detail}")
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def as_user(user: str) -> list[str]:
+    """Return the argv prefix that drops root to ``user`` (empty when not root)."""
+    if not is_root():
+        return []
+    return ["runuser", "-u", user, "--"]
+
+
+def chown_tree(path: Path, user: str) -> None:
+    """Give ``path`` and everything under it to ``user`` (only when running as root)."""
+    if not is_root():
+        return
+    entry = pwd.getpwnam(user)
+    os.chown(path, entry.pw_uid, entry.pw_gid)
+    for root, dirs, files in os.walk(path):
+        os.chown(root, entry.pw_uid, entry.pw_gid)
+        for name in dirs + files:
+            with contextlib.suppress(FileNotFoundError):
+                os.chown(
+                    os.path.join(root, name), entry.pw_uid, entry.pw_gid, follow_symlinks=False
+                )
+
+
+def user_exists(user: str) -> bool:
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        return False
+    return True
+
+
+def pid_alive(pid: int | None) -> bool:
+    """Tell whether a process with ``pid`` exists (zombies count as gone)."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    return True
+
+
+def stop_pid(pid: int | None, timeout: float = 15.0, sig: int = signal.SIGTERM) -> bool:
+    """Signal ``pid``, wait for it to exit, SIGKILL after ``timeout``; return True if it ran."""
+    if not pid_alive(pid):
+        return False
+    assert pid is not None
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and pid_alive(pid):
+        _reap(pid)
+        time.sleep(0.05)
+    if pid_alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        kill_deadline = time.monotonic() + 5
+        while time.monotonic() < kill_deadline and pid_alive(pid):
+            _reap(pid)
+            time.sleep(0.05)
+    _reap(pid)
+    return True
+
+
+def kill_group(pgid: int | None) -> None:
+    """SIGKILL a process group this harness created (start_new_session), if any remain."""
+    if not pgid:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def pids_with_env(key: str, value: str) -> list[int]:
+    """Find processes whose environment holds ``key=value`` (marks the children we spawned)."""
+    needle = f"{key}={value}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if needle in environ.split(b"\0"):
+            found.append(int(entry.name))
+    return found
+
+
+def stop_marked(key: str, value: str, timeout: float = 10.0) -> None:
+    """Stop every process carrying the ``key=value`` marker, then wait until none remain."""
+    for pid in pids_with_env(key, value):
+        if pid != os.getpid():
+            stop_pid(pid, timeout=timeout)
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def spawn(
+    argv: list[str], log_path: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.Popen:
+    """Start a detached child in its own session, stdout and stderr appended to ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    """Return the last lines of a log file, for error messages."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""

@@ -1,0 +1,175 @@
+"""A private, disposable RabbitMQ node: own node name, ports, epmd, data and log dirs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from harness.stack.procs import (
+    StackError,
+    as_user,
+    chown_tree,
+    free_port,
+    kill_group,
+    pid_alive,
+    spawn,
+    stop_marked,
+    stop_pid,
+    tail,
+    wait_until,
+)
+
+RMQ_USER = "rabbitmq"
+RMQ_BIN = Path("/usr/lib/rabbitmq/bin")
+CONFIG = """\
+listeners.tcp.default = 127.0.0.1:{port}
+loopback_users.guest = true
+disk_free_limit.absolute = 50MB
+vm_memory_high_watermark.relative = 0.4
+log.console = false
+log.file.level = info
+"""
+
+
+def rabbitmq_server_path() -> Path | None:
+    """Find the rabbitmq-server start script."""
+    candidate = RMQ_BIN / "rabbitmq-server"
+    if candidate.exists():
+        return candidate
+    found = shutil.which("rabbitmq-server")
+    return Path(found) if found else None
+
+
+class RabbitServer:
+    """Start, stop, pause and probe one private RabbitMQ node."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        port: int | None = None,
+        dist_port: int | None = None,
+        epmd_port: int | None = None,
+    ):
+        self.state_dir = Path(state_dir)
+        self.base = self.state_dir / "rabbitmq"
+        self.port = port or free_port()
+        self.dist_port = dist_port or free_port()
+        self.epmd_port = epmd_port or free_port()
+        self.host = "127.0.0.1"
+        self.nodename = f"reco{self.port}@localhost"
+        self.log_path = self.base / "log" / "startup.log"
+        self.pgid: int | None = None
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@{self.host}:{self.port}/%2F"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.base / "rabbitmq.pid"
+
+    @property
+    def pid(self) -> int | None:
+        try:
+            return int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def env(self) -> dict[str, str]:
+        """Environment that keeps every file and port of the node private."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("RABBITMQ_", "ERL_"))}
+        env.update(
+            HOME=str(self.base),
+            RABBITMQ_NODENAME=self.nodename,
+            RABBITMQ_NODE_IP_ADDRESS="127.0.0.1",
+            RABBITMQ_NODE_PORT=str(self.port),
+            RABBITMQ_DIST_PORT=str(self.dist_port),
+            ERL_EPMD_PORT=str(self.epmd_port),
+            ERL_EPMD_ADDRESS="127.0.0.1",
+            RABBITMQ_MNESIA_BASE=str(self.base / "mnesia"),
+            RABBITMQ_LOG_BASE=str(self.base / "log"),
+            RABBITMQ_PID_FILE=str(self.pid_file),
+            RABBITMQ_ENABLED_PLUGINS_FILE=str(self.base / "enabled_plugins"),
+            RABBITMQ_FEATURE_FLAGS_FILE=str(self.base / "feature_flags"),
+            RABBITMQ_CONFIG_FILE=str(self.base / "rabbitmq"),
+            RABBITMQ_ADVANCED_CONFIG_FILE=str(self.base / "advanced.config"),
+            RABBITMQ_CONF_ENV_FILE=str(self.base / "rabbitmq-env.conf"),
+        )
+        return env
+
+    def _prepare(self) -> None:
+        for sub in ("mnesia", "log"):
+            (self.base / sub).mkdir(parents=True, exist_ok=True)
+        os.chmod(self.state_dir, 0o755)  # noqa: S103 - service users traverse it
+        (self.base / "enabled_plugins").write_text("[].\n")
+        (self.base / "rabbitmq.conf").write_text(CONFIG.format(port=self.port))
+        (self.base / "advanced.config").write_text("[].\n")
+        (self.base / "rabbitmq-env.conf").write_text("")
+        chown_tree(self.base, RMQ_USER)
+
+    def start(self, timeout: float = 40) -> None:
+        """Start the node and wait until it accepts an AMQP connection."""
+        script = rabbitmq_server_path()
+        if script is None:
+            raise StackError("rabbitmq-server not installed; run `reco-harness doctor`")
+        if self.pid and pid_alive(self.pid) and self.ready():
+            return
+        self._prepare()
+        proc = spawn(
+            as_user(RMQ_USER) + [str(script)], self.log_path, env=self.env(), cwd=self.base
+        )
+        self.pgid = proc.pid
+
+        def probe() -> bool:
+            if proc.poll() is not None:
+                raise StackError(f"rabbitmq-server exited with {proc.returncode}")
+            return self.ready()
+
+        try:
+            wait_until(probe, timeout, "RabbitMQ", interval=0.25)
+        except StackError as exc:
+            raise StackError(f"{exc}\n{tail(self.log_path)}") from None
+
+    def ready(self) -> bool:
+        """Tell whether an AMQP connection opens."""
+        import pika
+
+        params = pika.URLParameters(
+            f"{self.url}?connection_attempts=1&socket_timeout=2&blocked_connection_timeout=2"
+            "&stack_timeout=3"
+        )
+        try:
+            conn = pika.BlockingConnection(params)
+        except Exception:  # noqa: BLE001 - any failure means "not yet"
+            return False
+        conn.close()
+        return True
+
+    def stop(self, timeout: float = 30) -> None:
+        """Stop the node gracefully (SIGTERM), then its private epmd."""
+        stop_pid(self.pid, timeout=timeout)
+        kill_group(self.pgid)
+        self.stop_epmd()
+        # epmd and inet_gethost detach into their own sessions; find them by our node's marker.
+        stop_marked("RABBITMQ_NODENAME", self.nodename, timeout=5)
+
+    def stop_epmd(self) -> None:
+        """Stop the epmd daemon on this node's private port."""
+        epmd = shutil.which("epmd") or "/usr/lib/erlang/bin/epmd"
+        if not Path(epmd).exists():
+            return
+        env = {**os.environ, "ERL_EPMD_PORT": str(self.epmd_port)}
+        subprocess.run(
+            [epmd, "-port", str(self.epmd_port), "-kill"],
+            capture_output=True,
+            timeout=10,
+            env=env,
+            check=False,
+        )
+
+    def destroy(self) -> None:
+        """Stop and delete the node's files."""
+        self.stop()
+        shutil.rmtree(self.base, ignore_errors=True)

@@ -1,0 +1,73 @@
+"""Command line: python -m migrations up|check|status|lint."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import psycopg2
+
+from migrations.files import SQL_DIR, discover
+from migrations.lint import lint_all
+from migrations.runner import MigrationError, applied, check, up
+
+
+def _dsn(arg: str | None) -> str:
+    if arg:
+        return arg
+    from service.settings import ConfigError, Settings
+
+    try:
+        return Settings.from_env().database_url
+    except ConfigError as exc:
+        raise SystemExit(f"config error: {exc}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run a migrations subcommand; exit 0 ok, 1 problems found, 2 usage or connection error."""
+    parser = argparse.ArgumentParser(prog="python -m migrations")
+    parser.add_argument("command", choices=["up", "check", "status", "lint"])
+    parser.add_argument("--database-url", help="libpq URL (default: RECO_DATABASE_URL)")
+    parser.add_argument("--dir", type=Path, default=SQL_DIR, help="folder of NNNN_*.sql files")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "lint":
+            migrations, problems = discover(args.dir)
+            lines = problems + [str(f) for f in lint_all(migrations)]
+            print("\n".join(lines) or "no findings")
+            return 1 if lines else 0
+        dsn = _dsn(args.database_url)
+        if args.command == "up":
+            names = up(dsn, args.dir)
+            print(f"{len(names)} applied" if names else "already at head")
+            return 0
+        if args.command == "status":
+            return _status(dsn, args.dir)
+        report = check(dsn, args.dir)
+        for problem in report.problems:
+            print(f"problem: {problem}")
+        for name in report.pending:
+            print(f"pending: {name}")
+        print("ok" if report.ok else "check failed")
+        return 0 if report.ok else 1
+    except MigrationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except psycopg2.Error as exc:
+        print(f"database error: {str(exc).strip()}", file=sys.stderr)
+        return 2
+
+
+def _status(dsn: str, directory: Path) -> int:
+    migrations, _ = discover(directory)
+    recorded = applied(dsn)
+    for migration in migrations:
+        row = recorded.get(migration.version)
+        state = f"applied {row[2]:%Y-%m-%d %H:%M:%S}" if row else "pending"
+        print(f"{migration.filename:40} {state}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""Settings for every process, built from the environment in one place."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+ENVIRONMENTS = ("development", "test", "production")
+# Secrets that must never reach production: well-known defaults of the components.
+KNOWN_DEFAULT_SECRETS = frozenset({"", "guest", "postgres", "changeme", "secret", "dev-key"})
+DEV_API_KEY = "dev-key"  # noqa: S105 - development default, refused in production
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"expected a boolean, got {raw!r}")
+
+
+def _parse_api_keys(raw: str) -> tuple[tuple[str, str], ...]:
+    """Parse ``id:secret`` or ``id:sha256=<hex>`` pairs into (id, sha256 hex) tuples."""
+    pairs = []
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        client_id, sep, secret = item.partition(":")
+        if not sep or not client_id or not secret:
+            raise ValueError("expected comma-separated 'client_id:secret' entries")
+        if secret.startswith("sha256="):
+            digest = secret.removeprefix("sha256=").lower()
+            if len(digest) != 64:
+                raise ValueError(f"sha256 digest for {client_id!r} must be 64 hex chars")
+        else:
+            digest = hashlib.sha256(secret.encode()).hexdigest()
+        pairs.append((client_id, digest))
+    return tuple(pairs)
+
+
+def _field(env: str, default: Any, parse: Callable[[str], Any] = str, doc: str = "") -> Any:
+    return dataclasses.field(default=default, metadata={"env": env, "parse": parse, "doc": doc})
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Typed, immutable configuration for the service and the workers."""
+
+    environment: str = _field("RECO_ENV", "development", doc="development, test or production")
+    database_url: str = _field(
+        "RECO_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/reco", doc="libpq URL"
+    )
+    amqp_url: str = _field(
+        "RECO_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F", doc="AMQP 0-9-1 URL"
+    )
+    api_keys: tuple[tuple[str, str], ...] = _field(
+        "RECO_API_KEYS",
+        _parse_api_keys(f"dev:{DEV_API_KEY}"),
+        _parse_api_keys,
+        "client_id:secret or client_id:sha256=<hex>, comma-separated",
+    )
+    amqp_namespace: str = _field(
+        "RECO_AMQP_NAMESPACE", "reco", doc="prefix of exchange and queue names"
+    )
+    log_level: str = _field("RECO_LOG_LEVEL", "INFO")
+    # HTTP service
+    db_pool_size: int = _field("RECO_DB_POOL_SIZE", 4, int, "connections per worker")
+    db_checkout_timeout_ms: int = _field("RECO_DB_CHECKOUT_TIMEOUT_MS", 200, int)
+    db_connect_timeout_s: int = _field("RECO_DB_CONNECT_TIMEOUT_S", 2, int, "libpq minimum is 2")
+    db_tcp_user_timeout_ms: int = _field("RECO_DB_TCP_USER_TIMEOUT_MS", 2000, int)
+    statement_timeout_ms: int = _field("RECO_STATEMENT_TIMEOUT_MS", 1000, int)
+    lock_timeout_ms: int = _field("RECO_LOCK_TIMEOUT_MS", 200, int)
+    idle_in_tx_timeout_ms: int = _field("RECO_IDLE_IN_TX_TIMEOUT_MS", 5000, int)
+    read_deadline_ms: int = _field("RECO_READ_DEADLINE_MS", 800, int)
+    write_deadline_ms: int = _field("RECO_WRITE_DEADLINE_MS", 1500, int)
+    breaker_failure_threshold: int = _field("RECO_BREAKER_FAILURES", 3, int)
+    breaker_reset_s: float = _field("RECO_BREAKER_RESET_S", 2.0, float)
+    max_inflight: int = _field("RECO_MAX_INFLIGHT", 32, int, "in-flight requests per worker")
+    max_content_length: int = _field("RECO_MAX_CONTENT_LENGTH", 262_144, int, "bytes")
+    idempotency_ttl_s: int = _field("RECO_IDEMPOTENCY_TTL_S", 86_400, int)
+    retry_after_s: int = _field("RECO_RETRY_AFTER_S", 1, int)
+    # Workers
+    relay_batch_size: int = _field("RECO_RELAY_BATCH_SIZE", 200, int)
+    relay_poll_interval_ms: int = _field("RECO_RELAY_POLL_MS", 100, int)
+    relay_confirm_timeout_s: float = _field("RECO_RELAY_CONFIRM_TIMEOUT_S", 5.0, float)
+    relay_idle_in_tx_timeout_ms: int = _field("RECO_RELAY_IDLE_IN_TX_TIMEOUT_MS", 30_000, int)
+    relay_retention_hours: float = _field("RECO_RELAY_RETENTION_HOURS", 24.0, float)
+    consumer_prefetch: int = _field("RECO_CONSUMER_PREFETCH", 200, int)
+    consumer_batch_size: int = _field("RECO_CONSUMER_BATCH_SIZE", 50, int)
+    consumer_batch_wait_ms: int = _field("RECO_CONSUMER_BATCH_WAIT_MS", 20, int)
+    delivery_limit: int = _field("RECO_DELIVERY_LIMIT", 20, int)
+    amqp_heartbeat_s: int = _field("RECO_AMQP_HEARTBEAT_S", 15, int)
+    amqp_blocked_timeout_s: int = _field("RECO_AMQP_BLOCKED_TIMEOUT_S", 30, int)
+    amqp_socket_timeout_s: float = _field("RECO_AMQP_SOCKET_TIMEOUT_S", 5.0, float)
+    backoff_max_s: float = _field("RECO_BACKOFF_MAX_S", 30.0, float)
+    metrics_port: int = _field("RECO_METRICS_PORT", 0, int, "worker metrics port; 0 = off")
+    # Test-only switches that break guarantees on purpose (negative controls).
+    unsafe_test_faults: str = _field(
+        "RECO_UNSAFE_TEST_FAULTS", "", doc="comma list; honoured only when RECO_ENV=test"
+    )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``environ`` (``os.environ`` by default), validating each value."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            name = field.metadata["env"]
+            if name not in environ:
+                continue
+            try:
+                values[field.name] = field.metadata["parse"](environ[name])
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(f"{name}: {exc}") from None
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Refuse impossible combinations and, in production, default secrets."""
+        if self.environment not in ENVIRONMENTS:
+            raise ConfigError(f"RECO_ENV: must be one of {', '.join(ENVIRONMENTS)}")
+        if self.lock_timeout_ms >= self.statement_timeout_ms:
+            raise ConfigError("RECO_LOCK_TIMEOUT_MS: must be below RECO_STATEMENT_TIMEOUT_MS")
+        if not 1 <= self.db_pool_size <= 64:
+            raise ConfigError("RECO_DB_POOL_SIZE: must be between 1 and 64")
+        if self.max_inflight < 1:
+            raise ConfigError("RECO_MAX_INFLIGHT: must be at least 1")
+        if self.environment == "production":
+            self._validate_production()
+
+    def _validate_production(self) -> None:
+        dev_digest = hashlib.sha256(DEV_API_KEY.encode()).hexdigest()
+        if not self.api_keys or any(d == dev_digest for _, d in self.api_keys):
+            raise ConfigError("RECO_API_KEYS: production needs its own keys, not the dev default")
+        for env, url in (
+            ("RECO_DATABASE_URL", self.database_url),
+            ("RECO_AMQP_URL", self.amqp_url),
+        ):
+            password = _url_password(url)
+            if password is None or password in KNOWN_DEFAULT_SECRETS:
+                raise ConfigError(f"{env}: production needs a non-default password")
+        if self.unsafe_test_faults:
+            raise ConfigError("RECO_UNSAFE_TEST_FAULTS: not allowed in production")
+
+    def test_fault(self, name: str) -> bool:
+        """Tell whether a deliberate test-only fault is switched on."""
+        if self.environment != "test":
+            return False
+        return name in {f.strip() for f in self.unsafe_test_faults.split(",")}
+
+    @staticmethod
+    def documented() -> list[tuple[str, str, str]]:
+        """List (variable, default, description) for every setting."""
+        rows = []
+        for field in dataclasses.fields(Settings):
+            default = field.default
+            if field.name == "api_keys":
+                default = f"dev:{DEV_API_KEY}"
+            rows.append((field.metadata["env"], str(default), field.metadata["doc"]))
+        return rows
+
+
+def _url_password(url: str) -> str | None:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).password

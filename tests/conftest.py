@@ -1,0 +1,6 @@
+"""Fixtures live in harness plugin modules; this file only loads them."""
+
+pytest_plugins = [
+    "harness.pytest_plugins.folders",
+    "harness.pytest_plugins.services",
+]

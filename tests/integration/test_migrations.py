@@ -1,0 +1,101 @@
+"""Migrations against the private PostgreSQL: concurrency, drift, missing and pending files."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg2
+
+from migrations.files import SQL_DIR
+from migrations.runner import applied, check, up
+
+
+def _copy_sql(tmp_path: Path) -> Path:
+    target = tmp_path / "sql"
+    shutil.copytree(SQL_DIR, target)
+    return target
+
+
+def _fresh_db(pg_instance, name: str) -> str:
+    conn = psycopg2.connect(pg_instance.url, connect_timeout=5)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    return pg_instance.url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def test_two_concurrent_runners_apply_each_file_once(pg_instance):
+    url = _fresh_db(pg_instance, "mig_concurrent")
+    cmd = [sys.executable, "-m", "migrations", "up", "--database-url", url]
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    applied_lines = [
+        line for out, _ in outputs for line in out.splitlines() if line.startswith("applied ")
+    ]
+    files = sorted(p.name for p in SQL_DIR.glob("*.sql"))
+    assert sorted(line.split()[1] for line in applied_lines) == files
+    assert sorted(v[0] for v in applied(url).values()) == files
+    conn = psycopg2.connect(url, connect_timeout=5)
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM items")
+        assert cur.fetchone()[0] == 5000
+    conn.close()
+
+
+def test_check_names_a_drifted_file(pg_instance, tmp_path):
+    url = _fresh_db(pg_instance, "mig_drift")
+    sql_dir = _copy_sql(tmp_path)
+    up(url, sql_dir, log=lambda _m: None)
+    assert check(url, sql_dir).ok
+    target = sql_dir / "0002_events.sql"
+    target.write_text(target.read_text() + "\n-- edited after it was applied\n")
+    report = check(url, sql_dir)
+    assert not report.ok
+    assert any("0002_events.sql" in p and "drift" in p for p in report.problems)
+    result = subprocess.run(
+        [sys.executable, "-m", "migrations", "check", "--database-url", url, "--dir", str(sql_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "0002_events.sql" in result.stdout
+
+
+def test_check_reports_missing_and_pending_files(pg_instance, tmp_path):
+    url = _fresh_db(pg_instance, "mig_missing")
+    sql_dir = _copy_sql(tmp_path)
+    up(url, sql_dir, log=lambda _m: None)
+    (sql_dir / "0007_popularity_prior.sql").unlink()
+    (sql_dir / "0007_new_table.sql").write_text("CREATE TABLE extra (id int PRIMARY KEY);\n")
+    (sql_dir / "0008_index.sql").write_text("CREATE INDEX events_kind_idx ON events (kind);\n")
+    report = check(url, sql_dir)
+    assert any("renamed" in p and "0007_new_table.sql" in p for p in report.problems)
+    assert "0008_index.sql" in report.pending
+    assert any("0008_index.sql:1: index-not-concurrent" in p for p in report.problems)
+
+
+def test_applied_but_missing_is_reported(pg_instance, tmp_path):
+    url = _fresh_db(pg_instance, "mig_gone")
+    sql_dir = _copy_sql(tmp_path)
+    up(url, sql_dir, log=lambda _m: None)
+    (sql_dir / "0007_popularity_prior.sql").unlink()
+    report = check(url, sql_dir)
+    assert "0007_popularity_prior.sql: applied but the file is missing" in report.problems
+
+
+def test_fixture_database_is_migrated_and_isolated(database_url, db):
+    with db.cursor() as cur:
+        cur.execute("SELECT count(*) FROM schema_migrations")
+        assert cur.fetchone()[0] == len(list(SQL_DIR.glob("*.sql")))
+        cur.execute("SELECT current_database()")
+        assert cur.fetchone()[0].startswith("t_")
