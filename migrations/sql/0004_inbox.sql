@@ -8,3 +8,5 @@ CREATE TABLE inbox (
 );
 
 CREATE INDEX inbox_applied_at_idx ON inbox (applied_at);
+-- Event status lookups (GET /v1/events/{id}) and audits find an event whatever the consumer.
+CREATE INDEX inbox_event_idx ON inbox (event_id);

@@ -1,6 +1,7 @@
 -- Feature tables maintained by the consumer with commutative, order-insensitive updates.
 CREATE TABLE item_popularity (
     item_id    bigint PRIMARY KEY,
+    category_id smallint,
     views      bigint NOT NULL DEFAULT 0,
     clicks     bigint NOT NULL DEFAULT 0,
     purchases  bigint NOT NULL DEFAULT 0,
