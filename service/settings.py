@@ -85,6 +85,10 @@ class Settings:
     max_content_length: int = _field("RECO_MAX_CONTENT_LENGTH", 262_144, int, "bytes")
     idempotency_ttl_s: int = _field("RECO_IDEMPOTENCY_TTL_S", 86_400, int)
     retry_after_s: int = _field("RECO_RETRY_AFTER_S", 1, int)
+    rate_limit_per_s: float = _field(
+        "RECO_RATE_LIMIT_PER_S", 0.0, float, "requests/s per API client and worker; 0 = off"
+    )
+    rate_limit_burst: float = _field("RECO_RATE_LIMIT_BURST", 50.0, float)
     # Workers
     relay_batch_size: int = _field("RECO_RELAY_BATCH_SIZE", 200, int)
     relay_poll_interval_ms: int = _field("RECO_RELAY_POLL_MS", 100, int)

@@ -151,13 +151,18 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
+# Detached children outlive the call that started them; holding their Popen objects keeps
+# Python from warning that a "subprocess is still running" when they are garbage-collected.
+_CHILDREN: list[subprocess.Popen] = []
+
+
 def spawn(
     argv: list[str], log_path: Path, env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> subprocess.Popen:
     """Start a detached child in its own session, stdout and stderr appended to ``log_path``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             argv,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -166,6 +171,8 @@ def spawn(
             cwd=cwd,
             start_new_session=True,
         )
+    _CHILDREN.append(proc)
+    return proc
 
 
 def tail(path: Path, lines: int = 20) -> str:

@@ -1,0 +1,52 @@
+"""Liveness, readiness and the OpenAPI document."""
+
+from __future__ import annotations
+
+import functools
+
+from flask import Blueprint, Response
+
+from migrations.files import discover
+from service import openapi
+from service.api.common import json_response, runtime
+from service.db.health import migrated
+from service.problems import ApiProblem
+
+blueprint = Blueprint("health", __name__)
+
+READINESS_BUDGET_S = 0.5
+
+
+@functools.lru_cache(maxsize=1)
+def _head() -> tuple[int, int]:
+    migrations, _ = discover()
+    return max((m.version for m in migrations), default=0), len(migrations)
+
+
+@blueprint.get("/healthz")
+def healthz() -> Response:
+    """Liveness: the process answers; dependencies are never checked here."""
+    return json_response({"status": "ok"})
+
+
+@blueprint.get("/readyz")
+def readyz() -> Response:
+    """Readiness: the database answers within the budget and migrations are at head."""
+    rt = runtime()
+    with rt.db.unit_of_work(READINESS_BUDGET_S) as uow, uow.cursor() as cur:
+        top, count = migrated(cur)
+    head = _head()
+    if (top, count) != head:
+        raise ApiProblem(
+            503,
+            "migrations-pending",
+            f"schema at version {top}, code expects {head[0]}",
+            headers={"Retry-After": str(rt.settings.retry_after_s)},
+        )
+    return json_response({"status": "ready", "checks": {"database": "ok", "schema_version": top}})
+
+
+@blueprint.get("/openapi.json")
+def openapi_document() -> Response:
+    """Serve the OpenAPI document that is the contract of this API."""
+    return json_response(openapi.document())

@@ -1,0 +1,58 @@
+"""GET /v1/users/{user_id}/recommendations."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, request
+
+from service import openapi
+from service.api.common import client_id, json_response, runtime
+from service.db.recommendations import candidates
+from service.problems import ApiProblem
+from service.ranking import rank
+
+blueprint = Blueprint("recommendations", __name__)
+
+CANDIDATE_POOL = 200
+
+
+PARAMS = "paths/~1v1~1users~1{user_id}~1recommendations/get/parameters"
+
+
+def _query_params() -> tuple[int, str]:
+    """Validate limit and surface against their OpenAPI schemas; reject unknown parameters."""
+    unknown = sorted(set(request.args) - {"limit", "surface"})
+    if unknown:
+        raise ApiProblem(
+            400,
+            "invalid-parameter",
+            "unknown query parameters",
+            errors=[{"pointer": f"/{n}", "detail": "unknown query parameter"} for n in unknown],
+        )
+    raw = request.args.get("limit", "20")
+    # Query strings are text: coerce only plain digit strings, let the schema judge the rest.
+    limit: object = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 6 else raw
+    openapi.validate(limit, f"{PARAMS}/1/schema", "query parameter limit", 400)
+    surface = request.args.get("surface", "home")
+    openapi.validate(surface, f"{PARAMS}/2/schema", "query parameter surface", 400)
+    return int(limit), surface  # type: ignore[call-overload]
+
+
+@blueprint.get("/v1/users/<user_id>/recommendations")
+def recommendations(user_id: str) -> Response:
+    """Rank the popular pool for the user; unknown users get the popular items."""
+    client_id()
+    openapi.validate(user_id, openapi.parameter_schema("UserId"), "path parameter user_id", 400)
+    limit, surface = _query_params()
+    rt = runtime()
+    with rt.db.unit_of_work(rt.settings.read_deadline_ms / 1000) as uow, uow.cursor() as cur:
+        pool = candidates(cur, user_id, max(CANDIDATE_POOL, limit))
+    ranked = rank(pool, limit)
+    fallback = not any(c.affinity > 0 or c.seen for c in pool)
+    return json_response(
+        {
+            "user_id": user_id,
+            "surface": surface,
+            "fallback": fallback,
+            "items": [{"item_id": r.item_id, "score": r.score, "reason": r.reason} for r in ranked],
+        }
+    )

@@ -1,0 +1,54 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from flask import Flask
+
+from service import errors, logs, metrics, middleware
+from service.db import deadline
+from service.db.access import Database
+from service.settings import Settings
+from service.shedding import InflightLimiter, TokenBucket
+
+
+@dataclasses.dataclass
+class Runtime:
+    """Everything a request needs besides Flask: settings, database, limits, metrics."""
+
+    settings: Settings
+    db: Database
+    limiter: InflightLimiter
+    rate_limit: TokenBucket
+    metrics: metrics.ServiceMetrics
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the app; no I/O happens here (pools open lazily in each worker)."""
+    settings = settings or Settings.from_env()
+    logs.configure(settings.log_level)
+    deadline.install()
+    app = Flask(__name__)
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_content_length, PROVIDE_AUTOMATIC_OPTIONS=False
+    )
+    service_metrics = metrics.install(app)
+    app.extensions["reco"] = Runtime(
+        settings=settings,
+        db=Database(settings, service_metrics),
+        limiter=InflightLimiter(settings.max_inflight),
+        rate_limit=TokenBucket(
+            settings.rate_limit_per_s, settings.rate_limit_burst, time.monotonic
+        ),
+        metrics=service_metrics,
+    )
+    middleware.install(app)
+    errors.install(app)
+    from service.api import events, health, recommendations
+
+    app.register_blueprint(health.blueprint)
+    app.register_blueprint(recommendations.blueprint)
+    app.register_blueprint(events.blueprint)
+    return app

@@ -1,0 +1,104 @@
+"""Per-process database access: a pool created after fork, a breaker, deadlines, 503 mapping."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg2
+import psycopg2.errors
+
+from service.breaker import CircuitBreaker, CircuitOpen
+from service.db.connect import connect
+from service.db.deadline import DeadlineExceeded, deadline_scope, remaining
+from service.db.pool import Pool, PoolTimeout
+from service.db.uow import UnitOfWork
+from service.problems import ApiProblem
+from service.settings import Settings
+
+log = logging.getLogger("reco.db")
+
+# Errors that say "the database is unreachable or too slow", as opposed to a bug in our SQL.
+UNAVAILABLE = (
+    psycopg2.OperationalError,
+    psycopg2.InterfaceError,
+    psycopg2.errors.QueryCanceled,
+    psycopg2.errors.LockNotAvailable,
+    psycopg2.errors.AdminShutdown,
+    psycopg2.errors.CannotConnectNow,
+)
+
+
+class Database:
+    """Open units of work with a deadline; fail fast with 503 while the database is down."""
+
+    def __init__(self, settings: Settings, metrics=None):
+        self.settings = settings
+        self.metrics = metrics
+        self.breaker = CircuitBreaker(
+            settings.breaker_failure_threshold, settings.breaker_reset_s, on_change=self._on_breaker
+        )
+        self._pool: Pool | None = None
+        self._pid = 0
+
+    def _on_breaker(self, state: str) -> None:
+        log.warning("database circuit %s", state, extra={"breaker": state})
+        if self.metrics:
+            self.metrics.breaker_open.set(1 if state == "open" else 0)
+
+    @property
+    def pool(self) -> Pool:
+        # Pools must not cross fork(): create one lazily in each worker process.
+        if self._pool is None or self._pid != os.getpid():
+            self._pool = Pool(lambda: connect(self.settings, "api"), self.settings.db_pool_size)
+            self._pid = os.getpid()
+        return self._pool
+
+    def _unavailable(self, detail: str, retry_after: int | None = None) -> ApiProblem:
+        seconds = retry_after or self.settings.retry_after_s
+        return ApiProblem(
+            503, "database-unavailable", detail, headers={"Retry-After": str(seconds)}
+        )
+
+    @contextmanager
+    def unit_of_work(self, budget_s: float) -> Iterator[UnitOfWork]:
+        """Yield a UnitOfWork bounded by ``budget_s``; map outages to 503 problems."""
+        try:
+            self.breaker.before_call()
+        except CircuitOpen:
+            if self.metrics:
+                self.metrics.shed.labels("circuit_open").inc()
+            raise self._unavailable("database unavailable", self.breaker.retry_after_s()) from None
+        with deadline_scope(budget_s):
+            started = time.perf_counter()
+            try:
+                checkout = min(self.settings.db_checkout_timeout_ms / 1000, max(remaining(), 0))
+                with UnitOfWork(self.pool, checkout) as uow:
+                    if self.metrics:
+                        self.metrics.pool_wait.observe(time.perf_counter() - started)
+                    yield uow
+            except PoolTimeout:
+                self.breaker.neutral()
+                if self.metrics:
+                    self.metrics.shed.labels("pool_exhausted").inc()
+                raise self._unavailable("no database connection free") from None
+            except DeadlineExceeded:
+                self._failed("deadline")
+                raise self._unavailable("database did not answer within the deadline") from None
+            except UNAVAILABLE as exc:
+                self._failed(type(exc).__name__)
+                raise self._unavailable("database unavailable") from None
+            except BaseException:
+                # The database answered; the failure is the request's own (e.g. a 422).
+                self.breaker.success()
+                raise
+        self.breaker.success()
+
+    def _failed(self, kind: str) -> None:
+        self.breaker.failure()
+        if self.metrics:
+            self.metrics.db_errors.labels(kind).inc()
+        log.warning("database call failed", extra={"kind": kind})

@@ -1,0 +1,75 @@
+"""Prometheus metrics: HTTP metrics from prometheus-flask-exporter plus the service's own."""
+
+from __future__ import annotations
+
+import os
+
+from flask import Flask
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+HISTOGRAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
+
+
+def multiprocess_mode() -> bool:
+    """Gunicorn's workers share metrics through files in PROMETHEUS_MULTIPROC_DIR."""
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+class ServiceMetrics:
+    """The service's own series, registered once per app."""
+
+    def __init__(self, registry: CollectorRegistry):
+        kw = {"registry": registry}
+        self.inflight = Gauge(
+            "reco_http_inflight_requests", "Requests in flight", multiprocess_mode="livesum", **kw
+        )
+        self.shed = Counter(
+            "reco_http_shed_total", "Requests shed before any work", ["reason"], **kw
+        )
+        self.pool_wait = Histogram(
+            "reco_db_pool_wait_seconds",
+            "Time to check out a connection",
+            buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.2, 0.5),
+            **kw,
+        )
+        self.db_errors = Counter(
+            "reco_db_errors_total", "Database failures by kind", ["kind"], **kw
+        )
+        self.idempotency = Counter(
+            "reco_idempotency_total", "Idempotency outcomes", ["outcome"], **kw
+        )
+        self.outbox_rows = Counter("reco_outbox_rows_written_total", "Outbox rows committed", **kw)
+        self.events = Counter("reco_events_total", "Events received by result", ["result"], **kw)
+        self.breaker_open = Gauge(
+            "reco_db_circuit_open",
+            "1 while the database breaker is open",
+            multiprocess_mode="max",
+            **kw,
+        )
+
+
+def install(app: Flask) -> ServiceMetrics:
+    """Attach HTTP metrics and /metrics (aggregating all gunicorn workers when multiprocess)."""
+    common = {
+        "group_by": "url_rule",
+        "buckets": HISTOGRAM_BUCKETS,
+        "excluded_paths": ["^/metrics$"],
+    }
+    if multiprocess_mode():
+        from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
+
+        exporter = GunicornInternalPrometheusMetrics(app, **common)
+        registry = CollectorRegistry()  # values go to the shared files; exposition aggregates
+    else:
+        from prometheus_flask_exporter import PrometheusMetrics
+
+        registry = CollectorRegistry()
+        exporter = PrometheusMetrics(app, registry=registry, **common)
+    exporter.info("reco_service_info", "Service version", version=_version())
+    return ServiceMetrics(registry)
+
+
+def _version() -> str:
+    from service.openapi import version
+
+    return version()

@@ -1,0 +1,79 @@
+"""RFC 9457 problem details: one exception type and one response builder for every error."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from flask import Response, g
+
+MEDIA_TYPE = "application/problem+json"
+
+TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+
+class ApiProblem(Exception):
+    """Raise anywhere in a request to answer with a problem document."""
+
+    def __init__(
+        self,
+        status: int,
+        problem_type: str,
+        detail: str,
+        *,
+        errors: list[dict[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+    ):
+        super().__init__(detail)
+        self.status = status
+        self.problem_type = problem_type
+        self.detail = detail
+        self.errors = errors
+        self.headers = headers or {}
+
+
+def problem_response(
+    status: int,
+    problem_type: str,
+    detail: str,
+    *,
+    errors: list[dict[str, str]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """Build an application/problem+json response; never includes internals."""
+    body: dict[str, Any] = {
+        "type": f"/problems/{problem_type}",
+        "title": TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+        "request_id": getattr(g, "request_id", None) or "-",
+    }
+    if errors:
+        body["errors"] = errors
+    response = Response(orjson.dumps(body), status=status, mimetype=MEDIA_TYPE)
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def from_exception(exc: ApiProblem) -> Response:
+    """Render a raised ApiProblem."""
+    return problem_response(
+        exc.status, exc.problem_type, exc.detail, errors=exc.errors, headers=exc.headers
+    )

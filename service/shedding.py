@@ -1,0 +1,51 @@
+"""Bound in-flight requests per worker; beyond the bound answer 503 before any work."""
+
+from __future__ import annotations
+
+import threading
+
+
+class InflightLimiter:
+    """Count requests in flight; ``try_enter`` fails once ``limit`` are running."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._count = 0
+        self._lock = threading.Lock()
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    def try_enter(self) -> bool:
+        with self._lock:
+            if self._count >= self.limit:
+                return False
+            self._count += 1
+            return True
+
+    def leave(self) -> None:
+        with self._lock:
+            self._count = max(0, self._count - 1)
+
+
+class TokenBucket:
+    """Per-client rate limit: ``rate`` requests per second with a burst of ``burst``."""
+
+    def __init__(self, rate: float, burst: float, clock):
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, client: str) -> bool:
+        if self.rate <= 0:
+            return True
+        now = self._clock()
+        with self._lock:
+            tokens, stamp = self._buckets.get(client, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - stamp) * self.rate)
+            allowed = tokens >= 1
+            self._buckets[client] = (tokens - 1 if allowed else tokens, now)
+            return allowed

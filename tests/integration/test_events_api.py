@@ -1,0 +1,144 @@
+"""POST/GET events against the private PostgreSQL: one transaction, idempotency, ownership."""
+
+from __future__ import annotations
+
+import concurrent.futures
+
+import orjson
+import pytest
+
+from harness.pytest_plugins.service import OTHER_API_KEY, idem_key
+
+
+def _counts(db) -> tuple[int, int, int]:
+    with db.cursor() as cur:
+        cur.execute(
+            "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM outbox),"
+            " (SELECT count(*) FROM idempotency_keys)"
+        )
+        return cur.fetchone()
+
+
+def _post(client, auth, body, key=None, **headers):
+    return client.post(
+        "/v1/events",
+        data=orjson.dumps(body),
+        content_type="application/json",
+        headers={**auth, "Idempotency-Key": key or idem_key(), **headers},
+    )
+
+
+def test_events_outbox_and_key_commit_together(client, auth, db, make_events):
+    body = make_events(3)
+    resp = _post(client, auth, body, **{"X-Request-ID": "req-123"})
+    assert resp.status_code == 202, resp.json
+    assert resp.json["accepted"] == 3 and resp.json["duplicates"] == 0
+    assert _counts(db) == (3, 3, 1)
+    with db.cursor() as cur:
+        cur.execute("SELECT headers->>'request_id', event_type, routing_key FROM outbox LIMIT 1")
+        assert cur.fetchone() == ("req-123", "interaction.recorded", "interaction.recorded.click")
+
+
+def test_failure_before_commit_leaves_nothing(client, auth, db, make_events, monkeypatch):
+    from service.db import idempotency as repo
+
+    def explode(*_a, **_k):
+        raise RuntimeError("crash after the outbox insert")
+
+    monkeypatch.setattr(repo, "store", explode)
+    resp = _post(client, auth, make_events(2))
+    assert resp.status_code == 500
+    assert resp.mimetype == "application/problem+json"
+    assert _counts(db) == (0, 0, 0)
+
+
+def test_replay_returns_the_stored_response(client, auth, db, make_events):
+    body, key = make_events(2), idem_key()
+    first = _post(client, auth, body, key)
+    second = _post(client, auth, body, key)
+    assert first.status_code == second.status_code == 202
+    assert first.data == second.data
+    assert second.headers["Idempotent-Replayed"] == "true"
+    assert "Idempotent-Replayed" not in first.headers
+    assert _counts(db) == (2, 2, 1)
+
+
+def test_same_key_different_body_is_422(client, auth, db, make_events):
+    key = idem_key()
+    assert _post(client, auth, make_events(1), key).status_code == 202
+    resp = _post(client, auth, make_events(1), key)
+    assert resp.status_code == 422
+    assert resp.json["type"] == "/problems/idempotency-key-reused"
+    assert _counts(db) == (1, 1, 1)
+
+
+def test_fifty_parallel_requests_with_one_key_have_one_effect(app, auth, db, make_events):
+    body, key = make_events(5), idem_key()
+
+    def send(_):
+        return _post(app.test_client(), auth, body, key)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(send, range(50)))
+    statuses = [r.status_code for r in responses]
+    assert set(statuses) <= {202, 409}, statuses
+    originals = [
+        r for r in responses if r.status_code == 202 and "Idempotent-Replayed" not in r.headers
+    ]
+    assert len(originals) == 1
+    assert all(r.headers.get("Retry-After") for r in responses if r.status_code == 409)
+    assert _counts(db) == (5, 5, 1)
+
+
+def test_keys_are_scoped_per_client(client, auth, db, make_events):
+    key = idem_key()
+    assert _post(client, auth, make_events(1), key).status_code == 202
+    other = _post(client, {"X-API-Key": OTHER_API_KEY}, make_events(1), key)
+    assert other.status_code == 202 and "Idempotent-Replayed" not in other.headers
+    assert _counts(db) == (2, 2, 2)
+
+
+def test_expired_key_starts_a_new_operation(client, auth, db, make_events):
+    body, key = make_events(1), idem_key()
+    assert _post(client, auth, body, key).status_code == 202
+    with db.cursor() as cur:
+        cur.execute("UPDATE idempotency_keys SET expires_at = now() - interval '1 second'")
+    again = _post(client, auth, body, key)
+    assert again.status_code == 202 and "Idempotent-Replayed" not in again.headers
+    assert again.json["duplicates"] == 1  # same event id: no second effect
+    assert _counts(db) == (1, 1, 1)
+
+
+def test_repeated_event_id_is_a_noop(client, auth, db, make_events):
+    body = make_events(1)
+    body["events"].append(dict(body["events"][0]))
+    resp = _post(client, auth, body)
+    assert resp.status_code == 202
+    assert [r["status"] for r in resp.json["results"]] == ["accepted", "duplicate"]
+    assert _counts(db) == (1, 1, 1)
+
+
+def test_event_status_and_ownership(client, auth, db, make_events):
+    body = make_events(1)
+    event_id = body["events"][0]["event_id"]
+    assert _post(client, auth, body).status_code == 202
+    resp = client.get(f"/v1/events/{event_id}", headers=auth)
+    assert resp.status_code == 200 and resp.json["status"] == "accepted"
+    with db.cursor() as cur:
+        cur.execute("UPDATE outbox SET published_at = now()")
+    assert client.get(f"/v1/events/{event_id}", headers=auth).json["status"] == "published"
+    with db.cursor() as cur:
+        cur.execute("INSERT INTO inbox (consumer, event_id) VALUES ('features', %s)", (event_id,))
+    assert client.get(f"/v1/events/{event_id}", headers=auth).json["status"] == "applied"
+    assert (
+        client.get(f"/v1/events/{event_id}", headers={"X-API-Key": OTHER_API_KEY}).status_code
+        == 404
+    )
+
+
+@pytest.mark.parametrize("header", ["", "nope", "dev-key "])
+def test_bad_api_key_is_401_without_effect(client, db, make_events, header):
+    resp = _post(client, {"X-API-Key": header} if header else {}, make_events(1))
+    assert resp.status_code == 401
+    assert resp.headers["WWW-Authenticate"].startswith("ApiKey")
+    assert _counts(db) == (0, 0, 0)
