@@ -21,7 +21,7 @@ limit_request_line = 4094
 limit_request_fields = 50
 limit_request_field_size = 8190
 # The heartbeat file must live on tmpfs: a disk-backed fchmod can stall the arbiter.
-worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108
 accesslog = None  # the app writes one JSON line per request
 errorlog = "-"
 loglevel = os.environ.get("RECO_GUNICORN_LOGLEVEL", "info")

@@ -48,10 +48,15 @@ class ServiceMetrics:
         )
 
 
+def path(request) -> str:
+    """Label requests by route template so user ids never become label values."""
+    return request.url_rule.rule if request.url_rule is not None else "<unmatched>"
+
+
 def install(app: Flask) -> ServiceMetrics:
     """Attach HTTP metrics and /metrics (aggregating all gunicorn workers when multiprocess)."""
     common = {
-        "group_by": "url_rule",
+        "group_by": path,
         "buckets": HISTOGRAM_BUCKETS,
         "excluded_paths": ["^/metrics$"],
     }

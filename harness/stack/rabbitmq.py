@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -140,10 +141,15 @@ class RabbitServer:
             f"{self.url}?connection_attempts=1&socket_timeout=2&blocked_connection_timeout=2"
             "&stack_timeout=3"
         )
+        pika_log = logging.getLogger("pika")
+        level = pika_log.level
+        pika_log.setLevel(logging.CRITICAL)  # refused connections are expected while booting
         try:
             conn = pika.BlockingConnection(params)
         except Exception:  # noqa: BLE001 - any failure means "not yet"
             return False
+        finally:
+            pika_log.setLevel(level)
         conn.close()
         return True
 

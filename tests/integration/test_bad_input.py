@@ -1,0 +1,174 @@
+"""Every bad-input class gets a 4xx problem+json and leaves no row behind."""
+
+from __future__ import annotations
+
+import uuid
+
+import orjson
+import pytest
+
+from harness.pytest_plugins.service import idem_key
+
+EVENT = {
+    "event_id": "6f1c2c4e-8c2a-4e0e-9a53-0c6b1b7b2a10",
+    "user_id": "u-1",
+    "item_id": 7,
+    "kind": "view",
+    "occurred_at": "2026-11-29T10:00:00Z",
+}
+
+
+def _body(**overrides) -> bytes:
+    return orjson.dumps({"events": [{**EVENT, **overrides}]})
+
+
+def _raw_event(fragment: str) -> bytes:
+    """An event batch whose user_id is a raw JSON fragment (to smuggle escapes past orjson)."""
+    return (
+        b'{"events":[{"event_id":"6f1c2c4e-8c2a-4e0e-9a53-0c6b1b7b2a10","user_id":'
+        + fragment.encode()
+        + b',"item_id":7,"kind":"view","occurred_at":"2026-11-29T10:00:00Z"}]}'
+    )
+
+
+BODY_CASES = {
+    "malformed-json": (b'{"events": [', 400),
+    "empty-body": (b"", 400),
+    "invalid-utf8": (b'{"events": "\xff\xfe"}', 400),
+    "byte-order-mark": ("\ufeff".encode() + _body(), 400),
+    "nan": (_body().replace(b'"item_id":7', b'"item_id":NaN'), 400),
+    "infinity": (_body().replace(b'"item_id":7', b'"item_id":Infinity'), 400),
+    "duplicate-keys": (_body().replace(b'"kind":"view"', b'"kind":"view","kind":"click"'), 400),
+    "lone-surrogate": (_raw_event('"\\ud800"'), 400),
+    "nul-byte": (_raw_event('"a\\u0000b"'), 400),
+    "deep-nesting": (b'{"events":' + b"[" * 5000 + b"]" * 5000 + b"}", 400),
+    "huge-integer": (_body().replace(b'"item_id":7', b'"item_id":' + b"9" * 5000), 400),
+    "float-overflow": (_body().replace(b'"item_id":7', b'"item_id":1e999'), 400),
+    "top-level-array": (b"[]", 422),
+    "top-level-string": (b'"events"', 422),
+    "extra-property": (orjson.dumps({"events": [EVENT], "is_admin": True}), 422),
+    "event-extra-property": (_body(weight=100), 422),
+    "no-events": (orjson.dumps({"events": []}), 422),
+    "too-many-events": (orjson.dumps({"events": [EVENT] * 101}), 422),
+    "bad-uuid": (_body(event_id="not-a-uuid"), 422),
+    "user-id-too-long": (_body(user_id="u" * 129), 422),
+    "user-id-bad-chars": (_body(user_id="u 1; DROP TABLE events"), 422),
+    "user-id-empty": (_body(user_id=""), 422),
+    "item-zero": (_body(item_id=0), 422),
+    "item-negative": (_body(item_id=-5), 422),
+    "item-float": (_body(item_id=7.5), 422),
+    "item-string": (_body(item_id="7"), 422),
+    "item-too-big": (_body(item_id=2**40), 422),
+    "item-unknown": (_body(item_id=999_999), 422),
+    "kind-unknown": (_body(kind="like"), 422),
+    "occurred-at-bad": (_body(occurred_at="yesterday"), 422),
+    "occurred-at-number": (_body(occurred_at=12345), 422),
+    "missing-field": (orjson.dumps({"events": [{k: v for k, v in EVENT.items() if k != "kind"}]}),
+                      422),
+    "null-event": (orjson.dumps({"events": [None]}), 422),
+}
+
+
+def _assert_no_rows(db) -> None:
+    with db.cursor() as cur:
+        cur.execute("SELECT (SELECT count(*) FROM events) + (SELECT count(*) FROM outbox)"
+                    " + (SELECT count(*) FROM idempotency_keys)")
+        assert cur.fetchone()[0] == 0
+
+
+def _assert_problem(resp, status: int) -> None:
+    assert resp.status_code == status, resp.data[:300]
+    assert resp.mimetype == "application/problem+json"
+    body = resp.json
+    assert body["status"] == status and body["request_id"] and body["type"].startswith("/problems/")
+
+
+@pytest.mark.parametrize("case", sorted(BODY_CASES))
+def test_bad_body(client, auth, db, case):
+    raw, status = BODY_CASES[case]
+    resp = client.post("/v1/events", data=raw, content_type="application/json",
+                       headers={**auth, "Idempotency-Key": idem_key()})
+    _assert_problem(resp, status)
+    _assert_no_rows(db)
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml", None]
+)
+def test_wrong_content_type_is_415(client, auth, db, content_type):
+    headers = {**auth, "Idempotency-Key": idem_key()}
+    if content_type:
+        headers["Content-Type"] = content_type
+    resp = client.post("/v1/events", data=_body(), headers=headers)
+    _assert_problem(resp, 415)
+    _assert_no_rows(db)
+
+
+def test_body_over_the_limit_is_413(client, auth, db):
+    raw = b'{"events":[' + b" " * 300_000 + b"]}"
+    resp = client.post("/v1/events", data=raw, content_type="application/json",
+                       headers={**auth, "Idempotency-Key": idem_key()})
+    _assert_problem(resp, 413)
+    _assert_no_rows(db)
+
+
+@pytest.mark.parametrize(
+    "key", [None, "", '""', '"' + "k" * 256 + '"', '"bad key with spaces"', '"x";y', "ké"],
+)
+def test_bad_idempotency_key_is_400(client, auth, db, key):
+    headers = dict(auth)
+    if key is not None:
+        headers["Idempotency-Key"] = key
+    resp = client.post("/v1/events", data=_body(), content_type="application/json", headers=headers)
+    _assert_problem(resp, 400)
+    _assert_no_rows(db)
+
+
+def test_two_idempotency_keys_are_400(client, auth, db):
+    headers = [("X-API-Key", auth["X-API-Key"]), ("Idempotency-Key", idem_key()),
+               ("Idempotency-Key", idem_key())]
+    resp = client.post("/v1/events", data=_body(), content_type="application/json", headers=headers)
+    _assert_problem(resp, 400)
+    _assert_no_rows(db)
+
+
+@pytest.mark.parametrize(
+    ("query", "status"),
+    [
+        ("limit=0", 400), ("limit=101", 400), ("limit=abc", 400), ("limit=-1", 400),
+        ("limit=1.5", 400), ("limit=" + "9" * 5000, 400), ("surface=moon", 400),
+        ("unknown=1", 400), ("limit=%00", 400),
+    ],
+)
+def test_bad_query_is_400(client, auth, query, status):
+    _assert_problem(client.get(f"/v1/users/u-1/recommendations?{query}", headers=auth), status)
+
+
+@pytest.mark.parametrize("user_id", ["u%201", "u" * 129, "%C3%A9", "a%00b", "..%2F..%2Fetc"])
+def test_bad_user_id_is_4xx(client, auth, user_id):
+    resp = client.get(f"/v1/users/{user_id}/recommendations", headers=auth)
+    assert resp.status_code in (400, 404)
+    assert resp.mimetype == "application/problem+json"
+
+
+@pytest.mark.parametrize("event_id", ["123", "x" * 40, "%00"])
+def test_bad_event_id_is_400(client, auth, event_id):
+    _assert_problem(client.get(f"/v1/events/{event_id}", headers=auth), 400)
+
+
+def test_unknown_event_is_404(client, auth):
+    _assert_problem(client.get(f"/v1/events/{uuid.uuid4()}", headers=auth), 404)
+
+
+def test_unknown_route_and_method(client, auth):
+    _assert_problem(client.get("/v1/nope", headers=auth), 404)
+    resp = client.delete("/v1/events", headers=auth)
+    _assert_problem(resp, 405)
+    assert resp.headers["Allow"] == "POST"
+    assert client.options("/v1/events").status_code == 405
+
+
+def test_errors_do_not_leak_internals(client, auth):
+    resp = client.get("/v1/users/u-1/recommendations?limit=abc", headers=auth)
+    text = resp.get_data(as_text=True).lower()
+    assert "traceback" not in text and "psycopg2" not in text and "select" not in text
