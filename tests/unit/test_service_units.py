@@ -1,0 +1,117 @@
+"""Pure service logic: ranking, strict JSON, idempotency keys, breaker, limits, problems."""
+
+from __future__ import annotations
+
+import pytest
+
+from service import idempotency, strict_json
+from service.breaker import CircuitBreaker, CircuitOpen
+from service.problems import ApiProblem
+from service.ranking import Candidate, rank
+from service.shedding import InflightLimiter, TokenBucket
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_rank_orders_by_score_with_affinity_and_seen():
+    ranked = rank(
+        [Candidate(1, 100, 0, False), Candidate(2, 50, 3, False), Candidate(3, 90, 0, True)], 3
+    )
+    assert [r.item_id for r in ranked] == [2, 1, 3]
+    assert [r.reason for r in ranked] == ["affinity", "popular", "seen"]
+
+
+def test_rank_is_deterministic_on_ties_and_honours_limit():
+    ranked = rank([Candidate(i, 10, 0, False) for i in (5, 3, 4)], 2)
+    assert [r.item_id for r in ranked] == [3, 4]
+    assert rank([], 5) == []
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"NaN", b'{"a":1,"a":2}', b'"\\ud800"', b'"\\u0000"', b"[" * 100 + b"]" * 100,
+     b"1" * 30, b"\xff", b"{", b"", b"1e999"],
+)
+def test_strict_json_rejects(raw):
+    with pytest.raises(strict_json.JsonRejected):
+        strict_json.loads(raw)
+
+
+def test_strict_json_accepts_ordinary_documents():
+    assert strict_json.loads(b'{"a": [1, 2.5, "x\\u00e9", null, true]}') == {
+        "a": [1, 2.5, "xé", None, True]
+    }
+
+
+@pytest.mark.parametrize("value", ['"abc-123"', "abc-123", '"' + "k" * 255 + '"'])
+def test_idempotency_key_accepts(value):
+    assert idempotency.parse_key([value]).startswith(("abc", "k"))
+
+
+@pytest.mark.parametrize("values", [[], ['""'], ['"a b"'], ['"' + "k" * 256 + '"'], ["a", "b"]])
+def test_idempotency_key_rejects(values):
+    with pytest.raises(ApiProblem) as err:
+        idempotency.parse_key(values)
+    assert err.value.status == 400
+
+
+def test_fingerprint_is_canonical_and_scoped_by_path():
+    a = idempotency.fingerprint("POST", "/v1/events", {"b": 1, "a": [1, 2]})
+    b = idempotency.fingerprint("POST", "/v1/events", {"a": [1, 2], "b": 1})
+    assert a == b
+    assert a != idempotency.fingerprint("POST", "/v1/other", {"a": [1, 2], "b": 1})
+    assert idempotency.lock_key("c", "k") != idempotency.lock_key("d", "k")
+
+
+def test_breaker_opens_half_opens_and_closes():
+    clock = Clock()
+    breaker = CircuitBreaker(threshold=2, reset_s=5, clock=clock)
+    breaker.before_call()
+    breaker.failure()
+    breaker.before_call()
+    breaker.failure()
+    with pytest.raises(CircuitOpen):
+        breaker.before_call()
+    assert breaker.retry_after_s() == 5
+    clock.now = 5.1
+    breaker.before_call()  # the single trial
+    with pytest.raises(CircuitOpen):
+        breaker.before_call()
+    breaker.success()
+    assert breaker.state == "closed"
+
+
+def test_failed_trial_reopens_the_breaker():
+    clock = Clock()
+    breaker = CircuitBreaker(threshold=1, reset_s=1, clock=clock)
+    breaker.failure()
+    clock.now = 2
+    breaker.before_call()
+    breaker.failure()
+    with pytest.raises(CircuitOpen):
+        breaker.before_call()
+
+
+def test_inflight_limiter_bounds_concurrency():
+    limiter = InflightLimiter(2)
+    assert limiter.try_enter() and limiter.try_enter()
+    assert not limiter.try_enter()
+    limiter.leave()
+    assert limiter.try_enter()
+
+
+def test_token_bucket_refills_over_time():
+    clock = Clock()
+    bucket = TokenBucket(rate=1, burst=2, clock=clock)
+    assert bucket.allow("a") and bucket.allow("a")
+    assert not bucket.allow("a")
+    assert bucket.allow("b")
+    clock.now = 1.0
+    assert bucket.allow("a")
+    assert TokenBucket(0, 0, clock).allow("x")

@@ -1,0 +1,72 @@
+"""Settings come from the environment in one place and refuse unsafe production values."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from service.settings import ConfigError, Settings
+
+PROD = {
+    "RECO_ENV": "production",
+    "RECO_API_KEYS": "shop:" + "s" * 40,
+    "RECO_DATABASE_URL": "postgresql://app:Str0ng-pass@db:5432/reco",
+    "RECO_AMQP_URL": "amqp://relay:An0ther-pass@mq:5672/%2F",
+}
+
+
+def test_defaults_are_development():
+    settings = Settings.from_env({})
+    assert settings.environment == "development"
+    assert settings.api_keys[0][0] == "dev"
+
+
+def test_typed_coercion_and_named_errors():
+    assert Settings.from_env({"RECO_DB_POOL_SIZE": "7"}).db_pool_size == 7
+    with pytest.raises(ConfigError, match="RECO_DB_POOL_SIZE"):
+        Settings.from_env({"RECO_DB_POOL_SIZE": "many"})
+    with pytest.raises(ConfigError, match="RECO_ENV"):
+        Settings.from_env({"RECO_ENV": "staging"})
+    with pytest.raises(ConfigError, match="RECO_LOCK_TIMEOUT_MS"):
+        Settings.from_env({"RECO_LOCK_TIMEOUT_MS": "5000"})
+
+
+def test_api_keys_are_stored_hashed():
+    settings = Settings.from_env({"RECO_API_KEYS": "a:secret-a,b:sha256=" + "0" * 64})
+    assert settings.api_keys == (("a", hashlib.sha256(b"secret-a").hexdigest()), ("b", "0" * 64))
+    assert "secret-a" not in repr(settings)
+
+
+def test_production_accepts_real_secrets():
+    assert Settings.from_env(PROD).environment == "production"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("RECO_API_KEYS", "dev:dev-key"),
+        ("RECO_DATABASE_URL", "postgresql://postgres:postgres@db/reco"),
+        ("RECO_DATABASE_URL", "postgresql://app@db/reco"),
+        ("RECO_AMQP_URL", "amqp://guest:guest@mq:5672/%2F"),
+        ("RECO_UNSAFE_TEST_FAULTS", "consumer_ack_before_commit"),
+    ],
+)
+def test_production_refuses_defaults_and_names_the_variable(variable, value):
+    with pytest.raises(ConfigError, match=variable) as err:
+        Settings.from_env({**PROD, variable: value})
+    assert "guest" not in str(err.value) and "postgres:postgres" not in str(err.value)
+
+
+def test_test_faults_only_in_test_mode():
+    faults = {"RECO_UNSAFE_TEST_FAULTS": "x,y"}
+    assert Settings.from_env({**faults, "RECO_ENV": "test"}).test_fault("y")
+    assert not Settings.from_env(faults).test_fault("y")
+
+
+def test_env_example_lists_every_variable():
+    from pathlib import Path
+
+    text = (Path(__file__).parents[2] / ".env.example").read_text()
+    missing = [name for name, _, _ in Settings.documented() if name not in text]
+    assert missing == []
