@@ -4,4 +4,5 @@ pytest_plugins = [
     "harness.pytest_plugins.folders",
     "harness.pytest_plugins.services",
     "harness.pytest_plugins.service",
+    "harness.pytest_plugins.gunicorn",
 ]

@@ -1,0 +1,109 @@
+"""Run the API under gunicorn as a real process for e2e tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from harness.stack.procs import free_port, stop_pid, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class GunicornServer:
+    """One gunicorn master with its workers, its log captured to a file."""
+
+    def __init__(self, env: dict[str, str], workers: int = 2):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = Path(tempfile.mkstemp(prefix="reco-gunicorn-", suffix=".log")[1])
+        self.prom_dir = tempfile.mkdtemp(prefix="reco-prom-")
+        full_env = {
+            **os.environ,
+            **env,
+            "PROMETHEUS_MULTIPROC_DIR": self.prom_dir,
+            "RECO_GUNICORN_WORKERS": str(workers),
+        }
+        argv = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            str(ROOT / "service/gunicorn.conf.py"),
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "service.wsgi:app",
+        ]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=full_env,
+                cwd=ROOT,
+                start_new_session=True,
+            )
+        wait_until(self._alive, 30, "gunicorn")
+
+    def _alive(self) -> bool:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"gunicorn exited: {self.log()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as resp:  # noqa: S310
+                return resp.status == 200
+        except OSError:
+            return False
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def worker_pids(self) -> list[int]:
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        with contextlib.suppress(OSError):
+            return [int(p) for p in children.read_text().split()]
+        return []
+
+    def terminate(self) -> int:
+        """SIGTERM (graceful) and wait; return the exit code."""
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=40)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            stop_pid(self.proc.pid, timeout=30)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=5)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def gunicorn_server(rabbit_instance) -> Iterator[Callable[..., GunicornServer]]:
+    """Start gunicorn serving service.wsgi:app against a given database URL."""
+    started: list[GunicornServer] = []
+
+    def start(database_url: str, workers: int = 2, **env: str) -> GunicornServer:
+        server = GunicornServer(
+            {
+                "RECO_ENV": "test",
+                "RECO_DATABASE_URL": database_url,
+                "RECO_AMQP_URL": rabbit_instance.url,
+                **env,
+            },
+            workers,
+        )
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

@@ -1,0 +1,190 @@
+"""The API under gunicorn: metrics across workers, readiness, graceful stop, black-holed DB."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import psycopg2
+import pytest
+import requests
+
+from harness.stack import PostgresServer, wait_until
+from harness.tcpproxy import TcpProxy
+from migrations.runner import up
+
+AUTH = {"X-API-Key": "dev-key"}
+
+
+def _post_events(base: str, n: int = 1, timeout: float = 10) -> requests.Response:
+    body = {
+        "events": [
+            {
+                "event_id": str(uuid.uuid4()),
+                "user_id": "u-e2e",
+                "item_id": 5 + i,
+                "kind": "view",
+                "occurred_at": "2026-11-29T10:00:00Z",
+            }
+            for i in range(n)
+        ]
+    }
+    return requests.post(
+        f"{base}/v1/events",
+        json=body,
+        timeout=timeout,
+        headers={**AUTH, "Idempotency-Key": f'"{uuid.uuid4()}"'},
+    )
+
+
+def test_metrics_aggregate_across_workers(gunicorn_server, database_url):
+    server = gunicorn_server(database_url, workers=2)
+    for _ in range(40):
+        resp = requests.get(
+            f"{server.url}/v1/users/u-1/recommendations",
+            headers=AUTH,
+            timeout=5,
+        )
+        assert resp.status_code == 200
+    pids = {
+        json.loads(line)["pid"]
+        for line in server.log().splitlines()
+        if line.startswith("{") and '"path":"/v1/users/u-1/recommendations"' in line
+    }
+    assert len(pids) == 2, "both workers should have served requests"
+    text = requests.get(f"{server.url}/metrics", timeout=5).text
+    counts = [
+        line
+        for line in text.splitlines()
+        if line.startswith("flask_http_request_duration_seconds_count")
+        and "/recommendations" in line
+    ]
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in counts) == 40
+
+
+@pytest.fixture
+def own_postgres():
+    """A PostgreSQL of its own, so this test can stop and restart it."""
+    root = Path(tempfile.mkdtemp(prefix="reco-own-pg-"))
+    os.chmod(root, 0o755)  # noqa: S103 - the postgres user must traverse it
+    server = PostgresServer(root, test_mode=True)
+    server.start()
+    url = server.create_database("reco")
+    up(url, log=lambda _m: None)
+    yield server, url
+    server.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_readiness_follows_the_database(gunicorn_server, own_postgres):
+    pg, url = own_postgres
+    server = gunicorn_server(url, workers=2)
+    ready = f"{server.url}/readyz"
+    assert requests.get(ready, timeout=5).status_code == 200
+    pg.stop()
+    wait_until(lambda: requests.get(ready, timeout=5).status_code == 503, 10, "readiness 503")
+    resp = requests.get(ready, timeout=5)
+    assert resp.headers["Content-Type"] == "application/problem+json"
+    assert resp.headers["Retry-After"]
+    assert requests.get(f"{server.url}/healthz", timeout=5).status_code == 200
+    pg.start()
+    wait_until(lambda: requests.get(ready, timeout=5).status_code == 200, 15, "readiness 200")
+
+
+def test_sigterm_under_load_loses_no_in_flight_request(gunicorn_server, database_url):
+    """Requests a worker took are answered; only never-accepted ones may be reset (no effect)."""
+    server = gunicorn_server(database_url, workers=2)
+    signalled = threading.Event()
+    stop_at = time.monotonic() + 20
+    outcomes: list[tuple[bool, bool, int | str, list[str]]] = []
+
+    def client() -> None:
+        while time.monotonic() < stop_at:
+            started_before = not signalled.is_set()
+            body = {
+                "events": [
+                    {
+                        "event_id": str(uuid.uuid4()),
+                        "user_id": "u-term",
+                        "item_id": 5 + i,
+                        "kind": "view",
+                        "occurred_at": "2026-11-29T10:00:00Z",
+                    }
+                    for i in range(20)
+                ]
+            }
+            ids = [e["event_id"] for e in body["events"]]
+            try:
+                status: int | str = requests.post(
+                    f"{server.url}/v1/events",
+                    json=body,
+                    timeout=10,
+                    headers={**AUTH, "Idempotency-Key": f'"{uuid.uuid4()}"'},
+                ).status_code
+            except requests.ConnectionError as exc:
+                status = "refused" if "refused" in str(exc).lower() else "reset"
+            outcomes.append((started_before, signalled.is_set(), status, ids))
+            if status == "refused" or (signalled.is_set() and not started_before):
+                return
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(client) for _ in range(6)]
+        wait_until(lambda: len(outcomes) > 30, 15, "load")
+        signalled.set()
+        assert server.terminate() == 0
+        for future in futures:
+            future.result(timeout=30)
+    conn = psycopg2.connect(database_url, connect_timeout=5)
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT event_id::text FROM events")
+        stored = {row[0] for row in cur.fetchall()}
+    conn.close()
+    for _before, _after, status, ids in outcomes:
+        if status == 202:
+            assert set(ids) <= stored
+        else:
+            # Reset while queued in the listen backlog, before any worker read it: no effect.
+            assert status in ("refused", "reset") and not set(ids) & stored, status
+    assert [o for o in outcomes if o[0] and o[1] and o[2] == 202], "none spanned the SIGTERM"
+    assert "WORKER TIMEOUT" not in server.log()
+
+
+def test_black_holed_database_answers_503_within_the_deadline(
+    gunicorn_server, pg_instance, database_url
+):
+    proxy = TcpProxy(pg_instance.host, pg_instance.port)
+    proxied = database_url.replace(f":{pg_instance.port}/", f":{proxy.port}/")
+    try:
+        server = gunicorn_server(proxied, workers=2)
+        assert _post_events(server.url).status_code == 202
+        proxy.blackhole()
+        durations = []
+        for _ in range(12):
+            started = time.monotonic()
+            resp = requests.get(
+                f"{server.url}/v1/users/u-1/recommendations", headers=AUTH, timeout=10
+            )
+            durations.append(time.monotonic() - started)
+            assert resp.status_code == 503, resp.text
+            assert resp.headers["Content-Type"] == "application/problem+json"
+            assert int(resp.headers["Retry-After"]) >= 1
+        assert max(durations) < 0.8 + 0.7  # read deadline plus scheduling margin
+        write = _post_events(server.url)
+        assert write.status_code == 503
+        proxy.heal()
+        wait_until(lambda: _post_events(server.url, timeout=5).status_code == 202, 20, "recovery")
+        assert "WORKER TIMEOUT" not in server.log()
+    finally:
+        proxy.close()
+    conn = psycopg2.connect(database_url, connect_timeout=5)
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) = count(DISTINCT event_id) FROM outbox")
+        assert cur.fetchone()[0]
+    conn.close()
