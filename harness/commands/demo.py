@@ -1,4 +1,4 @@
-"""`demo`: the README's main job: bring the stack up and run a short load/chaos run with a verdict."""
+"""`demo`: the main job: bring the stack up, run a short load/chaos run, print the verdict."""
 
 from __future__ import annotations
 
