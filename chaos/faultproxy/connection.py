@@ -1,0 +1,167 @@
+"""An accepted client, its upstream socket, and the two links between them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+from typing import TYPE_CHECKING
+
+from chaos.faultproxy import addresses
+from chaos.faultproxy.link import Link
+
+if TYPE_CHECKING:
+    from chaos.faultproxy.proxy import Proxy
+
+# A graceful close that cannot flush (peer not reading) is forced after this long.
+CLOSE_GRACE = 10.0
+DIAL_TIMEOUT = 60.0
+LINGER_RESET = struct.pack("ii", 1, 0)
+
+
+class Endpoint(asyncio.Protocol):
+    """One socket of a proxied connection, feeding the link that reads it."""
+
+    def __init__(self, conn: Connection):
+        self.conn = conn
+        self.transport: asyncio.Transport | None = None
+        self.lost = False
+        self.inbound: Link | None = None
+        self.outbound: Link | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.conn.endpoint_made(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.inbound is not None:
+            self.inbound.feed(data)
+
+    def eof_received(self) -> bool:
+        if self.inbound is not None:
+            self.inbound.feed_eof()
+        # Keep the socket open: the other direction closes it when its chain ends.
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.conn.endpoint_lost(self)
+
+    def pause_writing(self) -> None:
+        if self.outbound is not None:
+            self.outbound.dest_paused(True)
+
+    def resume_writing(self) -> None:
+        if self.outbound is not None:
+            self.outbound.dest_paused(False)
+
+
+class Connection:
+    """Accept a client, dial the upstream, and tear both down together."""
+
+    def __init__(self, proxy: Proxy):
+        self.proxy = proxy
+        self.loop = asyncio.get_running_loop()
+        self.client = Endpoint(self)
+        self.upstream: Endpoint | None = None
+        self.links: dict[str, Link] = {}
+        self.dial: asyncio.Task | None = None
+        self.aborted = False
+        self.finished = False
+        self.labels = ("", "", "")
+        self._timers: list[asyncio.TimerHandle] = []
+
+    def endpoint_made(self, endpoint: Endpoint) -> None:
+        # Hold bytes in the kernel until both links exist, as Go dials before it copies.
+        endpoint.transport.pause_reading()
+        if endpoint is self.client:
+            self.proxy.connection_opened(self)
+            self.dial = self.loop.create_task(self._dial())
+
+    async def _dial(self) -> None:
+        upstream = Endpoint(self)
+        connected = False
+        try:
+            host, port = addresses.split_host_port(self.proxy.upstream)
+            async with asyncio.timeout(DIAL_TIMEOUT):
+                await self.loop.create_connection(lambda: upstream, host or "localhost", port)
+            connected = True
+        except (OSError, ValueError, TimeoutError, addresses.AddrError):
+            pass
+        finally:
+            self.dial = None
+            if not connected:
+                # Go accepts first and dials after: the client sees a connect, then EOF.
+                self.close_endpoint(self.client)
+                self._check_done()
+        if not connected:
+            return
+        self.upstream = upstream
+        if self.aborted or self.client.lost or upstream.lost:
+            self._abort_endpoint(upstream)
+            self.close_endpoint(self.client)
+            self._check_done()
+            return
+        toxics = self.proxy.toxics
+        if toxics.has_type("reset_peer"):
+            # Go sets SO_LINGER 0 on both sockets whatever the toxicity, so closes become RST.
+            for endpoint in (self.client, upstream):
+                sock = endpoint.transport.get_extra_info("socket")
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
+        self.links["upstream"] = Link(
+            self, "upstream", self.client, upstream, toxics.chain("upstream")
+        )
+        self.links["downstream"] = Link(
+            self, "downstream", upstream, self.client, toxics.chain("downstream")
+        )
+        self.client.transport.resume_reading()
+        upstream.transport.resume_reading()
+
+    def endpoint_lost(self, endpoint: Endpoint) -> None:
+        if endpoint.inbound is not None:
+            endpoint.inbound.feed_eof()
+        self._check_done()
+
+    def _check_done(self) -> None:
+        ends = [self.client] if self.upstream is None else [self.client, self.upstream]
+        if self.dial is None and all(e.lost for e in ends):
+            self._finish()
+
+    def close_endpoint(self, endpoint: Endpoint) -> None:
+        """Close one socket after flushing what was written to it."""
+        transport = endpoint.transport
+        if transport is None or endpoint.lost or transport.is_closing():
+            return
+        transport.close()
+        self._timers.append(self.loop.call_later(CLOSE_GRACE, self._abort_endpoint, endpoint))
+
+    def _abort_endpoint(self, endpoint: Endpoint) -> None:
+        if endpoint.transport is not None and not endpoint.lost:
+            endpoint.transport.abort()
+
+    def abort(self) -> None:
+        """Close both sockets now (proxy disabled or deleted)."""
+        self.aborted = True
+        if self.dial is not None:
+            self.dial.cancel()
+        for link in self.links.values():
+            link.close()
+        for endpoint in (self.client, self.upstream):
+            if endpoint is not None:
+                self._abort_endpoint(endpoint)
+
+    def _finish(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        for timer in self._timers:
+            timer.cancel()
+        for link in self.links.values():
+            link.close()
+        self.proxy.connection_closed(self)
+
+    @property
+    def received(self) -> dict[str, int]:
+        return {d: link.received for d, link in self.links.items()}
