@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 class GunicornServer:
     """One gunicorn master with its workers, its log captured to a file."""
 
-    def __init__(self, env: dict[str, str], workers: int = 2):
+    def __init__(self, env: dict[str, str], workers: int = 2, app: str = "service.wsgi:app"):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(tempfile.mkstemp(prefix="reco-gunicorn-", suffix=".log")[1])
@@ -41,7 +41,7 @@ class GunicornServer:
             str(ROOT / "service/gunicorn.conf.py"),
             "--bind",
             f"127.0.0.1:{self.port}",
-            "service.wsgi:app",
+            app,
         ]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
