@@ -10,6 +10,8 @@ from typing import Any, ClassVar
 import orjson
 
 KINDS = ("view", "click", "purchase")
+# How much one interaction of each kind adds to popularity score and category affinity.
+KIND_WEIGHTS = {"view": 1.0, "click": 3.0, "purchase": 10.0}
 CONTENT_TYPE = "application/json"
 MAX_MESSAGE_BYTES = 16_384
 

@@ -95,6 +95,12 @@ class Settings:
     relay_confirm_timeout_s: float = _field("RECO_RELAY_CONFIRM_TIMEOUT_S", 5.0, float)
     relay_idle_in_tx_timeout_ms: int = _field("RECO_RELAY_IDLE_IN_TX_TIMEOUT_MS", 30_000, int)
     relay_retention_hours: float = _field("RECO_RELAY_RETENTION_HOURS", 24.0, float)
+    relay_retention_interval_s: float = _field(
+        "RECO_RELAY_RETENTION_INTERVAL_S", 60.0, float, "how often a relay purges published rows"
+    )
+    queue_max_length: int = _field(
+        "RECO_QUEUE_MAX_LENGTH", 1_000_000, int, "x-max-length of the feature queue"
+    )
     consumer_prefetch: int = _field("RECO_CONSUMER_PREFETCH", 200, int)
     consumer_batch_size: int = _field("RECO_CONSUMER_BATCH_SIZE", 50, int)
     consumer_batch_wait_ms: int = _field("RECO_CONSUMER_BATCH_WAIT_MS", 20, int)

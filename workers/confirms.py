@@ -1,0 +1,84 @@
+"""Bookkeeping of publisher confirms: delivery tags, multiple acks, nacks and returns."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Hashable
+
+
+class ConfirmTracker:
+    """Match broker acks/nacks to published keys for one confirm-mode channel.
+
+    Delivery tags count from 1 per channel, in publish order. A ``basic.return`` comes
+    before the ``basic.ack`` of the same message, so a returned key fails even when its ack
+    arrives: the broker acks unroutable messages.
+    """
+
+    def __init__(self) -> None:
+        self._next_tag = 1
+        # Insertion order equals tag order, so a multiple ack pops from the front.
+        self._pending: dict[int, Hashable] = {}
+        self._returned: dict[Hashable, str] = {}
+        self.acked: list[Hashable] = []
+        self.failed: dict[Hashable, str] = {}
+
+    @property
+    def outstanding(self) -> int:
+        """Count publishes still waiting for their confirm."""
+        return len(self._pending)
+
+    @property
+    def next_tag(self) -> int:
+        return self._next_tag
+
+    def published(self, key: Hashable) -> int:
+        """Record one publish of ``key``; return its delivery tag."""
+        tag = self._next_tag
+        self._next_tag += 1
+        self._pending[tag] = key
+        return tag
+
+    def returned(self, key: Hashable, reason: str) -> None:
+        """Record a basic.return for ``key``: its coming ack does not mean it was queued."""
+        self._returned[key] = reason
+
+    def ack(self, tag: int, multiple: bool = False) -> int:
+        """Apply a basic.ack; return how many publishes it settled."""
+        return self._settle(tag, multiple, None)
+
+    def nack(self, tag: int, multiple: bool = False) -> int:
+        """Apply a basic.nack; every covered publish fails."""
+        return self._settle(tag, multiple, "nacked by broker")
+
+    def fail_outstanding(self, reason: str) -> int:
+        """Fail every unconfirmed publish (timeout, channel or connection closed)."""
+        count = 0
+        for key in self._pending.values():
+            self.failed.setdefault(key, reason)
+            count += 1
+        self._pending.clear()
+        self._returned.clear()
+        return count
+
+    def take(self) -> tuple[list[Hashable], dict[Hashable, str]]:
+        """Return and forget the settled (acked, failed) keys; pending ones stay."""
+        acked, failed = self.acked, self.failed
+        self.acked, self.failed = [], {}
+        return acked, failed
+
+    def _settle(self, tag: int, multiple: bool, failure: str | None) -> int:
+        if multiple:
+            tags = list(itertools.takewhile(lambda t: t <= tag, self._pending))
+        else:
+            tags = [tag] if tag in self._pending else []
+        count = 0
+        for settled in tags:
+            key = self._pending.pop(settled)
+            returned = self._returned.pop(key, None)
+            reason = failure or returned
+            if reason is None:
+                self.acked.append(key)
+            else:
+                self.failed[key] = reason
+            count += 1
+        return count

@@ -1,0 +1,59 @@
+"""Start a worker process: settings, JSON logs, metrics and /healthz, signals, the runner."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from service.settings import ConfigError, Settings
+from workers import logs
+from workers.metrics import Health, serve
+from workers.runner import Backoff, Runner, Worker
+
+log = logging.getLogger("reco.worker")
+
+
+def main(
+    name: str,
+    make_metrics: Callable[[], Any],
+    make_worker: Callable[[Settings, Any], Worker],
+    idle_s: Callable[[Settings], float],
+) -> int:
+    """Run one worker until SIGTERM/SIGINT; return the process exit code."""
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"{name}: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_level)
+    metrics = make_metrics()
+    # Liveness tolerates the longest legitimate pause: a full backoff plus a confirm wait.
+    health = Health(stall_after_s=max(60.0, 3 * settings.backoff_max_s))
+    server = (
+        serve(settings.metrics_port, metrics.registry, health) if settings.metrics_port else None
+    )
+    worker = make_worker(settings, metrics)
+    runner = Runner(
+        worker,
+        idle_s=idle_s(settings),
+        backoff=Backoff(0.1, settings.backoff_max_s),
+        beat=health.beat,
+    )
+    runner.install_signal_handlers()
+    log.info(
+        "worker started",
+        extra={
+            "worker": name,
+            "metrics_port": settings.metrics_port,
+            "namespace": settings.amqp_namespace,
+        },
+    )
+    try:
+        return runner.run()
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        log.info("worker stopped", extra={"worker": name, "handled": runner.handled})

@@ -1,0 +1,98 @@
+"""Exchanges, queues and bindings of the reco event flow, declared idempotently by every worker.
+
+What each queue argument guarantees (see docs/events.md):
+
+* ``x-queue-type=quorum`` — Raft-replicated, durable; a confirmed message survives a broker
+  restart (on one node: durability, no replication).
+* ``x-delivery-limit`` — a message redelivered more often is dead-lettered instead of looping
+  forever; set explicitly because the default changed between versions (none → 20).
+* ``x-dead-letter-exchange`` — where those messages go (original routing key kept).
+* ``x-dead-letter-strategy=at-least-once`` — the broker re-publishes dead letters with
+  confirms and keeps them until the DLQ took them (the default is at-most-once).
+* ``x-overflow=reject-publish`` — required by at-least-once dead-lettering; at
+  ``x-max-length`` the broker nacks new publishes (the relay keeps the rows pending) instead
+  of silently dropping the oldest messages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from service.settings import Settings
+
+FEATURE_CONSUMER = "features"
+BINDING_KEY = "interaction.#"
+
+
+@dataclasses.dataclass(frozen=True)
+class Topology:
+    """Names and arguments derived from settings; nothing here talks to the broker."""
+
+    exchange: str
+    queue: str
+    dlx: str
+    dlq: str
+    queue_arguments: dict[str, Any]
+    dlq_arguments: dict[str, Any]
+    binding_key: str = BINDING_KEY
+
+
+def topology(settings: Settings) -> Topology:
+    """Build the topology for ``settings.amqp_namespace``."""
+    ns = settings.amqp_namespace
+    dlx = f"{ns}.events.dlx"
+    return Topology(
+        exchange=f"{ns}.events",
+        queue=f"{ns}.{FEATURE_CONSUMER}",
+        dlx=dlx,
+        dlq=f"{ns}.{FEATURE_CONSUMER}.dlq",
+        queue_arguments=queue_arguments(settings, dlx),
+        dlq_arguments={"x-queue-type": "quorum"},
+    )
+
+
+def queue_arguments(settings: Settings, dlx: str) -> dict[str, Any]:
+    """Arguments of the feature queue (immutable once declared: change means a new queue)."""
+    if settings.delivery_limit < 1:
+        raise ValueError("delivery_limit must be at least 1")
+    arguments: dict[str, Any] = {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": settings.delivery_limit,
+        "x-dead-letter-exchange": dlx,
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+    }
+    if settings.queue_max_length > 0:
+        arguments["x-max-length"] = settings.queue_max_length
+    return arguments
+
+
+def declare(link: Any, topo: Topology, timeout: float) -> None:
+    """Declare exchanges, queues and bindings on ``link`` (a workers.amqp.Link); idempotent."""
+    channel = link.require()
+    link.call(
+        lambda cb: channel.exchange_declare(topo.exchange, "topic", durable=True, callback=cb),
+        timeout,
+    )
+    link.call(
+        lambda cb: channel.exchange_declare(topo.dlx, "topic", durable=True, callback=cb),
+        timeout,
+    )
+    link.call(
+        lambda cb: channel.queue_declare(
+            topo.dlq, durable=True, arguments=topo.dlq_arguments, callback=cb
+        ),
+        timeout,
+    )
+    link.call(lambda cb: channel.queue_bind(topo.dlq, topo.dlx, "#", callback=cb), timeout)
+    link.call(
+        lambda cb: channel.queue_declare(
+            topo.queue, durable=True, arguments=topo.queue_arguments, callback=cb
+        ),
+        timeout,
+    )
+    link.call(
+        lambda cb: channel.queue_bind(topo.queue, topo.exchange, topo.binding_key, callback=cb),
+        timeout,
+    )
