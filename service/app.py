@@ -10,6 +10,7 @@ from flask import Flask
 from service import errors, logs, metrics, middleware
 from service.db import deadline
 from service.db.access import Database
+from service.popular_cache import PopularPool
 from service.settings import Settings
 from service.shedding import InflightLimiter, TokenBucket
 
@@ -23,6 +24,7 @@ class Runtime:
     limiter: InflightLimiter
     rate_limit: TokenBucket
     metrics: metrics.ServiceMetrics
+    popular: PopularPool
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -43,6 +45,7 @@ def create_app(settings: Settings | None = None) -> Flask:
             settings.rate_limit_per_s, settings.rate_limit_burst, time.monotonic
         ),
         metrics=service_metrics,
+        popular=PopularPool(settings.popular_cache_s),
     )
     middleware.install(app)
     errors.install(app)

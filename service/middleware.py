@@ -23,6 +23,7 @@ SECURITY_HEADERS = {
     "Cross-Origin-Resource-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
+SECURITY_ITEMS = tuple(SECURITY_HEADERS.items())
 
 
 def _well_formed(value: str | None) -> str | None:
@@ -35,11 +36,15 @@ def install(app: Flask) -> None:
 
     @app.before_request
     def start() -> Response | None:
-        g.started = time.perf_counter()
-        g.request_id = _well_formed(request.headers.get("X-Request-ID")) or uuid.uuid4().hex
-        g.correlation_id = _well_formed(request.headers.get("X-Correlation-ID")) or g.request_id
-        g.entered = False
-        if request.path in EXEMPT_PATHS:
+        # Read the proxies once: each access to request/g through werkzeug's locals costs.
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        ctx = g._get_current_object()  # type: ignore[attr-defined]
+        headers = req.headers
+        ctx.started = time.perf_counter()
+        ctx.request_id = _well_formed(headers.get("X-Request-ID")) or uuid.uuid4().hex
+        ctx.correlation_id = _well_formed(headers.get("X-Correlation-ID")) or ctx.request_id
+        ctx.entered = False
+        if req.path in EXEMPT_PATHS:
             return None
         if not runtime.limiter.try_enter():
             runtime.metrics.shed.labels("inflight").inc()
@@ -49,30 +54,34 @@ def install(app: Flask) -> None:
                 "too many requests in flight on this worker",
                 headers={"Retry-After": str(runtime.settings.retry_after_s)},
             )
-        g.entered = True
+        ctx.entered = True
         runtime.metrics.inflight.inc()
         return None
 
     @app.after_request
     def finish(response: Response) -> Response:
-        response.headers["X-Request-ID"] = getattr(g, "request_id", "-")
-        if getattr(g, "correlation_id", None):
-            response.headers["X-Correlation-ID"] = g.correlation_id
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        started = getattr(g, "started", None)
-        duration_ms = round((time.perf_counter() - started) * 1000, 3) if started else None
-        log.info(
-            "request",
-            extra={
-                "request_id": getattr(g, "request_id", None),
-                "correlation_id": getattr(g, "correlation_id", None),
-                "method": request.method,
-                "path": request.path,
-                "status": response.status_code,
-                "duration_ms": duration_ms,
-            },
+        ctx = g._get_current_object()  # type: ignore[attr-defined]
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        request_id = getattr(ctx, "request_id", "-")
+        correlation_id = getattr(ctx, "correlation_id", request_id)
+        # Our own responses never set these headers, so append without lookups.
+        response.headers.extend(
+            [("X-Request-ID", request_id), ("X-Correlation-ID", correlation_id), *SECURITY_ITEMS]
         )
+        started = getattr(ctx, "started", None)
+        duration_ms = round((time.perf_counter() - started) * 1000, 3) if started else None
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "request",
+                extra={
+                    "request_id": request_id,
+                    "correlation_id": correlation_id,
+                    "method": req.method,
+                    "path": req.path,
+                    "status": response.status_code,
+                    "duration_ms": duration_ms,
+                },
+            )
         return response
 
     @app.teardown_request

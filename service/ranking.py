@@ -11,12 +11,11 @@ AFFINITY_BOOST = 1.5
 
 @dataclasses.dataclass(frozen=True)
 class Candidate:
-    """An item with its popularity, the user's affinity to its category, and whether seen."""
+    """A popular item: its id, category and popularity score."""
 
     item_id: int
+    category_id: int | None
     popularity: float
-    affinity: float
-    seen: bool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,16 +25,29 @@ class Ranked:
     reason: str
 
 
-def rank(candidates: list[Candidate], limit: int) -> list[Ranked]:
+def base_score(popularity: float) -> float:
+    return math.log1p(max(popularity, 0.0))
+
+
+def rank_popular(pool: list[Candidate]) -> list[Ranked]:
+    """The ranking for a user without history: popularity order, ties on item id."""
+    ranked = [Ranked(c.item_id, round(base_score(c.popularity), 6), "popular") for c in pool]
+    ranked.sort(key=lambda r: (-r.score, r.item_id))
+    return ranked
+
+
+def rank(
+    pool: list[Candidate], affinity: dict[int, float], seen: set[int], limit: int
+) -> list[Ranked]:
     """Return up to ``limit`` items, best first; ties break on item id for determinism."""
-    max_affinity = max((c.affinity for c in candidates), default=0.0)
+    max_affinity = max(affinity.values(), default=0.0)
     scored = []
-    for c in candidates:
-        base = math.log1p(max(c.popularity, 0.0))
-        share = c.affinity / max_affinity if max_affinity > 0 else 0.0
-        score = base * (1.0 + AFFINITY_BOOST * share)
+    for c in pool:
+        weight = affinity.get(c.category_id, 0.0) if c.category_id is not None else 0.0
+        share = weight / max_affinity if max_affinity > 0 else 0.0
+        score = base_score(c.popularity) * (1.0 + AFFINITY_BOOST * share)
         reason = "affinity" if share > 0 else "popular"
-        if c.seen:
+        if c.item_id in seen:
             score *= SEEN_FACTOR
             reason = "seen"
         scored.append(Ranked(c.item_id, round(score, 6), reason))

@@ -83,6 +83,9 @@ class Settings:
     breaker_reset_s: float = _field("RECO_BREAKER_RESET_S", 2.0, float)
     max_inflight: int = _field("RECO_MAX_INFLIGHT", 32, int, "in-flight requests per worker")
     max_content_length: int = _field("RECO_MAX_CONTENT_LENGTH", 262_144, int, "bytes")
+    popular_cache_s: float = _field(
+        "RECO_POPULAR_CACHE_S", 1.0, float, "seconds a worker reuses the popular pool; 0 = off"
+    )
     idempotency_ttl_s: int = _field("RECO_IDEMPOTENCY_TTL_S", 86_400, int)
     retry_after_s: int = _field("RECO_RETRY_AFTER_S", 1, int)
     rate_limit_per_s: float = _field(

@@ -6,13 +6,13 @@ from flask import Blueprint, Response, request
 
 from service import openapi
 from service.api.common import client_id, json_response, runtime
-from service.db.recommendations import candidates
+from service.db.recommendations import history, popular
 from service.problems import ApiProblem
 from service.ranking import rank
 
 blueprint = Blueprint("recommendations", __name__)
 
-CANDIDATE_POOL = 200
+CANDIDATE_POOL = 200  # >= the largest limit (100), so every limit can be filled
 
 
 PARAMS = "paths/~1v1~1users~1{user_id}~1recommendations/get/parameters"
@@ -44,15 +44,20 @@ def recommendations(user_id: str) -> Response:
     openapi.validate(user_id, openapi.parameter_schema("UserId"), "path parameter user_id", 400)
     limit, surface = _query_params()
     rt = runtime()
-    with rt.db.unit_of_work(rt.settings.read_deadline_ms / 1000) as uow, uow.cursor() as cur:
-        pool = candidates(cur, user_id, max(CANDIDATE_POOL, limit))
-    ranked = rank(pool, limit)
-    fallback = not any(c.affinity > 0 or c.seen for c in pool)
+    cache = rt.popular
+    budget = rt.settings.read_deadline_ms / 1000
+    with rt.db.unit_of_work(budget, read_only=True) as uow, uow.cursor() as cur:
+        if not cache.fresh():
+            cache.store(popular(cur, CANDIDATE_POOL))
+        affinity, seen = history(cur, user_id)
+    pool, popular_ranking = cache.get()
+    personal = bool(affinity or seen)
+    items = rank(pool, affinity, seen, limit) if personal else popular_ranking[:limit]
     return json_response(
         {
             "user_id": user_id,
             "surface": surface,
-            "fallback": fallback,
-            "items": [{"item_id": r.item_id, "score": r.score, "reason": r.reason} for r in ranked],
+            "fallback": not personal,
+            "items": [{"item_id": r.item_id, "score": r.score, "reason": r.reason} for r in items],
         }
     )

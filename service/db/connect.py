@@ -41,6 +41,14 @@ def connect_kwargs(settings: Settings, role: str) -> dict[str, object]:
     }
 
 
+class Connection(psycopg2.extensions.connection):
+    """A connection that remembers which statements it has prepared."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.prepared: set[str] = set()
+
+
 def connect(settings: Settings, role: str) -> psycopg2.extensions.connection:
     """Open one connection for ``role`` (api, relay, consumer, admin)."""
-    return psycopg2.connect(**connect_kwargs(settings, role))
+    return psycopg2.connect(connection_factory=Connection, **connect_kwargs(settings, role))

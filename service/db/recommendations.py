@@ -1,27 +1,46 @@
-"""Read the feature tables for one user's recommendation candidates in one round trip."""
+"""Read the popular pool and one user's history from the feature tables."""
 
 from __future__ import annotations
 
 from service.ranking import Candidate
 
-# One query: the popular pool plus the user's affinity and history, joined by item/category.
-CANDIDATES = """
-WITH pool AS (
-    SELECT item_id, category_id, score
-    FROM item_popularity
-    ORDER BY score DESC, item_id
-    LIMIT %(pool)s
-)
-SELECT p.item_id, p.score, COALESCE(a.weight, 0), (s.item_id IS NOT NULL)
-FROM pool p
-LEFT JOIN user_category_affinity a
-       ON a.user_id = %(user_id)s AND a.category_id = p.category_id
-LEFT JOIN user_item_interactions s
-       ON s.user_id = %(user_id)s AND s.item_id = p.item_id
+POPULAR = """
+SELECT item_id, category_id, score FROM item_popularity
+ORDER BY score DESC, item_id
+LIMIT %(pool)s
 """
 
+# Prepared once per connection: planning would cost more than these two index range scans.
+HISTORY_STATEMENT = "reco_user_history"
+PREPARE_HISTORY = """
+PREPARE reco_user_history (text, integer) AS
+SELECT 1, category_id::bigint, weight FROM user_category_affinity WHERE user_id = $1
+UNION ALL
+(SELECT 2, item_id, interactions::float8 FROM user_item_interactions WHERE user_id = $1
+ ORDER BY last_at DESC NULLS LAST LIMIT $2)
+"""
+EXECUTE_HISTORY = "EXECUTE reco_user_history (%(user_id)s, %(max_seen)s)"
 
-def candidates(cur, user_id: str, pool: int) -> list[Candidate]:
-    """Return the candidate pool annotated for ``user_id``."""
-    cur.execute(CANDIDATES, {"user_id": user_id, "pool": pool})
-    return [Candidate(int(r[0]), float(r[1]), float(r[2]), bool(r[3])) for r in cur.fetchall()]
+
+def popular(cur, pool: int) -> list[Candidate]:
+    """Return the ``pool`` most popular items."""
+    cur.execute(POPULAR, {"pool": pool})
+    return [Candidate(int(r[0]), r[1], float(r[2])) for r in cur.fetchall()]
+
+
+def history(cur, user_id: str, max_seen: int = 1000) -> tuple[dict[int, float], set[int]]:
+    """Return the user's category affinities and the items they interacted with most recently."""
+    prepared = getattr(cur.connection, "prepared", None)
+    if prepared is None or HISTORY_STATEMENT not in prepared:
+        cur.execute(PREPARE_HISTORY)
+        if prepared is not None:
+            prepared.add(HISTORY_STATEMENT)
+    cur.execute(EXECUTE_HISTORY, {"user_id": user_id, "max_seen": max_seen})
+    affinity: dict[int, float] = {}
+    seen: set[int] = set()
+    for kind, key, value in cur.fetchall():
+        if kind == 1:
+            affinity[int(key)] = float(value)
+        else:
+            seen.add(int(key))
+    return affinity, seen

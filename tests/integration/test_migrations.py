@@ -75,22 +75,25 @@ def test_check_reports_missing_and_pending_files(pg_instance, tmp_path):
     url = _fresh_db(pg_instance, "mig_missing")
     sql_dir = _copy_sql(tmp_path)
     up(url, sql_dir, log=lambda _m: None)
-    (sql_dir / "0007_popularity_prior.sql").unlink()
-    (sql_dir / "0007_new_table.sql").write_text("CREATE TABLE extra (id int PRIMARY KEY);\n")
-    (sql_dir / "0008_index.sql").write_text("CREATE INDEX events_kind_idx ON events (kind);\n")
+    last = sorted(sql_dir.glob("*.sql"))[-1]
+    version = int(last.name[:4])
+    last.rename(sql_dir / f"{version:04d}_renamed.sql")
+    pending = f"{version + 1:04d}_index.sql"
+    (sql_dir / pending).write_text("CREATE INDEX events_kind_idx ON events (kind);\n")
     report = check(url, sql_dir)
-    assert any("renamed" in p and "0007_new_table.sql" in p for p in report.problems)
-    assert "0008_index.sql" in report.pending
-    assert any("0008_index.sql:1: index-not-concurrent" in p for p in report.problems)
+    assert any("renamed" in p and f"{version:04d}_renamed.sql" in p for p in report.problems)
+    assert pending in report.pending
+    assert any(f"{pending}:1: index-not-concurrent" in p for p in report.problems)
 
 
 def test_applied_but_missing_is_reported(pg_instance, tmp_path):
     url = _fresh_db(pg_instance, "mig_gone")
     sql_dir = _copy_sql(tmp_path)
     up(url, sql_dir, log=lambda _m: None)
-    (sql_dir / "0007_popularity_prior.sql").unlink()
+    last = sorted(sql_dir.glob("*.sql"))[-1]
+    last.unlink()
     report = check(url, sql_dir)
-    assert "0007_popularity_prior.sql: applied but the file is missing" in report.problems
+    assert f"{last.name}: applied but the file is missing" in report.problems
 
 
 def test_fixture_database_is_migrated_and_isolated(database_url, db):

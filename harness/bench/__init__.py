@@ -1,0 +1,1 @@
+"""Benchmarks that compare the project with bare baselines in one run (docs/performance.md)."""
