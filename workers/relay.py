@@ -114,6 +114,8 @@ class Relay:
                 self.tracker.published(row.id)
                 if index % FLUSH_EVERY == FLUSH_EVERY - 1:
                     link.step(0)
+            link.step(0)  # flush what is buffered before (possibly) pausing
+            pause_point(self.settings, "relay_pause_before_confirm", rows=len(rows))
             if unsafe_cur is not None:
                 # Negative control: claim success before the broker took responsibility.
                 outbox.mark_published(unsafe_cur, [r.id for r in rows])

@@ -1,0 +1,245 @@
+"""The invariant audit run after tests, load runs and chaos experiments (G1-G4).
+
+Given the database, the broker and optionally a Jepsen-style history of client operations,
+wait (bounded) until the pipeline is drained, then count: lost, unexpected, duplicated
+effects, recovered, DLQ depth, queue depth and outbox pending.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pika
+import pika.exceptions
+import psycopg2
+
+from workers.topology import FEATURE_CONSUMER
+
+OUTCOMES = ("ok", "fail", "info")
+
+PENDING = "SELECT count(*) FROM outbox WHERE published_at IS NULL"
+INBOX_COUNT = "SELECT count(*) FROM inbox WHERE consumer = %(consumer)s"
+INBOX_IDS = "SELECT event_id::text FROM inbox WHERE consumer = %(consumer)s"
+EVENT_IDS = "SELECT event_id::text FROM events"
+OUTBOX_IDS = "SELECT DISTINCT event_id::text FROM outbox"
+EFFECTS = """
+SELECT (SELECT COALESCE(sum(views + clicks + purchases), 0) FROM item_popularity),
+       (SELECT COALESCE(sum(interactions), 0) FROM user_item_interactions)
+"""
+
+
+@dataclasses.dataclass
+class AuditResult:
+    """What the audit found; ``ok`` is the verdict (duplicates at the broker are allowed)."""
+
+    drained: bool
+    drain_seconds: float
+    outbox_pending: int
+    queue_ready: int | None
+    queue_consumers: int | None
+    dlq_depth: int | None
+    expected_dlq: int
+    applied: int
+    popularity_effects: int
+    interaction_effects: int
+    lost: list[str]
+    unexpected: list[str]
+    failed_but_applied: list[str]
+    recovered: list[str]
+    info_absent: int
+    history_given: bool
+
+    @property
+    def duplicated_effects(self) -> int:
+        """Effects beyond one per applied id (0 when exactly-once held)."""
+        return max(self.popularity_effects, self.interaction_effects) - self.applied
+
+    @property
+    def missing_effects(self) -> int:
+        """Applied ids whose effect is missing from a feature table."""
+        return self.applied - min(self.popularity_effects, self.interaction_effects)
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.drained
+            and not self.lost
+            and not self.unexpected
+            and not self.failed_but_applied
+            and self.duplicated_effects == 0
+            and self.missing_effects == 0
+            and (self.dlq_depth or 0) == self.expected_dlq
+        )
+
+    def violations(self) -> list[str]:
+        """Describe each broken invariant in one line."""
+        found = []
+        if not self.drained:
+            found.append(
+                f"not drained: outbox pending {self.outbox_pending}, queue {self.queue_ready}"
+            )
+        if self.lost:
+            found.append(f"lost {len(self.lost)} ok events, e.g. {self.lost[:3]}")
+        if self.unexpected:
+            found.append(f"unexpected {len(self.unexpected)} events, e.g. {self.unexpected[:3]}")
+        if self.failed_but_applied:
+            found.append(f"{len(self.failed_but_applied)} failed writes were applied")
+        if self.duplicated_effects:
+            found.append(f"duplicated effects: {self.duplicated_effects}")
+        if self.missing_effects:
+            found.append(f"missing effects: {self.missing_effects}")
+        if (self.dlq_depth or 0) != self.expected_dlq:
+            found.append(f"DLQ depth {self.dlq_depth}, expected {self.expected_dlq}")
+        return found
+
+    def to_dict(self) -> dict[str, Any]:
+        """Counts and verdict as JSON-ready data (id lists trimmed to 20 samples)."""
+        data = dataclasses.asdict(self)
+        for key in ("lost", "unexpected", "failed_but_applied", "recovered"):
+            data[f"{key}_count"] = len(data[key])
+            data[key] = data[key][:20]
+        data.update(
+            ok=self.ok,
+            duplicated_effects=self.duplicated_effects,
+            missing_effects=self.missing_effects,
+            queue_unacked=None,  # not observable over AMQP 0-9-1; inbox stability stands in
+            violations=self.violations(),
+        )
+        return data
+
+
+def audit(
+    database_url: str,
+    amqp_url: str,
+    namespace: str,
+    history: Iterable[Mapping[str, Any]] | None = None,
+    drain_timeout_s: float = 60.0,
+    settle_s: float = 1.0,
+    expected_dlq: int = 0,
+    consumer: str = FEATURE_CONSUMER,
+) -> AuditResult:
+    """Wait for the pipeline to drain (bounded), then reconcile database and broker."""
+    ops = _validated(history) if history is not None else None
+    conn = psycopg2.connect(database_url, connect_timeout=5)
+    conn.autocommit = True
+    broker = _Broker(amqp_url)
+    try:
+        started = time.monotonic()
+        drained, pending, ready, consumers = _drain(
+            conn, broker, f"{namespace}.{consumer}", consumer, drain_timeout_s, settle_s
+        )
+        drain_seconds = time.monotonic() - started
+        dlq = broker.state(f"{namespace}.{consumer}.dlq")[0]
+        with conn.cursor() as cur:
+            applied_ids = _ids(cur, INBOX_IDS, {"consumer": consumer})
+            cur.execute(EFFECTS)
+            popularity, interactions = (int(v) for v in cur.fetchone())
+            event_ids = _ids(cur, EVENT_IDS)
+            outbox_ids = _ids(cur, OUTBOX_IDS)
+    finally:
+        broker.close()
+        conn.close()
+    lost, unexpected, failed_applied, recovered, info_absent = _reconcile(
+        ops, applied_ids, event_ids, outbox_ids
+    )
+    return AuditResult(
+        drained=drained,
+        drain_seconds=round(drain_seconds, 3),
+        outbox_pending=pending,
+        queue_ready=ready,
+        queue_consumers=consumers,
+        dlq_depth=dlq,
+        expected_dlq=expected_dlq,
+        applied=len(applied_ids),
+        popularity_effects=popularity,
+        interaction_effects=interactions,
+        lost=lost,
+        unexpected=unexpected,
+        failed_but_applied=failed_applied,
+        recovered=recovered,
+        info_absent=info_absent,
+        history_given=ops is not None,
+    )
+
+
+def _validated(history: Iterable[Mapping[str, Any]]) -> dict[str, set[str]]:
+    ops: dict[str, set[str]] = {outcome: set() for outcome in OUTCOMES}
+    for index, op in enumerate(history):
+        outcome = op.get("outcome")
+        if outcome not in OUTCOMES:
+            raise ValueError(f"history[{index}]: outcome must be one of {OUTCOMES}")
+        ops[outcome].update(str(i).lower() for i in op.get("event_ids", ()))
+    # An id retried after an unknown outcome and then acknowledged counts as ok.
+    ops["info"] -= ops["ok"]
+    ops["fail"] -= ops["ok"] | ops["info"]
+    return ops
+
+
+def _reconcile(ops, applied: set[str], events: set[str], outbox: set[str]):
+    if ops is None:
+        # No history: every accepted event (events table or outbox) must have been applied.
+        lost = sorted((events | outbox) - applied)
+        return lost, [], [], [], 0
+    attempted = ops["ok"] | ops["info"] | ops["fail"]
+    lost = sorted(ops["ok"] - applied)
+    unexpected = sorted((applied | events) - attempted)
+    failed_applied = sorted(ops["fail"] & applied)
+    recovered = sorted(ops["info"] & applied)
+    return lost, unexpected, failed_applied, recovered, len(ops["info"] - applied)
+
+
+def _drain(conn, broker: _Broker, queue: str, consumer: str, timeout_s: float, settle_s: float):
+    """Poll until outbox and queue are empty and the inbox stopped growing for ``settle_s``."""
+    deadline = time.monotonic() + timeout_s
+    stable_since, last_count = None, -1
+    pending = ready = consumers = None
+    while True:
+        with conn.cursor() as cur:
+            cur.execute(PENDING)
+            pending = cur.fetchone()[0]
+            cur.execute(INBOX_COUNT, {"consumer": consumer})
+            count = cur.fetchone()[0]
+        ready, consumers = broker.state(queue)
+        now = time.monotonic()
+        quiet = pending == 0 and not ready and count == last_count
+        stable_since = (stable_since or now) if quiet else None
+        last_count = count
+        if stable_since is not None and now - stable_since >= settle_s:
+            return True, pending, ready, consumers
+        if now >= deadline:
+            return False, pending, ready, consumers
+        time.sleep(min(0.2, max(0.0, deadline - now)))
+
+
+class _Broker:
+    """Passive queue declares over one connection (a 404 closes only the channel)."""
+
+    def __init__(self, amqp_url: str):
+        params = pika.URLParameters(amqp_url)
+        params.socket_timeout = 5
+        params.blocked_connection_timeout = 5
+        params.stack_timeout = 10
+        params.connection_attempts = 1
+        self.connection = pika.BlockingConnection(params)
+        self.channel = self.connection.channel()
+
+    def state(self, queue: str) -> tuple[int | None, int | None]:
+        """Return (ready messages, consumers); (None, None) if the queue does not exist."""
+        try:
+            ok = self.channel.queue_declare(queue, passive=True).method
+        except pika.exceptions.ChannelClosedByBroker:
+            self.channel = self.connection.channel()
+            return None, None
+        return ok.message_count, ok.consumer_count
+
+    def close(self) -> None:
+        if self.connection.is_open:
+            self.connection.close()
+
+
+def _ids(cur, sql: str, params: dict[str, Any] | None = None) -> set[str]:
+    cur.execute(sql, params or {})
+    return {row[0] for row in cur.fetchall()}

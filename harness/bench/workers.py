@@ -1,0 +1,474 @@
+"""Worker benchmarks: bare baselines (B4a/B4b/B4c/B5b) and the relay and consumer (S2-S4).
+
+Every function takes Settings (database, broker, namespace) and returns a Rate or a dict, so
+pytest-benchmark tests and ``reco-harness bench system`` can call the same code. Methods
+follow the performance spec §3: same message bytes, properties, flags and queue type for a
+baseline and the component compared with it; ratios come from interleaved rounds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import io
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+
+import orjson
+import pika
+import psycopg2
+
+from service.events import KINDS, InteractionRecorded
+from service.settings import Settings
+from workers.amqp import Link
+from workers.confirms import ConfirmTracker
+from workers.consumer import Consumer
+from workers.messages import properties_for
+from workers.relay import Relay
+from workers.topology import declare, topology
+
+Message = tuple[str, bytes, pika.BasicProperties]
+
+
+@dataclasses.dataclass
+class Rate:
+    """Events handled, wall seconds and this process's CPU seconds for one measurement."""
+
+    name: str
+    count: int
+    seconds: float
+    cpu_s: float = 0.0
+
+    @property
+    def per_s(self) -> float:
+        return self.count / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, float | str]:
+        cpu_per_1k = 1000 * self.cpu_s / self.count if self.count else 0.0
+        return {
+            "name": self.name,
+            "count": self.count,
+            "seconds": round(self.seconds, 4),
+            "per_s": round(self.per_s, 1),
+            "client_cpu_s_per_1k": round(cpu_per_1k, 4),
+        }
+
+
+def bench_settings(database_url: str, amqp_url: str, namespace: str = "", **env: str) -> Settings:
+    """Settings for a benchmark run (test mode, quiet logs, a unique namespace by default)."""
+    values = {
+        "RECO_ENV": "test",
+        "RECO_DATABASE_URL": database_url,
+        "RECO_AMQP_URL": amqp_url,
+        "RECO_AMQP_NAMESPACE": namespace or f"bench{uuid.uuid4().hex[:8]}",
+        "RECO_LOG_LEVEL": "WARNING",
+        **env,
+    }
+    return Settings.from_env(values)
+
+
+# -- data ------------------------------------------------------------------------------------
+def make_events(n: int, users: int = 1000) -> list[InteractionRecorded]:
+    """``n`` valid events with fresh ids, spread over ``users`` users and the 5,000 items."""
+    now = dt.datetime.now(dt.UTC).isoformat()
+    return [
+        InteractionRecorded(
+            str(uuid.uuid4()), "bench", f"user-{i % users}", 1 + (i * 7) % 5000, KINDS[i % 3], now
+        )
+        for i in range(n)
+    ]
+
+
+def seed_outbox(database_url: str, events: list[InteractionRecorded], with_events=False) -> None:
+    """COPY events into the outbox (and the events table) in one transaction, then ANALYZE."""
+    headers = orjson.dumps({"request_id": "bench", "correlation_id": "bench", "event_version": 1})
+    outbox, rows = io.StringIO(), io.StringIO()
+    for e in events:
+        payload = e.to_payload().hex()
+        outbox.write(
+            f"{e.event_id}\t{e.TYPE}\t{e.routing_key}\t\\\\x{payload}\t{headers.decode()}\n"
+        )
+        if with_events:
+            rows.write(f"{e.event_id}\t{e.client_id}\t{e.user_id}\t{e.item_id}\t{e.kind}\t")
+            rows.write(f"{e.occurred_at}\tbench\n")
+    conn = psycopg2.connect(database_url, connect_timeout=5)
+    try:
+        with conn.cursor() as cur:
+            if with_events:
+                rows.seek(0)
+                cur.copy_expert(
+                    "COPY events (event_id, client_id, user_id, item_id, kind, occurred_at,"
+                    " request_id) FROM STDIN",
+                    rows,
+                )
+            outbox.seek(0)
+            cur.copy_expert(
+                "COPY outbox (event_id, event_type, routing_key, payload, headers) FROM STDIN",
+                outbox,
+            )
+        conn.commit()
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            # Fresh statistics, or the planner sorts the whole backlog instead of using the
+            # partial index (autovacuum would get there, a benchmark cannot wait for it).
+            cur.execute("VACUUM ANALYZE outbox")
+    finally:
+        conn.close()
+
+
+def messages_for(events: list[InteractionRecorded]) -> list[Message]:
+    """The exact messages the relay would publish for these events."""
+    created = dt.datetime.now(dt.UTC)
+    headers = {"request_id": "bench", "correlation_id": "bench", "event_version": 1}
+    return [
+        (e.routing_key, e.to_payload(), properties_for(i, e.event_id, e.TYPE, headers, created))
+        for i, e in enumerate(events, start=1)
+    ]
+
+
+# -- broker helpers --------------------------------------------------------------------------
+class Publisher:
+    """A confirm-mode channel with a bounded window of publishes in flight."""
+
+    def __init__(self, settings: Settings):
+        self.topo = topology(settings)
+        self.link = Link(settings, "bench")
+        self.link.open()
+        declare(self.link, self.topo, 10)
+        self.tracker = ConfirmTracker()
+        channel = self.link.require()
+        channel.add_on_return_callback(
+            lambda _ch, _m, props, _b: self.tracker.returned(props.message_id, "unroutable")
+        )
+        self.link.call(lambda cb: channel.confirm_delivery(self._on_confirm, callback=cb), 10)
+
+    def _on_confirm(self, frame) -> None:
+        m = frame.method
+        settle = self.tracker.ack if isinstance(m, pika.spec.Basic.Ack) else self.tracker.nack
+        settle(m.delivery_tag, m.multiple)
+
+    def publish(self, messages: list[Message], window: int = 256, exchange=None) -> Rate:
+        """Publish with at most ``window`` unconfirmed; return the confirmed rate."""
+        channel = self.link.require()
+        exchange = self.topo.exchange if exchange is None else exchange
+        cpu, start = time.process_time(), time.perf_counter()
+        for routing_key, body, props in messages:
+            channel.basic_publish(exchange, routing_key, body, props, True)
+            self.tracker.published(props.message_id)
+            if self.tracker.outstanding >= window:
+                self.link.wait_for(lambda: self.tracker.outstanding < window, 30)
+        self.link.wait_for(lambda: self.tracker.outstanding == 0, 30)
+        seconds = time.perf_counter() - start
+        acked, failed = self.tracker.take()
+        if failed or len(acked) != len(messages):
+            raise RuntimeError(f"bench publish: {len(failed)} failed, {len(acked)} acked")
+        return Rate("publish", len(messages), seconds, time.process_time() - cpu)
+
+    def purge(self) -> None:
+        """Empty the feature queue and the DLQ."""
+        channel = self.link.require()
+        for queue in (self.topo.queue, self.topo.dlq):
+            self.link.call(lambda cb, q=queue: channel.queue_purge(q, callback=cb), 30)
+
+    def depth(self) -> int:
+        channel = self.link.require()
+        frame = self.link.call(
+            lambda cb: channel.queue_declare(self.topo.queue, passive=True, callback=cb), 10
+        )
+        return frame.method.message_count
+
+    def close(self) -> None:
+        self.link.close()
+
+
+def _blocking(settings: Settings) -> pika.BlockingConnection:
+    params = pika.URLParameters(settings.amqp_url)
+    params.socket_timeout = 10
+    params.blocked_connection_timeout = 30
+    return pika.BlockingConnection(params)
+
+
+# -- baselines -------------------------------------------------------------------------------
+def bare_publish_pipelined(settings: Settings, messages: list[Message], window=256) -> Rate:
+    """B4b: pipelined confirms on a SelectConnection-style channel, the relay's ceiling."""
+    publisher = Publisher(settings)
+    try:
+        rate = publisher.publish(messages, window)
+        publisher.purge()
+    finally:
+        publisher.close()
+    return dataclasses.replace(rate, name="B4b bare pipelined confirms")
+
+
+def bare_publish_per_message(settings: Settings, messages: list[Message]) -> Rate:
+    """B4a: BlockingChannel in confirm mode, one round trip per message."""
+    return _blocking_publish(settings, messages, confirm=True, name="B4a bare per-message confirm")
+
+
+def bare_publish_no_confirm(settings: Settings, messages: list[Message]) -> Rate:
+    """B4c: BlockingChannel without confirms, the client CPU ceiling."""
+    return _blocking_publish(settings, messages, confirm=False, name="B4c bare no confirms")
+
+
+def _blocking_publish(settings, messages, confirm: bool, name: str) -> Rate:
+    topo = topology(settings)
+    connection = _blocking(settings)
+    try:
+        channel = connection.channel()
+        if confirm:
+            channel.confirm_delivery()
+        cpu, start = time.process_time(), time.perf_counter()
+        for routing_key, body, props in messages:
+            channel.basic_publish(topo.exchange, routing_key, body, props, mandatory=True)
+        if not confirm:
+            channel.queue_declare(topo.queue, passive=True)  # a round trip flushes the socket
+        seconds = time.perf_counter() - start
+        rate = Rate(name, len(messages), seconds, time.process_time() - cpu)
+        channel.queue_purge(topo.queue)
+    finally:
+        connection.close()
+    return rate
+
+
+BENCH_TABLE = "CREATE TABLE IF NOT EXISTS bench_processed (event_id uuid PRIMARY KEY)"
+BENCH_INSERT = (
+    "INSERT INTO bench_processed (event_id) SELECT unnest(%(ids)s::uuid[]) ON CONFLICT DO NOTHING"
+)
+
+
+def bare_consume_commit(settings: Settings, messages: list[Message]) -> Rate:
+    """B5b: consume with prefetch, insert ids + COMMIT per batch, multiple-ack after commit."""
+    _fill(settings, messages)
+    topo, batch_size = topology(settings), settings.consumer_batch_size
+    conn = psycopg2.connect(settings.database_url, connect_timeout=5)
+    link = Link(settings, "bench-consume")
+    try:
+        with conn.cursor() as cur:
+            cur.execute(BENCH_TABLE)
+        conn.commit()
+        link.open()
+        channel = link.require()
+        link.call(
+            lambda cb: channel.basic_qos(prefetch_count=settings.consumer_prefetch, callback=cb), 10
+        )
+        buffer: list[tuple[int, str]] = []
+        channel.basic_consume(
+            topo.queue, lambda _c, m, p, _b: buffer.append((m.delivery_tag, p.message_id))
+        )
+        done, cpu, start = 0, time.process_time(), time.perf_counter()
+        deadline = time.monotonic() + 120
+        while done < len(messages) and time.monotonic() < deadline:
+            link.wait_for(lambda: len(buffer) >= batch_size, settings.consumer_batch_wait_ms / 1000)
+            batch, buffer[:] = buffer[:batch_size], buffer[batch_size:]
+            if not batch:
+                continue
+            with conn.cursor() as cur:
+                cur.execute(BENCH_INSERT, {"ids": [m for _, m in batch]})
+            conn.commit()
+            channel.basic_ack(batch[-1][0], multiple=True)
+            done += len(batch)
+        seconds = time.perf_counter() - start
+        return Rate("B5b bare consume+commit", done, seconds, time.process_time() - cpu)
+    finally:
+        link.close()
+        conn.close()
+
+
+def _fill(settings: Settings, messages: list[Message]) -> None:
+    publisher = Publisher(settings)
+    try:
+        publisher.purge()
+        publisher.publish(messages, 1024)
+    finally:
+        publisher.close()
+
+
+# -- the components ----------------------------------------------------------------------
+def relay_drain(settings: Settings, n: int) -> Rate:
+    """S2: seed ``n`` outbox rows, then time an in-process Relay draining them."""
+    seed_outbox(settings.database_url, make_events(n))
+    relay = Relay(settings)
+    try:
+        relay._ensure_connections()  # noqa: SLF001 - connect outside the timed part
+        relay._housekeeping()  # noqa: SLF001
+        done, cpu, start = 0, time.process_time(), time.perf_counter()
+        for _ in range(n // max(1, settings.relay_batch_size) + 10):
+            handled = relay.run_once()
+            done += handled
+            if handled == 0:
+                break
+        seconds = time.perf_counter() - start
+        channel = relay.link.require()
+        relay.link.call(lambda cb: channel.queue_purge(relay.topo.queue, callback=cb), 30)
+    finally:
+        relay.close()
+    return Rate(f"S2 relay drain {n}", done, seconds, time.process_time() - cpu)
+
+
+def consumer_drain(settings: Settings, messages: list[Message]) -> Rate:
+    """S3: fill the queue with real events, then time an in-process Consumer applying them."""
+    _fill(settings, messages)
+    consumer = Consumer(settings)
+    try:
+        done, cpu, start = 0, time.process_time(), time.perf_counter()
+        deadline = time.monotonic() + 120
+        while done < len(messages) and time.monotonic() < deadline:
+            handled = consumer.run_once()
+            done += handled
+            if handled == 0:
+                consumer.wait(0.5)
+        seconds = time.perf_counter() - start
+    finally:
+        consumer.close()
+    return Rate("S3 consumer drain", done, seconds, time.process_time() - cpu)
+
+
+def relay_processes_drain(settings: Settings, n: int, processes: int, workdir) -> Rate:
+    """Time ``processes`` relay processes draining an ``n``-row backlog (commit to last mark)."""
+    from harness.pytest_plugins.workers import WorkerProcess
+
+    procs = [WorkerProcess.start("relay", settings, workdir) for _ in range(processes)]
+    conn = psycopg2.connect(settings.database_url, connect_timeout=5)
+    conn.autocommit = True
+    try:
+        seed_outbox(settings.database_url, make_events(n))
+        with conn.cursor() as cur:
+            cur.execute("SELECT clock_timestamp()")
+            seeded_at = cur.fetchone()[0]
+        _wait_until(lambda: _pending(conn) == 0, 120)
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT EXTRACT(EPOCH FROM max(published_at) - %(t)s) FROM outbox"
+                " WHERE published_at >= %(t)s",
+                {"t": seeded_at},
+            )
+            seconds = float(cur.fetchone()[0])
+    finally:
+        for proc in procs:
+            proc.stop()
+        conn.close()
+    publisher = Publisher(settings)
+    publisher.purge()
+    publisher.close()
+    return Rate(f"relay x{processes} drain {n}", n, seconds)
+
+
+def e2e_latency(settings: Settings, rate_per_s: float, seconds: float, workdir) -> dict:
+    """S4: insert outbox rows at a fixed rate with relay and consumer running; latency stats."""
+    from harness.pytest_plugins.workers import WorkerProcess
+
+    relay = WorkerProcess.start("relay", settings, workdir)
+    consumer = WorkerProcess.start("consumer", settings, workdir)
+    conn = psycopg2.connect(settings.database_url, connect_timeout=5)
+    try:
+        total, warm_from = _produce(conn, rate_per_s, seconds)
+        _wait_until(lambda: _applied(conn) >= total, 60)
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT count(*), percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP"
+                " (ORDER BY EXTRACT(EPOCH FROM applied_at - event_created)), "
+                " max(EXTRACT(EPOCH FROM applied_at - event_created))"
+                " FROM inbox WHERE event_created >= %(t)s",
+                {"t": warm_from},
+            )
+            count, (p50, p95, p99), worst = cur.fetchone()
+        conn.commit()
+    finally:
+        relay.stop()
+        consumer.stop()
+        conn.close()
+    return {
+        "offered_per_s": round(rate_per_s, 1),
+        "events": total,
+        "measured": count,
+        "p50_ms": round(p50 * 1000, 2),
+        "p95_ms": round(p95 * 1000, 2),
+        "p99_ms": round(p99 * 1000, 2),
+        "max_ms": round(float(worst) * 1000, 2),
+    }
+
+
+INSERT_ROWS = """
+INSERT INTO outbox (event_id, event_type, routing_key, payload, headers)
+SELECT e, %(type)s, r, p, %(headers)s::jsonb FROM unnest(%(ids)s::uuid[], %(keys)s::text[],
+       %(payloads)s::bytea[]) AS t(e, r, p)
+"""
+
+
+def _produce(conn, rate_per_s: float, seconds: float, tick_s: float = 0.01):
+    """Commit rows at ``rate_per_s`` on an absolute schedule; return (count, warm-up end)."""
+    headers = orjson.dumps({"request_id": "e2e", "correlation_id": "e2e", "event_version": 1})
+    total, owed, start = 0, 0.0, time.monotonic()
+    warm_from = None
+    for tick in range(int(seconds / tick_s)):
+        owed += rate_per_s * tick_s
+        count, owed = int(owed), owed - int(owed)
+        if count:
+            events = make_events(count)
+            with conn.cursor() as cur:
+                cur.execute(
+                    INSERT_ROWS,
+                    {
+                        "type": InteractionRecorded.TYPE,
+                        "headers": headers.decode(),
+                        "ids": [e.event_id for e in events],
+                        "keys": [e.routing_key for e in events],
+                        "payloads": [e.to_payload() for e in events],
+                    },
+                )
+                if warm_from is None and tick * tick_s >= min(2.0, seconds / 4):
+                    cur.execute("SELECT clock_timestamp()")
+                    warm_from = cur.fetchone()[0]
+            conn.commit()
+            total += count
+        delay = start + (tick + 1) * tick_s - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+    return total, warm_from
+
+
+def _pending(conn) -> int:
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        return cur.fetchone()[0]
+
+
+def _applied(conn) -> int:
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM inbox")
+        count = cur.fetchone()[0]
+    conn.commit()
+    return count
+
+
+def _wait_until(ready: Callable[[], bool], timeout: float, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"benchmark did not finish within {timeout:.0f}s")
+        time.sleep(interval)
+
+
+# -- ratios ----------------------------------------------------------------------------------
+def interleaved_ratio(
+    baseline: Callable[[], Rate], sut: Callable[[], Rate], rounds: int = 3
+) -> dict:
+    """Run B, S, B, S, ..., B; ratio_r = S_r / mean(B before, B after); report the median."""
+    base = [baseline()]
+    subject: list[Rate] = []
+    for _ in range(rounds):
+        subject.append(sut())
+        base.append(baseline())
+    ratios = [s.per_s / ((base[i].per_s + base[i + 1].per_s) / 2) for i, s in enumerate(subject)]
+    median = statistics.median(ratios)
+    return {
+        "ratio": round(median, 3),
+        "min": round(min(ratios), 3),
+        "max": round(max(ratios), 3),
+        "noisy": (max(ratios) - min(ratios)) / median > 0.15 if median else True,
+        "rounds": [round(r, 3) for r in ratios],
+        "baseline": [b.to_dict() for b in base],
+        "sut": [s.to_dict() for s in subject],
+    }

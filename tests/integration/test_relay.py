@@ -1,0 +1,232 @@
+"""The outbox relay against the private PostgreSQL and RabbitMQ: confirms, returns, kills."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+
+import pytest
+
+from harness.bench.workers import make_events, seed_outbox
+from harness.pytest_plugins import workers as plugin
+from harness.pytest_plugins.workers import (
+    WorkerProcess,
+    assert_audit,
+    drain_consumer,
+    drain_relay,
+    pending_rows,
+    wait_until,
+)
+from workers.topology import topology
+
+# Fixtures of the workers plugin (until tests/conftest.py registers it for every module).
+amqp_channel = plugin.amqp_channel
+worker_objects = plugin.worker_objects
+worker_procs = plugin.worker_procs
+
+
+def _seed(settings, n: int) -> list[str]:
+    events = make_events(n, users=50)
+    seed_outbox(settings.database_url, events, with_events=True)
+    return [e.event_id for e in events]
+
+
+def _depth(channel, queue: str) -> int:
+    return channel.queue_declare(queue, passive=True).method.message_count
+
+
+def _published(db) -> int:
+    with db.cursor() as cur:
+        cur.execute("SELECT count(*) FROM outbox WHERE published_at IS NOT NULL")
+        return cur.fetchone()[0]
+
+
+def test_relay_publishes_confirmed_rows_and_marks_them(settings, db, amqp_channel, worker_objects):
+    ids = _seed(settings, 120)
+    relay = worker_objects.relay(dataclasses.replace(settings, relay_batch_size=50))
+    assert drain_relay(relay) == 120
+    with db.cursor() as cur:
+        cur.execute("SELECT count(*), min(attempts), max(attempts) FROM outbox")
+        assert cur.fetchone() == (120, 1, 1)
+    topo = topology(settings)
+    assert _depth(amqp_channel, topo.queue) == 120
+    method, props, body = amqp_channel.basic_get(topo.queue, auto_ack=False)
+    assert props.message_id in ids and props.delivery_mode == 2
+    assert props.headers["created_at"] and props.headers["request_id"] == "bench"
+    amqp_channel.basic_nack(method.delivery_tag, requeue=True)
+    samples = relay.metrics.registry.get_sample_value
+    assert samples("reco_relay_published_total") == 120
+    assert samples("reco_relay_batch_size_count") == 3
+    drain_consumer(worker_objects.consumer(settings), 120)
+    assert_audit(settings)
+
+
+def test_unroutable_rows_stay_pending_until_the_binding_is_back(
+    settings, db, amqp_channel, worker_objects
+):
+    relay = worker_objects.relay(settings)
+    relay.run_once()  # connects and declares the topology
+    topo = topology(settings)
+    amqp_channel.queue_unbind(topo.queue, topo.exchange, topo.binding_key)
+    _seed(settings, 40)
+    for attempt in (1, 2):
+        assert relay.run_once() == 40
+        assert _published(db) == 0
+        with db.cursor() as cur:
+            cur.execute("SELECT min(attempts), max(attempts), min(last_error) FROM outbox")
+            low, high, error = cur.fetchone()
+        assert (low, high) == (attempt, attempt) and error.startswith("unroutable: 312")
+    failed = relay.metrics.registry.get_sample_value(
+        "reco_relay_publish_failed_total", {"reason": "unroutable"}
+    )
+    assert failed == 80
+    amqp_channel.queue_bind(topo.queue, topo.exchange, topo.binding_key)
+    assert drain_relay(relay) == 40
+    with db.cursor() as cur:
+        cur.execute("SELECT count(*) FROM outbox WHERE last_error IS NOT NULL")
+        assert cur.fetchone() == (0,)
+    drain_consumer(worker_objects.consumer(settings), 40)
+    assert_audit(settings)
+
+
+def test_sigkill_after_broker_ack_before_commit_duplicates_only_at_the_broker(
+    settings, db, amqp_channel, tmp_path, worker_objects, worker_procs
+):
+    _seed(settings, 150)
+    relay = WorkerProcess.start(
+        "relay", settings, tmp_path, env={"RECO_UNSAFE_TEST_FAULTS": "relay_pause_before_commit"}
+    )
+    worker_procs.append(relay)
+    paused = relay.wait_for_log("test pause")
+    assert paused["acked"] == paused["rows"] == 150
+    relay.kill()
+    assert _published(db) == 0
+    topo = topology(settings)
+    assert _depth(amqp_channel, topo.queue) == 150  # the broker took them all
+    drain_relay(worker_objects.relay(settings))
+    assert _depth(amqp_channel, topo.queue) == 300  # republished: duplicates at the broker
+    consumer = worker_objects.consumer(settings)
+    drain_consumer(consumer, 150)
+    wait_until(lambda: _depth(amqp_channel, topo.queue) == 0, 10, "queue empty")
+    drain_consumer(consumer, 150)
+    assert consumer.metrics.registry.get_sample_value("reco_consumer_duplicates_total") == 150
+    assert_audit(settings)
+
+
+def test_sigkill_with_publishes_in_flight_marks_nothing_and_loses_nothing(
+    settings, db, tmp_path, worker_objects, worker_procs
+):
+    _seed(settings, 150)
+    relay = WorkerProcess.start(
+        "relay", settings, tmp_path, env={"RECO_UNSAFE_TEST_FAULTS": "relay_pause_before_confirm"}
+    )
+    worker_procs.append(relay)
+    relay.wait_for_log("test pause")
+    relay.kill()
+    assert _published(db) == 0
+    drain_relay(worker_objects.relay(settings))
+    drain_consumer(worker_objects.consumer(settings), 150)
+    assert_audit(settings)
+
+
+def test_sigkill_mid_drain_never_marks_a_row_the_broker_lacks(
+    settings, db, amqp_channel, tmp_path, worker_objects, worker_procs
+):
+    _seed(settings, 20_000)
+    relay = WorkerProcess.start("relay", settings, tmp_path, env={"RECO_RELAY_BATCH_SIZE": "100"})
+    worker_procs.append(relay)
+    wait_until(lambda: _published(db) >= 1000, 30, "a few batches published", interval=0.01)
+    relay.kill()
+    # Every row marked published had its confirm: the queue holds at least as many messages.
+    assert _depth(amqp_channel, topology(settings).queue) >= _published(db)
+    drain_relay(worker_objects.relay(settings))
+    drain_consumer(worker_objects.consumer(settings), 20_000, timeout=60)
+    assert_audit(settings)
+
+
+def test_two_relays_publish_every_row_exactly_once(settings, db, tmp_path, worker_objects):
+    small = dataclasses.replace(settings, relay_batch_size=50)
+    relays = [WorkerProcess.start("relay", small, tmp_path) for _ in range(2)]
+    try:
+        _seed(settings, 4000)
+        wait_until(lambda: pending_rows(settings.database_url) == 0, 30, "outbox drained")
+        counts = [_metric(r.get("/metrics")[1], "reco_relay_published_total") for r in relays]
+    finally:
+        codes = [r.stop() for r in relays]
+    assert codes == [0, 0]  # graceful SIGTERM
+    assert sum(counts) == 4000 and min(counts) > 0, counts
+    with db.cursor() as cur:
+        cur.execute("SELECT count(*) FROM outbox WHERE attempts <> 1")
+        assert cur.fetchone() == (0,)
+    consumer = worker_objects.consumer(settings)
+    drain_consumer(consumer, 4000)
+    assert consumer.metrics.registry.get_sample_value("reco_consumer_duplicates_total") in (0, None)
+    assert_audit(settings)
+
+
+def test_notify_wakes_an_idle_relay_before_the_poll_interval(settings, db, worker_objects):
+    relay = worker_objects.relay(dataclasses.replace(settings, relay_poll_interval_ms=10_000))
+    assert relay.run_once() == 0
+    inserted = threading.Event()
+
+    def insert() -> None:
+        seed_outbox(settings.database_url, make_events(1))
+        inserted.set()
+
+    timer = threading.Timer(0.2, insert)
+    timer.start()
+    started = time.monotonic()
+    relay.wait(10.0)
+    waited = time.monotonic() - started
+    timer.join(10)
+    assert inserted.is_set() and waited < 5.0
+    assert relay.run_once() == 1
+
+
+def test_retention_purges_only_old_published_rows(settings, db, worker_objects):
+    _seed(settings, 10)
+    relay = worker_objects.relay(settings)
+    drain_relay(relay)
+    _seed(settings, 3)  # unpublished rows are never purged, whatever their age
+    with db.cursor() as cur:
+        cur.execute("UPDATE outbox SET created_at = now() - interval '3 days'")
+        cur.execute(
+            "UPDATE outbox SET published_at = now() - interval '2 days' WHERE id IN "
+            "(SELECT id FROM outbox WHERE published_at IS NOT NULL ORDER BY id LIMIT 6)"
+        )
+    assert relay.purge() == 6
+    with db.cursor() as cur:
+        cur.execute("SELECT count(*), count(published_at) FROM outbox")
+        assert cur.fetchone() == (7, 4)
+    assert relay.metrics.registry.get_sample_value("reco_relay_purged_total") == 6
+    drain_relay(relay)
+    drain_consumer(worker_objects.consumer(settings), 13)
+    assert_audit(settings)
+
+
+def test_relay_process_serves_health_and_metrics_and_stops_gracefully(
+    settings, tmp_path, worker_procs, worker_objects
+):
+    relay = WorkerProcess.start("relay", settings, tmp_path)
+    worker_procs.append(relay)
+    _seed(settings, 25)
+    wait_until(lambda: pending_rows(settings.database_url) == 0, 20, "outbox drained")
+    status, body = relay.get("/healthz")
+    assert status == 200 and '"status":"ok"' in body
+    metrics = relay.get("/metrics")[1]
+    assert _metric(metrics, "reco_relay_published_total") == 25
+    assert "reco_outbox_oldest_unpublished_age_seconds" in metrics
+    assert relay.get("/nope")[0] == 404
+    assert relay.stop() == 0
+    messages = [r.get("msg") for r in relay.log_records()]
+    assert "worker started" in messages and messages[-1] == "worker stopped"
+    drain_consumer(worker_objects.consumer(settings), 25)
+    assert_audit(settings)
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    pytest.fail(f"metric {name} not found")

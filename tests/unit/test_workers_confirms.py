@@ -1,0 +1,87 @@
+"""Publisher-confirm bookkeeping: delivery tags, multiple acks, nacks and returns."""
+
+from __future__ import annotations
+
+from workers.confirms import ConfirmTracker
+
+
+def _published(tracker: ConfirmTracker, keys) -> list[int]:
+    return [tracker.published(key) for key in keys]
+
+
+def test_tags_count_from_one_in_publish_order():
+    tracker = ConfirmTracker()
+    assert _published(tracker, "abc") == [1, 2, 3]
+    assert tracker.outstanding == 3
+
+
+def test_single_acks_may_arrive_out_of_order():
+    tracker = ConfirmTracker()
+    _published(tracker, "abc")
+    assert tracker.ack(2) == 1
+    assert tracker.ack(1) == 1
+    assert tracker.outstanding == 1
+    acked, failed = tracker.take()
+    assert acked == ["b", "a"] and failed == {}
+
+
+def test_multiple_ack_settles_every_tag_up_to_it_and_no_further():
+    tracker = ConfirmTracker()
+    _published(tracker, "abcde")
+    tracker.ack(1)
+    assert tracker.ack(3, multiple=True) == 2
+    assert tracker.outstanding == 2
+    assert tracker.take()[0] == ["a", "b", "c"]
+    assert tracker.ack(5, multiple=True) == 2
+    assert tracker.take()[0] == ["d", "e"]
+
+
+def test_nack_fails_the_covered_publishes():
+    tracker = ConfirmTracker()
+    _published(tracker, "abc")
+    tracker.nack(2, multiple=True)
+    tracker.ack(3)
+    acked, failed = tracker.take()
+    assert acked == ["c"]
+    assert failed == {"a": "nacked by broker", "b": "nacked by broker"}
+
+
+def test_a_returned_message_fails_even_though_the_broker_acks_it():
+    tracker = ConfirmTracker()
+    _published(tracker, "ab")
+    tracker.returned("a", "unroutable: 312 NO_ROUTE")  # basic.return precedes basic.ack
+    tracker.ack(2, multiple=True)
+    acked, failed = tracker.take()
+    assert acked == ["b"]
+    assert failed == {"a": "unroutable: 312 NO_ROUTE"}
+
+
+def test_unknown_and_repeated_tags_are_ignored():
+    tracker = ConfirmTracker()
+    _published(tracker, "a")
+    assert tracker.ack(7) == 0
+    assert tracker.ack(1) == 1
+    assert tracker.ack(1) == 0
+    assert tracker.take() == (["a"], {})
+
+
+def test_timeout_or_closed_channel_fails_everything_outstanding():
+    tracker = ConfirmTracker()
+    _published(tracker, "abc")
+    tracker.ack(1)
+    tracker.returned("c", "unroutable")
+    assert tracker.fail_outstanding("confirm timeout") == 2
+    acked, failed = tracker.take()
+    assert acked == ["a"]
+    assert failed == {"b": "confirm timeout", "c": "confirm timeout"}
+    assert tracker.outstanding == 0
+
+
+def test_take_forgets_settled_keys_but_keeps_pending_ones():
+    tracker = ConfirmTracker()
+    _published(tracker, "ab")
+    tracker.ack(1)
+    assert tracker.take() == (["a"], {})
+    assert tracker.take() == ([], {})
+    assert tracker.outstanding == 1
+    assert tracker.next_tag == 3
