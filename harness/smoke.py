@@ -183,7 +183,7 @@ class Smoke:
                 if last[event_id] == "applied":
                     pending.discard(event_id)
             if pending:
-                time.sleep(0.2)
+                time.sleep(0.05)
         if pending:
             stuck = sorted(set(last.get(e, "?") for e in pending))
             stage = {

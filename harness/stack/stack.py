@@ -199,6 +199,18 @@ class Stack:
             ]
         return [sys.executable, "-m", f"workers.{name}"]
 
+    def start_app(self, name: str) -> None:
+        """Start (or restart) one application process: api, relay or consumer."""
+        self._start_app(name)
+        self._save()
+
+    def stop_app(self, name: str, timeout: float = 35) -> None:
+        """Stop one application process gracefully (SIGTERM, then SIGKILL after ``timeout``)."""
+        info = self.state.get("components", {}).get(name)
+        if info:
+            stop_pid(info.get("pid"), timeout=timeout)
+            kill_group(info.get("pgid"))
+
     def _start_app(self, name: str) -> None:
         info = self.state["components"].get(name)
         if info and pid_alive(info.get("pid")):

@@ -1,0 +1,76 @@
+"""`reco-harness smoke` against a real local stack, healthy and broken."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.stack import Stack
+
+
+@pytest.fixture(scope="module")
+def smoke_stack():
+    """A complete stack (PostgreSQL, RabbitMQ, API, relay, consumer) for this module."""
+    root = Path(tempfile.mkdtemp(prefix="reco-smoke-"))
+    os.chmod(root, 0o755)  # noqa: S103 - service users must traverse it
+    stack = Stack(root, test_mode=True)
+    stack.up(log=lambda _m: None)
+    yield stack
+    stack.down(log=lambda _m: None)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _smoke(stack: Stack, *args: str) -> int:
+    return main(["smoke", "--url", stack.state["components"]["api"]["url"], *args])
+
+
+def test_passes_against_the_local_stack(smoke_stack, capsys):
+    assert _smoke(smoke_stack, "--write", "--timeout", "30", "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    names = {c["name"]: c for c in report["checks"]}
+    assert report["passed"] and len(names) == 9
+    assert names["events applied end to end"]["data"]["e2e_latency_ms"] > 0
+
+
+def test_wrong_url_exits_2_without_a_traceback(capsys):
+    assert main(["smoke", "--url", "http://127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot connect" in err and "Traceback" not in err
+    assert main(["smoke", "--url", "ftp://example"]) == 2
+
+
+def test_stopped_relay_means_events_never_applied(smoke_stack, capsys):
+    smoke_stack.stop_app("relay")
+    try:
+        assert _smoke(smoke_stack, "--write", "--timeout", "3") == 1
+        out = capsys.readouterr().out
+        assert "FAIL  events applied end to end" in out and "relay" in out
+    finally:
+        smoke_stack.start_app("relay")
+
+
+def test_stopped_consumer_is_named(smoke_stack, capsys):
+    smoke_stack.stop_app("consumer")
+    try:
+        assert _smoke(smoke_stack, "--write", "--timeout", "3") == 1
+        assert "consumer" in capsys.readouterr().out
+    finally:
+        smoke_stack.start_app("consumer")
+
+
+def test_database_down_fails_readiness(smoke_stack, capsys):
+    pg = smoke_stack.postgres()
+    pg.stop()
+    try:
+        assert _smoke(smoke_stack) == 1
+        out = capsys.readouterr().out
+        assert "FAIL  readyz" in out and "HTTP 503" in out
+        assert "PASS  healthz" in out
+    finally:
+        pg.start()
