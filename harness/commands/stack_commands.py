@@ -19,9 +19,12 @@ state_dir_option = click.option(
 @click.command("up")
 @state_dir_option
 @click.option("--deps-only", is_flag=True, help="start PostgreSQL and RabbitMQ only")
-def up(state_dir: str | None, deps_only: bool) -> int:
+@click.option(
+    "--chaos", is_flag=True, help="route every client→dependency link through a fault proxy"
+)
+def up(state_dir: str | None, deps_only: bool, chaos: bool) -> int:
     """Start PostgreSQL, RabbitMQ, migrate, then the API, relay and consumer."""
-    stack = Stack(state_dir or default_state_dir())
+    stack = Stack(state_dir or default_state_dir(), chaos=chaos or None)
     try:
         stack.up(apps=not deps_only, log=click.echo)
     except StackError as exc:

@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from harness.stack import faults
 from harness.stack.postgres import PostgresServer
 from harness.stack.procs import (
     StackError,
@@ -47,10 +48,19 @@ def _http_ok(url: str, timeout: float = 1.0) -> bool:
 class Stack:
     """Start, describe and stop every component; remember pids and ports in a state file."""
 
-    def __init__(self, state_dir: Path | None = None, test_mode: bool = False):
+    def __init__(
+        self, state_dir: Path | None = None, test_mode: bool = False, chaos: bool | None = None
+    ):
         self.state_dir = Path(state_dir or default_state_dir())
         self.test_mode = test_mode
         self.state: dict[str, Any] = self._load()
+        if chaos is not None:
+            self.state["chaos"] = chaos
+
+    @property
+    def chaos(self) -> bool:
+        """Whether every client→dependency link goes through a fault proxy."""
+        return bool(self.state.get("chaos"))
 
     # -- state file -------------------------------------------------------------------
     @property
@@ -135,6 +145,9 @@ class Stack:
         from migrations.runner import up as migrate_up
 
         migrate_up(self.database_url(), log=lambda _msg: None)
+        if self.chaos:
+            self._start_fault_proxies()
+            self._save()
         if apps:
             for name in APP_PROCESSES:
                 if self._app_available(name):
@@ -166,6 +179,19 @@ class Stack:
             "nodename": server.nodename,
             "log": str(server.log_path),
         }
+
+    def _start_fault_proxies(self) -> None:
+        info = self.state["components"].get("toxiproxy")
+        if not info or (info.get("pid") and not pid_alive(info["pid"])):
+            info = faults.start_toxiproxy(self.state_dir)
+        upstreams = {"postgres": self.database_url(), "rabbitmq": self.amqp_url()}
+        info["links"] = faults.create_links(info["url"], upstreams)
+        self.state["components"]["toxiproxy"] = info
+
+    @property
+    def toxiproxy_url(self) -> str | None:
+        info = self.state.get("components", {}).get("toxiproxy")
+        return info["url"] if info else None
 
     def _forget_dead_apps(self) -> None:
         components = self.state.get("components", {})
@@ -218,11 +244,15 @@ class Stack:
         port = free_port()
         log_path = self.state_dir / f"{name}.log"
         extra = {"RECO_METRICS_PORT": str(port)}
+        if self.chaos:
+            links = self.state["components"]["toxiproxy"]["links"]
+            urls = {"postgres": self.database_url(), "rabbitmq": self.amqp_url()}
+            extra.update(faults.app_env(name, urls, links))
         if name == "api":
             prom_dir = self.state_dir / "prometheus"
             shutil.rmtree(prom_dir, ignore_errors=True)
             prom_dir.mkdir(parents=True)
-            extra = {"PROMETHEUS_MULTIPROC_DIR": str(prom_dir)}
+            extra["PROMETHEUS_MULTIPROC_DIR"] = str(prom_dir)
         proc = spawn(
             self.app_argv(name, port),
             log_path,
@@ -255,6 +285,11 @@ class Stack:
                 stop_pid(info.get("pid"), timeout=35)
                 kill_group(info.get("pgid"))
                 log(f"stopped {name}")
+        toxiproxy = components.get("toxiproxy")
+        if toxiproxy and toxiproxy.get("pid"):
+            stop_pid(toxiproxy["pid"], timeout=10)
+            kill_group(toxiproxy.get("pgid"))
+            log("stopped toxiproxy")
         if "rabbitmq" in components:
             self.rabbitmq().stop()
             log("stopped rabbitmq")
@@ -262,6 +297,7 @@ class Stack:
             self.postgres().stop()
             log("stopped postgres")
         self.state["components"] = {}
+        self.state.pop("chaos", None)
         if purge:
             shutil.rmtree(self.state_dir, ignore_errors=True)
         elif self.state_dir.exists():
@@ -275,7 +311,7 @@ class Stack:
             rows.append({"name": "postgres", "url": "(external)", "state": "external"})
         if os.environ.get("RECO_AMQP_URL"):
             rows.append({"name": "rabbitmq", "url": "(external)", "state": "external"})
-        for name in ("postgres", "rabbitmq", *APP_PROCESSES):
+        for name in ("postgres", "rabbitmq", "toxiproxy", *APP_PROCESSES):
             info = components.get(name)
             if not info:
                 continue
@@ -297,5 +333,7 @@ class Stack:
             return "ready" if self.postgres().ready() else "running"
         if name == "rabbitmq":
             return "ready" if self.rabbitmq().ready() else "running"
+        if name == "toxiproxy":
+            return "ready" if _http_ok(f"{info['url']}/version") else "running"
         path = "/readyz" if name == "api" else "/healthz"
         return "ready" if _http_ok(f"{info['url']}{path}") else "running"

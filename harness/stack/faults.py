@@ -1,0 +1,89 @@
+"""Fault proxies on every link of the stack, so a fault can target one client→dependency link."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from harness.stack.procs import StackError, free_port, spawn, wait_until
+
+# link name -> (client process, dependency)
+LINKS = {
+    "api_postgres": ("api", "postgres"),
+    "relay_postgres": ("relay", "postgres"),
+    "relay_rabbitmq": ("relay", "rabbitmq"),
+    "consumer_postgres": ("consumer", "postgres"),
+    "consumer_rabbitmq": ("consumer", "rabbitmq"),
+}
+ENV_FOR = {"postgres": "RECO_DATABASE_URL", "rabbitmq": "RECO_AMQP_URL"}
+
+
+def start_toxiproxy(state_dir: Path) -> dict:
+    """Use TOXIPROXY_URL, else a real toxiproxy-server on PATH, else chaos.faultproxy."""
+    external = os.environ.get("TOXIPROXY_URL")
+    if external:
+        return {"url": external.rstrip("/"), "kind": "external", "pid": None}
+    port = free_port()
+    binary = shutil.which("toxiproxy-server")
+    argv = [binary] if binary else [sys.executable, "-m", "chaos.faultproxy"]
+    kind = "go-binary" if binary else "faultproxy"
+    proc = spawn(
+        argv + ["-host", "127.0.0.1", "-port", str(port)],
+        state_dir / "toxiproxy.log",
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    url = f"http://127.0.0.1:{port}"
+    from chaos.faultproxy.client import Client
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise StackError(f"{kind} exited with {proc.returncode}")
+        with Client(url, timeout=1) as client:
+            client.version()
+        return True
+
+    wait_until(ready, 15, "toxiproxy")
+    return {
+        "url": url,
+        "kind": kind,
+        "pid": proc.pid,
+        "pgid": proc.pid,
+        "log": str(state_dir / "toxiproxy.log"),
+    }
+
+
+def create_links(toxiproxy_url: str, upstreams: dict[str, str]) -> dict[str, str]:
+    """Create one proxy per link (replacing stale ones); return link -> listen address."""
+    from chaos.faultproxy.client import Client, NotFound
+
+    listens = {}
+    with Client(toxiproxy_url) as client:
+        for name, (_client, dependency) in LINKS.items():
+            parts = urlsplit(upstreams[dependency])
+            upstream = f"{parts.hostname}:{parts.port}"
+            try:
+                client.delete_proxy(name)
+            except NotFound:
+                pass
+            proxy = client.create_proxy(name, upstream, listen="127.0.0.1:0")
+            listens[name] = proxy["listen"]
+    return listens
+
+
+def through(url: str, listen: str) -> str:
+    """Rewrite a dependency URL so it goes through the proxy listening on ``listen``."""
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
+    return urlunsplit(parts._replace(netloc=f"{userinfo}{listen}"))
+
+
+def app_env(app: str, urls: dict[str, str], listens: dict[str, str]) -> dict[str, str]:
+    """Environment overrides that route ``app``'s dependencies through its links."""
+    env = {}
+    for name, (client, dependency) in LINKS.items():
+        if client == app and name in listens:
+            env[ENV_FOR[dependency]] = through(urls[dependency], listens[name])
+    return env
