@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 
 import orjson
@@ -101,9 +102,34 @@ def post_events() -> Response:
     return Response(response_body, status=202, mimetype="application/json")
 
 
+# RFC 3339 allows offsets up to ±23:59; PostgreSQL's timestamptz input stops at ±15:59.
+PG_MAX_OFFSET = dt.timedelta(hours=15, minutes=59)
+
+
 def _normalise_ids(body: dict) -> None:
-    for event in body["events"]:
+    """Canonical ids, integers and timestamps: what the database and the consumer accept."""
+    for index, event in enumerate(body["events"]):
         event["event_id"] = str(uuid.UUID(event["event_id"]))
+        # JSON Schema counts 17.0 as an integer; the consumer (rightly) insists on an int.
+        event["item_id"] = int(event["item_id"])
+        event["occurred_at"] = _canonical_time(event["occurred_at"], index)
+
+
+def _canonical_time(text: str, index: int) -> str:
+    """ISO 8601 as Python writes it (RFC 3339 also allows 't', 'z' and offsets PG refuses)."""
+    try:
+        moment = dt.datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
+        offset = moment.utcoffset()
+        if offset is not None and abs(offset) > PG_MAX_OFFSET:
+            moment = moment.astimezone(dt.UTC)
+        return moment.isoformat()
+    except (ValueError, OverflowError):
+        raise ApiProblem(
+            422,
+            "validation-error",
+            "the body does not match the schema",
+            errors=[{"pointer": f"/events/{index}/occurred_at", "detail": "out of range"}],
+        ) from None
 
 
 def _result(events: list[dict], new_ids: set[str]) -> dict:

@@ -1,0 +1,114 @@
+"""Regression tests for what the contract tier found in the service (fixed, not allow-listed)."""
+
+from __future__ import annotations
+
+import uuid
+
+import psycopg2
+import pytest
+
+from harness.pytest_plugins.service import API_KEY
+from service.events import InteractionRecorded
+
+
+def _post(client, event: dict):
+    return client.post(
+        "/v1/events",
+        json={"events": [event]},
+        headers={"X-API-Key": API_KEY, "Idempotency-Key": f'"{uuid.uuid4()}"'},
+    )
+
+
+def _event(**overrides) -> dict:
+    event = {
+        "event_id": str(uuid.uuid4()),
+        "user_id": "u-contract",
+        "item_id": 7,
+        "kind": "click",
+        "occurred_at": "2026-11-29T10:00:00Z",
+    }
+    event.update(overrides)
+    return event
+
+
+def _outbox_payload(database_url: str, event_id: str) -> bytes:
+    conn = psycopg2.connect(database_url, connect_timeout=5)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT payload FROM outbox WHERE event_id = %s", (event_id,))
+            return bytes(cur.fetchone()[0])
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    ("sent", "stored"),
+    [
+        # RFC 3339 offsets reach ±23:59; PostgreSQL refused beyond ±15:59 (a 500 before the fix).
+        ("7376-04-22T03:47:13-19:03", "7376-04-22T22:50:13+00:00"),
+        ("2026-11-29T10:00:00+23:59", "2026-11-28T10:01:00+00:00"),
+        # RFC 3339 allows lower-case t and z; the consumer's fromisoformat does not (poison).
+        ("2026-11-29t10:00:00z", "2026-11-29T10:00:00+00:00"),
+        ("2026-11-29T10:00:00.123456789Z", "2026-11-29T10:00:00.123456+00:00"),
+        ("2026-11-29T10:00:00+02:00", "2026-11-29T10:00:00+02:00"),
+    ],
+)
+def test_rfc3339_timestamps_are_stored_in_a_form_every_reader_accepts(
+    contract_app, contract_database_url, sent, stored
+):
+    """Schema-valid timestamps are accepted and reach the outbox in canonical ISO form."""
+    event = _event(occurred_at=sent)
+    response = _post(contract_app.test_client(), event)
+    assert response.status_code == 202, response.get_json()
+    message = InteractionRecorded.from_payload(
+        _outbox_payload(contract_database_url, event["event_id"])
+    )
+    assert message.occurred_at == stored
+
+
+def test_integral_float_item_id_reaches_the_consumer_as_an_integer(
+    contract_app, contract_database_url
+):
+    """17.0 is a JSON Schema integer; the outbox message must carry 17, or the consumer drops it."""
+    event = _event(item_id=17.0)
+    response = _post(contract_app.test_client(), event)
+    assert response.status_code == 202, response.get_json()
+    message = InteractionRecorded.from_payload(
+        _outbox_payload(contract_database_url, event["event_id"])
+    )
+    assert message.item_id == 17 and type(message.item_id) is int
+
+
+def test_unrepresentable_timestamp_is_a_422_with_a_pointer(contract_app):
+    """A +19:00 offset on 0001-01-01 has no UTC instant in range: 422, never a 500."""
+    response = _post(contract_app.test_client(), _event(occurred_at="0001-01-01T00:00:00+19:00"))
+    assert response.status_code == 422
+    assert response.get_json()["errors"] == [
+        {"pointer": "/events/0/occurred_at", "detail": "out of range"}
+    ]
+
+
+def test_any_request_id_is_tolerated_and_replaced(contract_app):
+    """The document no longer bounds X-Request-ID: the server never rejects a tracing header."""
+    response = contract_app.test_client().get(
+        "/v1/users/u-1/recommendations", headers={"X-API-Key": API_KEY, "X-Request-ID": "x" * 300}
+    )
+    assert response.status_code == 200
+    assert response.headers["X-Request-ID"] != "x" * 300
+
+
+@pytest.mark.parametrize("key", ['"abc', 'abc"', '""'])
+def test_half_quoted_idempotency_keys_are_outside_the_documented_pattern(contract_app, key):
+    """The document's pattern and the server agree: a key quoted on one side only is a 400."""
+    import re
+
+    from service.openapi import document
+
+    parameter = document()["paths"]["/v1/events"]["post"]["parameters"][0]
+    assert not re.search(parameter["schema"]["pattern"], key)
+    response = contract_app.test_client().post(
+        "/v1/events",
+        json={"events": [_event()]},
+        headers={"X-API-Key": API_KEY, "Idempotency-Key": key},
+    )
+    assert response.status_code == 400
