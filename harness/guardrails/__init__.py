@@ -1,0 +1,89 @@
+"""One guardrail engine for load, server, benchmark, contract and audit results.
+
+Use ``load_rules(path)`` (raises GuardrailError naming file, line and reason), then
+``evaluate(ruleset, {"audit": {"lost": 0}, ...})`` or ``check_dir(results_dir, ruleset)``;
+the Verdict has ``exit_code``, ``breaches``, ``to_json()``, ``to_junit()`` and ``table()``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from harness.guardrails.engine import evaluate, resolve_phase, run_extent
+from harness.guardrails.expr import Expr, ExprError, parse_expr
+from harness.guardrails.results import Results, load_results
+from harness.guardrails.rules import (
+    GuardrailError,
+    Rule,
+    RuleSet,
+    Slo,
+    load_rules,
+    parse_duration,
+    parse_rules,
+)
+from harness.guardrails.verdict import (
+    EXIT_BREACH,
+    EXIT_INVARIANT,
+    EXIT_OK,
+    EXIT_USAGE,
+    Result,
+    Verdict,
+)
+
+DEFAULT_FILE = "guardrails.toml"
+ENV_VAR = "RECO_GUARDRAILS"
+
+
+def default_path() -> Path:
+    """The guardrail file: $RECO_GUARDRAILS, else guardrails.toml at the repository root."""
+    explicit = os.environ.get(ENV_VAR)
+    if explicit:
+        return Path(explicit)
+    return Path(__file__).resolve().parents[2] / DEFAULT_FILE
+
+
+def check_dir(results_dir: str | Path, ruleset: RuleSet, profile: str | None = None) -> Verdict:
+    """Evaluate a rule set against everything found in a results directory."""
+    results = load_results(results_dir)
+    return evaluate(
+        ruleset, results.sources, phases=results.phases, profile=profile or results.profile
+    )
+
+
+def write_verdict(verdict: Verdict, out_dir: str | Path) -> dict[str, Path]:
+    """Write verdict.json and junit.xml into ``out_dir``; return their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "verdict.json", "junit": out / "junit.xml"}
+    paths["json"].write_text(verdict.to_json() + "\n", encoding="utf-8")
+    paths["junit"].write_text(verdict.to_junit(), encoding="utf-8")
+    return paths
+
+
+__all__ = [
+    "EXIT_BREACH",
+    "EXIT_INVARIANT",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "Expr",
+    "ExprError",
+    "GuardrailError",
+    "Result",
+    "Results",
+    "Rule",
+    "RuleSet",
+    "Slo",
+    "Verdict",
+    "check_dir",
+    "default_path",
+    "evaluate",
+    "load_results",
+    "load_rules",
+    "parse_duration",
+    "parse_expr",
+    "parse_rules",
+    "resolve_phase",
+    "run_extent",
+    "write_verdict",
+]

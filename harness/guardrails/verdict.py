@@ -1,0 +1,160 @@
+"""The outcome of evaluating a rule set: every check, every breach, and the exit code."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET  # noqa: S405 - used to write, never to parse
+from dataclasses import asdict, dataclass, field
+
+EXIT_OK, EXIT_BREACH, EXIT_USAGE, EXIT_INVARIANT = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class Result:
+    """One expression checked against one scope target in one phase."""
+
+    rule: str
+    metric: str
+    source: str
+    scope: str
+    endpoint: str | None
+    phase: str
+    expr: str
+    expected: str
+    observed: float | None
+    status: str  # "pass" | "breach" | "skipped"
+    invariant: bool = False
+    unit: str = ""
+    reason: str = ""
+    line: int | None = None
+    window: tuple[float, float] | None = None
+
+    @property
+    def target(self) -> str:
+        return self.endpoint or self.scope
+
+    def observed_text(self) -> str:
+        if self.observed is None:
+            return "no data"
+        return f"{self.observed:.4g}{(' ' + self.unit) if self.unit else ''}"
+
+    def message(self) -> str:
+        """``p(99) = 412 ms, expected < 200 ms``, or why it was skipped."""
+        if self.status == "skipped" or (self.observed is None and self.reason):
+            return self.reason
+        return f"{self.metric} = {self.observed_text()}, expected {self.expected}"
+
+
+@dataclass
+class Verdict:
+    """All results of one evaluation; breaches are every failed check, not only the first."""
+
+    results: list[Result] = field(default_factory=list)
+    guardrails: str = ""
+    profile: str | None = None
+    aborted: str | None = None
+
+    @property
+    def breaches(self) -> list[Result]:
+        return [r for r in self.results if r.status == "breach"]
+
+    @property
+    def skipped(self) -> list[Result]:
+        return [r for r in self.results if r.status == "skipped"]
+
+    @property
+    def exit_code(self) -> int:
+        """0 pass, 1 guardrail breach, 3 invariant breach (lost, duplicated or phantom data)."""
+        breaches = self.breaches
+        if any(r.invariant for r in breaches):
+            return EXIT_INVARIANT
+        return EXIT_BREACH if breaches else EXIT_OK
+
+    @property
+    def passed(self) -> bool:
+        return self.exit_code == EXIT_OK
+
+    def to_dict(self) -> dict:
+        def row(r: Result) -> dict:
+            return {**asdict(r), "target": r.target, "message": r.message()}
+
+        return {
+            "passed": self.passed,
+            "exit_code": self.exit_code,
+            "guardrails": self.guardrails,
+            "profile": self.profile,
+            "aborted": self.aborted,
+            "counts": {
+                "checks": len(self.results),
+                "passed": sum(r.status == "pass" for r in self.results),
+                "breaches": len(self.breaches),
+                "skipped": len(self.skipped),
+            },
+            "breaches": [row(r) for r in self.breaches],
+            "results": [row(r) for r in self.results],
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def to_junit(self) -> str:
+        """JUnit XML: one test case per check; breaches are failures, skips are skipped."""
+        suite = ET.Element(
+            "testsuite",
+            name="guardrails",
+            tests=str(len(self.results)),
+            failures=str(len(self.breaches)),
+            errors="0",
+            skipped=str(len(self.skipped)),
+        )
+        for r in self.results:
+            case = ET.SubElement(
+                suite,
+                "testcase",
+                classname=f"guardrails.{r.source}.{r.phase.replace(' ', '_')}",
+                name=f"{r.rule} [{r.target}] {r.expr}",
+            )
+            if r.status == "breach":
+                kind = "invariant" if r.invariant else "guardrail"
+                failure = ET.SubElement(case, "failure", message=r.message(), type=kind)
+                failure.text = f"{r.rule}: {r.message()} (scope {r.target}, phase {r.phase})"
+            elif r.status == "skipped":
+                ET.SubElement(case, "skipped", message=r.reason)
+        ET.indent(suite)
+        return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suite, "unicode") + "\n"
+
+    def table(self) -> str:
+        """A readable table, breaches first, with a one-line summary at the end."""
+        order = {"breach": 0, "skipped": 2, "pass": 1}
+        rows = sorted(self.results, key=lambda r: order[r.status])
+        head = ("STATUS", "RULE", "SOURCE", "SCOPE", "PHASE", "CHECK", "OBSERVED")
+        body = [
+            (
+                ("INVARIANT" if r.invariant else "BREACH")
+                if r.status == "breach"
+                else r.status.upper(),
+                _clip(r.rule, 40),
+                r.source,
+                _clip(r.target, 36),
+                r.phase,
+                r.expr,
+                r.observed_text() if r.status != "skipped" else _clip(r.reason, 60),
+            )
+            for r in rows
+        ]
+        widths = [max(len(str(x[i])) for x in [head, *body]) for i in range(len(head))]
+        lines = ["  ".join(str(c).ljust(w) for c, w in zip(x, widths, strict=True)).rstrip()
+                 for x in [head, *body]]  # fmt: skip
+        counts = self.to_dict()["counts"]
+        verdict = {0: "PASS", 1: "BREACH", 3: "INVARIANT VIOLATED"}[self.exit_code]
+        lines.append(
+            f"{verdict}: {counts['breaches']} breach(es), {counts['passed']} passed, "
+            f"{counts['skipped']} skipped (exit {self.exit_code})"
+        )
+        if self.aborted:
+            lines.append(f"run aborted early: {self.aborted}")
+        return "\n".join(lines)
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
