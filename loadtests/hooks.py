@@ -1,0 +1,339 @@
+"""Locust event hooks: custom arguments, the per-second timeline, server scrapes and the gate."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+import gevent
+import psutil
+from locust import events
+from locust.runners import MasterRunner, WorkerRunner
+
+from harness import guardrails
+from harness.guardrails.prometheus import Scrapes, Snapshot, parse
+from harness.guardrails.sources import LocustSource, ServerSource
+from loadtests import outputs, shapes, workload
+from loadtests.runstate import STATE
+
+log = logging.getLogger("reco.load")
+SCRAPE_INTERVAL_S = 5.0
+ABORT_INTERVAL_S = 2.0
+TIMELINE_KEY = "reco_timeline"
+_greenlets: list[gevent.Greenlet] = []
+
+
+def report_lag_s() -> float:
+    """How late per-second data reaches this process (workers report every 3 s)."""
+    return 4.0 if STATE.distributed else 1.5
+
+
+@events.init_command_line_parser.add_listener
+def add_arguments(parser) -> None:
+    """Our options, shown in the web UI too; workers receive the master's values.
+
+    The profile is Locust's own ``--profile`` (it labels the run in the HTML report and the
+    web UI); RECO_LOAD_PROFILE is its fallback.
+    """
+    parser.add_argument(
+        "--run-dir", default="", env_var="RECO_RUN_DIR",
+        help="where timeline, history, summary and verdict go (default runs/<time>-<profile>)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--guardrails", default="", env_var="RECO_GUARDRAILS",
+        help="guardrail TOML file (default: guardrails.toml at the repo root; 'off' to skip)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--user-rps", type=float, default=0.0, env_var="RECO_USER_RPS",
+        help="requests per second per user (constant throughput); 0 = the profile's default",
+    )  # fmt: skip
+    parser.add_argument(
+        "--api-key", default="dev-key", env_var="RECO_API_KEY", is_secret=True,
+        help="X-API-Key sent with every request",
+    )  # fmt: skip
+    parser.add_argument(
+        "--request-timeout", type=float, default=5.0,
+        help="network timeout per request in seconds (connect timeout is at most 2 s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--metrics-url", default="",
+        help="Prometheus endpoint to scrape (default: <host>/metrics; 'off' to skip)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--replay-ratio", type=float, default=0.05,
+        help="share of writes that deliberately resend the previous request (same key)",
+    )  # fmt: skip
+
+
+@events.init.add_listener
+def on_init(environment, runner=None, **_kw) -> None:
+    """Resolve options once per process; the master/local process also loads the guardrails."""
+    opts = environment.parsed_options
+    if opts is None:
+        return
+    opts.profile = opts.profile or os.environ.get("RECO_LOAD_PROFILE") or "smoke"
+    if opts.profile not in shapes.PROFILES:
+        sys.stderr.write(
+            f"error: unknown profile {opts.profile!r}; choose from {', '.join(shapes.PROFILES)}\n"
+        )
+        sys.exit(guardrails.EXIT_USAGE)
+    environment.profile = opts.profile
+    # Headless Locust later defaults -u to 1; remember whether it was given at all.
+    STATE.users_override = opts.num_users
+    profile = shapes.PROFILES[opts.profile]
+    opts.user_rps = opts.user_rps or profile.user_rps
+    if not opts.run_dir:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        opts.run_dir = str(Path("runs") / f"{stamp}-{opts.profile}")
+    opts.run_dir = str(Path(opts.run_dir).resolve())
+    _apply_options(opts)
+    STATE.distributed = isinstance(runner, MasterRunner | WorkerRunner)
+    if isinstance(runner, WorkerRunner):
+        return
+    if opts.guardrails.lower() != "off":
+        path = opts.guardrails or str(guardrails.default_path())
+        try:
+            STATE.ruleset = guardrails.load_rules(path)
+        except guardrails.GuardrailError as exc:
+            log.error("guardrails: %s", exc)
+            sys.stderr.write(f"error: {exc}\n")
+            sys.exit(guardrails.EXIT_USAGE)
+
+
+def _apply_options(opts) -> None:
+    from loadtests.users import RecoUser
+
+    RecoUser.network_timeout = float(opts.request_timeout)
+    RecoUser.connection_timeout = min(2.0, float(opts.request_timeout))
+    STATE.profile = opts.profile
+    STATE.user_rps = float(opts.user_rps)
+    STATE.api_key = opts.api_key
+    STATE.replay_ratio = float(opts.replay_ratio)
+    STATE.run_dir = Path(opts.run_dir)
+    host = (opts.host or "").rstrip("/")
+    if opts.metrics_url.lower() == "off":
+        STATE.metrics_url = None
+    else:
+        STATE.metrics_url = opts.metrics_url or (f"{host}/metrics" if host else None)
+
+
+def begin_shape(runner) -> None:
+    """Build the profile's shape from the options (peak users -u, duration -t) and start."""
+    opts = runner.environment.parsed_options
+    if runner.environment.profile in shapes.PROFILES:  # the web UI may have changed it
+        opts.profile = runner.environment.profile
+    _apply_options(opts)
+    users = STATE.users_override if opts.headless else opts.num_users
+    shape = shapes.build(opts.profile, users or None, opts.run_time or None, STATE.user_rps)
+    if isinstance(shape, shapes.StressShape) and STATE.ruleset is not None:
+        slo = STATE.ruleset.slo
+        shape.p99_ms, shape.error_ratio, shape.throughput_ratio = (
+            slo.p99_ms, slo.error_ratio, slo.throughput_ratio,
+        )  # fmt: skip
+    STATE.begin(shape)
+    STATE.run_dir.mkdir(parents=True, exist_ok=True)
+    (STATE.run_dir / "server_metrics.jsonl").unlink(missing_ok=True)
+    log.info(
+        "profile %s: %s users x %.2f rps for %.0f s -> %s",
+        opts.profile, getattr(shape, "max_users", None) or max(s.users for s in shape.stages),
+        STATE.user_rps, shape.duration, STATE.run_dir,
+    )  # fmt: skip
+
+
+def observe_stress(run_time: float) -> None:
+    """Judge finished stress steps against the SLO (data may arrive a few seconds late)."""
+    shape = STATE.shape
+    if not isinstance(shape, shapes.StressShape) or STATE.t0 is None:
+        return
+    while (step := shape.due(run_time, report_lag_s())) is not None:
+        a, b = shape.judge_window(step)
+        win = STATE.timeline.window(STATE.t0 + a, STATE.t0 + b)
+        total = win.total()
+        n = total.hist.n
+        result = shapes.Step(
+            step=step,
+            users=shape.users_at(step),
+            offered_rps=win.offered / win.duration,
+            achieved_rps=n / win.duration,
+            p99_ms=total.hist.percentile(99),
+            error_ratio=(total.fail + total.shed) / n if n else 1.0,
+        )
+        held = shape.observe(result)
+        log.info("stress step %d: %s -> %s", step + 1, result, "held" if held else shape.reason)
+        if not held:
+            return
+
+
+@events.request.add_listener
+def on_request(request_type, name, response_time, response=None, exception=None, **_kw) -> None:
+    """Count every request in this process's per-second timeline (sheds apart from errors)."""
+    outcome = "ok"
+    if exception is not None:
+        status = getattr(response, "status_code", 0) or 0
+        outcome = "shed" if status in workload.SHED_STATUSES else "fail"
+    STATE.timeline.record(time.time(), f"{request_type} {name}", response_time or 0.0, outcome)
+
+
+@events.report_to_master.add_listener
+def on_report_to_master(client_id, data) -> None:
+    """Ship finished seconds to the master (everything once this worker has stopped)."""
+    data[TIMELINE_KEY] = STATE.timeline.pop_rows(None if STATE.stopping else time.time())
+
+
+@events.worker_report.add_listener
+def on_worker_report(client_id, data) -> None:
+    STATE.timeline.merge_rows(data.get(TIMELINE_KEY, []))
+
+
+@events.test_start.add_listener
+def on_test_start(environment, **_kw) -> None:
+    runner = environment.runner
+    if isinstance(runner, WorkerRunner):
+        # The master's options arrived with the spawn message; they win over our own.
+        _apply_options(environment.parsed_options)
+        STATE.worker = str(runner.worker_index if runner.worker_index >= 0 else runner.client_id)
+        STATE.close_history()
+        STATE._history = None
+        STATE.timeline = type(STATE.timeline)()
+        STATE.stopping = False
+        return
+    _kill_greenlets()
+    _greenlets.extend(
+        gevent.spawn(loop) for loop in (_sample_loop(runner), _scrape_loop(), _abort_loop(runner))
+    )
+
+
+@events.test_stop.add_listener
+def on_test_stop(environment, **_kw) -> None:
+    STATE.stopping = True
+    opts = environment.parsed_options
+    if isinstance(environment.runner, WorkerRunner) or opts is None or opts.headless:
+        return  # headless: the master writes once every worker's last report is in (quitting)
+    _finish(environment)
+
+
+@events.quitting.add_listener
+def on_quitting(environment, **_kw) -> None:
+    STATE.stopping = True
+    if isinstance(environment.runner, WorkerRunner) or environment.parsed_options is None:
+        STATE.close_history()
+        return
+    _finish(environment, gate=True)
+
+
+def _finish(environment, gate: bool = False) -> None:
+    """Write every output, judge the run and (when quitting) set Locust's exit code."""
+    _kill_greenlets()
+    STATE.close_history()
+    if STATE.t0 is None:
+        return
+    scrape()
+    warmup = STATE.ruleset.settings.warmup_s if STATE.ruleset else 0.0
+    summary = outputs.write_outputs(STATE, warmup)
+    if message := outputs.saturation_message(summary):
+        log.warning(message)
+    if summary.get("knee"):
+        log.info("stress knee: %s", json.dumps(summary["knee"]))
+    verdict = outputs.judge(STATE)
+    if verdict is None:
+        return
+    sys.stdout.write("\n" + verdict.table() + "\n")
+    if gate:
+        code = verdict.exit_code
+        runner = environment.runner
+        if code != guardrails.EXIT_INVARIANT and runner is not None and runner.exceptions:
+            log.error("user code raised exceptions: a harness error, not a service verdict")
+            code = guardrails.EXIT_USAGE
+        environment.process_exit_code = code
+
+
+def _kill_greenlets() -> None:
+    while _greenlets:
+        _greenlets.pop().kill(block=False)
+
+
+def _sample_loop(runner):
+    def loop() -> None:
+        # Our own per-second CPU reading: Locust's monitor samples only every 10 s.
+        process = psutil.Process()
+        process.cpu_percent()
+        while True:
+            gevent.sleep(1.0 - time.time() % 1.0 + 0.01)
+            second = time.time() - 1.0  # the second that just ended
+            users = runner.user_count
+            cpu = process.cpu_percent()
+            if isinstance(runner, MasterRunner):
+                cpu = max([0.0, *(c.cpu_usage for c in runner.clients.values())])
+            STATE.timeline.set_meta(
+                second, users=users, offered_rps=round(users * STATE.user_rps, 3), cpu=round(cpu, 1)
+            )
+
+    return loop
+
+
+def scrape() -> None:
+    """Take one snapshot of the service's histograms and append it to server_metrics.jsonl."""
+    if not STATE.metrics_url:
+        return
+    try:
+        with urllib.request.urlopen(STATE.metrics_url, timeout=2.0) as resp:  # noqa: S310
+            text = resp.read().decode("utf-8", "replace")
+    except (OSError, ValueError) as exc:
+        log.warning("metrics scrape of %s failed: %s", STATE.metrics_url, exc)
+        return
+    snapshot = Snapshot(time.time(), parse(text))
+    STATE.scrapes.append(snapshot)
+    with open(STATE.run_dir / "server_metrics.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(snapshot.to_dict(), separators=(",", ":")) + "\n")
+
+
+def _scrape_loop():
+    def loop() -> None:
+        while True:
+            scrape()
+            gevent.sleep(SCRAPE_INTERVAL_S)
+
+    return loop
+
+
+def _abort_loop(runner):
+    """Stop the run early when an abort_on_fail rule breaches (k6's abortOnFail)."""
+
+    def loop() -> None:
+        ruleset = STATE.ruleset
+        rules = (
+            [r for r in ruleset.for_profile(STATE.profile) if r.abort_on_fail] if ruleset else []
+        )
+        if not rules:
+            return
+        while True:
+            gevent.sleep(ABORT_INTERVAL_S)
+            now = time.time() - report_lag_s()
+            if STATE.t0 is None or now - STATE.t0 < ruleset.settings.delay_abort_eval_s:
+                continue
+            sources = {
+                "locust": LocustSource(STATE.timeline),
+                "server": ServerSource(Scrapes(STATE.scrapes)),
+            }
+            verdict = guardrails.evaluate(
+                ruleset, sources, phases=STATE.phases(now), profile=STATE.profile,
+                rules=rules, now=now,
+            )  # fmt: skip
+            # Only measured breaches abort; "no data yet" must not end a run.
+            breaches = [b for b in verdict.breaches if b.observed is not None]
+            if breaches:
+                STATE.aborted = "; ".join(f"{b.rule}: {b.message()}" for b in breaches)
+                log.error("guardrail abort: %s", STATE.aborted)
+                if runner.environment.parsed_options.headless:
+                    runner.quit()
+                else:
+                    runner.stop()
+                return
+
+    return loop

@@ -1,0 +1,93 @@
+"""Write a run's outputs (timeline, phases, summary, verdict) and judge it; no Locust imports."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+from harness import guardrails
+from harness.guardrails.timeline import saturation
+from loadtests.runstate import RunState
+
+
+def endpoint_summary(state: RunState, start: float, end: float) -> dict:
+    """Per-endpoint totals over [start, end): counts, failures, sheds, rps and percentiles."""
+    window = state.timeline.window(start, end)
+    out = {}
+    for name, cell in [*sorted(window.cells.items()), ("Aggregated", window.total())]:
+        h = cell.hist
+        out[name] = {
+            "count": h.n,
+            "failures": cell.fail,
+            "sheds": cell.shed,
+            "rps": round(h.n / window.duration, 2) if window.seconds else 0.0,
+            "p50_ms": h.percentile(50),
+            "p95_ms": h.percentile(95),
+            "p99_ms": h.percentile(99),
+            "max_ms": h.high if h.n else None,
+        }
+    return out
+
+
+def merge_phases(path: Path, ours: dict[str, tuple[float, float]]) -> dict:
+    """Our shape's phases plus any a chaos runner recorded (theirs win on a name clash)."""
+    merged = {k: list(v) for k, v in ours.items()}
+    if path.exists():
+        try:
+            merged.update(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            pass  # a half-written file must not cost us the run's own outputs
+    return merged
+
+
+def write_outputs(state: RunState, warmup_s: float = 0.0) -> dict:
+    """Write timeline.jsonl/.csv, phases.json and summary.json; return the summary."""
+    out = state.run_dir
+    out.mkdir(parents=True, exist_ok=True)
+    extent = state.timeline.extent()
+    start = math.floor(state.t0) if state.t0 is not None else (extent[0] if extent else time.time())
+    end = extent[1] if extent else time.time()
+    state.timeline.write_jsonl(out / "timeline.jsonl")
+    state.timeline.write_csv(out / "timeline.csv")
+    phases = merge_phases(out / "phases.json", state.phases(end))
+    (out / "phases.json").write_text(json.dumps(phases, indent=2) + "\n", encoding="utf-8")
+    # Judge pacing after warm-up and without the last (partial, stopping) second.
+    sat = saturation(state.timeline, start + warmup_s, max(start + warmup_s, end - 1))
+    summary = {
+        "profile": state.profile,
+        "user_rps": state.user_rps,
+        "start": start,
+        "end": end,
+        "duration_s": round(end - start, 3),
+        "endpoints": endpoint_summary(state, start, end),
+        "saturation": sat,
+        "generator_saturated": sat["saturated"],
+        "knee": state.shape.knee() if hasattr(state.shape, "knee") else None,
+        "aborted": state.aborted,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
+
+
+def saturation_message(summary: dict) -> str | None:
+    """A loud line when achieved RPS fell short of offered RPS."""
+    sat = summary.get("saturation") or {}
+    if not sat.get("saturated"):
+        return None
+    return (
+        f"generator saturated: achieved {sat['achieved_rps']} rps vs offered "
+        f"{sat['offered_rps']} rps for {sat['saturated_s']} s ({sat['reason']}); "
+        "client-side latency percentiles are suspect, judge p99 on the server's histograms"
+    )
+
+
+def judge(state: RunState) -> guardrails.Verdict | None:
+    """Evaluate the rule set against the run directory; write verdict.json and junit.xml."""
+    if state.ruleset is None:
+        return None
+    verdict = guardrails.check_dir(state.run_dir, state.ruleset, profile=state.profile)
+    verdict.aborted = state.aborted
+    guardrails.write_verdict(verdict, state.run_dir)
+    return verdict

@@ -1,0 +1,73 @@
+"""The state of one Locust process during a run (settings, timeline, scrapes, history)."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.guardrails.prometheus import Snapshot
+from harness.guardrails.timeline import Timeline
+from loadtests.workload import History
+
+
+@dataclass
+class RunState:
+    """Everything the hooks and users share inside one Locust process."""
+
+    run_dir: Path = Path("runs/latest")
+    profile: str = "smoke"
+    user_rps: float = 2.0
+    api_key: str = "dev-key"  # noqa: S105 - the development key, refused by production
+    max_attempts: int = 3
+    backoff_cap_s: float = 5.0
+    replay_ratio: float = 0.05
+    worker: str | None = None  # None: local runner or master
+    metrics_url: str | None = None
+    users_override: int | None = None  # -u as given on the command line
+    distributed: bool = False
+    timeline: Timeline = field(default_factory=Timeline)
+    scrapes: list[Snapshot] = field(default_factory=list)
+    shape: Any = None
+    t0: float | None = None  # unix time the shape started
+    stopping: bool = False
+    aborted: str | None = None
+    ruleset: Any = None
+    _history: History | None = None
+
+    def history(self) -> History:
+        """This process's operation history (one file per worker, merged by the audit)."""
+        if self._history is None:
+            name = "history.jsonl" if self.worker is None else f"history-{self.worker}.jsonl"
+            self._history = History(self.run_dir / name)
+        return self._history
+
+    def close_history(self) -> None:
+        if self._history is not None:
+            self._history.close()
+
+    def begin(self, shape: Any) -> None:
+        """Start a new test in the same process (the web UI can run several)."""
+        self.shape = shape
+        self.timeline = Timeline()
+        self.scrapes = []
+        self.t0 = time.time()
+        self.stopping = False
+        self.aborted = None
+
+    def phases(self, end: float | None = None) -> dict[str, tuple[float, float]]:
+        """The shape's phases in unix time, clipped to the run so far."""
+        if self.t0 is None:
+            return {}
+        end = time.time() if end is None else end
+        out = {"all": (float(math.floor(self.t0)), end)}  # whole seconds: the timeline's grain
+        for name, (a, b) in (getattr(self.shape, "phases", None) or {}).items():
+            start, stop = self.t0 + a, min(self.t0 + b, end)
+            if stop > start:
+                out[name] = (start, stop)
+        return out
+
+
+STATE = RunState()

@@ -1,0 +1,270 @@
+"""Load profiles as pure shapes: ``tick(run_time) -> (users, spawn_rate) | None``, no Locust.
+
+Offered load is ``users x user_rps``: every user paces itself with constant throughput, so the
+achieved RPS can be compared with what the shape asked for (coordinated omission check).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+Tick = tuple[int, float] | None
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Hold ``users`` until ``end`` seconds after the start, reaching them at ``spawn_rate``/s."""
+
+    end: float
+    users: int
+    spawn_rate: float
+
+
+@dataclass
+class StagedShape:
+    """A sequence of stages, plus the named phases the guardrails can judge separately."""
+
+    name: str
+    stages: list[Stage]
+    user_rps: float
+    phases: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    @property
+    def duration(self) -> float:
+        return self.stages[-1].end if self.stages else 0.0
+
+    def tick(self, run_time: float) -> Tick:
+        """The target for this moment, or None once the last stage is over."""
+        for stage in self.stages:
+            if run_time < stage.end:
+                return stage.users, stage.spawn_rate
+        return None
+
+    def offered_rps(self, users: int) -> float:
+        return users * self.user_rps
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one stress step achieved, judged after its users settled."""
+
+    step: int
+    users: int
+    offered_rps: float
+    achieved_rps: float
+    p99_ms: float | None
+    error_ratio: float
+
+
+@dataclass
+class StressShape:
+    """Ramp in equal steps until a step breaks the SLO; the last good step is the knee."""
+
+    max_users: int
+    user_rps: float
+    steps: int = 20
+    step_s: float = 15.0
+    p99_ms: float = 300.0
+    error_ratio: float = 0.001
+    throughput_ratio: float = 0.9
+    name: str = "stress"
+    observed: list[Step] = field(default_factory=list)
+    broken: Step | None = None
+    reason: str | None = None
+
+    @property
+    def duration(self) -> float:
+        return self.steps * self.step_s
+
+    @property
+    def phases(self) -> dict[str, tuple[float, float]]:
+        return {
+            f"step {i + 1}": (i * self.step_s, (i + 1) * self.step_s) for i in range(self.steps)
+        }
+
+    def users_at(self, step: int) -> int:
+        return max(1, math.ceil(self.max_users * (step + 1) / self.steps))
+
+    def step_of(self, run_time: float) -> int:
+        return int(run_time // self.step_s)
+
+    def judge_window(self, step: int) -> tuple[float, float]:
+        """Seconds after the start to judge a step on: its second half, after the ramp."""
+        start = step * self.step_s
+        return start + self.step_s / 2, start + self.step_s
+
+    def tick(self, run_time: float) -> Tick:
+        """Hold each step's users; stop once a step broke the SLO or every step was judged.
+
+        The last step is held until it has been judged (its data arrives a little late).
+        """
+        if self.broken is not None or len(self.observed) >= self.steps:
+            return None
+        if run_time >= self.duration + self.step_s:
+            return None  # never judged (no data at all): give up rather than run forever
+        step = min(self.step_of(run_time), self.steps - 1)
+        spawn = max(1.0, (self.users_at(step) - (self.users_at(step - 1) if step else 0)) / 2.0)
+        return self.users_at(step), spawn
+
+    def due(self, run_time: float, lag_s: float) -> int | None:
+        """The next step whose judge window has fully arrived, if any."""
+        step = len(self.observed)
+        if (
+            self.broken is None
+            and step < self.steps
+            and run_time >= self.judge_window(step)[1] + lag_s
+        ):
+            return step
+        return None
+
+    def offered_rps(self, users: int) -> float:
+        return users * self.user_rps
+
+    def observe(self, result: Step) -> bool:
+        """Record a finished step; return False (and stop ramping) if it broke the SLO."""
+        self.observed.append(result)
+        reasons = []
+        if result.p99_ms is not None and result.p99_ms > self.p99_ms:
+            reasons.append(f"p99 {result.p99_ms:.0f} ms > {self.p99_ms:g} ms")
+        if result.error_ratio > self.error_ratio:
+            reasons.append(f"error ratio {result.error_ratio:.4f} > {self.error_ratio:g}")
+        if result.offered_rps and result.achieved_rps < self.throughput_ratio * result.offered_rps:
+            reasons.append(
+                f"achieved {result.achieved_rps:.1f} rps < {self.throughput_ratio:g} x offered "
+                f"{result.offered_rps:.1f} rps"
+            )
+        if reasons and self.broken is None:
+            self.broken, self.reason = result, "; ".join(reasons)
+        return not reasons
+
+    def knee(self) -> dict:
+        """The highest step that held the SLO (``found`` is False if none broke it)."""
+        good = [s for s in self.observed if self.broken is None or s.step < self.broken.step]
+        best = good[-1] if good else None
+        return {
+            "found": self.broken is not None,
+            "users": best.users if best else None,
+            "rps": round(best.achieved_rps, 2) if best else None,
+            "offered_rps": round(best.offered_rps, 2) if best else None,
+            "p99_ms": best.p99_ms if best else None,
+            "broken_at": None if self.broken is None else self.broken.__dict__,
+            "reason": self.reason or "SLO held up to the last step: raise --users to find the knee",
+        }
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A named load profile: what it is for, its default size and how to build its shape."""
+
+    name: str
+    purpose: str
+    users: int
+    duration_s: float
+    user_rps: float
+    build: Callable[[int, float, float], StagedShape | StressShape]
+
+
+def _ramp(users: int, seconds: float) -> float:
+    return max(1.0, users / max(seconds, 1.0))
+
+
+def smoke(users: int, duration: float, user_rps: float) -> StagedShape:
+    ramp = min(2.0, duration / 4)
+    return StagedShape(
+        "smoke", [Stage(duration, users, _ramp(users, ramp))], user_rps,
+        {"ramp": (0.0, ramp), "plateau": (ramp, duration)},
+    )  # fmt: skip
+
+
+def steady(users: int, duration: float, user_rps: float, name: str = "steady") -> StagedShape:
+    ramp = min(30.0, duration / 10)
+    return StagedShape(
+        name, [Stage(duration, users, _ramp(users, ramp))], user_rps,
+        {"ramp": (0.0, ramp), "plateau": (ramp, duration)},
+    )  # fmt: skip
+
+
+def soak(users: int, duration: float, user_rps: float) -> StagedShape:
+    ramp = min(60.0, duration / 10)
+    shape = StagedShape(
+        "soak", [Stage(duration, users, _ramp(users, ramp))], user_rps,
+        {"ramp": (0.0, ramp), "plateau": (ramp, duration)},
+    )  # fmt: skip
+    # Leaks show as drift: compare the first 15 minutes after warm-up with the last 15.
+    window = min(900.0, (duration - ramp) / 3)
+    shape.phases["early"] = (ramp, ramp + window)
+    shape.phases["late"] = (duration - window, duration)
+    return shape
+
+
+def step(users: int, duration: float, user_rps: float, steps: int = 5) -> StagedShape:
+    length = duration / steps
+    stages, phases = [], {}
+    for i in range(steps):
+        target = max(1, math.ceil(users * (i + 1) / steps))
+        increase = target - (stages[-1].users if stages else 0)
+        stages.append(Stage((i + 1) * length, target, _ramp(increase, min(5.0, length / 4))))
+        phases[f"step {i + 1}"] = (i * length, (i + 1) * length)
+    return StagedShape("step", stages, user_rps, phases)
+
+
+def spike(users: int, duration: float, user_rps: float) -> StagedShape:
+    """Baseline at a third of the peak, 0 -> 3x in 10 s, hold, then back to baseline."""
+    base = max(1, users // 3)
+    ramp = min(10.0, duration / 10)
+    spike_start = duration / 3
+    spike_end = spike_start + min(60.0, duration / 6)
+    settle = min(30.0, (duration - spike_end) / 2)  # SLO must be back within 30 s
+    stages = [
+        Stage(spike_start, base, _ramp(base, ramp)),
+        Stage(spike_end, users, max(1.0, (users - base) / 10.0)),
+        Stage(duration, base, float(users)),
+    ]
+    phases = {
+        "baseline": (ramp, spike_start),
+        "spike": (spike_start, spike_end),
+        "settle": (spike_end, spike_end + settle),
+        "recovery": (spike_end + settle, duration),
+    }
+    return StagedShape("spike", stages, user_rps, phases)
+
+
+def stress(users: int, duration: float, user_rps: float) -> StressShape:
+    steps = 20
+    return StressShape(users, user_rps, steps=steps, step_s=max(duration / steps, 4.0))
+
+
+# Default sizes sit well below the generator's measured capacity (docs/load.md) and around
+# 0.6-0.7 x the knee the stress profile found on a 2-core machine.
+PROFILES: dict[str, Profile] = {
+    p.name: p
+    for p in (
+        Profile("smoke", "prove the stack answers under light load (CI, README)", 10, 15, 2, smoke),
+        Profile("steady", "sustained nominal load R; the 'load held' gate", 40, 600, 2, steady),
+        Profile("step", "ramp in five stages to see where latency bends", 80, 300, 2, step),
+        Profile("spike", "0 -> 3R in 10 s, then back; shedding and recovery", 90, 180, 2, spike),
+        Profile("soak", "hours at R: leaks, pool exhaustion, drift", 40, 7200, 2, soak),
+        Profile("stress", "ramp until p99 or errors break the SLO; the knee", 400, 300, 2, stress),
+    )
+}  # fmt: skip
+
+
+def build(
+    name: str,
+    users: int | None = None,
+    duration: float | None = None,
+    user_rps: float | None = None,
+) -> StagedShape | StressShape:
+    """Build a profile's shape, scaled to ``users`` (peak) and ``duration`` when given."""
+    try:
+        profile = PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown profile {name!r}; choose from {', '.join(PROFILES)}") from None
+    users = profile.users if users is None else users
+    duration = profile.duration_s if duration is None else duration
+    rate = profile.user_rps if user_rps is None else user_rps
+    if users < 1 or duration <= 0 or rate <= 0:
+        raise ValueError("users, duration and user rate must be positive")
+    return profile.build(users, float(duration), float(rate))
