@@ -1,0 +1,78 @@
+"""`guardrails check` and `guardrails validate`: judge a results directory, lint a rule file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from harness import guardrails
+
+
+@click.group("guardrails")
+def group() -> None:
+    """Evaluate guardrail rules (exit 0 pass, 1 breach, 2 error, 3 invariant violated)."""
+
+
+@group.command("check")
+@click.argument("results_dir", type=click.Path(file_okay=False))
+@click.option(
+    "--guardrails",
+    "guardrails_file",
+    type=click.Path(dir_okay=False),
+    help="guardrail file (default: guardrails.toml at the repository root)",
+)
+@click.option("--profile", help="judge as this profile (default: the one the run recorded)")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    help="where verdict.json and junit.xml go (default: RESULTS_DIR)",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "junit"]),
+    default="table",
+    show_default=True,
+    help="what to print",
+)
+def check(
+    results_dir: str, guardrails_file: str | None, profile: str | None, out: str | None, fmt: str
+) -> int:
+    """Judge every source found in RESULTS_DIR and report every breach."""
+    path = Path(guardrails_file) if guardrails_file else guardrails.default_path()
+    try:
+        ruleset = guardrails.load_rules(path)
+        verdict = guardrails.check_dir(results_dir, ruleset, profile=profile)
+    except guardrails.GuardrailError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return guardrails.EXIT_USAGE
+    if not verdict.results:
+        click.echo(f"error: no rule applies to {results_dir} (profile {verdict.profile})", err=True)
+        return guardrails.EXIT_USAGE
+    guardrails.write_verdict(verdict, out or results_dir)
+    printed = {"table": verdict.table, "json": verdict.to_json, "junit": verdict.to_junit}[fmt]()
+    click.echo(printed.rstrip("\n"))
+    return verdict.exit_code
+
+
+@group.command("validate")
+@click.argument("guardrails_file", type=click.Path(dir_okay=False), required=False)
+def validate(guardrails_file: str | None) -> int:
+    """Parse a guardrail file and list its rules; exit 2 with file, line and reason if bad."""
+    path = Path(guardrails_file) if guardrails_file else guardrails.default_path()
+    try:
+        ruleset = guardrails.load_rules(path)
+    except guardrails.GuardrailError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return guardrails.EXIT_USAGE
+    for rule in ruleset.rules:
+        exprs = ", ".join(e.text for e in rule.exprs)
+        profiles = f" [{', '.join(rule.profiles)}]" if rule.profiles else ""
+        click.echo(f"{rule.line or '-':>4}  {rule.source}/{rule.scope}/{rule.phase.text}: "
+                   f"{exprs}{profiles}")  # fmt: skip
+    click.echo(f"{path}: {len(ruleset.rules)} rules OK")
+    return guardrails.EXIT_OK
+
+
+command = group

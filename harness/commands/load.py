@@ -1,0 +1,283 @@
+"""`load run`: a Locust profile against the stack, then the audit and the guardrail verdict."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+import click
+
+from harness import guardrails
+from harness.stack import Stack, StackError, default_state_dir
+from loadtests import shapes
+
+ROOT = Path(__file__).resolve().parents[2]
+LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"
+STARTUP_MARGIN_S = 90.0  # Locust start, worker hand-shake, shutdown and final reports
+AUDIT_DRAIN_S = 30.0
+
+
+@click.group("load")
+def load() -> None:
+    """Run Locust load profiles against the stack and gate them with the guardrails."""
+
+
+@load.command("run")
+@click.option(
+    "--profile",
+    type=click.Choice(sorted(shapes.PROFILES)),
+    default="smoke",
+    show_default=True,
+    help="load shape (see docs/load.md)",
+)
+@click.option("--users", type=click.IntRange(min=1), help="peak users (default: the profile's)")
+@click.option("--duration", help="run time, e.g. 30s, 5m, 1h (default: the profile's)")
+@click.option("--user-rps", type=click.FloatRange(min=0.01), help="requests/s per user")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Locust worker processes (0: one local process; K: a master and K workers)",
+)
+@click.option("--out", type=click.Path(file_okay=False), help="run directory (default runs/…)")
+@click.option("--url", help="API base URL; without it the local stack is used (started if needed)")
+@click.option(
+    "--guardrails",
+    "guardrails_file",
+    type=click.Path(dir_okay=False),
+    help="guardrail file (default: guardrails.toml at the repository root)",
+)
+@click.option("--state-dir", type=click.Path(file_okay=False), help="stack state directory")
+@click.option("--no-audit", is_flag=True, help="skip the invariant audit")
+@click.option("--locust-arg", "locust_args", multiple=True, help="extra Locust argument, verbatim")
+def run(
+    profile: str,
+    users: int | None,
+    duration: str | None,
+    user_rps: float | None,
+    workers: int,
+    out: str | None,
+    url: str | None,
+    guardrails_file: str | None,
+    state_dir: str | None,
+    no_audit: bool,
+    locust_args: tuple[str, ...],
+) -> int:
+    """Run a profile headless; write all outputs to the run dir; exit with the verdict."""
+    started_at = time.time()
+    rules_path = Path(guardrails_file) if guardrails_file else guardrails.default_path()
+    try:
+        ruleset = guardrails.load_rules(rules_path)
+        seconds = guardrails.parse_duration(duration) if duration else None
+        shape = shapes.build(profile, users, seconds, user_rps)
+    except guardrails.GuardrailError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return guardrails.EXIT_USAGE
+    except ValueError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return guardrails.EXIT_USAGE
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    run_dir = Path(out or ROOT / "runs" / f"{stamp}-{profile}").resolve()
+    if run_dir.exists() and any(run_dir.glob("history*.jsonl")):
+        click.echo(f"error: {run_dir} holds an earlier run; choose another --out", err=True)
+        return guardrails.EXIT_USAGE
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    stack, started_stack = None, False
+    try:
+        if url is None:
+            stack = Stack(Path(state_dir) if state_dir else default_state_dir())
+            url, started_stack = _ensure_stack(stack)
+        baseline = _existing_events(stack) if stack and not no_audit else None
+        argv = _locust_argv(url, profile, run_dir, rules_path, users, seconds, user_rps, workers)
+        argv += list(locust_args)
+        click.echo(f"load: {profile} against {url} -> {run_dir}")
+        locust_rc = _run_locust(argv, run_dir, shape.duration + STARTUP_MARGIN_S)
+        audit_note = None if no_audit else _audit(stack, run_dir, baseline)
+    except StackError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return guardrails.EXIT_USAGE
+    finally:
+        if started_stack and stack is not None:
+            stack.down(log=lambda _m: None)
+    if audit_note:
+        click.echo(audit_note)
+    _write_run_json(run_dir, argv, profile, url, workers, started_at, locust_rc, started_stack)
+    if not (run_dir / "timeline.jsonl").exists():
+        click.echo(f"error: Locust wrote no timeline (exit {locust_rc}); see {run_dir}/locust.log",
+                   err=True)  # fmt: skip
+        _echo_tail(run_dir / "locust.out")
+        return guardrails.EXIT_USAGE
+    try:
+        verdict = guardrails.check_dir(run_dir, ruleset, profile=profile)
+    except guardrails.GuardrailError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return guardrails.EXIT_USAGE
+    summary = json.loads((run_dir / "summary.json").read_text())
+    verdict.aborted = summary.get("aborted")
+    guardrails.write_verdict(verdict, run_dir)
+    click.echo(verdict.table())
+    _echo_notes(summary, run_dir)
+    if locust_rc == guardrails.EXIT_USAGE and verdict.exit_code != guardrails.EXIT_INVARIANT:
+        click.echo("error: Locust reported a harness error (see locust.log)", err=True)
+        return guardrails.EXIT_USAGE
+    return verdict.exit_code
+
+
+def _ensure_stack(stack: Stack) -> tuple[str, bool]:
+    """Reuse a ready stack, else start one; return the API URL and whether we started it."""
+    rows = {r["name"]: r for r in stack.status()}
+    if rows.get("api", {}).get("state") == "ready":
+        return rows["api"]["url"], False
+    had_anything = any(r.get("state") in ("ready", "running") for r in rows.values())
+    click.echo(f"starting the stack in {stack.state_dir} …")
+    stack.up(log=click.echo)
+    api = stack.state.get("components", {}).get("api")
+    if not api:
+        raise StackError("the stack has no API component (service.wsgi not importable?)")
+    return api["url"], not had_anything
+
+
+def _locust_argv(url, profile, run_dir, rules_path, users, seconds, user_rps, workers) -> list[str]:
+    argv = [
+        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
+        "--host", url, "--profile", profile, "--run-dir", str(run_dir),
+        "--guardrails", str(rules_path),
+        "--csv", str(run_dir / "locust"), "--csv-full-history",
+        "--html", str(run_dir / "report.html"),
+        "--logfile", str(run_dir / "locust.log"), "--loglevel", "INFO",
+        "--stop-timeout", "3",  # let in-flight writes finish so the history knows their outcome
+    ]  # fmt: skip
+    if users:
+        argv += ["--users", str(users)]
+    if seconds:
+        argv += ["--run-time", f"{int(seconds)}s"]
+    if user_rps:
+        argv += ["--user-rps", str(user_rps)]
+    if workers:
+        argv += ["--processes", str(workers)]
+    return argv
+
+
+def _run_locust(argv: list[str], run_dir: Path, timeout_s: float) -> int:
+    """Run Locust in its own process group, bounded in time; return its exit code."""
+    with open(run_dir / "locust.out", "w", encoding="utf-8") as sink:
+        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+            argv, stdout=sink, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
+        )
+        try:
+            return proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            click.echo(f"error: Locust still running after {timeout_s:.0f}s; stopping it", err=True)
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+            return guardrails.EXIT_USAGE
+
+
+def _existing_events(stack: Stack) -> list[str] | None:
+    """Event ids already in the database: earlier runs' writes are not 'unexpected' now."""
+    import psycopg2
+
+    try:
+        conn = psycopg2.connect(stack.database_url(), connect_timeout=5)
+    except (psycopg2.Error, KeyError):  # no database, no audit; reported later
+        return None
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT event_id::text FROM events")
+            return [row[0] for row in cur.fetchall()]
+    finally:
+        conn.close()
+
+
+def _audit(stack: Stack | None, run_dir: Path, baseline: list[str] | None) -> str:
+    """Reconcile the history with the database once the pipeline drained; write audit.json."""
+    try:
+        from harness import audit as audit_module
+    except ImportError as exc:
+        return f"audit skipped: harness.audit is not available ({exc})"
+    if stack is None or baseline is None:
+        return "audit skipped: needs the local stack's database and broker (not with --url)"
+    components = stack.state.get("components", {})
+    if not {"relay", "consumer"} <= set(components):
+        return "audit skipped: the relay and consumer are not running in this stack"
+    history = []
+    for path in sorted(run_dir.glob("history*.jsonl")):
+        with open(path, encoding="utf-8") as fh:
+            history.extend(json.loads(line) for line in fh if line.strip())
+    # Earlier runs' events: their fate is not this run's business, so mark them unknown.
+    history.append({"op": "baseline", "outcome": "info", "event_ids": baseline})
+    result = audit_module.audit(
+        stack.database_url(), stack.amqp_url(), os.environ.get("RECO_AMQP_NAMESPACE", "reco"),
+        history=history, drain_timeout_s=AUDIT_DRAIN_S,
+    )  # fmt: skip
+    data = result.to_dict()
+    data.update(preexisting_events=len(baseline), history_ops=len(history) - 1)
+    (run_dir / "audit.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    state = "ok" if result.ok else "; ".join(result.violations())
+    return f"audit: {len(history) - 1} writes reconciled in {result.drain_seconds}s: {state}"
+
+
+def _write_run_json(run_dir, argv, profile, url, workers, started_at, locust_rc, started_stack):
+    def version(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    commit = subprocess.run(  # noqa: S603
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+    ).stdout.strip()
+    data = {
+        "command": sys.argv,
+        "locust_command": argv,
+        "profile": profile,
+        "url": url,
+        "workers": workers,
+        "started_stack": started_stack,
+        "git_commit": commit or None,
+        "versions": {
+            "python": platform.python_version(),
+            "locust": version("locust"),
+            "reco-harness": version("reco-harness"),
+            "platform": platform.platform(),
+        },
+        "start": started_at,
+        "end": time.time(),
+        "locust_exit_code": locust_rc,
+    }
+    (run_dir / "run.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def _echo_notes(summary: dict, run_dir: Path) -> None:
+    sat = summary.get("saturation") or {}
+    if sat.get("saturated"):
+        click.echo(
+            f"warning: generator saturated - achieved {sat['achieved_rps']} rps vs offered "
+            f"{sat['offered_rps']} rps for {sat['saturated_s']} s ({sat['reason']})"
+        )
+    if summary.get("knee"):
+        click.echo(f"stress knee: {json.dumps(summary['knee'])}")
+    click.echo(f"outputs: {run_dir}")
+
+
+def _echo_tail(path: Path, lines: int = 30) -> None:
+    if path.exists():
+        for line in path.read_text(errors="replace").splitlines()[-lines:]:
+            click.echo(f"  {line}", err=True)
+
+
+command = load
