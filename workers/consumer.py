@@ -306,12 +306,13 @@ class Consumer:
         # Only one dead letter is ever in flight, so the return is about it.
         self.tracker.returned(self._dead_letter_tag, f"unroutable: {method.reply_text}")
 
-    def _pause(self) -> None:
+    def _pause(self, reason: str = "database failure") -> None:
         """Stop deliveries (basic.cancel) so a DB outage does not burn the delivery limit."""
         if self.paused:
             return
         self.paused = True
         self.metrics.paused.set(1)
+        log.warning("consuming paused", extra={"reason": reason})
         if self.link is not None and self.link.alive and self.consumer_tag:
             tag, self.consumer_tag = self.consumer_tag, None
             try:
@@ -326,6 +327,7 @@ class Consumer:
         self.consumer_tag = channel.basic_consume(self.topo.queue, self._on_message, auto_ack=False)
         self.paused = False
         self.metrics.paused.set(0)
+        log.info("consuming resumed", extra={"queue": self.topo.queue})
 
     # -- database -------------------------------------------------------------------------
     def _ensure_db(self) -> None:
@@ -366,7 +368,7 @@ class Consumer:
         """Cancel consuming, finish and ack delivered work if the DB allows, then close."""
         try:
             if self.link is not None and self.link.alive:
-                self._pause()
+                self._pause("stopping")
                 pending, self.held, self.buffer = self.held + self.buffer, [], []
                 if pending and self.db is not None and not self.db.closed:
                     self.process(pending)

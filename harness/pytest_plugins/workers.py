@@ -116,7 +116,9 @@ class WorkerProcess:
             if self.proc.poll() is not None:
                 break
             time.sleep(0.05)
-        raise TimeoutError(f"{self.name}: no log {msg!r}:\n{self.log_text()[-2000:]}")
+        text = self.log_text()
+        excerpt = text if len(text) < 3000 else f"{text[:1500]}\n...\n{text[-1500:]}"
+        raise TimeoutError(f"{self.name}: no log {msg!r}:\n{excerpt}")
 
     def kill(self) -> None:
         """SIGKILL and reap."""
