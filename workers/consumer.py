@@ -135,9 +135,10 @@ class Consumer:
 
     def _apply(self, valid: list[tuple[Delivery, Delivered]]) -> None:
         started = time.perf_counter()
-        events, seen = [], set()
+        events, seen, skip_inbox = [], set(), self._skip_inbox
         for _delivery, item in valid:
-            if item.event.event_id not in seen:  # twice in one batch: applied once, acked twice
+            # Twice in one batch: applied once, acked twice (unless the inbox is switched off).
+            if item.event.event_id not in seen or skip_inbox:
                 seen.add(item.event.event_id)
                 events.append(_interaction(item))
         last_tag = max(d.tag for d, _ in valid)

@@ -33,7 +33,7 @@ fresh AS (
 
 # Negative control only (consumer_skip_inbox): every delivery counts as new.
 _FRESH_WITHOUT_INBOX = """
-fresh AS (SELECT event_id FROM batch),
+fresh AS (SELECT DISTINCT event_id FROM batch),
 """
 
 _UPSERTS = """

@@ -1,0 +1,129 @@
+"""The shared invariant audit: it reconciles histories and catches each negative control."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+
+from harness.audit import audit
+from harness.bench.workers import Publisher, make_events, seed_outbox
+from harness.pytest_plugins import workers as plugin
+from harness.pytest_plugins.workers import WorkerProcess, drain_consumer, drain_relay
+from workers.messages import properties_for
+from workers.topology import topology
+
+amqp_channel = plugin.amqp_channel
+worker_objects = plugin.worker_objects
+worker_procs = plugin.worker_procs
+
+
+def _seed(settings, n: int) -> list[str]:
+    events = make_events(n, users=10)
+    seed_outbox(settings.database_url, events, with_events=True)
+    return [e.event_id for e in events]
+
+
+def _audit(settings, **kwargs):
+    return audit(
+        settings.database_url,
+        settings.amqp_url,
+        settings.amqp_namespace,
+        drain_timeout_s=kwargs.pop("drain_timeout_s", 20),
+        settle_s=0.3,
+        **kwargs,
+    )
+
+
+def test_a_history_is_reconciled_into_lost_unexpected_and_recovered(settings, worker_objects):
+    ids = _seed(settings, 10)
+    drain_relay(worker_objects.relay(settings))
+    drain_consumer(worker_objects.consumer(settings), 10)
+    never_written = [str(uuid.uuid4()) for _ in range(3)]
+    history = [
+        {"event_ids": ids[:6], "outcome": "ok"},
+        {"event_ids": [ids[6], ids[7], never_written[0]], "outcome": "info"},
+        {"event_ids": [never_written[1]], "outcome": "fail"},
+        {"event_ids": [never_written[2]], "outcome": "ok"},
+    ]
+    result = _audit(settings, history=history)
+    assert result.drained and result.applied == 10
+    assert result.lost == [never_written[2]]
+    assert result.unexpected == sorted(ids[8:])
+    assert result.recovered == sorted(ids[6:8]) and result.info_absent == 1
+    assert result.duplicated_effects == 0 and not result.ok
+    report = result.to_dict()
+    assert report["lost_count"] == 1 and report["unexpected_count"] == 2
+    assert report["ok"] is False and len(report["violations"]) == 2
+    assert report["queue_ready"] == 0 and report["dlq_depth"] == 0
+
+
+def test_negative_control_marking_before_confirms_is_caught_as_loss(
+    settings, amqp_channel, worker_objects
+):
+    unsafe = dataclasses.replace(settings, unsafe_test_faults="relay_mark_before_confirm")
+    relay = worker_objects.relay(unsafe)
+    relay.run_once()
+    topo = topology(settings)
+    amqp_channel.queue_unbind(topo.queue, topo.exchange, topo.binding_key)
+    ids = _seed(settings, 25)
+    assert relay.run_once() == 25  # returned by the broker, yet marked published
+    amqp_channel.queue_bind(topo.queue, topo.exchange, topo.binding_key)
+    result = _audit(settings, history=[{"event_ids": ids, "outcome": "ok"}])
+    assert result.drained and result.outbox_pending == 0
+    assert sorted(result.lost) == sorted(ids) and not result.ok
+
+
+def test_negative_control_skipping_the_inbox_is_caught_as_duplicated_effects(
+    settings, db, worker_objects
+):
+    _seed(settings, 20)
+    with db.cursor() as cur:
+        cur.execute(
+            "SELECT id, event_id::text, event_type, routing_key, payload, headers, created_at"
+            " FROM outbox"
+        )
+        rows = cur.fetchall()
+        cur.execute("UPDATE outbox SET published_at = clock_timestamp()")
+    messages = [
+        (key, bytes(payload), properties_for(row_id, event_id, etype, headers, created))
+        for row_id, event_id, etype, key, payload, headers, created in rows
+    ]
+    publisher = Publisher(settings)
+    try:
+        publisher.publish(messages + messages)  # every event delivered twice
+    finally:
+        publisher.close()
+    consumer = worker_objects.consumer(
+        dataclasses.replace(settings, unsafe_test_faults="consumer_skip_inbox")
+    )
+    for _ in range(20):
+        if consumer.run_once() == 0:
+            consumer.wait(0.1)
+    result = _audit(settings)
+    assert result.popularity_effects == 40 and result.applied == 0
+    assert result.duplicated_effects == 40 and len(result.lost) == 20 and not result.ok
+
+
+def test_negative_control_acking_before_commit_is_caught_as_loss(
+    settings, tmp_path, worker_objects, worker_procs
+):
+    ids = _seed(settings, 60)
+    drain_relay(worker_objects.relay(settings))
+    faults = "consumer_ack_before_commit,consumer_pause_before_commit"
+    proc = WorkerProcess.start(
+        "consumer", settings, tmp_path, env={"RECO_UNSAFE_TEST_FAULTS": faults}
+    )
+    worker_procs.append(proc)
+    batch = proc.wait_for_log("test pause")["batch"]
+    proc.kill()  # acked, never committed: the broker will not redeliver these
+    drain_consumer(worker_objects.consumer(settings), 60 - batch)
+    result = _audit(settings, history=[{"event_ids": ids, "outcome": "ok"}])
+    assert len(result.lost) == batch > 0 and not result.ok
+
+
+def test_an_undrained_pipeline_is_reported_within_the_drain_timeout(settings):
+    _seed(settings, 5)  # no relay runs
+    result = _audit(settings, drain_timeout_s=0.5)
+    assert not result.drained and result.outbox_pending == 5
+    assert result.drain_seconds < 5 and not result.ok
+    assert any(v.startswith("not drained") for v in result.violations())
