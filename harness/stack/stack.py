@@ -225,6 +225,15 @@ class Stack:
             ]
         return [sys.executable, "-m", f"workers.{name}"]
 
+    def set_app_env(self, name: str, env: dict[str, str] | None) -> None:
+        """Extra environment for one application process on its next start (None clears it)."""
+        overrides = self.state.setdefault("app_env", {})
+        if env:
+            overrides[name] = dict(env)
+        else:
+            overrides.pop(name, None)
+        self._save()
+
     def start_app(self, name: str) -> None:
         """Start (or restart) one application process: api, relay or consumer."""
         self._start_app(name)
@@ -248,6 +257,7 @@ class Stack:
             links = self.state["components"]["toxiproxy"]["links"]
             urls = {"postgres": self.database_url(), "rabbitmq": self.amqp_url()}
             extra.update(faults.app_env(name, urls, links))
+        extra.update(self.state.get("app_env", {}).get(name, {}))
         if name == "api":
             prom_dir = self.state_dir / "prometheus"
             shutil.rmtree(prom_dir, ignore_errors=True)

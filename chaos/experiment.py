@@ -1,0 +1,190 @@
+"""Experiment files: steady-state hypothesis, method (timed faults), load, guardrails.
+
+The shape follows Chaos Toolkit (title, description, steady-state-hypothesis with probes and
+tolerances, method, rollbacks that always run) and adds what it lacks: a load profile running
+throughout, faults with start times and durations that may overlap, per-phase guardrails and
+an end-to-end delivery audit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from harness.guardrails import parse_duration
+
+CATALOGUE = Path(__file__).with_name("experiments")
+ACTIONS = ("toxic", "down", "process", "unbind", "poison", "alarm", "lock", "migrate")
+PROBES = ("http", "backlog", "error_ratio", "p99_ms")
+TOP_KEYS = {
+    "title",
+    "description",
+    "tags",
+    "scenario",
+    "steady_state",
+    "method",
+    "load",
+    "guardrails",
+    "expect",
+    "negative_control",
+}
+
+
+class ExperimentError(ValueError):
+    """An experiment file is malformed; the message names the file and the key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Probe:
+    """A steady-state check with its tolerance."""
+
+    name: str
+    type: str
+    tolerance: Any
+    path: str = "/readyz"
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One fault of the method: what, when (seconds from load start) and for how long."""
+
+    spec: dict[str, Any]
+    start_s: float
+    duration_s: float
+    label: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """A parsed experiment file."""
+
+    name: str
+    path: Path
+    title: str
+    description: str
+    scenario: str
+    tags: tuple[str, ...]
+    probes: tuple[Probe, ...]
+    steps: tuple[Step, ...]
+    load_profile: str
+    load_users: int
+    load_duration_s: float
+    guardrails: Path | None
+    expected_dlq: int
+    negative_control: dict[str, Any]
+
+    def scaled(self, factor: float) -> Experiment:
+        """Scale every time (load duration, fault starts and durations) by ``factor``."""
+        steps = tuple(
+            dataclasses.replace(s, start_s=s.start_s * factor, duration_s=s.duration_s * factor)
+            for s in self.steps
+        )
+        return dataclasses.replace(
+            self, steps=steps, load_duration_s=max(10.0, self.load_duration_s * factor)
+        )
+
+
+def _fail(path: Path, where: str, reason: str) -> ExperimentError:
+    return ExperimentError(f"{path}: {where}: {reason}")
+
+
+def _duration(path: Path, where: str, value: Any) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise _fail(path, where, str(exc)) from None
+
+
+def load(path: Path) -> Experiment:
+    """Parse and validate one experiment file."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise _fail(path, "file", str(exc)) from None
+    unknown = set(data) - TOP_KEYS
+    if unknown:
+        raise _fail(path, "top level", f"unknown keys {sorted(unknown)}")
+    for key in ("title", "description"):
+        if not isinstance(data.get(key), str) or not data[key].strip():
+            raise _fail(path, key, "required text")
+    load_table = data.get("load", {})
+    steps = tuple(_step(path, i, raw) for i, raw in enumerate(data.get("method", [])))
+    if not steps and not data.get("negative_control"):
+        raise _fail(path, "method", "at least one [[method]] fault is required")
+    guardrails = data.get("guardrails")
+    return Experiment(
+        name=path.stem,
+        path=path,
+        title=data["title"],
+        description=data["description"].strip(),
+        scenario=str(data.get("scenario", "")),
+        tags=tuple(data.get("tags", ())),
+        probes=tuple(
+            _probe(path, i, raw)
+            for i, raw in enumerate(data.get("steady_state", {}).get("probes", []))
+        ),
+        steps=steps,
+        load_profile=str(load_table.get("profile", "steady")),
+        load_users=int(load_table.get("users", 10)),
+        load_duration_s=_duration(path, "load.duration", load_table.get("duration", "60s")),
+        guardrails=(path.parent / guardrails) if guardrails else None,
+        expected_dlq=int(data.get("expect", {}).get("dlq", 0)),
+        negative_control=dict(data.get("negative_control", {})),
+    )
+
+
+def _step(path: Path, index: int, raw: dict[str, Any]) -> Step:
+    where = f"method[{index}]"
+    action = raw.get("action")
+    if action not in ACTIONS:
+        raise _fail(path, f"{where}.action", f"must be one of {', '.join(ACTIONS)}")
+    spec = {k: v for k, v in raw.items() if k not in ("start", "duration", "label")}
+    start = _duration(path, f"{where}.start", raw.get("start", "0s"))
+    duration = _duration(path, f"{where}.duration", raw.get("duration", "0s"))
+    label = raw.get("label") or _describe(spec)
+    return Step(spec, start, duration, label)
+
+
+def _describe(spec: dict[str, Any]) -> str:
+    action = spec["action"]
+    if action == "toxic":
+        return f"{spec.get('type')} on {spec.get('link')}"
+    if action == "down":
+        return f"{spec.get('link')} down"
+    if action == "process":
+        return f"{spec.get('mode')} {spec.get('target')}"
+    return action
+
+
+def _probe(path: Path, index: int, raw: dict[str, Any]) -> Probe:
+    where = f"steady_state.probes[{index}]"
+    if raw.get("type") not in PROBES:
+        raise _fail(path, f"{where}.type", f"must be one of {', '.join(PROBES)}")
+    if "tolerance" not in raw:
+        raise _fail(path, f"{where}.tolerance", "required")
+    return Probe(
+        str(raw.get("name", raw["type"])),
+        raw["type"],
+        raw["tolerance"],
+        str(raw.get("path", "/readyz")),
+    )
+
+
+def catalogue() -> list[Experiment]:
+    """Every experiment shipped in chaos/experiments, sorted by name."""
+    return [load(p) for p in sorted(CATALOGUE.glob("*.toml"))]
+
+
+def find(name_or_path: str) -> Experiment:
+    """Load an experiment by catalogue name or by path."""
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".toml" and candidate.exists():
+        return load(candidate)
+    path = CATALOGUE / f"{name_or_path}.toml"
+    if not path.exists():
+        names = ", ".join(p.stem for p in sorted(CATALOGUE.glob("*.toml")))
+        raise ExperimentError(f"no experiment {name_or_path!r}; the catalogue has: {names}")
+    return load(path)

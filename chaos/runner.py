@@ -1,0 +1,408 @@
+"""Run one experiment: load throughout, timed faults, heal, drain, audit, guardrail verdict."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import heapq
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+
+from chaos import probes
+from chaos.actions import Faults
+from chaos.experiment import Experiment
+from chaos.guardian import rollback_open
+from chaos.ledger import Ledger
+from harness import guardrails
+from harness.stack import Stack
+
+ROOT = Path(__file__).resolve().parents[1]
+LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"
+DEFAULT_GUARDRAILS = Path(__file__).with_name("guardrails.toml")
+RECOVERY_TIMEOUT_S = 60.0
+DRAIN_TIMEOUT_S = 90.0
+
+
+class Interrupted(Exception):
+    """The run was stopped by a signal; faults are still rolled back."""
+
+
+@dataclasses.dataclass
+class Window:
+    """When one fault was active (unix seconds) and what it was."""
+
+    label: str
+    action: str
+    start: float
+    end: float | None = None
+    error: str | None = None
+
+
+class Run:
+    """State of one experiment run; `execute()` returns the exit code."""
+
+    def __init__(self, experiment: Experiment, stack: Stack, run_dir: Path, echo=print):
+        self.experiment = experiment
+        self.stack = stack
+        self.run_dir = run_dir
+        self.echo = echo
+        self.ledger = Ledger(run_dir / "faults.ledger")
+        self.faults = Faults(stack)
+        self.windows: list[Window] = []
+        self.journal: dict[str, Any] = {
+            "experiment": experiment.name,
+            "title": experiment.title,
+            "steady_state": {},
+            "method": [],
+            "rollbacks": [],
+        }
+        self.tail = probes.HistoryTail(run_dir)
+        self.locust: subprocess.Popen | None = None
+        self.load_started = 0.0
+
+    # -- the whole run -----------------------------------------------------------------------
+    def execute(self) -> int:
+        guardian = self._start_guardian()
+        previous = {
+            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        interrupted = False
+        try:
+            self._apply_negative_control()
+            baseline_ids = self._existing_events()
+            if not self._hypothesis("before"):
+                self.echo("steady state does not hold before the experiment: not running it")
+                return guardrails.EXIT_USAGE
+            self._start_load()
+            self._run_method()
+            self._wait_load()
+        except Interrupted:
+            interrupted = True
+            self.echo("interrupted: rolling back every fault")
+        finally:
+            self._stop_load()
+            self._rollback_all()
+            self._restore_negative_control()
+            self.ledger.path.with_suffix(".done").write_text("done\n")
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            guardian.wait(timeout=10)
+        if interrupted:
+            self._write_journal("interrupted")
+            return guardrails.EXIT_USAGE
+        return self._conclude(baseline_ids)
+
+    def _on_signal(self, signum, _frame) -> None:
+        raise Interrupted(signal.Signals(signum).name)
+
+    def _start_guardian(self) -> subprocess.Popen:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "chaos.guardian",
+                "--ledger",
+                str(self.ledger.path),
+                "--state-dir",
+                str(self.stack.state_dir),
+                "--pid",
+                str(os.getpid()),
+            ],
+            cwd=ROOT,
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=open(self.run_dir / "guardian.log", "ab"),
+            stderr=subprocess.STDOUT,  # noqa: SIM115
+        )
+
+    # -- negative controls: restart a worker with a test-only switch that breaks a guarantee ---
+    def _apply_negative_control(self) -> None:
+        control = self.experiment.negative_control
+        if not control:
+            return
+        env = {"RECO_ENV": "test", "RECO_UNSAFE_TEST_FAULTS": str(control["switch"])}
+        self.echo(f"negative control: {control['component']} with {control['switch']}")
+        self.stack.set_app_env(control["component"], env)
+        self.stack.stop_app(control["component"])
+        self.stack.start_app(control["component"])
+
+    def _restore_negative_control(self) -> None:
+        control = self.experiment.negative_control
+        if control:
+            self.stack.set_app_env(control["component"], None)
+            self.stack.stop_app(control["component"])
+            self.stack.start_app(control["component"])
+
+    # -- load --------------------------------------------------------------------------------
+    def _start_load(self) -> None:
+        exp = self.experiment
+        argv = [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            str(LOCUSTFILE),
+            "--headless",
+            "--host",
+            self.api_url,
+            "--profile",
+            exp.load_profile,
+            "--run-dir",
+            str(self.run_dir),
+            "--guardrails",
+            "off",
+            "--users",
+            str(exp.load_users),
+            "--run-time",
+            f"{int(exp.load_duration_s)}s",
+            "--csv",
+            str(self.run_dir / "locust"),
+            "--csv-full-history",
+            "--html",
+            str(self.run_dir / "locust.html"),
+            "--logfile",
+            str(self.run_dir / "locust.log"),
+            "--stop-timeout",
+            "3",
+        ]
+        self.load_started = time.time()
+        self.locust = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            stdout=open(self.run_dir / "locust.out", "wb"),
+            stderr=subprocess.STDOUT,  # noqa: SIM115
+        )
+        self.journal["load"] = {"argv": argv, "started": self.load_started}
+
+    def _wait_load(self) -> None:
+        assert self.locust is not None
+        deadline = time.monotonic() + self.experiment.load_duration_s + 60
+        while self.locust.poll() is None and time.monotonic() < deadline:
+            self._progress()
+            time.sleep(1)
+
+    def _stop_load(self) -> None:
+        if self.locust is not None and self.locust.poll() is None:
+            self.locust.send_signal(signal.SIGINT)
+            try:
+                self.locust.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.locust.kill()
+                self.locust.wait(timeout=5)
+
+    # -- method: timed faults ------------------------------------------------------------------
+    def _run_method(self) -> None:
+        events: list[tuple[float, int, str, int]] = []
+        for index, step in enumerate(self.experiment.steps):
+            heapq.heappush(events, (step.start_s, index, "apply", index))
+            heapq.heappush(events, (step.start_s + step.duration_s, index, "rollback", index))
+        opened: dict[int, tuple[str, dict[str, Any], Window]] = {}
+        last_progress = 0.0
+        while events:
+            at, _, what, index = events[0]
+            now = time.time() - self.load_started
+            if now < at:
+                if time.monotonic() - last_progress >= 1:
+                    self._progress()
+                    last_progress = time.monotonic()
+                if self.locust is not None and self.locust.poll() is not None:
+                    self.echo("load ended before the method finished")
+                time.sleep(min(0.1, at - now))
+                continue
+            heapq.heappop(events)
+            step = self.experiment.steps[index]
+            if what == "apply":
+                opened[index] = self._apply(step)
+            elif index in opened:
+                self._undo(*opened.pop(index))
+
+    def _apply(self, step) -> tuple[str, dict[str, Any], Window]:
+        window = Window(step.label, step.spec["action"], time.time())
+        fault = self.faults.prepare(step.spec)
+        entry_id = self.ledger.opened(fault)
+        try:
+            self.faults.apply(fault)
+            self.echo(f"[{window.start - self.load_started:6.1f}s] fault on: {step.label}")
+        except Exception as exc:  # noqa: BLE001 - record it; the verdict shows the failed step
+            window.error = str(exc)
+            self.echo(f"fault {step.label} failed to apply: {exc}")
+        self.windows.append(window)
+        self.journal["method"].append(
+            {
+                "label": step.label,
+                "fault": _public(fault),
+                "start": window.start,
+                "error": window.error,
+            }
+        )
+        return entry_id, fault, window
+
+    def _undo(self, entry_id: str, fault: dict[str, Any], window: Window) -> None:
+        started = time.time()
+        try:
+            self.faults.rollback(fault)
+            self.ledger.closed(entry_id)
+            status = "ok"
+        except Exception as exc:  # noqa: BLE001 - the guardian and final cleanup retry it
+            status = f"failed: {exc}"
+        window.end = time.time()
+        self.echo(f"[{window.end - self.load_started:6.1f}s] healed: {window.label} ({status})")
+        self.journal["rollbacks"].append(
+            {"label": window.label, "at": started, "status": status, "result": fault.get("result")}
+        )
+
+    def _rollback_all(self) -> None:
+        for window in self.windows:
+            if window.end is None:
+                window.end = time.time()
+        rollback_open(self.ledger, self.stack.state_dir, log=self.echo)
+
+    # -- observation -----------------------------------------------------------------------
+    @property
+    def api_url(self) -> str:
+        return self.stack.state["components"]["api"]["url"]
+
+    def _progress(self) -> None:
+        self.tail.poll()
+        now = time.time()
+        active = [w.label for w in self.windows if w.end is None]
+        phase = "fault" if active else ("baseline" if not self.windows else "recovery")
+        recent = self.tail.window(now - 5)
+        backlog = probes.outbox_backlog(self.stack.database_url())
+        self.echo(
+            f"[{now - self.load_started:6.1f}s] {phase:<8} writes/s={recent['writes'] / 5:6.1f}"
+            f" fail={recent['fail']} info={recent['info']} backlog={backlog}"
+            f" active={', '.join(active) or '-'}"
+        )
+
+    def _hypothesis(self, when: str) -> bool:
+        results = []
+        for probe in self.experiment.probes:
+            ok, observed = probes.check(
+                probe, self.api_url, self.stack.database_url(), self.tail, time.time() - 10
+            )
+            results.append(
+                {"probe": probe.name, "ok": ok, "observed": observed, "tolerance": probe.tolerance}
+            )
+        self.journal["steady_state"][when] = results
+        return all(r["ok"] for r in results)
+
+    def _existing_events(self) -> list[str]:
+        conn = psycopg2.connect(self.stack.database_url(), connect_timeout=5)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT event_id::text FROM events")
+                return [row[0] for row in cur.fetchall()]
+        finally:
+            conn.close()
+
+    # -- conclusion: recovery, audit, phases, verdict, journal ----------------------------------
+    def _conclude(self, baseline_ids: list[str]) -> int:
+        from harness.audit import audit
+
+        healed_at = max((w.end or 0 for w in self.windows), default=time.time())
+        recovery = _seconds_until(lambda: probes.readiness(self.api_url) == 200, RECOVERY_TIMEOUT_S)
+        self._hypothesis("after")
+        history = _history(self.run_dir)
+        history.append({"op": "baseline", "outcome": "info", "event_ids": baseline_ids})
+        result = audit(
+            self.stack.database_url(),
+            self.stack.amqp_url(),
+            "reco",
+            history=history,
+            drain_timeout_s=DRAIN_TIMEOUT_S,
+            expected_dlq=self.experiment.expected_dlq,
+        )
+        data = result.to_dict()
+        data.update(
+            readiness_recovery_s=None if recovery is None else round(recovery, 2),
+            worker_timeouts=_count_in(
+                self.stack.state["components"]["api"].get("log"), "WORKER TIMEOUT"
+            ),
+            idle_in_transaction=_idle_in_transaction(self.stack.database_url()),
+            steady_state_after=all(r["ok"] for r in self.journal["steady_state"]["after"]),
+            dlq_matches=int(result.dlq_depth == self.experiment.expected_dlq),
+        )
+        (self.run_dir / "audit.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
+        self._write_phases(healed_at)
+        rules = guardrails.load_rules(self.experiment.guardrails or DEFAULT_GUARDRAILS)
+        verdict = guardrails.check_dir(self.run_dir, rules, profile=self.experiment.load_profile)
+        guardrails.write_verdict(verdict, self.run_dir)
+        self.echo(verdict.table())
+        self._write_journal("completed", verdict.exit_code)
+        return verdict.exit_code
+
+    def _write_phases(self, healed_at: float) -> None:
+        path = self.run_dir / "phases.json"
+        phases = json.loads(path.read_text()) if path.exists() else {}
+        starts = [w.start for w in self.windows]
+        end = self.load_started + self.experiment.load_duration_s
+        if starts:
+            # Timelines are per whole second: keep the second a fault began out of the baseline.
+            phases["baseline"] = [self.load_started, max(self.load_started, min(starts) - 1.0)]
+            phases["fault"] = [min(starts), healed_at]
+            phases["recovery"] = [healed_at, max(end, healed_at)]
+        path.write_text(json.dumps(phases, indent=2) + "\n")
+        windows = [dataclasses.asdict(w) for w in self.windows]
+        (self.run_dir / "faults.json").write_text(json.dumps(windows, indent=2) + "\n")
+
+    def _write_journal(self, status: str, exit_code: int | None = None) -> None:
+        self.journal.update(
+            status=status, exit_code=exit_code, ended=dt.datetime.now(dt.UTC).isoformat()
+        )
+        (self.run_dir / "journal.json").write_text(
+            json.dumps(self.journal, indent=2, default=str) + "\n"
+        )
+
+
+def _public(fault: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in fault.items() if not k.endswith("_url") and k != "state_dir"}
+
+
+def _history(run_dir: Path) -> list[dict[str, Any]]:
+    ops = []
+    for path in sorted(run_dir.glob("history*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                ops.append(json.loads(line))
+    return ops
+
+
+def _seconds_until(probe, timeout: float) -> float | None:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if probe():
+            return time.monotonic() - started
+        time.sleep(0.2)
+    return None
+
+
+def _count_in(path: str | None, needle: str) -> int:
+    try:
+        return Path(path).read_text(errors="replace").count(needle) if path else 0
+    except OSError:
+        return 0
+
+
+def _idle_in_transaction(database_url: str) -> int:
+    """Sessions idle in transaction for longer than the API's timeout (should be none)."""
+    conn = psycopg2.connect(database_url, connect_timeout=5)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = "
+                "'idle in transaction' AND now() - state_change > interval '30 seconds'"
+            )
+            return int(cur.fetchone()[0])
+    finally:
+        conn.close()

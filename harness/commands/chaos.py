@@ -1,0 +1,137 @@
+"""`chaos list|run|rollback`: experiments under load with faults, an audit and a verdict."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import click
+
+from harness.stack import Stack, StackError, default_state_dir
+
+
+@click.group("chaos")
+def command() -> None:
+    """Run chaos experiments against the local stack wired through fault proxies."""
+
+
+@command.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def list_experiments(as_json: bool) -> int:
+    """List the experiment catalogue."""
+    from chaos.experiment import catalogue
+
+    experiments = catalogue()
+    if as_json:
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "name": e.name,
+                        "title": e.title,
+                        "scenario": e.scenario,
+                        "tags": e.tags,
+                        "faults": [s.label for s in e.steps],
+                    }
+                    for e in experiments
+                ],
+                indent=2,
+            )
+        )
+        return 0
+    for e in experiments:
+        click.echo(f"{e.name:<32} #{e.scenario:<3} {e.title}")
+    return 0
+
+
+@command.command("run")
+@click.argument("experiments", nargs=-1)
+@click.option("--all", "run_all", is_flag=True, help="run the whole catalogue")
+@click.option(
+    "--duration-scale",
+    type=click.FloatRange(min=0.05),
+    default=1.0,
+    show_default=True,
+    help="multiply every time in the experiment (0.1 = ten times shorter)",
+)
+@click.option("--out", type=click.Path(file_okay=False), help="run directory (default runs/…)")
+@click.option("--state-dir", type=click.Path(file_okay=False), help="stack state directory")
+@click.option("--keep-up", is_flag=True, help="leave a stack this command started running")
+def run(
+    experiments: tuple[str, ...],
+    run_all: bool,
+    duration_scale: float,
+    out: str | None,
+    state_dir: str | None,
+    keep_up: bool,
+) -> int:
+    """Run experiments; exit 0 pass, 1 guardrail breach, 2 error, 3 invariant violated."""
+    from chaos.experiment import ExperimentError, catalogue, find
+    from chaos.runner import Run
+
+    try:
+        chosen = catalogue() if run_all else [find(name) for name in experiments]
+    except ExperimentError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return 2
+    if not chosen:
+        click.echo(
+            "error: name an experiment or pass --all (see `reco-harness chaos list`)", err=True
+        )
+        return 2
+    stack = Stack(Path(state_dir) if state_dir else default_state_dir())
+    started_here = not _ready(stack)
+    try:
+        if started_here or not stack.chaos:
+            stack = Stack(stack.state_dir, chaos=True)
+            stack.up(log=click.echo)
+    except StackError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return 2
+    base = Path(out or f"runs/chaos-{dt.datetime.now():%Y%m%d-%H%M%S}")
+    worst = 0
+    try:
+        for experiment in chosen:
+            run_dir = base / experiment.name if len(chosen) > 1 else base
+            run_dir.mkdir(parents=True, exist_ok=True)
+            click.echo(f"== {experiment.name}: {experiment.title} → {run_dir}")
+            code = Run(experiment.scaled(duration_scale), stack, run_dir, echo=click.echo).execute()
+            _report(run_dir)
+            click.echo(f"== {experiment.name}: exit {code}")
+            worst = max(worst, code) if code != 2 else (worst if worst == 3 else 2)
+    finally:
+        if started_here and not keep_up:
+            stack.down(log=click.echo)
+    return worst
+
+
+@command.command("rollback")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--state-dir", type=click.Path(file_okay=False))
+def rollback(run_dir: str, state_dir: str | None) -> int:
+    """Undo every fault a crashed run left applied (the guardian normally does this)."""
+    from chaos.guardian import rollback_open
+    from chaos.ledger import Ledger
+
+    undone = rollback_open(
+        Ledger(Path(run_dir) / "faults.ledger"),
+        Path(state_dir) if state_dir else default_state_dir(),
+        log=click.echo,
+    )
+    click.echo(f"rolled back {undone} fault(s)")
+    return 0
+
+
+def _ready(stack: Stack) -> bool:
+    rows = {r["name"]: r["state"] for r in stack.status()}
+    return all(rows.get(n) == "ready" for n in ("postgres", "rabbitmq", "api", "relay", "consumer"))
+
+
+def _report(run_dir: Path) -> None:
+    try:
+        from harness.report import write_report
+    except ImportError:
+        return
+    path = write_report(run_dir)
+    click.echo(f"report: {path}")
