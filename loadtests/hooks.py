@@ -26,7 +26,10 @@ log = logging.getLogger("reco.load")
 SCRAPE_INTERVAL_S = 5.0
 ABORT_INTERVAL_S = 2.0
 TIMELINE_KEY = "reco_timeline"
+CPU_KEY = "reco_cpu_percent"
 _greenlets: list[gevent.Greenlet] = []
+_worker_cpu: dict[str, float] = {}
+_PROCESS = psutil.Process()
 
 
 def report_lag_s() -> float:
@@ -182,13 +185,17 @@ def on_request(request_type, name, response_time, response=None, exception=None,
 
 @events.report_to_master.add_listener
 def on_report_to_master(client_id, data) -> None:
-    """Ship finished seconds to the master (everything once this worker has stopped)."""
-    data[TIMELINE_KEY] = STATE.timeline.pop_rows(None if STATE.stopping else time.time())
+    """Ship everything recorded since the last report; the master adds partial seconds up."""
+    # Same report as Locust's own stats, so the timeline is exactly as complete as they are.
+    data[TIMELINE_KEY] = STATE.timeline.pop_rows()
+    data[CPU_KEY] = _PROCESS.cpu_percent()  # since the last report (Locust samples every 10 s)
 
 
 @events.worker_report.add_listener
 def on_worker_report(client_id, data) -> None:
     STATE.timeline.merge_rows(data.get(TIMELINE_KEY, []))
+    if CPU_KEY in data:
+        _worker_cpu[client_id] = float(data[CPU_KEY])
 
 
 @events.test_start.add_listener
@@ -261,15 +268,14 @@ def _kill_greenlets() -> None:
 def _sample_loop(runner):
     def loop() -> None:
         # Our own per-second CPU reading: Locust's monitor samples only every 10 s.
-        process = psutil.Process()
-        process.cpu_percent()
+        _PROCESS.cpu_percent()
         while True:
             gevent.sleep(1.0 - time.time() % 1.0 + 0.01)
             second = time.time() - 1.0  # the second that just ended
             users = runner.user_count
-            cpu = process.cpu_percent()
-            if isinstance(runner, MasterRunner):
-                cpu = max([0.0, *(c.cpu_usage for c in runner.clients.values())])
+            cpu = _PROCESS.cpu_percent()
+            if isinstance(runner, MasterRunner):  # the generators are the workers
+                cpu = max([0.0, *_worker_cpu.values()])
             STATE.timeline.set_meta(
                 second, users=users, offered_rps=round(users * STATE.user_rps, 3), cpu=round(cpu, 1)
             )
