@@ -104,24 +104,13 @@ class Run:
         raise Interrupted(signal.Signals(signum).name)
 
     def _start_guardian(self) -> subprocess.Popen:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "chaos.guardian",
-                "--ledger",
-                str(self.ledger.path),
-                "--state-dir",
-                str(self.stack.state_dir),
-                "--pid",
-                str(os.getpid()),
-            ],
-            cwd=ROOT,
-            start_new_session=True,
-            stdin=subprocess.DEVNULL,
-            stdout=open(self.run_dir / "guardian.log", "ab"),
-            stderr=subprocess.STDOUT,  # noqa: SIM115
-        )
+        argv = [sys.executable, "-m", "chaos.guardian", "--ledger", str(self.ledger.path),
+                "--state-dir", str(self.stack.state_dir), "--pid", str(os.getpid())]
+        with open(self.run_dir / "guardian.log", "ab") as sink:
+            # Its own session: a Ctrl-C aimed at the runner must not stop the guardian too.
+            return subprocess.Popen(argv, cwd=ROOT, start_new_session=True,
+                                    stdin=subprocess.DEVNULL, stdout=sink,
+                                    stderr=subprocess.STDOUT)
 
     # -- negative controls: restart a worker with a test-only switch that breaks a guarantee ---
     def _apply_negative_control(self) -> None:
@@ -174,14 +163,11 @@ class Run:
             "3",
         ]
         self.load_started = time.time()
-        self.locust = subprocess.Popen(
-            argv,
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            stdout=open(self.run_dir / "locust.out", "wb"),
-            stderr=subprocess.STDOUT,  # noqa: SIM115
-        )
+        with open(self.run_dir / "locust.out", "wb") as sink:
+            self.locust = subprocess.Popen(
+                argv, cwd=ROOT, stdin=subprocess.DEVNULL, start_new_session=True,
+                stdout=sink, stderr=subprocess.STDOUT,
+            )  # fmt: skip
         self.journal["load"] = {"argv": argv, "started": self.load_started}
 
     def _wait_load(self) -> None:

@@ -99,7 +99,14 @@ def run(
             code = Run(experiment.scaled(duration_scale), stack, run_dir, echo=click.echo).execute()
             _report(run_dir)
             click.echo(f"== {experiment.name}: exit {code}")
-            worst = max(worst, code) if code != 2 else (worst if worst == 3 else 2)
+            if experiment.negative_control and len(chosen) > 1:
+                expected = int(experiment.negative_control.get("expect_exit", 3))
+                caught = code == expected
+                click.echo(
+                    f"   negative control {'caught as expected' if caught else 'NOT caught'}"
+                )
+                code = 0 if caught else 1
+            worst = _combine(worst, code)
     finally:
         if started_here and not keep_up:
             stack.down(log=click.echo)
@@ -121,6 +128,12 @@ def rollback(run_dir: str, state_dir: str | None) -> int:
     )
     click.echo(f"rolled back {undone} fault(s)")
     return 0
+
+
+def _combine(worst: int, code: int) -> int:
+    """Invariant violations outrank harness errors, which outrank breaches."""
+    rank = {0: 0, 1: 1, 2: 2, 3: 3}
+    return max(worst, code, key=lambda c: rank.get(c, 2))
 
 
 def _ready(stack: Stack) -> bool:

@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import shutil
+import socket
 import sys
 import time
 import urllib.request
@@ -35,6 +36,16 @@ APP_PROCESSES = ("api", "relay", "consumer")
 def default_state_dir() -> Path:
     """Where the stack keeps its files: RECO_HARNESS_DIR or ./.harness."""
     return Path(os.environ.get("RECO_HARNESS_DIR", ".harness")).resolve()
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _http_ok(url: str, timeout: float = 1.0) -> bool:
@@ -250,7 +261,12 @@ class Stack:
         info = self.state["components"].get(name)
         if info and pid_alive(info.get("pid")):
             return
-        port = free_port()
+        if info:
+            # Orphans of a killed master still hold its listening socket: end the group, and
+            # come back on the same port so clients (load generators) keep their URL.
+            kill_group(info.get("pgid"))
+            wait_until(lambda: _port_free(info["port"]), 10, f"port {info['port']} to be freed")
+        port = info["port"] if info else free_port()
         log_path = self.state_dir / f"{name}.log"
         extra = {"RECO_METRICS_PORT": str(port)}
         if self.chaos:

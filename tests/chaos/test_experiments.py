@@ -1,0 +1,122 @@
+"""Chaos experiments on a real stack: a quick subset passes, negative controls fail, and an
+interrupted or killed runner still rolls back every fault."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from chaos.experiment import find
+from chaos.faultproxy.client import Client
+from chaos.runner import Run
+from harness.stack import Stack, wait_until
+
+QUICK_SCALE = float(os.environ.get("RECO_CHAOS_SCALE", "0.35"))
+QUICK = ["smoke-db-blip", "db-blackhole", "relay-kill", "consumer-kill", "unroutable", "poison"]
+
+
+@pytest.fixture(scope="module")
+def chaos_stack():
+    """A complete stack with a fault proxy on every link, shared by this module."""
+    root = Path(tempfile.mkdtemp(prefix="reco-chaos-"))
+    os.chmod(root, 0o755)  # noqa: S103 - service users must traverse it
+    stack = Stack(root, chaos=True)
+    stack.up(log=lambda _m: None)
+    yield stack
+    stack.down(log=lambda _m: None)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _run(stack: Stack, name: str, tmp_path: Path, scale: float = QUICK_SCALE) -> tuple[int, Path]:
+    run_dir = tmp_path / name
+    run_dir.mkdir()
+    code = Run(find(name).scaled(scale), stack, run_dir, echo=lambda _m: None).execute()
+    return code, run_dir
+
+
+def _assert_clean(stack: Stack) -> None:
+    """No toxic, no disabled proxy, no stopped process is left behind."""
+    with Client(stack.toxiproxy_url) as client:
+        for name, proxy in client.proxies().items():
+            assert proxy["enabled"], name
+            assert proxy["toxics"] == [], name
+    for name in ("api", "relay", "consumer"):
+        pid = stack.state["components"][name]["pid"]
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        assert state != "T", f"{name} left stopped"
+
+
+@pytest.mark.parametrize("name", QUICK)
+def test_quick_catalogue_passes(chaos_stack, tmp_path, name):
+    code, run_dir = _run(chaos_stack, name, tmp_path)
+    audit = json.loads((run_dir / "audit.json").read_text())
+    verdict = json.loads((run_dir / "verdict.json").read_text())
+    assert audit["lost_count"] == 0 and audit["duplicated_effects"] == 0, audit
+    assert code == 0, json.dumps(verdict, indent=1)[:3000]
+    _assert_clean(chaos_stack)
+
+
+@pytest.mark.parametrize("name", ["nc-consumer-ack-before-commit", "nc-relay-mark-before-confirm"])
+def test_negative_controls_make_the_audit_fail(chaos_stack, tmp_path, name):
+    code, run_dir = _run(chaos_stack, name, tmp_path, scale=0.5)
+    audit = json.loads((run_dir / "audit.json").read_text())
+    assert code == 3, audit
+    assert audit["lost_count"] > 0 or audit["duplicated_effects"] > 0
+    _assert_clean(chaos_stack)
+    env = chaos_stack.state.get("app_env", {})
+    assert not env, "the test-only switch must be removed after the run"
+
+
+def _runner(stack: Stack, run_dir: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "chaos",
+            "run",
+            "db-down",
+            "--duration-scale",
+            "1",
+            "--state-dir",
+            str(stack.state_dir),
+            "--out",
+            str(run_dir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def _proxy_down(stack: Stack) -> bool:
+    with Client(stack.toxiproxy_url) as client:
+        return not client.get_proxy("api_postgres")["enabled"]
+
+
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL])
+def test_an_interrupted_or_killed_run_rolls_back(chaos_stack, tmp_path, how):
+    proc = _runner(chaos_stack, tmp_path / "run")
+    try:
+        wait_until(lambda: _proxy_down(chaos_stack), 60, "the fault to be applied")
+        proc.send_signal(how)
+        proc.wait(timeout=60)
+        if how == signal.SIGINT:
+            assert proc.returncode == 2
+        # The runner's own cleanup (SIGINT) or its guardian (SIGKILL) heals the link.
+        wait_until(lambda: not _proxy_down(chaos_stack), 20, "the rollback")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    time.sleep(0.5)
+    _assert_clean(chaos_stack)

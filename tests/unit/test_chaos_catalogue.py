@@ -1,0 +1,78 @@
+"""The experiment catalogue parses, covers the fault scenarios, and the ledger is durable."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from chaos.experiment import ExperimentError, catalogue, load
+from chaos.ledger import Ledger
+
+
+def test_catalogue_covers_at_least_fourteen_scenarios():
+    experiments = catalogue()
+    scenarios = set()
+    for e in experiments:
+        if not e.negative_control:
+            scenarios |= set(e.scenario.split("-")) if "-" in e.scenario else {e.scenario}
+    assert len(scenarios) >= 14, sorted(scenarios)
+    assert {e.name for e in experiments} >= {"db-down", "db-blackhole", "smoke-db-blip"}
+
+
+def test_every_experiment_has_probes_load_and_faults():
+    for e in catalogue():
+        assert e.title and e.description and e.load_duration_s >= 10
+        assert e.steps, e.name
+        for step in e.steps:
+            assert step.start_s + step.duration_s < e.load_duration_s, e.name
+
+
+def test_negative_controls_name_a_switch_and_expect_exit_3():
+    controls = [e for e in catalogue() if e.negative_control]
+    assert len(controls) >= 3
+    for e in controls:
+        assert e.negative_control["switch"] and e.negative_control["expect_exit"] == 3
+
+
+def test_scaling_shrinks_every_time():
+    e = load_named("db-down").scaled(0.5)
+    assert e.steps[0].start_s == 7.5 and e.steps[0].duration_s == 7.5
+
+
+def load_named(name):
+    from chaos.experiment import find
+
+    return find(name)
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        ('title = "t"\n', "description"),
+        ('title = "t"\ndescription = "d"\n[[method]]\naction = "explode"\n', "method[0].action"),
+        ('title = "t"\ndescription = "d"\nsurprise = 1\n', "unknown keys"),
+        (
+            'title = "t"\ndescription = "d"\n[[method]]\naction = "down"\nstart = "soon"\n',
+            "method[0].start",
+        ),
+    ],
+)
+def test_malformed_experiments_name_file_and_key(tmp_path, body, where):
+    path = tmp_path / "bad.toml"
+    path.write_text(body)
+    with pytest.raises(ExperimentError) as err:
+        load(path)
+    assert str(path) in str(err.value) and where in str(err.value)
+
+
+def test_ledger_reports_only_open_faults_newest_first(tmp_path):
+    ledger = Ledger(tmp_path / "faults.ledger")
+    first = ledger.opened({"action": "down", "link": "a"})
+    ledger.opened({"action": "down", "link": "b"})
+    ledger.closed(first)
+    with open(ledger.path, "a") as handle:
+        handle.write('{"id": "torn", "op": "app')  # a crash mid-write
+    assert [f["link"] for _, f in ledger.open_entries()] == ["b"]
+    entries = [json.loads(line) for line in ledger.path.read_text().splitlines()[:3]]
+    assert [e["op"] for e in entries] == ["apply", "apply", "undo"]
