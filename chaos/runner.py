@@ -22,6 +22,7 @@ from chaos.experiment import Experiment
 from chaos.guardian import rollback_open
 from chaos.ledger import Ledger
 from harness import guardrails
+from harness.pipeline_sampler import PipelineSampler
 from harness.stack import Stack
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,8 +83,13 @@ class Run:
                 self.echo("steady state does not hold before the experiment: not running it")
                 return guardrails.EXIT_USAGE
             self._start_load()
-            self._run_method()
-            self._wait_load()
+            sampler = PipelineSampler(self.stack.database_url(), self.stack.amqp_url(), "reco",
+                                      self.run_dir / "pipeline.jsonl").start()
+            try:
+                self._run_method()
+                self._wait_load()
+            finally:
+                sampler.stop()
         except Interrupted:
             interrupted = True
             self.echo("interrupted: rolling back every fault")

@@ -1,0 +1,126 @@
+"""Sample the pipeline once a second: outbox backlog and age, queue depths, apply latency.
+
+Writes `pipeline.jsonl` in a run directory, one object per second:
+{"t", "outbox_backlog", "oldest_unpublished_s", "queue_ready", "dlq_ready",
+ "applied", "apply_p50_ms", "apply_p99_ms"} — apply latency is commit of the event's outbox row
+to its inbox row (the consumer's commit), over the events applied in that second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+
+BACKLOG = """
+SELECT count(*), EXTRACT(EPOCH FROM now() - min(created_at))
+FROM outbox WHERE published_at IS NULL
+"""
+APPLIED = """
+SELECT count(*),
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY applied_at - event_created),
+       percentile_cont(0.99) WITHIN GROUP (ORDER BY applied_at - event_created)
+FROM inbox WHERE applied_at > %(since)s AND applied_at <= %(until)s
+"""
+
+
+class PipelineSampler:
+    """A background thread appending one sample per interval until stopped."""
+
+    def __init__(self, database_url: str, amqp_url: str | None, namespace: str, out: Path,
+                 interval_s: float = 1.0):
+        self.database_url = database_url
+        self.amqp_url = amqp_url
+        self.namespace = namespace
+        self.out = Path(out)
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="pipeline-sampler", daemon=True)
+        self._conn = None
+        self._channel = None
+        self._amqp = None
+
+    def start(self) -> PipelineSampler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        with contextlib.suppress(Exception):
+            if self._conn is not None:
+                self._conn.close()
+        with contextlib.suppress(Exception):
+            if self._amqp is not None:
+                self._amqp.close()
+
+    def _loop(self) -> None:
+        last = time.time()
+        with open(self.out, "a", encoding="utf-8") as sink:
+            while not self._stop.wait(self.interval_s):
+                now = time.time()
+                sample = {"t": round(now, 3), **self._database(last, now), **self._broker()}
+                last = now
+                sink.write(json.dumps(sample) + "\n")
+                sink.flush()
+
+    def _database(self, since: float, until: float) -> dict[str, Any]:
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = psycopg2.connect(self.database_url, connect_timeout=2,
+                                              application_name="reco-sampler")
+                self._conn.autocommit = True
+            with self._conn.cursor() as cur:
+                cur.execute(BACKLOG)
+                backlog, oldest = cur.fetchone()
+                cur.execute(APPLIED, {"since": _ts(since), "until": _ts(until)})
+                applied, p50, p99 = cur.fetchone()
+        except psycopg2.Error:
+            self._conn = None
+            return {"outbox_backlog": None}
+        return {
+            "outbox_backlog": int(backlog),
+            "oldest_unpublished_s": round(float(oldest), 3) if oldest is not None else 0.0,
+            "applied": int(applied),
+            "apply_p50_ms": _ms(p50),
+            "apply_p99_ms": _ms(p99),
+        }
+
+    def _broker(self) -> dict[str, Any]:
+        if not self.amqp_url:
+            return {}
+        import pika
+
+        try:
+            if self._channel is None or self._channel.is_closed:
+                params = pika.URLParameters(self.amqp_url)
+                params.socket_timeout = 2
+                params.blocked_connection_timeout = 2
+                params.connection_attempts = 1
+                self._amqp = pika.BlockingConnection(params)
+                self._channel = self._amqp.channel()
+            ready = self._channel.queue_declare(f"{self.namespace}.features", passive=True)
+            dlq = self._channel.queue_declare(f"{self.namespace}.features.dlq", passive=True)
+            return {"queue_ready": ready.method.message_count,
+                    "dlq_ready": dlq.method.message_count}
+        except Exception:  # noqa: BLE001 - a broker fault must not stop sampling
+            self._channel = None
+            with contextlib.suppress(Exception):
+                if self._amqp is not None:
+                    self._amqp.close()
+            return {"queue_ready": None, "dlq_ready": None}
+
+
+def _ts(unix: float):
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(unix, dt.UTC)
+
+
+def _ms(interval) -> float | None:
+    return round(interval.total_seconds() * 1000, 2) if interval is not None else None
