@@ -84,8 +84,13 @@ def run(
     started_here = not _ready(stack)
     try:
         if started_here or not stack.chaos:
+            rewire = not started_here
             stack = Stack(stack.state_dir, chaos=True)
             stack.up(log=click.echo)
+            if rewire:  # running without fault proxies: restart the apps through them
+                for app in ("api", "relay", "consumer"):
+                    stack.stop_app(app)
+                    stack.start_app(app)
     except StackError as exc:
         click.echo(f"error: {exc}", err=True)
         return 2

@@ -1,9 +1,8 @@
-"""`demo`: the main job: bring the stack up, run a short load/chaos run, print the verdict."""
+"""`demo`: the main job: the stack up, a smoke check, a load run with a fault, the verdict."""
 
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 from pathlib import Path
 
 import click
@@ -13,41 +12,35 @@ from harness.stack import Stack, StackError, default_state_dir
 
 @click.command("demo")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="run directory")
+@click.option("--experiment", default="smoke-db-blip", show_default=True,
+              help="chaos experiment to run under load")
 @click.option("--keep-up/--down-after", default=True, help="leave the stack running afterwards")
-def command(out: str | None, keep_up: bool) -> int:
-    """Start the stack, run the smoke load profile with a short fault, print the verdict."""
-    stack = Stack(default_state_dir())
+def command(out: str | None, experiment: str, keep_up: bool) -> int:
+    """Start the stack with fault proxies, smoke-check it, run a chaos experiment under load."""
+    from harness.cli import main
+
+    stack = Stack(default_state_dir(), chaos=True)
     try:
         stack.up(log=click.echo)
     except StackError as exc:
         click.echo(f"error: {exc}", err=True)
         return 2
     run_dir = Path(out or f"runs/demo-{dt.datetime.now():%Y%m%d-%H%M%S}")
-    code = _run_main_job(stack, run_dir)
+    click.echo("\n== smoke check (writes tagged smoke-* events through the whole pipeline)")
+    smoke = main(["smoke", "--write", "--timeout", "30"])
+    click.echo(f"\n== chaos experiment {experiment} under load → {run_dir}")
+    chaos = main(["chaos", "run", experiment, "--out", str(run_dir),
+                  "--state-dir", str(stack.state_dir)])
+    click.echo("")
     for row in stack.status():
         click.echo(f"{row['name']:<9} {row['state']:<8} {row.get('url') or ''}")
-    if not keep_up:
-        stack.down(log=click.echo)
+    if keep_up:
+        click.echo("stack left running: `.venv/bin/reco-harness down` stops it")
     else:
-        click.echo("stack left running: `reco-harness down` stops it")
+        stack.down(log=click.echo)
+    code = chaos if chaos else smoke
+    verdict = {0: "PASS", 1: "BREACH", 2: "ERROR", 3: "INVARIANT VIOLATED"}.get(code, str(code))
+    report = run_dir / "report.html"
+    click.echo(f"\nverdict: {verdict} (exit {code})"
+               + (f" — open {report}" if report.exists() else f" — results in {run_dir}"))
     return code
-
-
-def _run_main_job(stack: Stack, run_dir: Path) -> int:
-    """Run the chaos smoke experiment when available, else the smoke load profile, else smoke."""
-    from harness.cli import main
-
-    api = stack.state["components"].get("api", {}).get("url")
-    if importlib.util.find_spec("harness.commands.chaos") is not None:
-        return main(
-            ["chaos", "run", "smoke-db-blip", "--duration-scale", "1", "--out", str(run_dir)]
-        )
-    if importlib.util.find_spec("harness.commands.load") is not None:
-        return main(
-            ["load", "run", "--profile", "smoke", "--out", str(run_dir)]
-            + (["--url", api] if api else [])
-        )
-    if importlib.util.find_spec("harness.commands.smoke") is not None:
-        return main(["smoke", "--write"] + (["--url", api] if api else []))
-    click.echo("stack is up; no load/chaos command is installed yet")
-    return 0
