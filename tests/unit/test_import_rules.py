@@ -27,7 +27,8 @@ def _imports(path: Path) -> list[str]:
         if isinstance(node, ast.Import):
             names += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.append(node.module)
+            # `from harness import guardrails` imports harness.guardrails, not all of harness.
+            names += [f"{node.module}.{alias.name}" for alias in node.names]
     return [n for n in names if n.split(".")[0] in FIRST_PARTY]
 
 
