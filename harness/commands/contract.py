@@ -1,0 +1,104 @@
+"""`contract`: Schemathesis (`st run`) against the live service, with reports and an allow-list."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import click
+
+from harness.contract.allowlist import AllowlistError, load
+from harness.contract.config import budget
+from harness.contract.paths import ALLOWLIST_PATH
+from harness.contract.runner import EXIT_ERROR, ContractRun, execute, service_url
+from service.settings import DEV_API_KEY
+
+
+@click.command("contract")
+@click.option("--url", default=None, help="base URL of a running service (default: start a stack)")
+@click.option(
+    "--max-examples",
+    type=click.IntRange(min=1),
+    default=None,
+    help="test cases per operation (default: $RECO_CONTRACT_MAX_EXAMPLES or the CI budget)",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=None,
+    help="seeded random generation (default: $RECO_CONTRACT_SEED, else deterministic)",
+)
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="report directory")
+@click.option(
+    "--api-key",
+    envvar="RECO_CONTRACT_API_KEY",
+    default=DEV_API_KEY,
+    show_default=True,
+    help="X-API-Key for authenticated operations ($RECO_CONTRACT_API_KEY)",
+)
+@click.option(
+    "--allowlist",
+    "allowlist_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help=f"allow-list file (default: {ALLOWLIST_PATH.name} at the repository root)",
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=10),
+    default=600.0,
+    show_default=True,
+    help="wall-clock limit for Schemathesis, seconds",
+)
+def command(
+    url: str | None,
+    max_examples: int | None,
+    seed: int | None,
+    out: str | None,
+    api_key: str,
+    allowlist_path: str | None,
+    timeout_s: float,
+) -> int:
+    """Run every Schemathesis check; exit 0 pass, 1 contract failures, 2 harness error."""
+    path = Path(allowlist_path) if allowlist_path else ALLOWLIST_PATH
+    try:
+        allowlist = load(path)
+        default_examples, default_seed = budget()
+    except (AllowlistError, ValueError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        return EXIT_ERROR
+    click.echo(f"allow-list {path}:")
+    for line in allowlist.report() or ["(empty)"]:
+        click.echo(f"  {line}")
+    for entry in allowlist.expired:
+        click.echo(f"warning: allow-list entry {entry.id} expired on {entry.expires}", err=True)
+    out_dir = Path(out or f"runs/contract-{dt.datetime.now():%Y%m%d-%H%M%S}").resolve()
+    try:
+        with service_url(url, log=click.echo) as base_url:
+            click.echo(f"contract: testing {base_url}, reports in {out_dir}")
+            code, summary = execute(
+                ContractRun(
+                    url=base_url,
+                    out_dir=out_dir,
+                    max_examples=max_examples or default_examples,
+                    seed=default_seed if seed is None else seed,
+                    api_key=api_key,
+                    allowlist=allowlist,
+                    allowlist_path=path.resolve(),
+                    timeout_s=timeout_s,
+                ),
+                echo=click.echo,
+            )
+    except Exception as exc:  # noqa: BLE001 - stack start-up can fail in many ways; all are exit 2
+        click.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+        return EXIT_ERROR
+    verdict = "PASS" if summary.get("passed") else "FAIL"
+    click.echo(
+        f"contract {verdict}: {summary.get('operations', 0)} operations, "
+        f"{summary.get('checks', 0)} checks, {summary.get('failures', 0)} failures, "
+        f"{summary.get('allowlisted', 0)} allow-listed -> {out_dir / 'contract.json'}"
+    )
+    if summary.get("error"):
+        click.echo(f"error: {summary['error']}", err=True)
+    return code

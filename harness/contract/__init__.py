@@ -1,0 +1,1 @@
+"""The contract tier: Schemathesis against the OpenAPI document, with an expiring allow-list."""

@@ -1,0 +1,53 @@
+"""The Schemathesis configuration of the contract tier and its budget knobs."""
+
+from __future__ import annotations
+
+import copy
+import os
+import tomllib
+from collections.abc import Mapping
+from typing import Any
+
+from harness.contract.paths import CONFIG_PATH
+
+MAX_EXAMPLES_ENV = "RECO_CONTRACT_MAX_EXAMPLES"
+SEED_ENV = "RECO_CONTRACT_SEED"
+API_KEY_ENV = "RECO_CONTRACT_API_KEY"
+
+
+def raw_config() -> dict[str, Any]:
+    """The shared schemathesis.toml as a dict."""
+    return tomllib.loads(CONFIG_PATH.read_text(encoding="utf-8"))
+
+
+def budget(environ: Mapping[str, str] | None = None) -> tuple[int, int | None]:
+    """(max examples per operation, explicit seed or None): the CI budget unless overridden."""
+    environ = os.environ if environ is None else environ
+    data = raw_config()
+    max_examples = int(data["generation"]["max-examples"])
+    seed = None
+    try:
+        if environ.get(MAX_EXAMPLES_ENV):
+            max_examples = int(environ[MAX_EXAMPLES_ENV])
+        if environ.get(SEED_ENV):
+            seed = int(environ[SEED_ENV])
+    except ValueError:
+        raise ValueError(f"{MAX_EXAMPLES_ENV} and {SEED_ENV} must be integers") from None
+    if max_examples < 1:
+        raise ValueError(f"{MAX_EXAMPLES_ENV} must be at least 1")
+    return max_examples, seed
+
+
+def in_process_config(api_key: str, environ: Mapping[str, str] | None = None):
+    """A schemathesis.Config for in-process tests: the shared file with the key and budget set."""
+    import schemathesis
+
+    data = copy.deepcopy(raw_config())
+    max_examples, seed = budget(environ)
+    if seed is None:
+        data["generation"]["deterministic"] = True
+    else:
+        data["seed"] = seed
+    data["generation"]["max-examples"] = max_examples
+    data["auth"]["openapi"]["apiKey"]["api_key"] = api_key
+    return schemathesis.Config.from_dict(data)

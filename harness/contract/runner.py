@@ -1,0 +1,227 @@
+"""Run `st run` against a live service and write JUnit, NDJSON and contract.json reports."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from harness.contract.allowlist import Allowlist
+from harness.contract.config import API_KEY_ENV
+from harness.contract.paths import ALLOWLIST_PATH, CONFIG_PATH, ROOT
+from harness.contract.summary import summarise
+
+EXIT_OK, EXIT_BREACH, EXIT_ERROR = 0, 1, 2
+# Schemathesis exits 1 when it found failures; anything else means it could not do its job.
+ST_FINDINGS_EXIT = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class ContractRun:
+    """What to test and where to write the results."""
+
+    url: str
+    out_dir: Path
+    max_examples: int
+    seed: int | None  # None: deterministic generation (CI)
+    api_key: str
+    allowlist: Allowlist
+    allowlist_path: Path = ALLOWLIST_PATH
+    timeout_s: float = 600.0
+    request_timeout_s: float = 10.0
+    wait_for_schema_s: float = 15.0  # a service that is still starting gets this long
+
+    @property
+    def junit_path(self) -> Path:
+        return self.out_dir / "junit.xml"
+
+    @property
+    def ndjson_path(self) -> Path:
+        return self.out_dir / "events.ndjson"
+
+    @property
+    def report_path(self) -> Path:
+        return self.out_dir / "schemathesis.json"
+
+    @property
+    def dropped_log(self) -> Path:
+        return self.out_dir / "allowlisted.ndjson"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.out_dir / "contract.json"
+
+
+def st_argv(run: ContractRun) -> list[str]:
+    """The Schemathesis command line: every check, positive and negative data."""
+    argv = [
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        "--config-file",
+        str(CONFIG_PATH),
+        "run",
+        f"{run.url.rstrip('/')}/openapi.json",
+        "--checks",
+        "all",
+        "--mode",
+        "all",
+        "--max-examples",
+        str(run.max_examples),
+        "--request-timeout",
+        str(run.request_timeout_s),
+        "--wait-for-schema",
+        str(run.wait_for_schema_s),
+        "--report",
+        "junit,ndjson,json",
+        "--report-junit-path",
+        str(run.junit_path),
+        "--report-ndjson-path",
+        str(run.ndjson_path),
+        "--report-json-path",
+        str(run.report_path),
+        "--no-color",
+    ]
+    # Deterministic generation for CI; an explicit seed explores (reproducibly) for nightly.
+    seeding = ["--generation-deterministic"] if run.seed is None else ["--seed", str(run.seed)]
+    return argv + seeding
+
+
+def st_env(run: ContractRun) -> dict[str, str]:
+    """The subprocess environment: the key, the allow-list hooks and where they log drops."""
+    env = dict(os.environ)
+    env.update(
+        {
+            API_KEY_ENV: run.api_key,
+            "SCHEMATHESIS_HOOKS": "harness.contract.st_hooks",
+            "RECO_CONTRACT_ALLOWLIST": str(run.allowlist_path),
+            "RECO_CONTRACT_ALLOWLIST_LOG": str(run.dropped_log),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
+        }
+    )
+    return env
+
+
+def _tee(
+    argv: list[str],
+    env: dict[str, str],
+    cwd: Path,
+    log_path: Path,
+    timeout_s: float,
+    echo: Callable[[str], None],
+) -> tuple[int, bool]:
+    """Run ``argv``, copying its output to ``echo`` and ``log_path``; kill it after the timeout."""
+    proc = subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+    )
+    timed_out = threading.Event()
+
+    def kill() -> None:
+        timed_out.set()
+        proc.kill()
+
+    timer = threading.Timer(timeout_s, kill)
+    timer.start()
+    try:
+        with proc, log_path.open("w", encoding="utf-8") as log:  # closes the pipe, reaps
+            assert proc.stdout is not None
+            for line in proc.stdout:  # ends when the process exits or is killed
+                log.write(line)
+                echo(line.rstrip("\n"))
+            code = proc.wait(timeout=30)
+    finally:
+        timer.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    return code, timed_out.is_set()
+
+
+def execute(run: ContractRun, echo: Callable[[str], None] = print) -> tuple[int, dict[str, Any]]:
+    """Run Schemathesis, write contract.json and return (exit code, summary)."""
+    run.out_dir.mkdir(parents=True, exist_ok=True)
+    run.dropped_log.unlink(missing_ok=True)
+    # cwd = out dir, so Schemathesis' cache (.schemathesis/) lands there and `st replay` works.
+    code, timed_out = _tee(
+        st_argv(run),
+        st_env(run),
+        run.out_dir,
+        run.out_dir / "schemathesis.log",
+        run.timeout_s,
+        echo,
+    )
+    allowlist_state = {
+        "honoured": [e.id for e in run.allowlist.active],
+        "expired": [e.id for e in run.allowlist.expired],
+    }
+    meta = {
+        "url": run.url,
+        "seed": run.seed,
+        "deterministic": run.seed is None,
+        "max_examples": run.max_examples,
+        "st_exit_code": code,
+        "timed_out": timed_out,
+        "reports": {
+            "junit": str(run.junit_path),
+            "ndjson": str(run.ndjson_path),
+            "schemathesis_json": str(run.report_path),
+        },
+    }
+    if timed_out or code not in (0, ST_FINDINGS_EXIT) or not run.report_path.exists():
+        summary = {
+            "operations": 0,
+            "checks": 0,
+            "failures": 0,
+            "allowlisted": 0,
+            "passed": False,
+            "error": _why_no_result(code, timed_out),
+            "run": meta,
+        }
+        run.summary_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        return EXIT_ERROR, summary
+    summary = summarise(run.report_path, run.ndjson_path, run.dropped_log, allowlist_state, meta)
+    run.summary_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    if summary["passed"]:
+        return EXIT_OK, summary
+    if summary["operations"] == 0:
+        return EXIT_ERROR, summary
+    return EXIT_BREACH, summary
+
+
+def _why_no_result(code: int, timed_out: bool) -> str:
+    if timed_out:
+        return "Schemathesis did not finish within the time limit"
+    return f"Schemathesis exited with {code} without a usable report (see schemathesis.log)"
+
+
+@contextlib.contextmanager
+def service_url(url: str | None, log: Callable[[str], None] = print) -> Iterator[str]:
+    """Yield ``url``, or start the local stack in a temporary state dir and stop it afterwards."""
+    if url:
+        yield url
+        return
+    from harness.stack import Stack
+
+    state_dir = Path(tempfile.mkdtemp(prefix="reco-contract-"))
+    os.chmod(state_dir, 0o755)  # noqa: S103 - the postgres and rabbitmq users must traverse it
+    stack = Stack(state_dir)
+    try:
+        stack.up(log=log)
+        yield stack.state["components"]["api"]["url"]
+    finally:
+        stack.down(purge=True, log=log)

@@ -1,0 +1,128 @@
+"""Turn Schemathesis' JSON and NDJSON reports into contract.json for the guardrail engine.
+
+contract.json keys (stable; the guardrail contract source reads the numbers):
+  operations    operations tested
+  checks        check evaluations run (one per check per response)
+  failures      unique failures Schemathesis reported after the allow-list
+  allowlisted   failures dropped because an honoured allow-list entry covers them
+  passed        true when the run completed with no failures and no errors
+plus details: errors, operations_total, check_names, failure_details, allowlist, run and
+reports, and `scopes` (per operation: checks, failures, allowlisted).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+from pathlib import Path
+from typing import Any
+
+STATEFUL = "Stateful tests"  # Schemathesis' label for scenarios that chain operations
+
+
+class ReportError(RuntimeError):
+    """Schemathesis left no usable report (it crashed or never started)."""
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ReportError(f"cannot read the Schemathesis JSON report {path}: {exc}") from None
+
+
+def check_counts(ndjson_path: Path) -> dict[str, collections.Counter]:
+    """Check results per operation label: Counter of (check name, status)."""
+    per_operation: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    if not ndjson_path.exists():
+        return per_operation
+    with ndjson_path.open(encoding="utf-8") as lines:
+        for line in lines:
+            event = json.loads(line)
+            finished = event.get("ScenarioFinished")
+            if not finished:
+                continue
+            recorder = finished.get("recorder", {})
+            cases = recorder.get("cases", {})
+            scenario = recorder.get("label", "?")
+            for case_id, results in recorder.get("checks", {}).items():
+                # A scenario of one operation (its label) also holds probes with other methods
+                # (unsupported_method); only stateful scenarios mix operations.
+                label = scenario if scenario != STATEFUL else _operation_of(cases, case_id)
+                for result in results:
+                    per_operation[label][(result["name"], result["status"])] += 1
+    return per_operation
+
+
+def _operation_of(cases: dict[str, Any], case_id: str) -> str:
+    """The operation of a stateful step: probes count for the case they were derived from."""
+    seen = set()
+    while case_id in cases and case_id not in seen:
+        seen.add(case_id)
+        parent = cases[case_id].get("parent_id")
+        if parent not in cases:
+            break
+        case_id = parent
+    value = cases.get(case_id, {}).get("value", {})
+    if "method" in value and "path" in value:
+        return f"{value['method']} {value['path']}"
+    return STATEFUL
+
+
+def dropped_counts(log_path: Path) -> collections.Counter:
+    """Allow-listed drops per (entry id, operation) from the hook's log."""
+    counts: collections.Counter = collections.Counter()
+    if log_path.exists():
+        for line in log_path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                drop = json.loads(line)
+                counts[(drop["entry"], drop.get("operation"))] += 1
+    return counts
+
+
+def summarise(
+    report_path: Path,
+    ndjson_path: Path,
+    dropped_log: Path,
+    allowlist_state: dict[str, list[str]],
+    run: dict[str, Any],
+) -> dict[str, Any]:
+    """Build the contract.json document."""
+    report = _read_json(report_path)
+    per_operation = check_counts(ndjson_path)
+    dropped = dropped_counts(dropped_log)
+    operations = report.get("operations", {})
+    test_cases = report.get("test_cases", {})
+    failures = int(test_cases.get("unique_failures", 0))
+    errors = len(report.get("errors", []))
+    allowlisted = sum(dropped.values()) or int(report.get("filtered", 0))
+    scopes: dict[str, dict[str, int]] = {}
+    for label, counter in sorted(per_operation.items()):
+        scopes[label] = {
+            "checks": sum(counter.values()),
+            "failures": sum(n for (_, status), n in counter.items() if status == "failure"),
+            "allowlisted": sum(n for (_, op), n in dropped.items() if op == label),
+        }
+    matched: collections.Counter = collections.Counter()
+    for (entry, _), n in dropped.items():
+        matched[entry] += n
+    check_names = sorted({name for c in per_operation.values() for name, _ in c})
+    return {
+        "operations": int(operations.get("tested", 0)),
+        "checks": sum(s["checks"] for s in scopes.values()),
+        "failures": failures,
+        "allowlisted": allowlisted,
+        "passed": bool(
+            report.get("complete", False)
+            and failures == 0
+            and errors == 0
+            and operations.get("tested", 0) > 0
+        ),
+        "errors": errors,
+        "operations_total": int(operations.get("total", 0)),
+        "check_names": check_names,
+        "failure_details": report.get("failures", []),
+        "allowlist": {**allowlist_state, "matched": dict(matched)},
+        "run": {**run, "stop_reason": report.get("stop_reason")},
+        "scopes": scopes,
+    }

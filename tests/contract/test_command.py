@@ -1,0 +1,164 @@
+"""`reco-harness contract`: `st run` against a live server, reports, verdict and exit codes."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from werkzeug.serving import make_server
+
+from harness.cli import main
+from harness.contract.allowlist import load
+from harness.contract.fixtures import contract_settings
+from harness.contract.paths import ALLOWLIST_PATH
+from harness.contract.runner import ContractRun, execute
+from harness.pytest_plugins.gunicorn import GunicornServer
+from harness.pytest_plugins.service import API_KEY, OTHER_API_KEY
+from service.app import create_app
+
+BUDGET = ["--max-examples", "5", "--timeout", "150"]
+
+
+@pytest.fixture(scope="module")
+def gunicorn_url(contract_database_url) -> Iterator[str]:
+    """The API under gunicorn (2 workers) on loopback, against the module's database."""
+    server = GunicornServer(
+        {
+            "RECO_ENV": "test",
+            "RECO_DATABASE_URL": contract_database_url,
+            "RECO_API_KEYS": f"dev:{API_KEY},other:{OTHER_API_KEY}",
+            "RECO_LOG_LEVEL": "WARNING",
+        },
+        workers=2,
+    )
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def _serve(app) -> tuple[str, Callable]:
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        server.shutdown()
+        thread.join(timeout=10)
+
+    return f"http://127.0.0.1:{server.server_port}", stop
+
+
+@pytest.fixture
+def served_app(contract_database_url):
+    """Serve a fresh app (which a test may break first) from a thread on loopback."""
+    started = []
+
+    def serve(change=None) -> str:
+        app = create_app(contract_settings(contract_database_url))
+        if change:
+            change(app)
+        url, stop = _serve(app)
+        started.append((app, stop))
+        return url
+
+    yield serve
+    for app, stop in started:
+        stop()
+        app.extensions["reco"].db.pool.close()
+
+
+def _summary(out: Path) -> dict:
+    return json.loads((out / "contract.json").read_text())
+
+
+def test_passes_against_gunicorn_and_writes_reports(gunicorn_url, tmp_path, capsys):
+    """Zero failures against the real service; JUnit, NDJSON and contract.json are written."""
+    out = tmp_path / "run"
+    code = main(["contract", "--url", gunicorn_url, "--out", str(out), *BUDGET])
+    printed = capsys.readouterr().out
+    summary = _summary(out)
+    assert code == 0, printed[-3000:]
+    assert summary["passed"] is True
+    assert summary["operations"] == 6 and summary["failures"] == 0
+    assert summary["checks"] > 0 and isinstance(summary["allowlisted"], int)
+    assert {"ignored_auth", "negative_data_rejection", "unsupported_method"} <= set(
+        summary["check_names"]
+    )
+    assert (out / "junit.xml").read_text().startswith("<?xml")
+    assert (out / "events.ndjson").stat().st_size > 0
+    # The allow-list is printed with each entry's expiry.
+    assert "events-unknown-item" in printed and "expires 20" in printed
+
+
+def test_a_regression_fails_the_command(served_app, tmp_path, capsys):
+    """A wrong-typed response field served over HTTP: exit 1, and the finding is reported."""
+
+    def score_as_string(app):
+        @app.after_request
+        def change(response):
+            if response.status_code == 200 and response.is_json:
+                body = response.get_json()
+                for item in body.get("items", []):
+                    item["score"] = str(item["score"])
+                response.set_data(json.dumps(body))
+            return response
+
+    out = tmp_path / "broken"
+    code = main(["contract", "--url", served_app(score_as_string), "--out", str(out), *BUDGET])
+    printed = capsys.readouterr().out
+    summary = _summary(out)
+    assert code == 1, printed[-3000:]
+    assert summary["passed"] is False and summary["failures"] >= 1
+    assert any(f["title"] == "Response violates schema" for f in summary["failure_details"])
+    # Reproduction material is printed: a curl command and the replay id.
+    assert "curl -X GET" in printed and "st replay" in printed
+
+
+def test_expired_entries_are_not_honoured(served_app, tmp_path, capsys):
+    """Past its expiry an entry stops hiding its finding, and the command says so."""
+    expired = ALLOWLIST_PATH.read_text().replace("expires = 20", "expires = 19")
+    allowlist = tmp_path / "allowlist.toml"
+    allowlist.write_text(expired)
+    out = tmp_path / "expired"
+    code = main(
+        ["contract", "--url", served_app(), "--out", str(out), "--allowlist", str(allowlist)]
+        + BUDGET
+    )
+    captured = capsys.readouterr()
+    assert "EXPIRED, not honoured" in captured.out and "expired on 19" in captured.err
+    assert code == 1, captured.out[-3000:]
+    summary = _summary(out)
+    assert summary["allowlisted"] == 0 and summary["failures"] >= 1
+    assert set(summary["allowlist"]["expired"]) == {
+        "events-idempotency-key-reused",
+        "events-unknown-item",
+    }
+
+
+def test_bad_allowlist_is_a_usage_error(tmp_path, capsys):
+    """A malformed allow-list stops the command with exit 2 before anything runs."""
+    bad = tmp_path / "allowlist.toml"
+    bad.write_text('[[allow]]\nid = "x"\ncheck = "ignored_auth"\n')
+    assert main(["contract", "--url", "http://127.0.0.1:9", "--allowlist", str(bad)]) == 2
+    assert "missing" in capsys.readouterr().err
+
+
+def test_unreachable_service_is_a_harness_error(tmp_path):
+    """Nothing listening: Schemathesis cannot load the document, which is exit 2, not a pass."""
+    run = ContractRun(
+        url="http://127.0.0.1:9",
+        out_dir=tmp_path / "nothing",
+        max_examples=1,
+        seed=None,
+        api_key=API_KEY,
+        allowlist=load(ALLOWLIST_PATH),
+        timeout_s=60,
+        wait_for_schema_s=1,
+    )
+    code, summary = execute(run, echo=lambda _line: None)
+    assert code == 2 and summary["passed"] is False and "error" in summary
+    assert json.loads((run.out_dir / "contract.json").read_text()) == summary

@@ -1,0 +1,113 @@
+"""The OpenAPI document is complete enough to generate from, and /openapi.json serves it."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.openapi import document
+
+METHODS = {"get", "put", "post", "delete", "patch", "options", "head", "trace"}
+OPERATIONS = [
+    (path, method, op)
+    for path, item in document()["paths"].items()
+    for method, op in item.items()
+    if method in METHODS
+]
+IDS = [f"{m.upper()} {p}" for p, m, _ in OPERATIONS]
+# Everything behind the in-flight limiter can be shed with 503 (service/middleware.py).
+UNSHED = {"/healthz", "/readyz", "/metrics"}
+
+
+def _resolve(node: dict) -> dict:
+    while "$ref" in node:
+        target = document()
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        node = target
+    return node
+
+
+def _inline(node):
+    if isinstance(node, dict):
+        return {k: _inline(v) for k, v in _resolve(node).items()}
+    if isinstance(node, list):
+        return [_inline(v) for v in node]
+    return node
+
+
+def _secured(op: dict) -> bool:
+    return op.get("security", document()["security"]) != []
+
+
+@pytest.mark.parametrize(("path", "method", "op"), OPERATIONS, ids=IDS)
+def test_every_status_the_operation_can_return_is_documented(path, method, op):
+    codes = set(op["responses"])
+    assert {"405", "413"} <= codes
+    if _secured(op):
+        assert {"400", "401", "429", "503"} <= codes
+    if path not in UNSHED:
+        assert "503" in codes
+    if method == "post":
+        assert {"409", "415", "422"} <= codes
+    assert "default" not in codes, "a default response would hide undocumented statuses"
+
+
+@pytest.mark.parametrize(("path", "method", "op"), OPERATIONS, ids=IDS)
+def test_errors_are_problem_documents_and_every_response_has_a_request_id(path, method, op):
+    for code, response in op["responses"].items():
+        response = _resolve(response)
+        assert "X-Request-ID" in response.get("headers", {}), code
+        if code.startswith(("4", "5")):
+            assert list(response["content"]) == ["application/problem+json"], code
+
+
+def test_request_and_response_schemas_are_bounded():
+    schemas = document()["components"]["schemas"]
+    for name in ("Event", "EventBatch", "EventResult", "EventBatchResult", "EventStatus"):
+        assert schemas[name]["additionalProperties"] is False, name
+    assert schemas["EventBatch"]["properties"]["events"]["maxItems"] == 100
+    event = schemas["Event"]["properties"]
+    assert event["user_id"]["maxLength"] and event["occurred_at"]["maxLength"]
+    assert event["item_id"]["minimum"] == 1 and event["item_id"]["maximum"]
+
+
+def test_api_key_scheme_and_links_are_declared():
+    doc = document()
+    assert doc["components"]["securitySchemes"]["apiKey"] == {
+        **doc["components"]["securitySchemes"]["apiKey"],
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+    }
+    links = doc["paths"]["/v1/events"]["post"]["responses"]["202"]["links"]
+    assert {link["operationId"] for link in links.values()} == {"getEvent", "getRecommendations"}
+
+
+def test_examples_validate_against_their_schemas():
+    """Examples are the first cases Schemathesis sends; a wrong one would mislead it and users."""
+    from jsonschema import Draft202012Validator
+
+    checked = 0
+    for _path, _method, op in OPERATIONS:
+        bodies = [op.get("requestBody", {})] + [_resolve(r) for r in op["responses"].values()]
+        for body in bodies:
+            for media in body.get("content", {}).values():
+                if "example" in media:
+                    schema = _inline(media["schema"])
+                    Draft202012Validator(
+                        schema, format_checker=Draft202012Validator.FORMAT_CHECKER
+                    ).validate(media["example"])
+                    checked += 1
+    assert checked >= 6
+
+
+def test_the_served_document_is_the_file(contract_app):
+    """GET /openapi.json (skipped by Schemathesis: it is the schema's own URL) serves the file."""
+    client = contract_app.test_client()
+    response = client.get("/openapi.json")
+    assert response.status_code == 200 and response.mimetype == "application/json"
+    assert response.get_json() == document()
+    assert response.headers["X-Request-ID"]
+    not_allowed = client.post("/openapi.json")
+    assert not_allowed.status_code == 405 and "GET" in not_allowed.headers["Allow"]
+    assert not_allowed.mimetype == "application/problem+json"
