@@ -154,6 +154,7 @@ def _locust_argv(url, profile, run_dir, rules_path, users, seconds, user_rps, wo
         "--guardrails", str(rules_path),
         "--csv", str(run_dir / "locust"), "--csv-full-history",
         "--html", str(run_dir / "report.html"),
+        "--json-file", str(run_dir / "locust_stats"),  # final stats (the CSVs lag up to 1 s)
         "--logfile", str(run_dir / "locust.log"), "--loglevel", "INFO",
         "--stop-timeout", "3",  # let in-flight writes finish so the history knows their outcome
     ]  # fmt: skip

@@ -51,8 +51,8 @@ class _LazySources(Mapping):
         if (self.root / SERVER).exists():
             found["server"] = self.root / SERVER
         for path in sorted(self.root.glob("*.json")):
-            if path.name in NOT_SOURCES or path.name.endswith(".locust.json"):
-                continue
+            if path.name in NOT_SOURCES or path.name.startswith("locust"):
+                continue  # our outputs and Locust's own JSON are not named-value sources
             stem = path.stem
             if stem.startswith("benchmark"):
                 found.setdefault("benchmark", path)

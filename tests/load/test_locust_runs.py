@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -17,7 +17,7 @@ LOCUST = [sys.executable, "-m", "locust", "-f", str(ROOT / "loadtests" / "locust
 COMMON_OUTPUTS = {
     "locust_stats.csv", "locust_stats_history.csv", "locust_failures.csv", "report.html",
     "timeline.csv", "timeline.jsonl", "server_metrics.jsonl", "phases.json", "summary.json",
-    "run.json", "verdict.json", "junit.xml", "audit.json", "locust.log",
+    "run.json", "verdict.json", "junit.xml", "audit.json", "locust.log", "locust_stats.json",
 }  # fmt: skip
 HISTORY_FIELDS = {
     "t",
@@ -61,9 +61,9 @@ def history(out: Path) -> list[dict]:
 
 
 def locust_total(out: Path) -> int:
-    with open(out / "locust_stats.csv", newline="") as fh:
-        rows = {row["Name"]: row for row in csv.DictReader(fh)}
-    return int(rows["Aggregated"]["Request Count"])
+    """Locust's final count (its CSVs are rewritten each second and may lag at the end)."""
+    entries = json.loads((out / "locust_stats.json").read_text())
+    return sum(entry["num_requests"] for entry in entries)
 
 
 def assert_complete_run(out: Path, proc: subprocess.CompletedProcess) -> dict:
@@ -166,3 +166,25 @@ def test_two_workers_produce_the_same_outputs_as_one_process(smoke_run, stack, t
     local_names = {p.name for p in local_out.iterdir()} - {"history.jsonl"}
     assert local_names == {p.name for p in out.iterdir()} - set(workers)
     assert summary["endpoints"]["Aggregated"]["count"] > 0
+
+
+def test_abort_on_fail_stops_the_run_early(stack, tmp_path) -> None:
+    rules = tmp_path / "abort.toml"
+    rules.write_text(
+        '[settings]\ndelay_abort_eval = "2s"\n\n'
+        '[[rule]]\nname = "trips at once"\nphase = "last 10s"\nexpr = "count < 1"\n'
+        "abort_on_fail = true\n"
+    )
+    out = tmp_path / "aborted"
+    started = time.monotonic()
+    proc = subprocess.run(
+        [*LOCUST, "--headless", "--host", stack.state["components"]["api"]["url"],
+         "--profile", "smoke", "-t", "40s", "--run-dir", str(out), "--guardrails", str(rules),
+         "--only-summary"],
+        capture_output=True, text=True, timeout=90, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert time.monotonic() - started < 25  # far from the 40 s asked for
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["aborted"].startswith("trips at once: count = ")
+    assert "run aborted early: trips at once" in proc.stdout
