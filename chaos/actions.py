@@ -208,6 +208,11 @@ class Faults:
             return
         if target == "api_worker":
             return  # the gunicorn master replaces a dead worker by itself
+        if mode == "term":
+            # A graceful stop may still be draining: let it finish before starting anew.
+            deadline = time.monotonic() + 40
+            while any(pid_alive(p) for p in fault["pids"]) and time.monotonic() < deadline:
+                time.sleep(0.1)
         restart_component(self.stack, "api" if target == "api_master" else target)
 
     def _rollback_unbind(self, fault: dict[str, Any]) -> None:

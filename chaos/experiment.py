@@ -174,8 +174,9 @@ def _probe(path: Path, index: int, raw: dict[str, Any]) -> Probe:
 
 
 def catalogue() -> list[Experiment]:
-    """Every experiment shipped in chaos/experiments, sorted by name."""
-    return [load(p) for p in sorted(CATALOGUE.glob("*.toml"))]
+    """Every experiment shipped in chaos/experiments; negative controls last (they corrupt)."""
+    experiments = [load(p) for p in sorted(CATALOGUE.glob("*.toml"))]
+    return sorted(experiments, key=lambda e: (bool(e.negative_control), e.name))
 
 
 def find(name_or_path: str) -> Experiment:

@@ -68,6 +68,7 @@ class Run:
         self.tail = probes.HistoryTail(run_dir)
         self.locust: subprocess.Popen | None = None
         self.load_started = 0.0
+        self.before: dict[str, int] = {}
 
     # -- the whole run -----------------------------------------------------------------------
     def execute(self) -> int:
@@ -79,6 +80,7 @@ class Run:
         try:
             self._apply_negative_control()
             baseline_ids = self._existing_events()
+            self.before = _pipeline_counts(self.stack)
             if not self._hypothesis("before"):
                 self.echo("steady state does not hold before the experiment: not running it")
                 return guardrails.EXIT_USAGE
@@ -316,6 +318,20 @@ class Run:
             expected_dlq=self.experiment.expected_dlq,
         )
         data = result.to_dict()
+        # The stack may carry earlier runs (and earlier negative controls): judge this run's
+        # own contribution, keeping the totals for reference.
+        before = self.before
+        dup_before = max(before["popularity"], before["interactions"]) - before["applied"]
+        missing_before = before["applied"] - min(before["popularity"], before["interactions"])
+        dlq_run = (result.dlq_depth or 0) - before["dlq"]
+        data.update(
+            duplicated_effects_total=result.duplicated_effects,
+            duplicated_effects=result.duplicated_effects - dup_before,
+            missing_effects=result.missing_effects - missing_before,
+            dlq_depth_total=result.dlq_depth,
+            dlq_depth=dlq_run,
+            dlq_matches=int(dlq_run == self.experiment.expected_dlq),
+        )
         data.update(
             readiness_recovery_s=None if recovery is None else round(recovery, 2),
             worker_timeouts=_count_in(
@@ -323,7 +339,6 @@ class Run:
             ),
             idle_in_transaction=_idle_in_transaction(self.stack.database_url()),
             steady_state_after=all(r["ok"] for r in self.journal["steady_state"]["after"]),
-            dlq_matches=int(result.dlq_depth == self.experiment.expected_dlq),
         )
         (self.run_dir / "audit.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
         self._write_phases(healed_at)
@@ -355,6 +370,31 @@ class Run:
         (self.run_dir / "journal.json").write_text(
             json.dumps(self.journal, indent=2, default=str) + "\n"
         )
+
+
+def _pipeline_counts(stack: Stack) -> dict[str, int]:
+    """Effects, applied ids and DLQ depth before a run (the audit judges the difference)."""
+    conn = psycopg2.connect(stack.database_url(), connect_timeout=5)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT (SELECT count(*) FROM inbox),"
+                " (SELECT COALESCE(sum(views + clicks + purchases), 0) FROM item_popularity),"
+                " (SELECT COALESCE(sum(interactions), 0) FROM user_item_interactions)"
+            )
+            applied, popularity, interactions = (int(v) for v in cur.fetchone())
+    finally:
+        conn.close()
+    dlq = 0
+    try:
+        from chaos.actions import _channel
+
+        with _channel(stack.amqp_url()) as channel:
+            dlq = channel.queue_declare("reco.features.dlq", passive=True).method.message_count
+    except Exception:  # noqa: BLE001 - no DLQ yet means zero
+        dlq = 0
+    return {"applied": applied, "popularity": popularity, "interactions": interactions,
+            "dlq": dlq}
 
 
 def _public(fault: dict[str, Any]) -> dict[str, Any]:
