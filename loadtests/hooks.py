@@ -142,10 +142,13 @@ def begin_shape(runner) -> None:
     STATE.begin(shape)
     STATE.run_dir.mkdir(parents=True, exist_ok=True)
     (STATE.run_dir / "server_metrics.jsonl").unlink(missing_ok=True)
+    if isinstance(shape, shapes.StressShape):
+        peak = shape.max_users
+    else:
+        peak = max(s.users for s in shape.stages)
     log.info(
         "profile %s: %s users x %.2f rps for %.0f s -> %s",
-        opts.profile, getattr(shape, "max_users", None) or max(s.users for s in shape.stages),
-        STATE.user_rps, shape.duration, STATE.run_dir,
+        opts.profile, peak, STATE.user_rps, shape.duration, STATE.run_dir,
     )  # fmt: skip
 
 

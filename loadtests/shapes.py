@@ -201,7 +201,8 @@ def soak(users: int, duration: float, user_rps: float) -> StagedShape:
 
 def step(users: int, duration: float, user_rps: float, steps: int = 5) -> StagedShape:
     length = duration / steps
-    stages, phases = [], {}
+    stages: list[Stage] = []
+    phases: dict[str, tuple[float, float]] = {}
     for i in range(steps):
         target = max(1, math.ceil(users * (i + 1) / steps))
         increase = target - (stages[-1].users if stages else 0)

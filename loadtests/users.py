@@ -116,8 +116,8 @@ class EventWriter(RecoUser):
 
     def __init__(self, environment):
         super().__init__(environment)
-        self.pending: tuple[str, bytes, list[str], int] | None = None  # retry after "info"
-        self.last_ok: tuple[str, bytes, list[str]] | None = None
+        self.pending: tuple[str, str, list[str], int] | None = None  # retry after "info"
+        self.last_ok: tuple[str, str, list[str]] | None = None
 
     @task
     def post_events(self) -> None:
@@ -130,7 +130,7 @@ class EventWriter(RecoUser):
             (key, body, ids), tries, replay = self.last_ok, 0, True
         else:
             batch = workload.event_batch(self.rng, WRITERS, ITEMS, workload.batch_size(self.rng))
-            key, body = workload.idempotency_key(), orjson.dumps(batch)
+            key, body = workload.idempotency_key(), orjson.dumps(batch).decode()
             ids, tries = [e["event_id"] for e in batch["events"]], 0
         for attempt in range(1, STATE.max_attempts + 1):
             resp, outcome = self.send(key, body, ids, attempt, replay)
@@ -146,7 +146,7 @@ class EventWriter(RecoUser):
             if not retryable or not self.backoff(attempt, resp):
                 return
 
-    def send(self, key: str, body: bytes, ids: list[str], attempt: int, replay: bool):
+    def send(self, key: str, body: str, ids: list[str], attempt: int, replay: bool):
         """One POST, recorded in the history whatever happens (even if the user is killed)."""
         started, status, error, outcome, replayed = time.time(), None, None, "info", False
         resp = None

@@ -11,6 +11,7 @@ import random
 import threading
 import uuid
 from pathlib import Path
+from typing import TextIO
 
 READ_NAME = "/v1/users/[id]/recommendations"
 WRITE_NAME = "/v1/events"
@@ -128,7 +129,7 @@ class History:
     def __init__(self, path: Path):
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._fh = None
+        self._fh: TextIO | None = None
 
     def record(self, **fields) -> None:
         line = json.dumps(fields, separators=(",", ":")) + "\n"
