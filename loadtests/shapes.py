@@ -239,7 +239,7 @@ def stress(users: int, duration: float, user_rps: float) -> StressShape:
 
 # Default sizes (docs/load.md): R = 60 users x 2 rps = 120 rps, about 0.6 x the knee (~200
 # rps) the stress profile found for the whole stack on a 2-core machine, and far below the
-# generator's own capacity (~3.6k rps per core for this user mix).
+# generator's own capacity (~3k rps per core for this user mix).
 PROFILES: dict[str, Profile] = {
     p.name: p
     for p in (
