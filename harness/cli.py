@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import sys
+from typing import cast
 
 import click
 
@@ -30,7 +31,7 @@ class LazyGroup(click.Group):
         for info in pkgutil.iter_modules(harness.commands.__path__):
             if not info.name.startswith("_"):
                 for command in _module_commands(f"harness.commands.{info.name}"):
-                    found[command.name] = command
+                    found[cast(str, command.name)] = command
         return found
 
     def list_commands(self, ctx: click.Context) -> list[str]:

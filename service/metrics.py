@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from flask import Flask
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -19,7 +20,7 @@ class ServiceMetrics:
     """The service's own series, registered once per app."""
 
     def __init__(self, registry: CollectorRegistry):
-        kw = {"registry": registry}
+        kw: dict[str, Any] = {"registry": registry}
         self.inflight = Gauge(
             "reco_http_inflight_requests", "Requests in flight", multiprocess_mode="livesum", **kw
         )

@@ -13,8 +13,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import cast
 
 import orjson
 import pika
@@ -201,7 +202,7 @@ class TcpProxy:
             selector.register(upstream, selectors.EVENT_READ, client)
             while not self.stopping.is_set() and not self.cut_flag.is_set():
                 for key, _ in selector.select(timeout=0.2):
-                    data = key.fileobj.recv(65536)
+                    data = cast(socket.socket, key.fileobj).recv(65536)
                     if not data:
                         return
                     key.data.sendall(data)
@@ -230,7 +231,7 @@ def worker_procs(tmp_path: Path) -> Iterator[list[WorkerProcess]]:
 
 
 @pytest.fixture
-def tcp_proxy() -> Iterator[type[TcpProxy]]:
+def tcp_proxy() -> Iterator[Callable[[str, int], TcpProxy]]:
     """A TcpProxy factory; every proxy made is closed after the test."""
     made: list[TcpProxy] = []
 

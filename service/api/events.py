@@ -68,7 +68,7 @@ def post_events() -> Response:
                 ],
             )
         new_ids = events_repo.insert_events(cur, client, g.request_id, events)
-        rows = []
+        rows: list[tuple[str, str, bytes]] = []
         for event in events:
             if event["event_id"] in new_ids and event["event_id"] not in {r[0] for r in rows}:
                 message = InteractionRecorded(
