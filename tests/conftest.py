@@ -5,4 +5,5 @@ pytest_plugins = [
     "harness.pytest_plugins.services",
     "harness.pytest_plugins.service",
     "harness.pytest_plugins.gunicorn",
+    "harness.pytest_plugins.stack",
 ]
