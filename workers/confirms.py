@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Hashable
+from collections.abc import Collection, Hashable
 
 
 class ConfirmTracker:
@@ -19,8 +19,7 @@ class ConfirmTracker:
         # Insertion order equals tag order, so a multiple ack pops from the front.
         self._pending: dict[int, Hashable] = {}
         self._returned: dict[Hashable, str] = {}
-        self.acked: list[Hashable] = []
-        self.failed: dict[Hashable, str] = {}
+        self._results: dict[Hashable, str | None] = {}  # None = confirmed
 
     @property
     def outstanding(self) -> int:
@@ -50,20 +49,40 @@ class ConfirmTracker:
         """Apply a basic.nack; every covered publish fails."""
         return self._settle(tag, multiple, "nacked by broker")
 
+    def settled_through(self, tag: int) -> bool:
+        """Tell whether every publish with a delivery tag up to ``tag`` has its confirm."""
+        return not self._pending or next(iter(self._pending)) > tag
+
     def fail_outstanding(self, reason: str) -> int:
         """Fail every unconfirmed publish (timeout, channel or connection closed)."""
-        count = 0
+        count = len(self._pending)
         for key in self._pending.values():
-            self.failed.setdefault(key, reason)
-            count += 1
+            self._results.setdefault(key, reason)
         self._pending.clear()
         self._returned.clear()
         return count
 
-    def take(self) -> tuple[list[Hashable], dict[Hashable, str]]:
-        """Return and forget the settled (acked, failed) keys; pending ones stay."""
-        acked, failed = self.acked, self.failed
-        self.acked, self.failed = [], {}
+    def forget(self) -> None:
+        """Drop all state but the tag counter (late confirms of forgotten tags are ignored)."""
+        self._pending.clear()
+        self._returned.clear()
+        self._results.clear()
+
+    def take(
+        self, keys: Collection[Hashable] | None = None
+    ) -> tuple[list[Hashable], dict[Hashable, str]]:
+        """Return and forget settled (acked, failed) results, of ``keys`` only if given."""
+        if keys is None:
+            chosen = list(self._results)
+        else:
+            chosen = [key for key in keys if key in self._results]
+        acked, failed = [], {}
+        for key in chosen:
+            reason = self._results.pop(key)
+            if reason is None:
+                acked.append(key)
+            else:
+                failed[key] = reason
         return acked, failed
 
     def _settle(self, tag: int, multiple: bool, failure: str | None) -> int:
@@ -71,14 +90,8 @@ class ConfirmTracker:
             tags = list(itertools.takewhile(lambda t: t <= tag, self._pending))
         else:
             tags = [tag] if tag in self._pending else []
-        count = 0
         for settled in tags:
             key = self._pending.pop(settled)
             returned = self._returned.pop(key, None)
-            reason = failure or returned
-            if reason is None:
-                self.acked.append(key)
-            else:
-                self.failed[key] = reason
-            count += 1
-        return count
+            self._results[key] = failure or returned
+        return len(tags)

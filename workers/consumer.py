@@ -1,12 +1,15 @@
 """Feature consumer: apply deliveries in batches, exactly once in effect, ack after the commit.
 
 Run with ``python -m workers.consumer``. One iteration takes up to ``consumer_batch_size``
-deliveries, dead-letters poison ones at once (with the reason in a header), applies the rest
-in one transaction with the inbox dedupe row, commits, and acks them with one multiple ack.
+deliveries, dead-letters poison ones at once (with the reason in a header), and hands the
+rest to the applier thread: one transaction with the inbox dedupe rows and the feature
+upserts. While that commits, the next batch is received; once it committed, the batch is
+acked with one multiple ack. Nothing is acked before its commit.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import logging
 import time
@@ -17,11 +20,11 @@ import pika.exceptions
 import psycopg2
 import psycopg2.errors
 
-from service.db.connect import connect
 from service.events import PoisonMessage
 from service.settings import Settings
 from workers import features
 from workers.amqp import AmqpError, Link
+from workers.applier import Applier
 from workers.confirms import ConfirmTracker
 from workers.messages import Delivered, dead_letter_headers, read_delivery
 from workers.metrics import ConsumerMetrics
@@ -56,6 +59,17 @@ class Delivery:
     body: bytes
 
 
+@dataclasses.dataclass
+class Pending:
+    """A batch handed to the applier: acked once its commit succeeded."""
+
+    valid: list[tuple[Delivery, Delivered]]
+    future: concurrent.futures.Future
+    last_tag: int
+    started: float
+    acked_early: bool = False  # negative control only
+
+
 class Consumer:
     """Apply interaction events to the feature tables."""
 
@@ -65,11 +79,11 @@ class Consumer:
         self.settings = settings
         self.metrics = metrics or ConsumerMetrics()
         self.topo = topology(settings)
-        self.consumer_name = FEATURE_CONSUMER
-        self.db = None
+        self.applier = Applier(settings, FEATURE_CONSUMER)
         self.link: Link | None = None
         self.buffer: list[Delivery] = []
         self.held: list[Delivery] = []  # a batch that failed on the DB, retried before new ones
+        self.pending: Pending | None = None
         self.consumer_tag: str | None = None
         self.paused = False
         self.stopping = False
@@ -78,17 +92,23 @@ class Consumer:
 
     # -- the loop body --------------------------------------------------------------------
     def run_once(self) -> int:
-        """Process one batch; return the number of deliveries settled (0 when idle)."""
+        """Take a batch, settle the previous one, start applying this one; 0 when idle."""
         self._ensure_link()
-        self._ensure_db()
+        if not self.applier.busy:
+            self.applier.ensure()
         try:
-            settled = self._process_held()
+            if self.held:
+                settled = self._finish_pending()
+                batch, self.held = self.held, []
+                self._submit(self._triage(batch))
+                return settled + self._finish_pending()  # retried first, synchronously
             if self.paused and not self.stopping:
                 self._resume()  # the database answers again: fetch new work
-            if settled:
-                return settled
             batch = self._next_batch()
-            return self.process(batch) if batch else 0
+            valid = self._triage(batch)
+            settled = self._finish_pending(then=[d for d, _ in valid])
+            self._submit(valid)
+            return settled + len(batch)
         except PausedForDatabase:
             raise
         except Exception:
@@ -96,12 +116,6 @@ class Consumer:
             # Closing the channel makes the broker requeue every unacked one instead.
             self._abandon_link()
             raise
-
-    def _process_held(self) -> int:
-        if not self.held:
-            return 0
-        batch, self.held = self.held, []
-        return self.process(batch)
 
     def _next_batch(self) -> list[Delivery]:
         self.link.step(0)
@@ -115,8 +129,8 @@ class Consumer:
         batch, self.buffer = self.buffer[:size], self.buffer[size:]
         return batch
 
-    def process(self, batch: list[Delivery]) -> int:
-        """Dead-letter poison, apply the rest in one transaction, commit, then ack."""
+    def _triage(self, batch: list[Delivery]) -> list[tuple[Delivery, Delivered]]:
+        """Drop deliveries of a dead channel, dead-letter poison, decode the rest."""
         current = [d for d in batch if d.generation == self.link.generation]
         if len(current) < len(batch):
             # Their channel is gone: the broker already requeued them. Never ack old tags.
@@ -129,63 +143,62 @@ class Consumer:
                 valid.append((delivery, read_delivery(delivery.properties, delivery.body)))
             except PoisonMessage as exc:
                 self._dead_letter(delivery, str(exc))
-        if valid:
-            self._apply(valid)
-        return len(current)
+        return valid
 
-    def _apply(self, valid: list[tuple[Delivery, Delivered]]) -> None:
-        started = time.perf_counter()
-        events, seen, skip_inbox = [], set(), self._skip_inbox
+    def _submit(self, valid: list[tuple[Delivery, Delivered]]) -> None:
+        """Hand a batch to the applier (one transaction); it is acked in _finish_pending."""
+        if not valid:
+            return
+        events, seen, skip_inbox = [], set(), self.settings.test_fault("consumer_skip_inbox")
         for _delivery, item in valid:
             # Twice in one batch: applied once, acked twice (unless the inbox is switched off).
             if item.event.event_id not in seen or skip_inbox:
                 seen.add(item.event.event_id)
                 events.append(_interaction(item))
         last_tag = max(d.tag for d, _ in valid)
-        early_ack = self.settings.test_fault("consumer_ack_before_commit")
+        early = self.settings.test_fault("consumer_ack_before_commit")
+        if early:
+            self._ack(last_tag)  # negative control: ack before the effect is durable
+        future = self.applier.submit(events)
+        self.pending = Pending(valid, future, last_tag, time.perf_counter(), early)
+
+    def _finish_pending(self, then: list[Delivery] | None = None) -> int:
+        """Wait for the batch being applied; ack it after its commit; return its size.
+
+        ``then`` are deliveries taken after it: held together with it if the DB failed.
+        """
+        pending, self.pending = self.pending, None
+        if pending is None:
+            return 0
         try:
-            if early_ack:
-                self._ack(last_tag)  # negative control: ack before the effect is durable
-            with self.db.cursor() as cur:
-                fresh = features.apply_batch(cur, self.consumer_name, events, self._skip_inbox)
-            pause_point(self.settings, "consumer_pause_before_commit", batch=len(valid))
-            self.db.commit()
+            fresh = pending.future.result()  # bounded by the connection's statement timeouts
         except TRANSIENT_DB_ERRORS as exc:
-            self._hold([d for d, _ in valid], exc)
+            self._hold([d for d, _ in pending.valid] + (then or []), exc)
             raise PausedForDatabase(f"database failed, consuming paused: {exc!r}") from exc
         except psycopg2.Error as exc:
             # A row the database refuses (not an outage): find it, dead-letter only it.
-            self.db.rollback()
             log.warning("batch refused; applying one by one", extra={"error": repr(exc)[:300]})
-            self._apply_each(valid)
-            return
-        pause_point(self.settings, "consumer_pause_after_commit", batch=len(valid))
-        if not early_ack:
-            self._ack(last_tag)
-        self._account(valid, fresh, time.perf_counter() - started)
+            self._apply_each(pending.valid, then or [])
+            return len(pending.valid)
+        pause_point(self.settings, "consumer_pause_after_commit", batch=len(pending.valid))
+        if not pending.acked_early:
+            self._ack(pending.last_tag)
+        self._account(pending.valid, fresh, time.perf_counter() - pending.started)
+        return len(pending.valid)
 
-    def _apply_each(self, valid: list[tuple[Delivery, Delivered]]) -> None:
+    def _apply_each(self, valid: list[tuple[Delivery, Delivered]], then: list[Delivery]) -> None:
         for index, (delivery, item) in enumerate(valid):
             started = time.perf_counter()
             try:
-                with self.db.cursor() as cur:
-                    fresh = features.apply_batch(
-                        cur, self.consumer_name, [_interaction(item)], self._skip_inbox
-                    )
-                self.db.commit()
+                fresh = self.applier.apply_now([_interaction(item)])
             except TRANSIENT_DB_ERRORS as exc:
-                self._hold([d for d, _ in valid[index:]], exc)
+                self._hold([d for d, _ in valid[index:]] + then, exc)
                 raise PausedForDatabase(f"database failed, consuming paused: {exc!r}") from exc
             except psycopg2.Error as exc:
-                self.db.rollback()
                 self._dead_letter(delivery, f"apply failed: {exc.pgcode} {exc}".strip())
                 continue
             self.link.require().basic_ack(delivery.tag)
             self._account([(delivery, item)], fresh, time.perf_counter() - started)
-
-    @property
-    def _skip_inbox(self) -> bool:
-        return self.settings.test_fault("consumer_skip_inbox")
 
     def _account(self, valid, fresh: set, seconds: float) -> None:
         now = time.time()
@@ -211,9 +224,7 @@ class Consumer:
     def _hold(self, deliveries: list[Delivery], exc: BaseException) -> None:
         self.metrics.errors.labels("database").inc()
         self.held = deliveries
-        if self.db is not None:
-            _close_quietly(self.db)
-            self.db = None
+        self.applier.drop_connection()
         self._pause()
         log.warning(
             "database failed; consuming paused, batch held unacked",
@@ -258,6 +269,8 @@ class Consumer:
         generation = self.link.generation if self.link is not None else 0
         if self.link is not None:
             self.link.close()
+        self.applier.wait_idle()
+        self.pending = None  # committed or not, its channel is gone: it will be redelivered
         self.buffer, self.held = [], []  # unacked deliveries died with their channel
         self.consumer_tag = None
         self.tracker = ConfirmTracker()
@@ -280,6 +293,8 @@ class Consumer:
         log.info("connected to broker", extra={"queue": self.topo.queue})
 
     def _abandon_link(self) -> None:
+        self.applier.wait_idle()
+        self.pending = None
         if self.link is not None:
             self.link.close()
         self.buffer, self.held = [], []
@@ -330,11 +345,6 @@ class Consumer:
         self.metrics.paused.set(0)
         log.info("consuming resumed", extra={"queue": self.topo.queue})
 
-    # -- database -------------------------------------------------------------------------
-    def _ensure_db(self) -> None:
-        if self.db is None or self.db.closed:
-            self.db = connect(self.settings, "consumer")
-
     # -- idle waiting and lifecycle -------------------------------------------------------
     def wait(self, timeout: float) -> None:
         """Wait for a delivery, ``timeout`` or stop, keeping heartbeats flowing."""
@@ -346,20 +356,17 @@ class Consumer:
             time.sleep(timeout)
 
     def reset(self, error: BaseException) -> None:
-        """After a failure: roll back; drop the link if it broke (held batches die with it)."""
-        if self.db is not None:
-            try:
-                self.db.rollback()
-            except psycopg2.Error:
-                _close_quietly(self.db)
-                self.db = None
-        if isinstance(error, psycopg2.Error) and self.db is not None:
-            _close_quietly(self.db)
-            self.db = None
+        """After a failure: drop what broke; a DB failure pauses consuming until it is back."""
+        if self.pending is not None:
+            self.applier.wait_idle()
+            self.held = [d for d, _ in self.pending.valid] + self.held
+            self.pending = None
+        if isinstance(error, psycopg2.Error):
+            self.applier.drop_connection()
         if self.link is not None and not self.link.alive:
             self.link.close()
-        elif isinstance(error, psycopg2.Error) and not self.held:
-            self._pause()  # DB down before a batch was taken: stop fetching until it is back
+        elif isinstance(error, psycopg2.Error):
+            self._pause()  # stop fetching until the database answers again
 
     def request_stop(self) -> None:
         """Stop taking new batches; close() finishes what was delivered."""
@@ -370,18 +377,18 @@ class Consumer:
         try:
             if self.link is not None and self.link.alive:
                 self._pause("stopping")
-                pending, self.held, self.buffer = self.held + self.buffer, [], []
-                if pending and self.db is not None and not self.db.closed:
-                    self.process(pending)
+                self._finish_pending()
+                waiting, self.held, self.buffer = self.held + self.buffer, [], []
+                if waiting and self.applier.conn is not None and not self.applier.conn.closed:
+                    self._submit(self._triage(waiting))
+                    self._finish_pending()
         except Exception:  # noqa: BLE001 - unacked deliveries are requeued by the broker
             log.warning("could not finish in-flight deliveries; they will be redelivered")
         finally:
+            self.applier.close()
             if self.link is not None:
                 self.link.close()
                 self.link = None
-            if self.db is not None:
-                _close_quietly(self.db)
-                self.db = None
 
 
 def _copy_properties(props: pika.BasicProperties, headers: dict[str, Any]) -> pika.BasicProperties:
@@ -416,13 +423,6 @@ def _ids(item: Delivered) -> dict[str, object]:
         "request_id": item.request_id,
         "correlation_id": item.correlation_id,
     }
-
-
-def _close_quietly(conn) -> None:
-    try:
-        conn.close()
-    except Exception:  # noqa: BLE001, S110 - closing a broken connection must not raise
-        pass
 
 
 def main() -> int:

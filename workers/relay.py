@@ -1,16 +1,20 @@
 """Outbox relay: claim unpublished rows, publish them under confirms, mark them after the ack.
 
-Run with ``python -m workers.relay``. One iteration (``run_once``) is one transaction:
-claim up to ``relay_batch_size`` rows ``FOR UPDATE SKIP LOCKED``, publish each as a
-persistent, mandatory message with many publishes in flight, wait for the confirms, then mark
-acked rows published and record an attempt and the error on the others, and commit.
+Run with ``python -m workers.relay``. Each batch is one transaction: claim up to
+``relay_batch_size`` rows ``FOR UPDATE SKIP LOCKED``, publish each as a persistent, mandatory
+message with the whole batch in flight, and once every confirm is in, mark acked rows
+published and record an attempt and the error on the others, then commit. Two such
+transactions alternate (claim and publish the next batch while the previous one's confirms
+arrive), so the broker and the database are busy at the same time.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import select
 import time
+from typing import Any
 
 import pika
 import pika.exceptions
@@ -48,8 +52,24 @@ def failure_kind(reason: str) -> str:
     return "closed"
 
 
+@dataclasses.dataclass
+class Batch:
+    """Rows claimed in one open transaction, published, waiting for their confirms."""
+
+    conn: Any
+    rows: list[outbox.OutboxRow]
+    last_tag: int
+    started: float
+    premarked: bool = False  # negative control only: marked before its confirms
+
+
 class Relay:
-    """Publish committed outbox rows to the events exchange, at least once."""
+    """Publish committed outbox rows to the events exchange, at least once.
+
+    Two transactions alternate so the broker and the database work at the same time: while
+    one batch waits for its confirms, the next one is claimed and published. A batch is
+    marked and committed only after every one of its confirms arrived.
+    """
 
     name = "relay"
 
@@ -63,10 +83,11 @@ class Relay:
         self.metrics = metrics or RelayMetrics()
         self.clock = clock
         self.topo = topology(settings)
-        self.db = None
+        self.conns: list = [None, None]  # two transactions alternate; see the class docstring
         self.listener = None
         self.link: Link | None = None
         self.tracker = ConfirmTracker()
+        self.inflight: Batch | None = None
         self.stopping = False
         self._woken = False
         self._watched: tuple[int, int] | None = None  # (id(ioloop), fd) of the LISTEN socket
@@ -75,63 +96,85 @@ class Relay:
 
     # -- the loop body --------------------------------------------------------------------
     def run_once(self) -> int:
-        """Claim, publish, confirm and mark one batch; return the number of rows claimed."""
+        """Claim and publish a batch, then settle the previous one; return rows handled."""
         self._ensure_connections()
-        self._housekeeping()
-        started = time.perf_counter()
-        unsafe = self.settings.test_fault("relay_mark_before_confirm")
-        with self.db.cursor() as cur:
-            rows = outbox.claim(cur, self.settings.relay_batch_size)
-            if not rows:
-                self.db.commit()
-                return 0
-            acked, failed, link_error = self._publish(rows, cur if unsafe else None)
-            pause_point(
-                self.settings, "relay_pause_before_commit", rows=len(rows), acked=len(acked)
-            )
-            if not unsafe:
-                outbox.mark_published(cur, acked)
-                outbox.record_failures(cur, failed)
-        self.db.commit()
-        self._account(rows, acked, failed, time.perf_counter() - started)
-        if link_error:
-            raise AmqpError(link_error)
-        return len(rows)
+        conn = self._free_conn()
+        self._housekeeping(conn)
+        with conn.cursor() as cur:
+            rows = [] if self.stopping else outbox.claim(cur, self.settings.relay_batch_size)
+        batch = None
+        if rows:
+            batch = self._publish(conn, rows)
+        else:
+            conn.commit()
+        previous, self.inflight = self.inflight, batch
+        settled = self._settle(previous) if previous is not None else 0
+        return len(rows) or settled
 
-    def _publish(self, rows: list[outbox.OutboxRow], unsafe_cur=None):
-        """Publish ``rows`` with confirms in flight; return (acked ids, failures, link error)."""
+    def prepare(self) -> None:
+        """Connect and run due housekeeping now (benchmarks keep it out of the timed part)."""
+        self._ensure_connections()
+        self._housekeeping(self._free_conn())
+
+    def flush(self) -> int:
+        """Settle the batch in flight, if any: wait for its confirms, mark, commit."""
+        previous, self.inflight = self.inflight, None
+        return self._settle(previous) if previous is not None else 0
+
+    def _free_conn(self):
+        busy = self.inflight.conn if self.inflight is not None else None
+        return self.conns[1] if self.conns[0] is busy else self.conns[0]
+
+    def _publish(self, conn, rows: list[outbox.OutboxRow]) -> Batch:
+        """Publish ``rows`` without waiting for confirms; the batch settles later."""
         link = self.link
         assert link is not None
-        error = None
-        try:
-            channel = link.require()
-            exchange = self.topo.exchange
-            for index, row in enumerate(rows):
-                props = properties_for(
-                    row.id, row.event_id, row.event_type, row.headers, row.created_at
-                )
-                channel.basic_publish(exchange, row.routing_key, row.payload, props, True)
-                self.tracker.published(row.id)
-                if index % FLUSH_EVERY == FLUSH_EVERY - 1:
-                    link.step(0)
-            link.step(0)  # flush what is buffered before (possibly) pausing
-            pause_point(self.settings, "relay_pause_before_confirm", rows=len(rows))
-            if unsafe_cur is not None:
-                # Negative control: claim success before the broker took responsibility.
-                outbox.mark_published(unsafe_cur, [r.id for r in rows])
-                self.db.commit()
-            link.wait_for(
-                lambda: self.tracker.outstanding == 0 or not link.alive,
-                self.settings.relay_confirm_timeout_s,
+        channel = link.require()
+        exchange = self.topo.exchange
+        for index, row in enumerate(rows):
+            props = properties_for(
+                row.id, row.event_id, row.event_type, row.headers, row.created_at
             )
-        except (pika.exceptions.AMQPError, AmqpError) as exc:
-            error = f"publish failed: {exc!r}"
-        if self.tracker.outstanding:
-            reason = error or ("confirm timeout" if link.alive else f"link closed: {link.error!r}")
-            self.tracker.fail_outstanding(reason)
-            error = error or reason
-        acked, failed = self.tracker.take()
-        return acked, failed, error
+            channel.basic_publish(exchange, row.routing_key, row.payload, props, True)
+            self.tracker.published(row.id)
+            if index % FLUSH_EVERY == FLUSH_EVERY - 1:
+                link.step(0)  # let frames out and confirms in while publishing
+        link.step(0)
+        batch = Batch(conn, rows, self.tracker.next_tag - 1, time.perf_counter())
+        pause_point(self.settings, "relay_pause_before_confirm", rows=len(rows))
+        if self.settings.test_fault("relay_mark_before_confirm"):
+            # Negative control: claim success before the broker took responsibility.
+            with conn.cursor() as cur:
+                outbox.mark_published(cur, [r.id for r in rows])
+            conn.commit()
+            batch.premarked = True
+        return batch
+
+    def _settle(self, batch: Batch) -> int:
+        """Wait for the batch's confirms, mark acked rows, record failures, commit."""
+        link = self.link
+        assert link is not None
+        link.wait_for(
+            lambda: self.tracker.settled_through(batch.last_tag) or not link.alive,
+            self.settings.relay_confirm_timeout_s,
+        )
+        error = None
+        if not self.tracker.settled_through(batch.last_tag):
+            error = "confirm timeout" if link.alive else f"link closed: {link.error!r}"
+            self.tracker.fail_outstanding(error)  # a later batch fails too: its tx rolls back
+        acked, failed = self.tracker.take([row.id for row in batch.rows])
+        pause_point(
+            self.settings, "relay_pause_before_commit", rows=len(batch.rows), acked=len(acked)
+        )
+        if not batch.premarked:
+            with batch.conn.cursor() as cur:
+                outbox.mark_published(cur, acked)
+                outbox.record_failures(cur, failed)
+        batch.conn.commit()
+        self._account(batch.rows, acked, failed, time.perf_counter() - batch.started)
+        if error:
+            raise AmqpError(error)
+        return len(batch.rows)
 
     def _account(self, rows, acked, failed, seconds: float) -> None:
         self.metrics.batch_size.observe(len(rows))
@@ -156,27 +199,30 @@ class Relay:
         )
 
     # -- housekeeping ---------------------------------------------------------------------
-    def _housekeeping(self) -> None:
+    def _housekeeping(self, conn) -> None:
         now = self.clock()
         if now >= self._next_backlog:
             self._next_backlog = now + BACKLOG_EVERY_S
-            with self.db.cursor() as cur:
+            with conn.cursor() as cur:
                 count, age = outbox.backlog(cur)
-            self.db.commit()
+            conn.commit()
             self.metrics.backlog.set(count)
             self.metrics.oldest_age.set(age)
         if now >= self._next_purge:
             self._next_purge = now + self.settings.relay_retention_interval_s
-            self.purge()
+            self.purge(conn)
 
-    def purge(self) -> int:
+    def purge(self, conn=None) -> int:
         """Delete published rows older than the retention, in bounded batches; return count."""
+        if conn is None:
+            self._ensure_connections()
+            conn = self._free_conn()
         total = 0
         age_s = self.settings.relay_retention_hours * 3600
         for _ in range(PURGE_MAX_ROUNDS):
-            with self.db.cursor() as cur:
+            with conn.cursor() as cur:
                 deleted = outbox.purge_published(cur, age_s, PURGE_BATCH)
-            self.db.commit()
+            conn.commit()
             total += deleted
             if deleted < PURGE_BATCH:
                 break
@@ -187,8 +233,9 @@ class Relay:
 
     # -- connections ----------------------------------------------------------------------
     def _ensure_connections(self) -> None:
-        if self.db is None or self.db.closed:
-            self.db = connect(self.settings, "relay")
+        for index, conn in enumerate(self.conns):
+            if conn is None or conn.closed:
+                self.conns[index] = connect(self.settings, "relay")
         if self.listener is None or self.listener.closed:
             self.listener = connect(self.settings, "relay")
             self.listener.autocommit = True
@@ -199,6 +246,13 @@ class Relay:
             self._open_link()
 
     def _open_link(self) -> None:
+        if self.inflight is not None:
+            # Its confirms died with the old channel: roll back, the rows stay pending.
+            try:
+                self.inflight.conn.rollback()
+            except psycopg2.Error:
+                pass
+            self.inflight = None
         if self.link is not None:
             self.link.close()
         self.link = Link(self.settings, self.name)
@@ -267,16 +321,21 @@ class Relay:
 
     # -- lifecycle ------------------------------------------------------------------------
     def reset(self, error: BaseException) -> None:
-        """Roll back and drop whatever ``error`` may have broken; run_once reconnects."""
-        if self.db is not None:
+        """Roll back both transactions (their rows stay pending) and drop what broke."""
+        self.inflight = None
+        self.tracker.forget()  # confirms of rolled-back batches no longer matter
+        for index, conn in enumerate(self.conns):
+            if conn is None:
+                continue
             try:
-                self.db.rollback()
+                conn.rollback()
             except psycopg2.Error:
                 pass
-            if isinstance(error, psycopg2.Error) or self.db.closed:
-                _close_quietly(self.db)
-                self.db = None
-                self._drop_listener()
+            if isinstance(error, psycopg2.Error) or conn.closed:
+                _close_quietly(conn)
+                self.conns[index] = None
+        if isinstance(error, psycopg2.Error):
+            self._drop_listener()
         if self.link is not None and (isinstance(error, AmqpError) or not self.link.alive):
             self._drop_listener_watch()
             self.link.close()
@@ -295,14 +354,21 @@ class Relay:
         self.stopping = True
 
     def close(self) -> None:
-        """Close the broker link and database connections (no batch is in flight here)."""
-        self._drop_listener()
-        if self.link is not None:
-            self.link.close()
-            self.link = None
-        if self.db is not None:
-            _close_quietly(self.db)
-            self.db = None
+        """Settle the batch in flight (confirms, mark, commit), then close everything."""
+        try:
+            if self.inflight is not None and self.link is not None:
+                self.flush()
+        except Exception:  # noqa: BLE001 - unsettled rows stay pending and are republished
+            log.warning("could not settle the batch in flight; its rows stay pending")
+        finally:
+            self._drop_listener()
+            if self.link is not None:
+                self.link.close()
+                self.link = None
+            for index, conn in enumerate(self.conns):
+                if conn is not None:
+                    _close_quietly(conn)
+                    self.conns[index] = None
 
 
 def _ids(row: outbox.OutboxRow) -> dict[str, object]:

@@ -312,14 +312,16 @@ def _scalar(database_url: str, sql: str) -> int:
 
 
 def drain_relay(relay, timeout: float = 30) -> int:
-    """Run relay iterations until no row is pending (a killed relay's locks may linger briefly)."""
-    published, deadline = 0, time.monotonic() + timeout
+    """Run relay iterations until no row is pending; return how many it published meanwhile.
+
+    (A killed relay's row locks may linger a moment, so an empty claim is not yet the end.)
+    """
+    published = relay.metrics.registry.get_sample_value
+    before, deadline = published("reco_relay_published_total") or 0, time.monotonic() + timeout
     while time.monotonic() < deadline:
-        handled = relay.run_once()
-        published += handled
-        if handled == 0:
+        if relay.run_once() == 0:
             if pending_rows(relay.settings.database_url) == 0:
-                return published
+                return int((published("reco_relay_published_total") or 0) - before)
             relay.wait(0.1)
     raise TimeoutError(f"outbox not drained after {timeout:.0f}s")
 

@@ -85,3 +85,34 @@ def test_take_forgets_settled_keys_but_keeps_pending_ones():
     assert tracker.take() == ([], {})
     assert tracker.outstanding == 1
     assert tracker.next_tag == 3
+
+
+def test_settled_through_tells_when_a_batch_has_all_its_confirms():
+    tracker = ConfirmTracker()
+    _published(tracker, "abc")  # first batch: tags 1-3
+    _published(tracker, "de")  # second batch: tags 4-5
+    assert not tracker.settled_through(3)
+    tracker.ack(2, multiple=True)
+    tracker.ack(4)
+    assert not tracker.settled_through(3) and tracker.settled_through(2)
+    tracker.ack(3)
+    assert tracker.settled_through(3) and not tracker.settled_through(5)
+
+
+def test_take_of_some_keys_leaves_the_results_of_others():
+    tracker = ConfirmTracker()
+    _published(tracker, "abcd")
+    tracker.returned("d", "unroutable")
+    tracker.ack(4, multiple=True)
+    assert tracker.take(["a", "b", "zz"]) == (["a", "b"], {})
+    assert tracker.take() == (["c"], {"d": "unroutable"})
+
+
+def test_forget_keeps_counting_tags_and_ignores_late_confirms():
+    tracker = ConfirmTracker()
+    _published(tracker, "ab")
+    tracker.forget()
+    assert tracker.outstanding == 0
+    assert tracker.published("c") == 3
+    tracker.ack(3, multiple=True)  # covers forgotten tags 1-2 too: they are simply gone
+    assert tracker.take() == (["c"], {})
