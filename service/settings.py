@@ -104,8 +104,8 @@ class Settings:
     queue_max_length: int = _field(
         "RECO_QUEUE_MAX_LENGTH", 1_000_000, int, "x-max-length of the feature queue"
     )
-    consumer_prefetch: int = _field("RECO_CONSUMER_PREFETCH", 200, int)
-    consumer_batch_size: int = _field("RECO_CONSUMER_BATCH_SIZE", 50, int)
+    consumer_prefetch: int = _field("RECO_CONSUMER_PREFETCH", 300, int)
+    consumer_batch_size: int = _field("RECO_CONSUMER_BATCH_SIZE", 100, int)
     consumer_batch_wait_ms: int = _field("RECO_CONSUMER_BATCH_WAIT_MS", 20, int)
     delivery_limit: int = _field("RECO_DELIVERY_LIMIT", 20, int)
     amqp_heartbeat_s: int = _field("RECO_AMQP_HEARTBEAT_S", 15, int)
