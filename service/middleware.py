@@ -30,6 +30,23 @@ def _well_formed(value: str | None) -> str | None:
     return value if value and _ID_RE.fullmatch(value) else None
 
 
+def queue_time_ms(header: str | None, now: float) -> float | None:
+    """Parse X-Request-Start (`t=<seconds|ms|µs since epoch>`, as nginx/HAProxy set it)."""
+    if not header:
+        return None
+    raw = header.strip().removeprefix("t=")
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    # Seconds (~1.7e9), milliseconds (~1.7e12) or microseconds (~1.7e15) since the epoch.
+    for divisor in (1.0, 1e3, 1e6):
+        seconds = value / divisor
+        if abs(now - seconds) < 86_400:
+            return max(0.0, (now - seconds) * 1000)
+    return None
+
+
 def install(app: Flask) -> None:
     """Register the before/after/teardown hooks on ``app``."""
     runtime = app.extensions["reco"]
@@ -46,6 +63,18 @@ def install(app: Flask) -> None:
         ctx.entered = False
         if req.path in EXEMPT_PATHS:
             return None
+        queued_ms = queue_time_ms(headers.get("X-Request-Start"), time.time())
+        max_queue = runtime.settings.max_queue_ms
+        if max_queue and queued_ms is not None and queued_ms > max_queue:
+            # Waited in a proxy or the listen backlog past its budget: the client has likely
+            # given up, so answer cheaply instead of doing work nobody reads.
+            runtime.metrics.shed.labels("queue_time").inc()
+            return problem_response(
+                503,
+                "overloaded",
+                f"request queued {queued_ms:.0f} ms before a worker took it",
+                headers={"Retry-After": str(runtime.settings.retry_after_s)},
+            )
         if not runtime.limiter.try_enter():
             runtime.metrics.shed.labels("inflight").inc()
             return problem_response(

@@ -82,6 +82,9 @@ class Settings:
     breaker_failure_threshold: int = _field("RECO_BREAKER_FAILURES", 3, int)
     breaker_reset_s: float = _field("RECO_BREAKER_RESET_S", 2.0, float)
     max_inflight: int = _field("RECO_MAX_INFLIGHT", 32, int, "in-flight requests per worker")
+    max_queue_ms: int = _field(
+        "RECO_MAX_QUEUE_MS", 1000, int, "shed requests that waited longer (X-Request-Start); 0 = off"
+    )
     max_content_length: int = _field("RECO_MAX_CONTENT_LENGTH", 262_144, int, "bytes")
     popular_cache_s: float = _field(
         "RECO_POPULAR_CACHE_S", 1.0, float, "seconds a worker reuses the popular pool; 0 = off"

@@ -79,3 +79,16 @@ def test_metrics_expose_service_series(client, auth):
                    "reco_db_pool_wait_seconds", "reco_db_circuit_open"):
         assert series in text
     assert 'path="/v1/users/<user_id>/recommendations"' in text
+
+
+def test_requests_queued_too_long_are_shed_before_any_work(client, auth):
+    import time
+
+    stale = f"t={time.time() - 5:.3f}"
+    resp = client.get("/v1/users/u-1/recommendations", headers={**auth, "X-Request-Start": stale})
+    assert resp.status_code == 503 and resp.headers["Retry-After"]
+    assert resp.json["type"] == "/problems/overloaded"
+    assert client.get("/healthz", headers={"X-Request-Start": stale}).status_code == 200
+    fresh = f"t={time.time():.3f}"
+    ok = client.get("/v1/users/u-1/recommendations", headers={**auth, "X-Request-Start": fresh})
+    assert ok.status_code == 200

@@ -131,3 +131,14 @@ def test_token_bucket_refills_over_time():
     clock.now = 1.0
     assert bucket.allow("a")
     assert TokenBucket(0, 0, clock).allow("x")
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [("t=1700000000.5", 500.0), ("t=1700000000500", 500.0), ("t=1700000000500000", 500.0),
+     ("1700000001", 0.0), (None, None), ("t=soon", None), ("t=5", None)],
+)
+def test_queue_time_from_x_request_start(header, expected):
+    from service.middleware import queue_time_ms
+
+    assert queue_time_ms(header, now=1_700_000_001.0) == expected
