@@ -83,7 +83,7 @@ class Settings:
     breaker_reset_s: float = _field("RECO_BREAKER_RESET_S", 2.0, float)
     max_inflight: int = _field("RECO_MAX_INFLIGHT", 32, int, "in-flight requests per worker")
     max_queue_ms: int = _field(
-        "RECO_MAX_QUEUE_MS", 1000, int, "shed requests that waited longer (X-Request-Start); 0 = off"
+        "RECO_MAX_QUEUE_MS", 1000, int, "shed requests queued longer (X-Request-Start); 0 = off"
     )
     max_content_length: int = _field("RECO_MAX_CONTENT_LENGTH", 262_144, int, "bytes")
     popular_cache_s: float = _field(
