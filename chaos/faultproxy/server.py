@@ -29,7 +29,9 @@ class Server:
 
     async def start(self) -> None:
         """Bind the API; raise OSError or AddrError if that fails."""
-        ip, port = await addresses.resolve(f"{self.host}:{self.port}")
+        # net.JoinHostPort: an IPv6 literal needs brackets.
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        ip, port = await addresses.resolve(f"{host}:{self.port}")
         sock, shown = addresses.bind(ip, port)
         self.port = sock.getsockname()[1]
         self.http = await asyncio.start_server(self._client, sock=sock)

@@ -3,25 +3,20 @@
 from __future__ import annotations
 
 import itertools
-import os
 import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
 from faultproxy_support import Api, TcpServer, echo
 
-from chaos.faultproxy.locate import Located, start_faultproxy
+from chaos.faultproxy.locate import Located, find_server
 
 
 @pytest.fixture(scope="session")
 def toxiproxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Located]:
-    """The server under test: TOXIPROXY_URL if set, else ours as a subprocess on a free port."""
-    url = os.environ.get("TOXIPROXY_URL")
-    if url:
-        yield Located(url.rstrip("/"), "external")
-        return
+    """The server under test: TOXIPROXY_URL, else toxiproxy-server on PATH, else ours."""
     log_path = tmp_path_factory.mktemp("faultproxy") / "server.log"
-    server = start_faultproxy(log_path=str(log_path))
+    server = find_server(log_path=str(log_path))
     try:
         yield server
     finally:
