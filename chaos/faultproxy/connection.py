@@ -17,8 +17,6 @@ if TYPE_CHECKING:
 # A graceful close that cannot flush (peer not reading) is forced after this long.
 CLOSE_GRACE = 10.0
 DIAL_TIMEOUT = 60.0
-# One read may take up to 128 KB; links cut it into Go-sized 32 KB chunks for toxics.
-READ_SIZE = 128 * 1024
 LINGER_RESET = struct.pack("ii", 1, 0)
 
 
@@ -31,9 +29,10 @@ class Endpoint(asyncio.BufferedProtocol):
         self.lost = False
         self.inbound: Link | None = None
         self.outbound: Link | None = None
-        # Reads go into one reused buffer: asyncio's default recv() of a fresh 256 KB bytes
+        # Reads go into the proxy's one reused buffer and are copied out at once (the loop
+        # never interleaves two reads): asyncio's default recv() of a fresh 256 KB bytes
         # object maps and unmaps memory on every read, which dominated round-trip time.
-        self._buffer = memoryview(bytearray(READ_SIZE))
+        self._buffer = conn.proxy.read_buffer
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]

@@ -14,6 +14,10 @@ if TYPE_CHECKING:
     from chaos.faultproxy.metrics import Metrics
 
 
+# One read may take up to 128 KB; links cut it into Go-sized 32 KB chunks for toxics.
+READ_SIZE = 128 * 1024
+
+
 class AlreadyStarted(Exception):
     """start() on a proxy that is already listening."""
 
@@ -30,6 +34,7 @@ class Proxy:
         self.toxics = ToxicChain(self)
         self.server: asyncio.Server | None = None
         self.connections: set[Connection] = set()
+        self.read_buffer = memoryview(bytearray(READ_SIZE))
 
     def to_json(self) -> dict[str, Any]:
         """Return the proxy in Go's field order; Logger is always {} as Go prints it."""
