@@ -94,8 +94,6 @@ class Consumer:
     def run_once(self) -> int:
         """Take a batch, settle the previous one, start applying this one; 0 when idle."""
         self._ensure_link()
-        if not self.applier.busy:
-            self.applier.ensure()
         try:
             if self.held:
                 settled = self._finish_pending()
@@ -118,13 +116,17 @@ class Consumer:
             raise
 
     def _next_batch(self) -> list[Delivery]:
+        """Take up to a batch; while the previous one commits, let more arrive (group commit).
+
+        With the database idle, whatever is buffered goes at once (low latency); under load
+        the batch fills while the previous one is being applied (high throughput).
+        """
         self.link.step(0)
-        if not self.buffer:
-            return []
-        size = self.settings.consumer_batch_size
-        if len(self.buffer) < size and not self.stopping:
+        size, pending = self.settings.consumer_batch_size, self.pending
+        if pending is not None and len(self.buffer) < size and not self.stopping:
             self.link.wait_for(
-                lambda: len(self.buffer) >= size, self.settings.consumer_batch_wait_ms / 1000
+                lambda: len(self.buffer) >= size or pending.future.done(),
+                self.settings.consumer_batch_wait_ms / 1000,
             )
         batch, self.buffer = self.buffer[:size], self.buffer[size:]
         return batch
@@ -155,12 +157,28 @@ class Consumer:
             if item.event.event_id not in seen or skip_inbox:
                 seen.add(item.event.event_id)
                 events.append(_interaction(item))
+        try:
+            self.applier.ensure()
+        except TRANSIENT_DB_ERRORS as exc:
+            self._hold([d for d, _ in valid], exc)
+            raise PausedForDatabase(f"database unreachable, consuming paused: {exc!r}") from exc
         last_tag = max(d.tag for d, _ in valid)
         early = self.settings.test_fault("consumer_ack_before_commit")
         if early:
             self._ack(last_tag)  # negative control: ack before the effect is durable
         future = self.applier.submit(events)
+        future.add_done_callback(self._wake)
         self.pending = Pending(valid, future, last_tag, time.perf_counter(), early)
+
+    def _wake(self, _future: concurrent.futures.Future) -> None:
+        """Interrupt the I/O wait when a batch finished (runs on the applier thread)."""
+        link = self.link
+        ioloop = link.ioloop if link is not None else None
+        if ioloop is not None:
+            try:
+                ioloop.add_callback_threadsafe(_noop)
+            except Exception:  # noqa: BLE001, S110 - a closed loop needs no wake-up
+                pass
 
     def _finish_pending(self, then: list[Delivery] | None = None) -> int:
         """Wait for the batch being applied; ack it after its commit; return its size.
@@ -389,6 +407,10 @@ class Consumer:
             if self.link is not None:
                 self.link.close()
                 self.link = None
+
+
+def _noop() -> None:
+    return None
 
 
 def _copy_properties(props: pika.BasicProperties, headers: dict[str, Any]) -> pika.BasicProperties:

@@ -1,4 +1,9 @@
-"""Outbox SQL for the relay: claim, mark, record failures, purge, measure. Callers own the tx."""
+"""Outbox SQL for the relay: claim, mark, record failures, purge, measure.
+
+The relay's connections are in autocommit mode and spell their transactions out, so one
+round trip can mark a batch, commit it and claim the next one: on a busy 2-core host every
+round trip also waits for the scheduler to run PostgreSQL.
+"""
 
 from __future__ import annotations
 
@@ -20,12 +25,12 @@ FOR UPDATE SKIP LOCKED
 
 MARK_PUBLISHED = """
 UPDATE outbox SET published_at = clock_timestamp(), attempts = attempts + 1, last_error = NULL
-WHERE id = ANY(%(ids)s)
+WHERE id = ANY(%(ids)s::bigint[])
 """
 
 RECORD_FAILURES = """
 UPDATE outbox AS o SET attempts = o.attempts + 1, last_error = f.error
-FROM unnest(%(ids)s::bigint[], %(errors)s::text[]) AS f(id, error)
+FROM unnest(%(failed_ids)s::bigint[], %(errors)s::text[]) AS f(id, error)
 WHERE o.id = f.id
 """
 
@@ -59,28 +64,58 @@ class OutboxRow:
 
 
 def claim(cur, limit: int) -> list[OutboxRow]:
-    """Lock up to ``limit`` unpublished rows (skipping rows other relays hold), oldest id first."""
-    cur.execute(CLAIM, {"limit": limit})
-    return [
-        OutboxRow(r[0], r[1], r[2], r[3], bytes(r[4]), r[5] or {}, r[6]) for r in cur.fetchall()
-    ]
+    """BEGIN and lock up to ``limit`` unpublished rows (others' locks skipped), oldest first."""
+    cur.execute(f"BEGIN; {CLAIM}", {"limit": limit})
+    return _rows(cur.fetchall())
+
+
+def settle(
+    cur,
+    acked: list[int],
+    failures: dict[int, str],
+    claim_limit: int = 0,
+    commit: bool = True,
+) -> list[OutboxRow]:
+    """Mark confirmed rows, record failures and COMMIT; then BEGIN and claim the next rows.
+
+    All in one round trip. ``commit=False`` skips the first part (nothing open to commit);
+    ``claim_limit=0`` skips the second. Returns the newly claimed rows.
+    """
+    parts: list[str] = []
+    params: dict[str, Any] = {}
+    if commit:
+        if acked:
+            parts.append(MARK_PUBLISHED)
+            params["ids"] = acked
+        if failures:
+            ids = list(failures)
+            parts.append(RECORD_FAILURES)
+            params.update(failed_ids=ids, errors=[failures[i][:500] for i in ids])
+        parts.append("COMMIT")
+    if claim_limit:
+        parts += ["BEGIN", CLAIM]
+        params["limit"] = claim_limit
+    if not parts:
+        return []
+    cur.execute(";\n".join(parts), params)
+    return _rows(cur.fetchall()) if claim_limit else []
+
+
+def finish(cur, commit: bool = True) -> None:
+    """End the open transaction: COMMIT (nothing claimed) or ROLLBACK (give rows back)."""
+    cur.execute("COMMIT" if commit else "ROLLBACK")
 
 
 def mark_published(cur, ids: list[int]) -> int:
-    """Mark confirmed rows published in one statement; return the row count."""
+    """Mark rows published (one statement); the caller commits."""
     if not ids:
         return 0
     cur.execute(MARK_PUBLISHED, {"ids": ids})
     return cur.rowcount
 
 
-def record_failures(cur, failures: dict[int, str]) -> int:
-    """Count an attempt and keep the last error for rows that stay pending."""
-    if not failures:
-        return 0
-    ids = list(failures)
-    cur.execute(RECORD_FAILURES, {"ids": ids, "errors": [failures[i][:500] for i in ids]})
-    return cur.rowcount
+def _rows(rows: list[tuple]) -> list[OutboxRow]:
+    return [OutboxRow(r[0], r[1], r[2], r[3], bytes(r[4]), r[5] or {}, r[6]) for r in rows]
 
 
 def purge_published(cur, older_than_s: float, limit: int) -> int:

@@ -88,6 +88,7 @@ class Relay:
         self.link: Link | None = None
         self.tracker = ConfirmTracker()
         self.inflight: Batch | None = None
+        self._claimed: dict[int, list[outbox.OutboxRow]] = {}  # id(conn) -> rows, tx open
         self.stopping = False
         self._woken = False
         self._watched: tuple[int, int] | None = None  # (id(ioloop), fd) of the LISTEN socket
@@ -96,19 +97,23 @@ class Relay:
 
     # -- the loop body --------------------------------------------------------------------
     def run_once(self) -> int:
-        """Claim and publish a batch, then settle the previous one; return rows handled."""
+        """Publish the next batch, then settle the previous one; return rows handled."""
         self._ensure_connections()
         conn = self._free_conn()
-        self._housekeeping(conn)
-        with conn.cursor() as cur:
-            rows = [] if self.stopping else outbox.claim(cur, self.settings.relay_batch_size)
+        rows = self._claimed.pop(id(conn), None)  # claimed while settling, tx still open
+        if rows is None and not self.stopping:
+            self._housekeeping(conn)
+            with conn.cursor() as cur:
+                rows = outbox.claim(cur, self.settings.relay_batch_size)
         batch = None
-        if rows:
+        if rows and not self.stopping:
             batch = self._publish(conn, rows)
-        else:
-            conn.commit()
+        elif rows is not None:
+            with conn.cursor() as cur:
+                outbox.finish(cur, commit=not rows)  # rows claimed before a stop go back
+        rows = rows if batch is not None else []
         previous, self.inflight = self.inflight, batch
-        settled = self._settle(previous) if previous is not None else 0
+        settled = self._settle(previous, claim_next=True) if previous is not None else 0
         return len(rows) or settled
 
     def prepare(self) -> None:
@@ -119,7 +124,7 @@ class Relay:
     def flush(self) -> int:
         """Settle the batch in flight, if any: wait for its confirms, mark, commit."""
         previous, self.inflight = self.inflight, None
-        return self._settle(previous) if previous is not None else 0
+        return self._settle(previous, claim_next=False) if previous is not None else 0
 
     def _free_conn(self):
         busy = self.inflight.conn if self.inflight is not None else None
@@ -146,12 +151,12 @@ class Relay:
             # Negative control: claim success before the broker took responsibility.
             with conn.cursor() as cur:
                 outbox.mark_published(cur, [r.id for r in rows])
-            conn.commit()
+                outbox.finish(cur)
             batch.premarked = True
         return batch
 
-    def _settle(self, batch: Batch) -> int:
-        """Wait for the batch's confirms, mark acked rows, record failures, commit."""
+    def _settle(self, batch: Batch, claim_next: bool) -> int:
+        """Wait for the batch's confirms; mark, record failures, commit (and claim again)."""
         link = self.link
         assert link is not None
         link.wait_for(
@@ -166,11 +171,15 @@ class Relay:
         pause_point(
             self.settings, "relay_pause_before_commit", rows=len(batch.rows), acked=len(acked)
         )
-        if not batch.premarked:
-            with batch.conn.cursor() as cur:
-                outbox.mark_published(cur, acked)
-                outbox.record_failures(cur, failed)
-        batch.conn.commit()
+        # Claim the next batch in the same round trip, unless stopping, failing or due for
+        # housekeeping (which runs before a fresh claim).
+        limit = self.settings.relay_batch_size
+        if not claim_next or self.stopping or error or self._housekeeping_due():
+            limit = 0
+        with batch.conn.cursor() as cur:
+            claimed = outbox.settle(cur, acked, failed, limit, commit=not batch.premarked)
+        if limit:
+            self._claimed[id(batch.conn)] = claimed
         self._account(batch.rows, acked, failed, time.perf_counter() - batch.started)
         if error:
             raise AmqpError(error)
@@ -199,13 +208,17 @@ class Relay:
         )
 
     # -- housekeeping ---------------------------------------------------------------------
+    def _housekeeping_due(self) -> bool:
+        now = self.clock()
+        return now >= self._next_backlog or now >= self._next_purge
+
     def _housekeeping(self, conn) -> None:
+        """Refresh the backlog gauges and purge old rows when due (autocommit statements)."""
         now = self.clock()
         if now >= self._next_backlog:
             self._next_backlog = now + BACKLOG_EVERY_S
             with conn.cursor() as cur:
                 count, age = outbox.backlog(cur)
-            conn.commit()
             self.metrics.backlog.set(count)
             self.metrics.oldest_age.set(age)
         if now >= self._next_purge:
@@ -217,12 +230,13 @@ class Relay:
         if conn is None:
             self._ensure_connections()
             conn = self._free_conn()
+            if self._claimed.pop(id(conn), None) is not None:
+                _rollback_quietly(conn)  # give claimed rows back: purge runs in autocommit
         total = 0
         age_s = self.settings.relay_retention_hours * 3600
         for _ in range(PURGE_MAX_ROUNDS):
             with conn.cursor() as cur:
                 deleted = outbox.purge_published(cur, age_s, PURGE_BATCH)
-            conn.commit()
             total += deleted
             if deleted < PURGE_BATCH:
                 break
@@ -235,7 +249,9 @@ class Relay:
     def _ensure_connections(self) -> None:
         for index, conn in enumerate(self.conns):
             if conn is None or conn.closed:
-                self.conns[index] = connect(self.settings, "relay")
+                conn = connect(self.settings, "relay")
+                conn.autocommit = True  # transactions are spelled out; see workers/outbox.py
+                self.conns[index] = conn
         if self.listener is None or self.listener.closed:
             self.listener = connect(self.settings, "relay")
             self.listener.autocommit = True
@@ -248,10 +264,7 @@ class Relay:
     def _open_link(self) -> None:
         if self.inflight is not None:
             # Its confirms died with the old channel: roll back, the rows stay pending.
-            try:
-                self.inflight.conn.rollback()
-            except psycopg2.Error:
-                pass
+            _rollback_quietly(self.inflight.conn)
             self.inflight = None
         if self.link is not None:
             self.link.close()
@@ -323,15 +336,12 @@ class Relay:
     def reset(self, error: BaseException) -> None:
         """Roll back both transactions (their rows stay pending) and drop what broke."""
         self.inflight = None
+        self._claimed.clear()
         self.tracker.forget()  # confirms of rolled-back batches no longer matter
         for index, conn in enumerate(self.conns):
             if conn is None:
                 continue
-            try:
-                conn.rollback()
-            except psycopg2.Error:
-                pass
-            if isinstance(error, psycopg2.Error) or conn.closed:
+            if not _rollback_quietly(conn) or isinstance(error, psycopg2.Error):
                 _close_quietly(conn)
                 self.conns[index] = None
         if isinstance(error, psycopg2.Error):
@@ -365,9 +375,10 @@ class Relay:
             if self.link is not None:
                 self.link.close()
                 self.link = None
+            self._claimed.clear()
             for index, conn in enumerate(self.conns):
                 if conn is not None:
-                    _close_quietly(conn)
+                    _close_quietly(conn)  # closing ends any open transaction: rolled back
                     self.conns[index] = None
 
 
@@ -378,6 +389,16 @@ def _ids(row: outbox.OutboxRow) -> dict[str, object]:
         "request_id": row.headers.get("request_id"),
         "correlation_id": row.headers.get("correlation_id"),
     }
+
+
+def _rollback_quietly(conn) -> bool:
+    """ROLLBACK whatever is open (a warning if nothing is); False if the connection broke."""
+    try:
+        with conn.cursor() as cur:
+            outbox.finish(cur, commit=False)
+    except psycopg2.Error:
+        return False
+    return True
 
 
 def _close_quietly(conn) -> None:

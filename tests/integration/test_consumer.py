@@ -94,7 +94,7 @@ def test_consumer_applies_each_event_once_and_records_its_age(settings, db, work
     assert mismatched == [(0,)]  # latency = applied_at - event_created (outbox created_at)
     assert _sample(consumer, "reco_consumer_applied_total") == 300
     assert _sample(consumer, "reco_consumer_event_age_seconds_count") == 300
-    assert _sample(consumer, "reco_consumer_batch_size_count") >= 300 / 50
+    assert _sample(consumer, "reco_consumer_batch_size_count") >= 300 / 100
     assert_audit(settings)
 
 
