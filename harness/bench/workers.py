@@ -297,6 +297,27 @@ def relay_drain(settings: Settings, n: int) -> Rate:
     return Rate(f"S2 relay drain {n}", done, seconds, time.process_time() - cpu)
 
 
+def backlog_growth(settings: Settings, small=1_000, large=100_000, repeats=10) -> dict:
+    """Drain rate with a ``large`` backlog over the rate with ``small`` ones (spec §4.2).
+
+    Small drains are short and noisy: ``repeats`` of them are pooled (rows / seconds) just
+    before and just after the large one, and the large rate is compared with their mean.
+    """
+
+    def pooled() -> float:
+        rates = [relay_drain(settings, small) for _ in range(repeats)]
+        return sum(r.count for r in rates) / sum(r.seconds for r in rates)
+
+    before = pooled()
+    big = relay_drain(settings, large)
+    after = pooled()
+    return {
+        "R_backlog": round(big.per_s / ((before + after) / 2), 3),
+        "small_per_s": [round(before, 1), round(after, 1)],
+        "large_per_s": round(big.per_s, 1),
+    }
+
+
 def consumer_drain(settings: Settings, messages: list[Message]) -> Rate:
     """S3: fill the queue with real events, then time an in-process Consumer applying them."""
     _fill(settings, messages)

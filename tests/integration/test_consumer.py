@@ -290,3 +290,39 @@ def test_sigterm_finishes_in_flight_work_and_exits_cleanly(
     assert messages[-1] == "worker stopped"
     drain_consumer(worker_objects.consumer(settings), 600)
     assert_audit(settings)
+
+
+def test_dlq_tool_lists_then_replays_dead_letters_at_least_once(
+    settings, db, amqp_channel, worker_objects
+):
+    from workers.dlq import run
+
+    topo = topology(settings)
+    worker_objects.relay(settings).run_once()  # declares the topology
+    _seed(settings, 5)
+    rows = _rows(
+        db,
+        "SELECT id, event_id::text, event_type, routing_key, payload, headers, created_at"
+        " FROM outbox",
+    )
+    with db.cursor() as cur:
+        cur.execute("UPDATE outbox SET published_at = clock_timestamp(), attempts = 1")
+    for row_id, event_id, etype, key, payload, headers, created in rows:
+        # As if the broker dead-lettered them after the delivery limit.
+        props = properties_for(row_id, event_id, etype, headers, created)
+        props.headers["x-death"] = [{"reason": "delivery_limit", "routing-keys": [key]}]
+        amqp_channel.basic_publish(topo.dlx, key, bytes(payload), props)
+    wait_until(lambda: _dlq_depth(amqp_channel, topo) == 5, 10, "dead letters")
+    lines: list[str] = []
+    assert run(settings, "list", 3, lines.append) == 0
+    listed = [orjson.loads(line) for line in lines]
+    assert [entry["reason"] for entry in listed[:3]] == ["delivery_limit"] * 3
+    assert listed[-1] == {"command": "list", "messages": 3, "failures": 0}
+    wait_until(lambda: _dlq_depth(amqp_channel, topo) == 5, 10, "listed messages back")
+    lines.clear()
+    assert run(settings, "replay", 100, lines.append) == 0
+    assert orjson.loads(lines[-1]) == {"command": "replay", "messages": 5, "failures": 0}
+    assert _dlq_depth(amqp_channel, topo) == 0
+    drain_consumer(worker_objects.consumer(settings), 5)
+    _assert_features_match_events(db)
+    assert_audit(settings)

@@ -1,0 +1,132 @@
+"""Inspect and replay the dead-letter queue: ``python -m workers.dlq list|replay [--limit N]``.
+
+``replay`` moves messages back to the events exchange under their original routing key:
+publish (persistent, mandatory, confirmed) first, then ack the DLQ copy. A crash between
+the two leaves the message in both places; the consumer's inbox absorbs the duplicate
+(at-least-once). Fix the cause before replaying poison, or it lands in the DLQ again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pika
+import pika.exceptions
+
+from service.settings import ConfigError, Settings
+from workers.amqp import connection_parameters
+from workers.messages import DEAD_AT, DEAD_REASON, ORIGINAL_EXCHANGE, ORIGINAL_ROUTING_KEY
+from workers.topology import topology
+
+REPLAYS = "x-reco-replays"
+DROPPED_HEADERS = (DEAD_REASON, DEAD_AT, ORIGINAL_EXCHANGE, ORIGINAL_ROUTING_KEY, "x-death")
+
+
+def original_routing_key(method: Any, headers: dict[str, Any]) -> str:
+    """The routing key the message had before it was dead-lettered."""
+    if headers.get(ORIGINAL_ROUTING_KEY):
+        return str(headers[ORIGINAL_ROUTING_KEY])
+    deaths = headers.get("x-death") or []
+    if deaths and deaths[0].get("routing-keys"):
+        return str(deaths[0]["routing-keys"][0])
+    return method.routing_key
+
+
+def describe(method: Any, props: pika.BasicProperties) -> dict[str, Any]:
+    """One DLQ message as a JSON-ready summary."""
+    headers = props.headers or {}
+    deaths = headers.get("x-death") or []
+    return {
+        "message_id": props.message_id,
+        "type": props.type,
+        "reason": headers.get(DEAD_REASON) or (deaths[0].get("reason") if deaths else None),
+        "dead_at": headers.get(DEAD_AT),
+        "routing_key": original_routing_key(method, headers),
+        "request_id": headers.get("request_id"),
+        "correlation_id": props.correlation_id,
+        "replays": headers.get(REPLAYS, 0),
+        "redelivered": method.redelivered,
+    }
+
+
+def replay_properties(props: pika.BasicProperties) -> pika.BasicProperties:
+    """Properties for the replayed copy: dead-letter headers dropped, replay count kept."""
+    headers = {k: v for k, v in (props.headers or {}).items() if k not in DROPPED_HEADERS}
+    headers = {
+        k: v for k, v in headers.items() if not k.startswith(("x-first-death", "x-last-death"))
+    }
+    headers[REPLAYS] = int((props.headers or {}).get(REPLAYS, 0)) + 1
+    return pika.BasicProperties(
+        content_type=props.content_type,
+        delivery_mode=2,
+        message_id=props.message_id,
+        correlation_id=props.correlation_id,
+        type=props.type,
+        timestamp=props.timestamp,
+        headers=headers,
+    )
+
+
+def run(settings: Settings, command: str, limit: int, out: Callable[[str], None] = print) -> int:
+    """Execute ``list`` or ``replay`` on at most ``limit`` messages; return the exit code."""
+    topo = topology(settings)
+    connection = pika.BlockingConnection(connection_parameters(settings, "dlq-tool"))
+    try:
+        channel = connection.channel()
+        if command == "replay":
+            channel.confirm_delivery()
+        handled, failures = 0, 0
+        for _ in range(limit):
+            method, props, body = channel.basic_get(topo.dlq, auto_ack=False)
+            if method is None:
+                break
+            summary = describe(method, props)
+            if command == "list":
+                out(orjson.dumps(summary).decode())
+                handled += 1
+                continue
+            try:
+                channel.basic_publish(
+                    topo.exchange, summary["routing_key"], body, replay_properties(props), True
+                )
+            except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as exc:
+                channel.basic_nack(method.delivery_tag, requeue=True)
+                out(orjson.dumps({**summary, "replayed": False, "error": repr(exc)}).decode())
+                failures += 1
+                break  # the route is broken: replaying more would only bounce them too
+            channel.basic_ack(method.delivery_tag)
+            out(orjson.dumps({**summary, "replayed": True}).decode())
+            handled += 1
+    finally:
+        if connection.is_open:
+            connection.close()  # un-acked (listed) messages return to the DLQ
+    out(orjson.dumps({"command": command, "messages": handled, "failures": failures}).decode())
+    return 1 if failures else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m workers.dlq``."""
+    parser = argparse.ArgumentParser(prog="python -m workers.dlq", description=__doc__)
+    parser.add_argument("command", choices=("list", "replay"))
+    parser.add_argument("--limit", type=int, default=1000, help="at most this many messages")
+    args = parser.parse_args(argv)
+    if args.limit < 1:
+        parser.error("--limit must be at least 1")
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"dlq: configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return run(settings, args.command, args.limit)
+    except pika.exceptions.AMQPError as exc:
+        print(f"dlq: broker error: {exc!r}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
