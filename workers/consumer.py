@@ -43,6 +43,9 @@ TRANSIENT_DB_ERRORS = (
 )
 
 
+DEPTH_EVERY_S = 5.0
+
+
 class PausedForDatabase(RuntimeError):
     """The database failed; consuming is paused and the batch is held, unacked."""
 
@@ -89,11 +92,13 @@ class Consumer:
         self.stopping = False
         self.tracker = ConfirmTracker()  # confirms of dead-letter publishes
         self._dead_letter_tag = 0
+        self._next_depths = 0.0
 
     # -- the loop body --------------------------------------------------------------------
     def run_once(self) -> int:
         """Take a batch, settle the previous one, start applying this one; 0 when idle."""
         self._ensure_link()
+        self._refresh_depths()
         try:
             if self.held:
                 settled = self._finish_pending()
@@ -309,6 +314,20 @@ class Consumer:
         self.paused = True
         self._resume()
         log.info("connected to broker", extra={"queue": self.topo.queue})
+
+    def _refresh_depths(self) -> None:
+        """Export the ready depth of the feature queue and the DLQ, every few seconds."""
+        now = time.monotonic()
+        if now < self._next_depths:
+            return
+        self._next_depths = now + DEPTH_EVERY_S
+        channel = self.link.require()
+        for queue in (self.topo.queue, self.topo.dlq):
+            frame = self.link.call(
+                lambda cb, q=queue: channel.queue_declare(q, passive=True, callback=cb),
+                self.settings.amqp_socket_timeout_s,
+            )
+            self.metrics.queue_depth.labels(queue).set(frame.method.message_count)
 
     def _abandon_link(self) -> None:
         self.applier.wait_idle()

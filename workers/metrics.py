@@ -97,6 +97,12 @@ class ConsumerMetrics:
         self.paused = Gauge(
             "reco_consumer_paused", "1 while consuming is paused for a DB failure", registry=r
         )
+        self.queue_depth = Gauge(
+            "reco_queue_depth",
+            "Ready messages in a queue (passive declare)",
+            ["queue"],
+            registry=r,
+        )
 
 
 class Health:

@@ -240,7 +240,9 @@ def test_database_outage_pauses_consuming_and_never_burns_the_delivery_limit(
     assert stalled < 3000
     proxy.restore()
     wait_until(lambda: applied_count(settings.database_url) == 3000, 60, "backlog applied")
-    assert "reco_consumer_paused 0.0" in consumer.get("/metrics")[1]
+    metrics = consumer.get("/metrics")[1]
+    assert "reco_consumer_paused 0.0" in metrics
+    assert f'reco_queue_depth{{queue="{topology(settings).dlq}"}} 0.0' in metrics
     assert consumer.stop() == 0
     assert_audit(settings)  # DLQ empty: expected_dlq defaults to 0
 
