@@ -27,7 +27,7 @@ from workers.amqp import AmqpError, Link
 from workers.applier import Applier
 from workers.confirms import ConfirmTracker
 from workers.messages import Delivered, dead_letter_headers, read_delivery
-from workers.metrics import ConsumerMetrics
+from workers.metrics import ConsumerMetrics, error_kind
 from workers.testhooks import pause_point
 from workers.topology import FEATURE_CONSUMER, declare, topology
 
@@ -245,7 +245,7 @@ class Consumer:
         self.link.step(0)
 
     def _hold(self, deliveries: list[Delivery], exc: BaseException) -> None:
-        self.metrics.errors.labels("database").inc()
+        self.metrics.errors.labels("db").inc()
         self.held = deliveries
         self.applier.drop_connection()
         self._pause()
@@ -394,6 +394,8 @@ class Consumer:
 
     def reset(self, error: BaseException) -> None:
         """After a failure: drop what broke; a DB failure pauses consuming until it is back."""
+        if not isinstance(error, PausedForDatabase):  # counted as "db" when it was held
+            self.metrics.errors.labels(error_kind(error)).inc()
         if self.pending is not None:
             self.applier.wait_idle()
             self.held = [d for d, _ in self.pending.valid] + self.held

@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable
 
 import orjson
+import pika.exceptions
+import psycopg2
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -17,9 +19,20 @@ from prometheus_client import (
     generate_latest,
 )
 
+from workers.amqp import AmqpError
+
 BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 200, 300, 500, 1000, 2000)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 AGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
+
+
+def error_kind(error: BaseException) -> str:
+    """Classify a loop failure for the ``errors`` counters: db, amqp or other."""
+    if isinstance(error, psycopg2.Error):
+        return "db"
+    if isinstance(error, AmqpError | pika.exceptions.AMQPError):
+        return "amqp"
+    return "other"
 
 
 class RelayMetrics:

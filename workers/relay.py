@@ -27,7 +27,7 @@ from workers import outbox
 from workers.amqp import AmqpError, Link
 from workers.confirms import ConfirmTracker
 from workers.messages import OUTBOX_ID, properties_for
-from workers.metrics import RelayMetrics
+from workers.metrics import RelayMetrics, error_kind
 from workers.testhooks import pause_point
 from workers.topology import declare, topology
 
@@ -335,6 +335,7 @@ class Relay:
     # -- lifecycle ------------------------------------------------------------------------
     def reset(self, error: BaseException) -> None:
         """Roll back both transactions (their rows stay pending) and drop what broke."""
+        self.metrics.errors.labels(error_kind(error)).inc()
         self.inflight = None
         self._claimed.clear()
         self.tracker.forget()  # confirms of rolled-back batches no longer matter

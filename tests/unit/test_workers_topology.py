@@ -113,3 +113,16 @@ def test_health_turns_503_when_the_loop_stops_beating():
     now[0] = 61
     status, body = health.status()
     assert status == 503 and body["status"] == "stalled" and body["failures"] == 0
+
+
+def test_loop_failures_are_classified_for_the_error_counters():
+    import pika.exceptions
+    import psycopg2
+
+    from workers.amqp import AmqpError
+    from workers.metrics import error_kind
+
+    assert error_kind(psycopg2.OperationalError("down")) == "db"
+    assert error_kind(AmqpError("gone")) == "amqp"
+    assert error_kind(pika.exceptions.StreamLostError("lost")) == "amqp"
+    assert error_kind(ValueError("bug")) == "other"
