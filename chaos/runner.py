@@ -69,6 +69,7 @@ class Run:
         self.locust: subprocess.Popen | None = None
         self.load_started = 0.0
         self.before: dict[str, int] = {}
+        self.readiness: list[tuple[float, int | None]] = []
 
     # -- the whole run -----------------------------------------------------------------------
     def execute(self) -> int:
@@ -85,8 +86,12 @@ class Run:
                 self.echo("steady state does not hold before the experiment: not running it")
                 return guardrails.EXIT_USAGE
             self._start_load()
-            sampler = PipelineSampler(self.stack.database_url(), self.stack.amqp_url(), "reco",
-                                      self.run_dir / "pipeline.jsonl").start()
+            sampler = PipelineSampler(
+                self.stack.database_url(),
+                self.stack.amqp_url(),
+                "reco",
+                self.run_dir / "pipeline.jsonl",
+            ).start()
             try:
                 self._run_method()
                 self._wait_load()
@@ -112,13 +117,27 @@ class Run:
         raise Interrupted(signal.Signals(signum).name)
 
     def _start_guardian(self) -> subprocess.Popen:
-        argv = [sys.executable, "-m", "chaos.guardian", "--ledger", str(self.ledger.path),
-                "--state-dir", str(self.stack.state_dir), "--pid", str(os.getpid())]
+        argv = [
+            sys.executable,
+            "-m",
+            "chaos.guardian",
+            "--ledger",
+            str(self.ledger.path),
+            "--state-dir",
+            str(self.stack.state_dir),
+            "--pid",
+            str(os.getpid()),
+        ]
         with open(self.run_dir / "guardian.log", "ab") as sink:
             # Its own session: a Ctrl-C aimed at the runner must not stop the guardian too.
-            return subprocess.Popen(argv, cwd=ROOT, start_new_session=True,
-                                    stdin=subprocess.DEVNULL, stdout=sink,
-                                    stderr=subprocess.STDOUT)
+            return subprocess.Popen(
+                argv,
+                cwd=ROOT,
+                start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
 
     # -- negative controls: restart a worker with a test-only switch that breaks a guarantee ---
     def _apply_negative_control(self) -> None:
@@ -271,6 +290,7 @@ class Run:
         now = time.time()
         active = [w.label for w in self.windows if w.end is None]
         phase = "fault" if active else ("baseline" if not self.windows else "recovery")
+        self.readiness.append((now, probes.readiness(self.api_url)))
         recent = self.tail.window(now - 5)
         backlog = probes.outbox_backlog(self.stack.database_url())
         self.echo(
@@ -305,7 +325,7 @@ class Run:
         from harness.audit import audit
 
         healed_at = max((w.end or 0 for w in self.windows), default=time.time())
-        recovery = _seconds_until(lambda: probes.readiness(self.api_url) == 200, RECOVERY_TIMEOUT_S)
+        recovery = self._readiness_recovery(healed_at)
         self._hypothesis("after")
         history = _history(self.run_dir)
         history.append({"op": "baseline", "outcome": "info", "event_ids": baseline_ids})
@@ -348,6 +368,18 @@ class Run:
         self.echo(verdict.table())
         self._write_journal("completed", verdict.exit_code)
         return verdict.exit_code
+
+    def _readiness_recovery(self, healed_at: float) -> float | None:
+        """Seconds from the last heal to the first ready probe (sampled each second)."""
+        after = [t for t, status in self.readiness if t >= healed_at and status == 200]
+        if after:
+            return min(after) - healed_at
+        if (
+            _seconds_until(lambda: probes.readiness(self.api_url) == 200, RECOVERY_TIMEOUT_S)
+            is None
+        ):
+            return None
+        return time.time() - healed_at
 
     def _write_phases(self, healed_at: float) -> None:
         path = self.run_dir / "phases.json"
@@ -393,8 +425,7 @@ def _pipeline_counts(stack: Stack) -> dict[str, int]:
             dlq = channel.queue_declare("reco.features.dlq", passive=True).method.message_count
     except Exception:  # noqa: BLE001 - no DLQ yet means zero
         dlq = 0
-    return {"applied": applied, "popularity": popularity, "interactions": interactions,
-            "dlq": dlq}
+    return {"applied": applied, "popularity": popularity, "interactions": interactions, "dlq": dlq}
 
 
 def _public(fault: dict[str, Any]) -> dict[str, Any]:
