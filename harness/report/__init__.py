@@ -39,17 +39,21 @@ class ReportError(Exception):
 
 
 def write_report(run_dir: Path | str, out: Path | str | None = None) -> Path:
-    """Render ``run_dir`` to ``out`` (default RUN_DIR/report.html) and return the path written."""
-    return save(read(run_dir), out)
+    """Render ``run_dir`` to ``out`` (default RUN_DIR/report.html) and return the path written.
+
+    Runners call this after every run, so a run that recorded nothing (its steady state did
+    not hold) still gets a report saying so; only a missing directory is an error.
+    """
+    return save(read(run_dir, strict=False), out)
 
 
-def read(run_dir: Path | str) -> RunData:
-    """Read a run directory's inputs; raise ReportError when it is not a run directory."""
+def read(run_dir: Path | str, strict: bool = True) -> RunData:
+    """Read a run directory's inputs; ReportError when it is missing (or, if strict, empty)."""
     root = Path(run_dir)
     if not root.is_dir():
         raise ReportError(f"{root}: no such run directory")
     data = load_run(root)
-    if not data.found_anything:
+    if strict and not data.found_anything:
         below = sorted(p.parent.name for p in root.glob("*/verdict.json"))
         hint = f"; run directories below it: {', '.join(below)}" if below else ""
         raise ReportError(f"{root}: no run files (verdict.json, timeline.jsonl, …){hint}")

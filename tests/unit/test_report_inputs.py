@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.report import ReportError, load_run, render, write_report
+from harness.report import ReportError, load_run, read, render, write_report
 
 T = 1_800_000_000
 
@@ -64,13 +64,16 @@ def _verdict(breach: bool = False) -> dict:
     }
 
 
-def test_missing_or_empty_directories_are_errors(tmp_path):
+def test_missing_directories_are_errors_and_empty_ones_too_for_the_command(tmp_path):
     with pytest.raises(ReportError, match="no such run directory"):
         write_report(tmp_path / "nope")
     (tmp_path / "db-down").mkdir()
     _write(tmp_path / "db-down", "verdict.json", _verdict())
     with pytest.raises(ReportError, match="run directories below it: db-down"):
-        write_report(tmp_path)
+        read(tmp_path)
+    # A runner's run that recorded nothing still gets a report that says so.
+    html = write_report(tmp_path).read_text()
+    assert "NO VERDICT" in html and "No timeline.jsonl" in html
 
 
 def test_a_verdict_alone_renders_and_names_every_missing_input(tmp_path):
