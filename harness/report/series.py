@@ -27,21 +27,16 @@ class Series:
 
 
 def time_domain(data: RunData) -> tuple[float, float] | None:
-    """The shared x axis: the recorded run ("all" phase, timeline) widened to every sample."""
-    starts: list[float] = []
-    ends: list[float] = []
-    if "all" in data.phases:
-        starts.append(data.phases["all"][0])
-        ends.append(data.phases["all"][1])
+    """The shared x axis: from the first to the last instant anything recorded."""
+    starts = [s for s, _ in data.phases.values()] + [f["start"] for f in data.faults]
+    ends = [e for _, e in data.phases.values()] + [f["end"] for f in data.faults]
     extent = data.timeline.extent() if data.timeline else None
     if extent:
         starts.append(extent[0])
         ends.append(extent[1])
-    if not starts:  # no run window recorded: fall back to whatever has times
-        starts += [s for s, _ in data.phases.values()] + [f["start"] for f in data.faults]
-        starts += [r["t"] for r in data.pipeline[:1]]
-    ends += [e for _, e in data.phases.values()] + [f["end"] for f in data.faults]
-    ends += [r["t"] for r in data.pipeline[-1:]]
+    if data.pipeline:
+        starts.append(data.pipeline[0]["t"])
+        ends.append(data.pipeline[-1]["t"])
     if not starts:
         return None
     t0, t1 = min(starts), max([*ends, *starts])

@@ -146,15 +146,19 @@ class Svgs(HTMLParser):
 
 
 def _run_times(run: Path) -> tuple[float, float, list[dict]]:
-    """The run's time axis computed from its files: start of "all"; last thing recorded."""
+    """The run's time axis computed from its files: first to last instant recorded."""
     phases = json.loads((run / "phases.json").read_text())
     faults = json.loads((run / "faults.json").read_text()) if (run / "faults.json").exists() else []
+    starts = [start for start, _ in phases.values()] + [f["start"] for f in faults]
     ends = [end for _, end in phases.values()] + [f["end"] for f in faults]
-    for name, last in (("timeline.jsonl", 1.0), ("pipeline.jsonl", 0.0)):
+    for name, span in (("timeline.jsonl", 1.0), ("pipeline.jsonl", 0.0)):
         if (run / name).exists():
             rows = [json.loads(x) for x in (run / name).read_text().splitlines() if x.strip()]
-            ends.append(max(r["t"] for r in rows) + last)  # a timeline second spans [t, t + 1)
-    return phases["all"][0], max(ends), faults
+            # a timeline second spans [t, t + 1); its first rows may be empty (ramp-up)
+            times = [r["t"] for r in rows if name != "timeline.jsonl" or r["endpoints"]]
+            starts.append(min(times))
+            ends.append(max(times) + span)
+    return min(starts), max(ends), faults
 
 
 @pytest.fixture(scope="module")

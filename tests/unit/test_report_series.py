@@ -102,7 +102,9 @@ def test_time_domain_spans_the_run_and_everything_sampled_around_it(tmp_path):
     data.phases = {"all": (T - 2.0, T + 3.0), "recovery": (T + 1.0, T + 6.5)}
     data.faults = [{"start": T + 1.0, "end": T + 2.0}]
     data.pipeline = [{"t": T - 5.0}, {"t": T + 8.2}]
-    assert S.time_domain(data) == (T - 2.0, T + 8.2)  # pipeline's early sample: before the run
+    assert S.time_domain(data) == (T - 5.0, T + 8.2)
+    data.phases["baseline"] = (T - 7.0, T)  # a chaos baseline may start before Locust's first
+    assert S.time_domain(data)[0] == T - 7.0
 
 
 def test_time_domain_without_a_timeline_uses_whatever_has_times(tmp_path):
