@@ -41,3 +41,15 @@ def steal_percent(before: tuple[int, int], after: tuple[int, int]) -> float:
     """Share of CPU time stolen by the hypervisor between two host_times() readings."""
     total = after[0] - before[0]
     return 100.0 * (after[1] - before[1]) / total if total > 0 else 0.0
+
+
+def cumulative_seconds(root: int) -> float:
+    """CPU seconds of ``root``'s tree including exited children it reaped (monotonic)."""
+    total = 0
+    for pid in tree(root):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            # utime, stime, cutime, cstime: a backend that exits is added to its parent's
+            # cutime/cstime when reaped, so the sum does not drop when connections close.
+            total += sum(int(f) for f in fields[11:15])
+    return total / TICKS

@@ -1,4 +1,10 @@
-"""Side-by-side HTTP benchmark: the service against bare Flask baselines, interleaved rounds."""
+"""Side-by-side HTTP benchmark: the service against bare Flask baselines, interleaved rounds.
+
+B1 ``/hello``, B2 ``/db`` (one indexed SELECT) and B2w ``/write`` (insert + commit) run on a
+bare Flask app under the service's own gunicorn config; GET recommendations and POST events
+run on the service. Each round measures B then S; one more baseline closes the last round,
+so ratio_r = S_r / mean(B_r, B_r+1) (performance spec §3.1).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import os
 import shutil
 import statistics
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -19,36 +26,63 @@ from migrations.runner import up
 
 # (name, baseline path, service path, lua for baseline, lua for service)
 PAIRS = (
-    ("reco_get_vs_db", "/db", "/v1/users/{user}/recommendations", None, wrk.GET_USERS_LUA),
-    ("events_post_vs_write", "/write", "/v1/events", wrk.POST_EVENTS_LUA, wrk.POST_EVENTS_LUA),
+    ("R_http", "/db", "/v1/users/{user}/recommendations", None, wrk.GET_USERS_LUA),
+    ("R_write", "/write", "/v1/events", wrk.POST_EVENTS_LUA, wrk.POST_EVENTS_LUA),
 )
-TARGETS = {"reco_get_vs_db": 0.75, "events_post_vs_write": 0.6}
+LABELS = {
+    "R_http": ("B2 bare /db", "S1 GET recommendations"),
+    "R_write": ("B2w bare /write", "POST /v1/events"),
+}
+TARGETS = {"R_http": 0.75, "R_write": 0.6}
 
 
 @dataclasses.dataclass
 class Measurement:
-    """One wrk run against one endpoint with the CPU its server burnt."""
+    """One wrk run against one endpoint with the CPU its server and PostgreSQL burnt."""
 
     rps: float
     p50_ms: float
     p99_ms: float
     errors: int
     cpu_s_per_1k: float
+    pg_cpu_s_per_1k: float
 
 
 def _measure(
-    server: GunicornServer, path: str, lua: str | None, duration: float, connections: int
+    server: GunicornServer,
+    pg: PostgresServer,
+    path: str,
+    lua: str | None,
+    duration: float,
+    connections: int,
 ) -> Measurement:
-    pids = cpu.tree(server.proc.pid)
-    before = cpu.cpu_seconds(pids)
+    before = cpu.cumulative_seconds(server.proc.pid)
+    pg_before = cpu.cumulative_seconds(pg.pid) if pg.pid else 0.0
     result = wrk.run(server.url + path, duration, connections, lua)
-    used = cpu.cpu_seconds(cpu.tree(server.proc.pid)) - before
-    per_1k = used / result.requests * 1000 if result.requests else float("nan")
-    return Measurement(result.rps, result.p50_ms, result.p99_ms, result.errors, per_1k)
+    used = cpu.cumulative_seconds(server.proc.pid) - before
+    pg_used = (cpu.cumulative_seconds(pg.pid) if pg.pid else 0.0) - pg_before
+    per_1k = 1000 / result.requests if result.requests else float("nan")
+    return Measurement(
+        result.rps,
+        result.p50_ms,
+        result.p99_ms,
+        result.errors,
+        round(used * per_1k, 4),
+        round(pg_used * per_1k, 4),
+    )
 
 
-def _summary(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+def summary(values: list[float]) -> dict[str, Any]:
+    """Median, min, max, the values and the noise flag of one ratio's rounds."""
+    median = statistics.median(values)
+    spread = (max(values) - min(values)) / median if median else float("inf")
+    return {
+        "median": round(median, 4),
+        "min": round(min(values), 4),
+        "max": round(max(values), 4),
+        "rounds": [round(v, 4) for v in values],
+        "noisy": spread > 0.15,
+    }
 
 
 def run(
@@ -57,23 +91,32 @@ def run(
     connections: int = 16,
     worker_class: str | None = None,
     out: Path | None = None,
+    pg: PostgresServer | None = None,
+    warmup: float = 2.0,
+    log_level: str = "INFO",
 ) -> dict[str, Any]:
-    """Run every pair for ``rounds`` interleaved rounds; return ratios with median/min/max."""
+    """Run every pair for ``rounds`` interleaved rounds; return ratios with median/min/max.
+
+    ``pg`` is a running private PostgreSQL to share (a fresh database is created in it);
+    without one, a private server is started and stopped here.
+    """
     if not wrk.available():
         raise RuntimeError("wrk not installed: apt-get install -y wrk")
     root = Path(tempfile.mkdtemp(prefix="reco-bench-http-"))
     os.chmod(root, 0o755)  # noqa: S103 - the postgres user must traverse it
-    pg = PostgresServer(root / "pg")
+    own_pg = pg is None
+    server_pg = pg if pg is not None else PostgresServer(root / "pg")
     servers: list[GunicornServer] = []
     try:
-        pg.start()
-        url = pg.create_database("reco")
+        if own_pg:
+            server_pg.start()
+        url = server_pg.create_database(f"reco_http_{uuid.uuid4().hex[:8]}")
         up(url, log=lambda _m: None)
         setup_database(url)
         env = {
             "RECO_DATABASE_URL": url,
             "RECO_ENV": "development",
-            "RECO_LOG_LEVEL": "WARNING",
+            "RECO_LOG_LEVEL": log_level,  # as deployed: one JSON access line per request
             "RECO_GUNICORN_LOGLEVEL": "warning",
         }
         if worker_class:
@@ -86,24 +129,27 @@ def run(
         service = GunicornServer(env, workers)
         servers.append(service)
         steal_before = cpu.host_times()
-        raw: dict[str, dict[str, list[Measurement]]] = {}
-        for _ in range(rounds):
-            hello = _measure(bare, "/hello", None, duration, connections)
-            raw.setdefault("hello", {}).setdefault("baseline", []).append(hello)
-            for name, base_path, svc_path, base_lua, svc_lua in PAIRS:
-                entry = raw.setdefault(name, {})
-                entry.setdefault("baseline", []).append(
-                    _measure(bare, base_path, base_lua, duration, connections)
-                )
-                entry.setdefault("service", []).append(
-                    _measure(service, svc_path, svc_lua, duration, connections)
-                )
+        raw = _interleave(bare, service, server_pg, rounds, duration, connections, warmup)
         steal = cpu.steal_percent(steal_before, cpu.host_times())
-        report = _report(raw, steal, rounds, duration, connections, worker_class or "sync")
+        config = {
+            "rounds": rounds,
+            "duration_s": duration,
+            "warmup_s": warmup,
+            "connections": connections,
+            "worker_class": worker_class or "sync",
+            "gunicorn_workers": workers,
+            "service_log_level": log_level,
+            "generator": "wrk -t1",
+            "database": "private PostgreSQL over TCP 127.0.0.1, fsync on"
+            if not server_pg.test_mode
+            else "private PostgreSQL over TCP 127.0.0.1, fsync off",
+        }
+        report = _report(raw, steal, config)
     finally:
         for server in servers:
             server.stop()
-        pg.stop()
+        if own_pg:
+            server_pg.stop()
         shutil.rmtree(root, ignore_errors=True)
     if out:
         out.mkdir(parents=True, exist_ok=True)
@@ -111,45 +157,79 @@ def run(
     return report
 
 
-def _report(
-    raw, steal: float, rounds: int, duration: float, connections: int, worker_class: str
-) -> dict[str, Any]:
+def _interleave(bare, service, pg, rounds, duration, connections, warmup):
+    """hello, then B and S of each pair per round; a closing B per pair after the last."""
+    measure = lambda srv, path, lua, d=duration: _measure(srv, pg, path, lua, d, connections)  # noqa: E731
+    if warmup > 0:  # pools, caches and bytecode warm up; discarded
+        for _, base_path, svc_path, base_lua, svc_lua in PAIRS:
+            measure(bare, base_path, base_lua, warmup)
+            measure(service, svc_path, svc_lua, warmup)
+    raw: dict[str, dict[str, list[Measurement]]] = {"hello": {"baseline": []}}
+    for name, *_ in PAIRS:
+        raw[name] = {"baseline": [], "service": []}
+    for r in range(rounds + 1):
+        if r < rounds:
+            raw["hello"]["baseline"].append(measure(bare, "/hello", None))
+        for name, base_path, svc_path, base_lua, svc_lua in PAIRS:
+            raw[name]["baseline"].append(measure(bare, base_path, base_lua))
+            if r < rounds:
+                raw[name]["service"].append(measure(service, svc_path, svc_lua))
+    return raw
+
+
+def _report(raw, steal: float, config: dict[str, Any]) -> dict[str, Any]:
     ratios: dict[str, Any] = {}
-    for name, _, _, _, _ in PAIRS:
-        per_round = [
-            s.rps / b.rps for b, s in zip(raw[name]["baseline"], raw[name]["service"], strict=True)
-        ]
-        ratios[name] = {
-            **_summary(per_round),
-            "rounds": per_round,
-            "target": TARGETS[name],
-            "passed": statistics.median(per_round) >= TARGETS[name],
+    cpu_cost: dict[str, Any] = {}
+    for name, *_ in PAIRS:
+        base, svc = raw[name]["baseline"], raw[name]["service"]
+        per_round = [s.rps / ((base[i].rps + base[i + 1].rps) / 2) for i, s in enumerate(svc)]
+        ratios[name] = {**summary(per_round), "target": TARGETS[name]}
+        base_cpu = _cpu(base)
+        svc_cpu = _cpu(svc)
+        cost = (svc_cpu["gunicorn"] + svc_cpu["postgres"]) / (
+            base_cpu["gunicorn"] + base_cpu["postgres"]
+        )
+        cpu_cost[name] = {
+            LABELS[name][0]: base_cpu,
+            LABELS[name][1]: svc_cpu,
+            "cost_ratio": round(cost, 3),
+            "reciprocal_of_ratio": round(1 / ratios[name]["median"], 3),
         }
-    b2 = [m.rps for m in raw["reco_get_vs_db"]["baseline"]]
     b1 = [m.rps for m in raw["hello"]["baseline"]]
-    ratios["db_vs_hello"] = {
-        **_summary([x / y for x, y in zip(b2, b1, strict=True)]),
-        "informational": True,
-    }
-    spread = max(statistics.pstdev(v) / statistics.mean(v) for v in (b1, b2))
+    b2 = [m.rps for m in raw["R_http"]["baseline"][: len(b1)]]
+    ratios["R_hello"] = {**summary([x / y for x, y in zip(b2, b1, strict=True)]), "info": True}
     absolute = {
         name: {side: [dataclasses.asdict(m) for m in runs] for side, runs in sides.items()}
         for name, sides in raw.items()
     }
+    medians = {
+        "B1_hello_rps": statistics.median(b1),
+        "B2_db_rps": statistics.median(m.rps for m in raw["R_http"]["baseline"]),
+        "S1_reco_rps": statistics.median(m.rps for m in raw["R_http"]["service"]),
+        "B2w_write_rps": statistics.median(m.rps for m in raw["R_write"]["baseline"]),
+        "events_post_rps": statistics.median(m.rps for m in raw["R_write"]["service"]),
+        "S1_reco_p99_ms": statistics.median(m.p99_ms for m in raw["R_http"]["service"]),
+        "B2_db_p99_ms": statistics.median(m.p99_ms for m in raw["R_http"]["baseline"]),
+    }
+    errors = sum(m.errors for sides in raw.values() for runs in sides.values() for m in runs)
+    cpu_cost["B1 bare /hello"] = _cpu(raw["hello"]["baseline"])
+    spread = max(statistics.pstdev(v) / statistics.mean(v) for v in (b1, b2))
     return {
         "ratios": ratios,
-        "absolute": absolute,
+        "absolute": {**{k: round(v, 2) for k, v in medians.items()}, "errors": errors},
+        "cpu_s_per_1k": cpu_cost,
+        "runs": absolute,
         "noise": {
             "steal_percent": round(steal, 2),
             "baseline_cv": round(spread, 3),
             "noisy": steal > 5 or spread > 0.1,
         },
-        "config": {
-            "rounds": rounds,
-            "duration_s": duration,
-            "connections": connections,
-            "worker_class": worker_class,
-            "generator": "wrk -t1",
-            "cpus": os.cpu_count(),
-        },
+        "config": {**config, "cpus": os.cpu_count()},
+    }
+
+
+def _cpu(runs: list[Measurement]) -> dict[str, float]:
+    return {
+        "gunicorn": round(statistics.median(m.cpu_s_per_1k for m in runs), 4),
+        "postgres": round(statistics.median(m.pg_cpu_s_per_1k for m in runs), 4),
     }
