@@ -78,9 +78,13 @@ def load_section(data: RunData, ov: Overlay | None) -> str:
             f"{per}; gaps are seconds without requests.",
         )
     )
+    seen: set[str] = set()
     for name in names:
         lat = [(S.latency(timeline, name, p, w), PERCENTILE_STYLES[f"p{p}"]) for p in S.PERCENTILES]
         chart_id, title = f"chart-latency-{slug(name)}", f"Latency: {name}"
+        if chart_id in seen:  # ids must stay unique when two names slug alike
+            chart_id += f"-{len(seen)}"
+        seen.add(chart_id)
         figures.append(
             figure(
                 line_chart(ov, chart_id, title, lat, "ms (log scale)", log=True),
