@@ -25,8 +25,15 @@ def properties_for(
     merged = dict(headers)
     merged[CREATED_AT] = created_at.isoformat()
     merged[OUTBOX_ID] = row_id
-    props = message_properties(event_id, event_type, merged)
-    props["timestamp"] = int(created_at.timestamp())
+    return properties(event_id, event_type, merged, int(created_at.timestamp()))
+
+
+def properties(
+    event_id: str, event_type: str, headers: dict[str, Any], timestamp: int
+) -> pika.BasicProperties:
+    """Message properties from headers that already carry created_at and outbox_id."""
+    props = message_properties(event_id, event_type, headers)
+    props["timestamp"] = timestamp
     return pika.BasicProperties(**props)
 
 

@@ -8,14 +8,20 @@ round trip also waits for the scheduler to run PostgreSQL.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 from typing import Any
+
+import orjson
 
 # Matches the partial index outbox_unpublished_idx (id) WHERE published_at IS NULL exactly, so
 # the claim walks only unpublished rows in id order. No "id > last seen" watermark: ids
 # commit out of order, and SKIP LOCKED lets several relays claim disjoint rows.
+# It returns the message headers ready to send (outbox headers plus created_at and the row id,
+# named as workers.messages.CREATED_AT and OUTBOX_ID) as JSON text: orjson parses that far
+# faster than psycopg2's json and timestamp casters would.
 CLAIM = """
-SELECT id, event_id::text, event_type, routing_key, payload, headers, created_at
+SELECT id, event_id::text, event_type, routing_key, payload,
+       (headers || jsonb_build_object('created_at', created_at, 'outbox_id', id))::text,
+       EXTRACT(EPOCH FROM created_at)::bigint
 FROM outbox
 WHERE published_at IS NULL
 ORDER BY id
@@ -52,7 +58,7 @@ FROM outbox WHERE published_at IS NULL
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class OutboxRow:
-    """One claimed outbox row."""
+    """One claimed outbox row, with the headers its message carries."""
 
     id: int
     event_id: str
@@ -60,7 +66,7 @@ class OutboxRow:
     routing_key: str
     payload: bytes
     headers: dict[str, Any]
-    created_at: dt.datetime
+    timestamp: int  # created_at in whole seconds (the AMQP timestamp property)
 
 
 def claim(cur, limit: int) -> list[OutboxRow]:
@@ -115,7 +121,7 @@ def mark_published(cur, ids: list[int]) -> int:
 
 
 def _rows(rows: list[tuple]) -> list[OutboxRow]:
-    return [OutboxRow(r[0], r[1], r[2], r[3], bytes(r[4]), r[5] or {}, r[6]) for r in rows]
+    return [OutboxRow(r[0], r[1], r[2], r[3], bytes(r[4]), orjson.loads(r[5]), r[6]) for r in rows]
 
 
 def purge_published(cur, older_than_s: float, limit: int) -> int:

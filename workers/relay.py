@@ -3,31 +3,35 @@
 Run with ``python -m workers.relay``. Each batch is one transaction: claim up to
 ``relay_batch_size`` rows ``FOR UPDATE SKIP LOCKED``, publish each as a persistent, mandatory
 message with the whole batch in flight, and once every confirm is in, mark acked rows
-published and record an attempt and the error on the others, then commit. Two such
-transactions alternate (claim and publish the next batch while the previous one's confirms
-arrive), so the broker and the database are busy at the same time.
+published, record an attempt and the error on the others, and commit.
+
+Batches form a pipeline over three connections so neither the broker nor this process waits
+for the other: batch *n* is published while batch *n-1*'s confirms arrive, and once they are
+in, a helper thread marks and commits *n-1* and claims a later batch in the same round trip,
+while the main thread already publishes *n+1* (claimed earlier). psycopg2 releases the GIL
+while PostgreSQL works.
 """
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import dataclasses
 import logging
-import select
 import time
 from typing import Any
 
 import pika
-import pika.exceptions
 import psycopg2
-from pika.adapters.select_connection import IOLoop
 
 from service.db.connect import connect
 from service.settings import Settings
 from workers import outbox
 from workers.amqp import AmqpError, Link
 from workers.confirms import ConfirmTracker
-from workers.messages import OUTBOX_ID, properties_for
+from workers.messages import OUTBOX_ID, properties
 from workers.metrics import RelayMetrics, error_kind
+from workers.notify import OutboxListener
 from workers.testhooks import pause_point
 from workers.topology import declare, topology
 
@@ -38,15 +42,12 @@ BACKLOG_EVERY_S = 5.0
 PURGE_BATCH = 5_000
 PURGE_MAX_ROUNDS = 20  # at most 100k rows per purge run, so a purge never starves publishing
 MAX_LOGGED_FAILURES = 20
+FAILURE_KINDS = (("unroutable", "unroutable"), ("nacked", "nacked"), ("confirm", "timeout"))
 
 
 def failure_kind(reason: str) -> str:
     """Classify a pending-row reason for the failure metric."""
-    for prefix, kind in (
-        ("unroutable", "unroutable"),
-        ("nacked", "nacked"),
-        ("confirm", "timeout"),
-    ):
+    for prefix, kind in FAILURE_KINDS:
         if reason.startswith(prefix):
             return kind
     return "closed"
@@ -64,71 +65,98 @@ class Batch:
 
 
 class Relay:
-    """Publish committed outbox rows to the events exchange, at least once.
-
-    Two transactions alternate so the broker and the database work at the same time: while
-    one batch waits for its confirms, the next one is claimed and published. A batch is
-    marked and committed only after every one of its confirms arrived.
-    """
+    """Publish committed outbox rows to the events exchange, at least once."""
 
     name = "relay"
+    CONNECTIONS = 3  # one batch in flight, two claimed ahead (see the module docstring)
 
-    def __init__(
-        self,
-        settings: Settings,
-        metrics: RelayMetrics | None = None,
-        clock=time.monotonic,
-    ):
+    def __init__(self, settings: Settings, metrics: RelayMetrics | None = None, clock=None):
         self.settings = settings
         self.metrics = metrics or RelayMetrics()
-        self.clock = clock
+        self.clock = clock or time.monotonic
         self.topo = topology(settings)
-        self.conns: list = [None, None]  # two transactions alternate; see the class docstring
-        self.listener = None
+        self.conns: list = [None] * self.CONNECTIONS
+        self.listener = OutboxListener(settings)
         self.link: Link | None = None
         self.tracker = ConfirmTracker()
         self.inflight: Batch | None = None
-        self._claimed: dict[int, list[outbox.OutboxRow]] = {}  # id(conn) -> rows, tx open
+        # Claims in order, each (connection, future of its rows); a non-empty result holds
+        # an open transaction on that connection, an empty one was already committed.
+        self.ready: collections.deque[tuple[Any, concurrent.futures.Future]] = collections.deque()
+        self._db = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="relay-db")
         self.stopping = False
-        self._woken = False
-        self._watched: tuple[int, int] | None = None  # (id(ioloop), fd) of the LISTEN socket
         self._next_backlog = 0.0
-        self._next_purge = clock() + min(5.0, settings.relay_retention_interval_s)
+        self._next_purge = self.clock() + min(5.0, settings.relay_retention_interval_s)
 
     # -- the loop body --------------------------------------------------------------------
     def run_once(self) -> int:
-        """Publish the next batch, then settle the previous one; return rows handled."""
+        """Publish the next claimed batch, then settle the previous one; return rows handled."""
         self._ensure_connections()
-        conn = self._free_conn()
-        rows = self._claimed.pop(id(conn), None)  # claimed while settling, tx still open
-        if rows is None and not self.stopping:
-            self._housekeeping(conn)
-            with conn.cursor() as cur:
-                rows = outbox.claim(cur, self.settings.relay_batch_size)
+        if not self.ready:
+            self._claim_ahead()  # a fresh start: after idling, a reset or at launch
         batch = None
-        if rows and not self.stopping:
-            batch = self._publish(conn, rows)
-        elif rows is not None:
-            with conn.cursor() as cur:
-                outbox.finish(cur, commit=not rows)  # rows claimed before a stop go back
-        rows = rows if batch is not None else []
+        while self.ready:  # empty claims were committed already: skip them
+            conn, future = self.ready.popleft()
+            rows = future.result()  # normally done: claimed while the last batch was published
+            if rows and not self.stopping:
+                batch = self._publish(conn, rows)
+                break
+            if rows:
+                _rollback_quietly(conn)  # stopping: give the claimed rows back
         previous, self.inflight = self.inflight, batch
-        settled = self._settle(previous, claim_next=True) if previous is not None else 0
-        return len(rows) or settled
+        busy = batch is not None  # keep claiming ahead only while there is work
+        settled = self._settle(previous, claim_next=busy) if previous is not None else 0
+        if busy:
+            self._claim_ahead()
+        return len(batch.rows) if batch is not None else settled
 
     def prepare(self) -> None:
         """Connect and run due housekeeping now (benchmarks keep it out of the timed part)."""
         self._ensure_connections()
-        self._housekeeping(self._free_conn())
+        self._db.submit(self._housekeeping, self.conns[0]).result()
 
     def flush(self) -> int:
-        """Settle the batch in flight, if any: wait for its confirms, mark, commit."""
+        """Settle the batch in flight and give unpublished claims back; return rows settled."""
+        self._quiesce()
         previous, self.inflight = self.inflight, None
-        return self._settle(previous, claim_next=False) if previous is not None else 0
+        settled = self._settle(previous, claim_next=False) if previous is not None else 0
+        self._quiesce()
+        return settled
 
-    def _free_conn(self):
-        busy = self.inflight.conn if self.inflight is not None else None
-        return self.conns[1] if self.conns[0] is busy else self.conns[0]
+    def _quiesce(self) -> None:
+        """Wait for every database job; roll back claims not yet published."""
+        while self.ready:
+            conn, future = self.ready.popleft()
+            try:
+                if future.result():
+                    _rollback_quietly(conn)
+            except Exception:  # noqa: BLE001 - a failed claim holds nothing
+                _rollback_quietly(conn)
+
+    def _claim_ahead(self) -> None:
+        """Keep two claims queued so the next batch is ready before it is needed."""
+        if self.stopping:
+            return
+        busy = {id(conn) for conn, _ in self.ready}
+        if self.inflight is not None:
+            busy.add(id(self.inflight.conn))
+        for conn in self.conns:
+            if len(self.ready) >= 2:
+                return
+            if id(conn) not in busy:
+                future = self._db.submit(self._claim_rows, conn, self._housekeeping_due())
+                self.ready.append((conn, future))
+                busy.add(id(conn))
+
+    def _claim_rows(self, conn, housekeeping: bool) -> list[outbox.OutboxRow]:
+        """On the DB thread: housekeeping if due, then claim (an empty claim is committed)."""
+        if housekeeping:
+            self._housekeeping(conn)
+        with conn.cursor() as cur:
+            rows = outbox.claim(cur, self.settings.relay_batch_size)
+            if not rows:
+                outbox.finish(cur)
+        return rows
 
     def _publish(self, conn, rows: list[outbox.OutboxRow]) -> Batch:
         """Publish ``rows`` without waiting for confirms; the batch settles later."""
@@ -137,9 +165,7 @@ class Relay:
         channel = link.require()
         exchange = self.topo.exchange
         for index, row in enumerate(rows):
-            props = properties_for(
-                row.id, row.event_id, row.event_type, row.headers, row.created_at
-            )
+            props = properties(row.event_id, row.event_type, row.headers, row.timestamp)
             channel.basic_publish(exchange, row.routing_key, row.payload, props, True)
             self.tracker.published(row.id)
             if index % FLUSH_EVERY == FLUSH_EVERY - 1:
@@ -156,7 +182,7 @@ class Relay:
         return batch
 
     def _settle(self, batch: Batch, claim_next: bool) -> int:
-        """Wait for the batch's confirms; mark, record failures, commit (and claim again)."""
+        """Wait for the batch's confirms, then mark and commit it on the DB thread."""
         link = self.link
         assert link is not None
         link.wait_for(
@@ -166,28 +192,40 @@ class Relay:
         error = None
         if not self.tracker.settled_through(batch.last_tag):
             error = "confirm timeout" if link.alive else f"link closed: {link.error!r}"
-            self.tracker.fail_outstanding(error)  # a later batch fails too: its tx rolls back
+            self.tracker.fail_outstanding(error)
         acked, failed = self.tracker.take([row.id for row in batch.rows])
         pause_point(
             self.settings, "relay_pause_before_commit", rows=len(batch.rows), acked=len(acked)
         )
-        # Claim the next batch in the same round trip, unless stopping, failing or due for
-        # housekeeping (which runs before a fresh claim).
+        # The same round trip claims again unless stopping, failing or due for housekeeping
+        # (a fresh claim runs that first).
         limit = self.settings.relay_batch_size
         if not claim_next or self.stopping or error or self._housekeeping_due():
             limit = 0
-        with batch.conn.cursor() as cur:
-            claimed = outbox.settle(cur, acked, failed, limit, commit=not batch.premarked)
+        future = self._db.submit(
+            self._settle_rows, batch.conn, acked, failed, limit, not batch.premarked
+        )
         if limit:
-            self._claimed[id(batch.conn)] = claimed
-        self._account(batch.rows, acked, failed, time.perf_counter() - batch.started)
+            self.ready.append((batch.conn, future))
+        else:
+            future.result()  # nothing to claim: the connection is free once this commits
+        self._account(batch.rows, acked, failed, batch.started)
         if error:
             raise AmqpError(error)
         return len(batch.rows)
 
-    def _account(self, rows, acked, failed, seconds: float) -> None:
+    @staticmethod
+    def _settle_rows(conn, acked, failed, limit: int, commit: bool) -> list[outbox.OutboxRow]:
+        """On the DB thread: mark, record failures, commit; then claim (empty: committed)."""
+        with conn.cursor() as cur:
+            rows = outbox.settle(cur, acked, failed, limit, commit=commit)
+            if limit and not rows:
+                outbox.finish(cur)
+        return rows
+
+    def _account(self, rows, acked, failed, started: float) -> None:
         self.metrics.batch_size.observe(len(rows))
-        self.metrics.batch_seconds.observe(seconds)
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
         self.metrics.published.inc(len(acked))
         if not failed:
             if log.isEnabledFor(logging.DEBUG):
@@ -227,11 +265,12 @@ class Relay:
 
     def purge(self, conn=None) -> int:
         """Delete published rows older than the retention, in bounded batches; return count."""
-        if conn is None:
+        if conn is None:  # called from outside the loop: settle nothing, give claims back
             self._ensure_connections()
-            conn = self._free_conn()
-            if self._claimed.pop(id(conn), None) is not None:
-                _rollback_quietly(conn)  # give claimed rows back: purge runs in autocommit
+            self._quiesce()
+            conn = next(
+                c for c in self.conns if self.inflight is None or c is not self.inflight.conn
+            )
         total = 0
         age_s = self.settings.relay_retention_hours * 3600
         for _ in range(PURGE_MAX_ROUNDS):
@@ -252,12 +291,7 @@ class Relay:
                 conn = connect(self.settings, "relay")
                 conn.autocommit = True  # transactions are spelled out; see workers/outbox.py
                 self.conns[index] = conn
-        if self.listener is None or self.listener.closed:
-            self.listener = connect(self.settings, "relay")
-            self.listener.autocommit = True
-            with self.listener.cursor() as cur:
-                cur.execute("LISTEN outbox")
-            self._watched = None
+        self.listener.ensure()
         if self.link is None or not self.link.alive:
             self._open_link()
 
@@ -266,11 +300,9 @@ class Relay:
             # Its confirms died with the old channel: roll back, the rows stay pending.
             _rollback_quietly(self.inflight.conn)
             self.inflight = None
-        if self.link is not None:
-            self.link.close()
+        self._close_link()
         self.link = Link(self.settings, self.name)
         self.tracker = ConfirmTracker()  # delivery tags restart at 1 on a new channel
-        self._watched = None
         self.link.open()
         timeout = self.settings.amqp_socket_timeout_s
         declare(self.link, self.topo, timeout)
@@ -279,6 +311,12 @@ class Relay:
         self.link.call(lambda cb: channel.confirm_delivery(self._on_confirm, callback=cb), timeout)
         log.info("connected to broker", extra={"exchange": self.topo.exchange})
 
+    def _close_link(self) -> None:
+        self.listener.unwatch()
+        if self.link is not None:
+            self.link.close()
+            self.link = None
+
     def _on_confirm(self, frame: pika.frame.Method) -> None:
         method = frame.method
         if isinstance(method, pika.spec.Basic.Ack):
@@ -286,58 +324,28 @@ class Relay:
         else:
             self.tracker.nack(method.delivery_tag, method.multiple)
 
-    def _on_return(self, _channel, method, properties, _body) -> None:
-        key = (properties.headers or {}).get(OUTBOX_ID)
+    def _on_return(self, _channel, method, props, _body) -> None:
+        key = (props.headers or {}).get(OUTBOX_ID)
         self.tracker.returned(key, f"unroutable: {method.reply_code} {method.reply_text}")
 
-    # -- idle waiting ---------------------------------------------------------------------
+    # -- idle waiting and lifecycle -------------------------------------------------------
     def wait(self, timeout: float) -> None:
         """Sleep until NOTIFY outbox, ``timeout`` or stop, keeping AMQP heartbeats flowing."""
-        if self._woken or self.stopping:
-            self._woken = False
-            return
-        link, listener = self.link, self.listener
-        if link is not None and link.alive and link.ioloop is not None:
-            self._watch(link.ioloop)
-            link.wait_for(lambda: self._woken or self.stopping, timeout)
-        elif listener is not None and not listener.closed:
-            select.select([listener], [], [], timeout)
-            self._drain_notifies()
-        else:
-            time.sleep(timeout)
-        self._woken = False
-
-    def _watch(self, ioloop: IOLoop) -> None:
-        if self.listener is None or self.listener.closed:
-            return
-        key = (id(ioloop), self.listener.fileno())
-        if self._watched != key:
-            ioloop.add_handler(key[1], lambda _fd, _events: self._drain_notifies(), IOLoop.READ)
-            self._watched = key
-
-    def _drain_notifies(self) -> None:
-        self._woken = True
         listener = self.listener
-        if listener is None:
-            return
-        try:
-            listener.poll()
-            listener.notifies.clear()
-        except psycopg2.Error:
-            self._drop_listener()
+        if not listener.woken and not self.stopping:
+            link = self.link
+            if link is not None and link.alive and link.ioloop is not None:
+                listener.watch(link.ioloop)
+                link.wait_for(lambda: listener.woken or self.stopping, timeout)
+            else:
+                listener.sleep(timeout)
+        listener.woken = False
 
-    def _drop_listener(self) -> None:
-        listener, self.listener = self.listener, None
-        self._drop_listener_watch()
-        if listener is not None:
-            _close_quietly(listener)
-
-    # -- lifecycle ------------------------------------------------------------------------
     def reset(self, error: BaseException) -> None:
-        """Roll back both transactions (their rows stay pending) and drop what broke."""
+        """Roll back every open transaction (their rows stay pending) and drop what broke."""
         self.metrics.errors.labels(error_kind(error)).inc()
         self.inflight = None
-        self._claimed.clear()
+        self._quiesce()
         self.tracker.forget()  # confirms of rolled-back batches no longer matter
         for index, conn in enumerate(self.conns):
             if conn is None:
@@ -346,19 +354,9 @@ class Relay:
                 _close_quietly(conn)
                 self.conns[index] = None
         if isinstance(error, psycopg2.Error):
-            self._drop_listener()
+            self.listener.close()
         if self.link is not None and (isinstance(error, AmqpError) or not self.link.alive):
-            self._drop_listener_watch()
-            self.link.close()
-            self.link = None
-
-    def _drop_listener_watch(self) -> None:
-        if self._watched is not None and self.link is not None and self.link.ioloop is not None:
-            try:
-                self.link.ioloop.remove_handler(self._watched[1])
-            except Exception:  # noqa: BLE001, S110 - the fd may already be gone
-                pass
-        self._watched = None
+            self._close_link()
 
     def request_stop(self) -> None:
         """Stop claiming after the current batch (its confirms and commit still complete)."""
@@ -367,16 +365,18 @@ class Relay:
     def close(self) -> None:
         """Settle the batch in flight (confirms, mark, commit), then close everything."""
         try:
-            if self.inflight is not None and self.link is not None:
+            if self.link is not None:
                 self.flush()
         except Exception:  # noqa: BLE001 - unsettled rows stay pending and are republished
             log.warning("could not settle the batch in flight; its rows stay pending")
         finally:
-            self._drop_listener()
-            if self.link is not None:
-                self.link.close()
-                self.link = None
-            self._claimed.clear()
+            try:
+                self._quiesce()
+            except Exception:  # noqa: BLE001, S110 - closing the connections ends it anyway
+                pass
+            self._db.shutdown(wait=True)
+            self.listener.close()
+            self._close_link()
             for index, conn in enumerate(self.conns):
                 if conn is not None:
                     _close_quietly(conn)  # closing ends any open transaction: rolled back

@@ -130,3 +130,9 @@ def test_dead_letter_headers_keep_the_original_ones_and_add_the_reason():
     assert headers["x-reco-original-routing-key"] == "interaction.recorded.click"
     assert headers["x-reco-original-exchange"] == "ex"
     assert dt.datetime.fromisoformat(headers["x-reco-dead-at"]).tzinfo is not None
+
+
+def test_the_claim_builds_the_same_header_names_the_consumer_reads():
+    from workers.outbox import CLAIM
+
+    assert f"'{CREATED_AT}', created_at" in CLAIM and f"'{OUTBOX_ID}', id" in CLAIM
