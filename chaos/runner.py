@@ -21,7 +21,7 @@ from chaos.actions import Faults
 from chaos.experiment import Experiment
 from chaos.guardian import rollback_open
 from chaos.ledger import Ledger
-from harness import guardrails
+from harness import guardrails, runmeta
 from harness.pipeline_sampler import PipelineSampler
 from harness.stack import Stack
 
@@ -362,6 +362,7 @@ class Run:
         )
         (self.run_dir / "audit.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
         self._write_phases(healed_at)
+        self._write_run_json()
         rules = guardrails.load_rules(self.experiment.guardrails or DEFAULT_GUARDRAILS)
         verdict = guardrails.check_dir(self.run_dir, rules, profile=self.experiment.load_profile)
         guardrails.write_verdict(verdict, self.run_dir)
@@ -394,6 +395,22 @@ class Run:
         path.write_text(json.dumps(phases, indent=2) + "\n")
         windows = [dataclasses.asdict(w) for w in self.windows]
         (self.run_dir / "faults.json").write_text(json.dumps(windows, indent=2) + "\n")
+
+    def _write_run_json(self) -> None:
+        exp = self.experiment
+        data = {
+            **runmeta.collect(),
+            "kind": "chaos",
+            "experiment": exp.name,
+            "experiment_file": str(exp.path),
+            "title": exp.title,
+            "profile": exp.load_profile,
+            "users": exp.load_users,
+            "duration_s": exp.load_duration_s,
+            "start": self.load_started,
+            "end": time.time(),
+        }
+        (self.run_dir / "run.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
 
     def _write_journal(self, status: str, exit_code: int | None = None) -> None:
         self.journal.update(

@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from harness import guardrails
+from harness.report import write_report
 from harness.stack import Stack, StackError, default_state_dir
 from loadtests import shapes
 
@@ -125,6 +126,7 @@ def run(
     summary = json.loads((run_dir / "summary.json").read_text())
     verdict.aborted = summary.get("aborted")
     guardrails.write_verdict(verdict, run_dir)
+    click.echo(f"report: {write_report(run_dir)}")
     click.echo(verdict.table())
     _echo_notes(summary, run_dir)
     if locust_rc == guardrails.EXIT_USAGE and verdict.exit_code != guardrails.EXIT_INVARIANT:
