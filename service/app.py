@@ -8,7 +8,6 @@ import time
 from flask import Flask
 
 from service import errors, logs, metrics, middleware
-from service.db import deadline
 from service.db.access import Database
 from service.popular_cache import PopularPool
 from service.settings import Settings
@@ -31,7 +30,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     """Build the app; no I/O happens here (pools open lazily in each worker)."""
     settings = settings or Settings.from_env()
     logs.configure(settings.log_level)
-    deadline.install()
     app = Flask(__name__)
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_content_length, PROVIDE_AUTOMATIC_OPTIONS=False
