@@ -241,6 +241,11 @@ class Faults:
             )
         conn.close()
 
+    def _rollback_load(self, fault: dict[str, Any]) -> None:
+        """Stop a load generator a dead runner left behind (its own process group)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(fault["pid"], signal.SIGKILL)
+
     def _rollback_migrate(self, fault: dict[str, Any]) -> None:
         """Nothing to undo: the scratch database is dropped by the action itself."""
 

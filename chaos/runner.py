@@ -196,6 +196,8 @@ class Run:
                 stdout=sink, stderr=subprocess.STDOUT,
             )  # fmt: skip
         self.journal["load"] = {"argv": argv, "started": self.load_started}
+        # Ledgered like a fault, so the guardian also stops the load if this runner dies.
+        self._load_entry = self.ledger.opened({"action": "load", "pid": self.locust.pid})
 
     def _wait_load(self) -> None:
         assert self.locust is not None
@@ -205,6 +207,12 @@ class Run:
             time.sleep(1)
 
     def _stop_load(self) -> None:
+        if self.locust is not None and getattr(self, "_load_entry", None):
+            self._finish_load()
+            self.ledger.closed(self._load_entry)
+            self._load_entry = None
+
+    def _finish_load(self) -> None:
         if self.locust is not None and self.locust.poll() is None:
             self.locust.send_signal(signal.SIGINT)
             try:
