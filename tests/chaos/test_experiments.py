@@ -113,7 +113,7 @@ def test_an_interrupted_or_killed_run_rolls_back(chaos_stack, tmp_path, how):
         if how == signal.SIGINT:
             assert proc.returncode == 2
         # The runner's own cleanup (SIGINT) or its guardian (SIGKILL) heals the link.
-        wait_until(lambda: not _proxy_down(chaos_stack), 20, "the rollback")
+        wait_until(lambda: not _proxy_down(chaos_stack), 30, "the rollback")
     finally:
         if proc.poll() is None:
             proc.kill()
