@@ -66,7 +66,14 @@ def test_negative_control_marking_before_confirms_is_caught_as_loss(
     topo = topology(settings)
     amqp_channel.queue_unbind(topo.queue, topo.exchange, topo.binding_key)
     ids = _seed(settings, 25)
-    assert relay.run_once() == 25  # returned by the broker, yet marked published
+    assert relay.run_once() == 25  # marked published right after publishing
+    relay.flush()  # every message returned by the broker (unroutable) before the rebind
+    assert (
+        relay.metrics.registry.get_sample_value(
+            "reco_relay_publish_failed_total", {"reason": "unroutable"}
+        )
+        == 25
+    )
     amqp_channel.queue_bind(topo.queue, topo.exchange, topo.binding_key)
     result = _audit(settings, history=[{"event_ids": ids, "outcome": "ok"}])
     assert result.drained and result.outbox_pending == 0
