@@ -41,8 +41,11 @@ def test_doctor_honours_external_services():
         which=lambda name: f"/usr/bin/{name}",
         pg_bin=lambda: None,
         rabbit_bin=lambda: None,
-        environ={"RECO_DATABASE_URL": "postgresql://x", "RECO_AMQP_URL": "amqp://y",
-                 "TOXIPROXY_URL": "http://127.0.0.1:8474"},
+        environ={
+            "RECO_DATABASE_URL": "postgresql://x",
+            "RECO_AMQP_URL": "amqp://y",
+            "TOXIPROXY_URL": "http://127.0.0.1:8474",
+        },
     )
     assert all(c.ok for c in checks if c.required)
     assert any("real server: http://127.0.0.1:8474" in c.found for c in checks)

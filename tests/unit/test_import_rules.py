@@ -14,8 +14,15 @@ ALLOWED = {
     "workers": ("workers", "service.settings", "service.db", "service.events"),
     "migrations": ("migrations", "service.settings"),
     "loadtests": ("loadtests", "harness.guardrails"),
-    "chaos": ("chaos", "harness", "service.settings", "service.events", "service.db",
-              "workers", "migrations"),
+    "chaos": (
+        "chaos",
+        "harness",
+        "service.settings",
+        "service.events",
+        "service.db",
+        "workers",
+        "migrations",
+    ),
     "harness": FIRST_PARTY - {"tests"},
 }
 

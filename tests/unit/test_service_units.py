@@ -51,8 +51,18 @@ def test_popular_pool_cache_expires():
 
 @pytest.mark.parametrize(
     "raw",
-    [b"NaN", b'{"a":1,"a":2}', b'"\\ud800"', b'"\\u0000"', b"[" * 100 + b"]" * 100,
-     b"1" * 30, b"\xff", b"{", b"", b"1e999"],
+    [
+        b"NaN",
+        b'{"a":1,"a":2}',
+        b'"\\ud800"',
+        b'"\\u0000"',
+        b"[" * 100 + b"]" * 100,
+        b"1" * 30,
+        b"\xff",
+        b"{",
+        b"",
+        b"1e999",
+    ],
 )
 def test_strict_json_rejects(raw):
     with pytest.raises(strict_json.JsonRejected):
@@ -135,8 +145,15 @@ def test_token_bucket_refills_over_time():
 
 @pytest.mark.parametrize(
     ("header", "expected"),
-    [("t=1700000000.5", 500.0), ("t=1700000000500", 500.0), ("t=1700000000500000", 500.0),
-     ("1700000001", 0.0), (None, None), ("t=soon", None), ("t=5", None)],
+    [
+        ("t=1700000000.5", 500.0),
+        ("t=1700000000500", 500.0),
+        ("t=1700000000500000", 500.0),
+        ("1700000001", 0.0),
+        (None, None),
+        ("t=soon", None),
+        ("t=5", None),
+    ],
 )
 def test_queue_time_from_x_request_start(header, expected):
     from service.middleware import queue_time_ms
