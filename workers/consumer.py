@@ -365,7 +365,8 @@ class Consumer:
             return
         self.paused = True
         self.metrics.paused.set(1)
-        log.warning("consuming paused", extra={"reason": reason})
+        level = logging.INFO if reason == "stopping" else logging.WARNING
+        log.log(level, "consuming paused", extra={"reason": reason})
         if self.link is not None and self.link.alive and self.consumer_tag:
             tag, self.consumer_tag = self.consumer_tag, None
             try:

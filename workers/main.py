@@ -56,4 +56,4 @@ def main(
         if server is not None:
             server.shutdown()
             server.server_close()
-        log.info("worker stopped", extra={"worker": name, "handled": runner.handled})
+        log.info("worker stopped", extra={"worker": name, "iterations": runner.iterations})
