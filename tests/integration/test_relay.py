@@ -182,7 +182,9 @@ def test_notify_wakes_an_idle_relay_before_the_poll_interval(settings, db, worke
     waited = time.monotonic() - started
     timer.join(10)
     assert inserted.is_set() and waited < 5.0
-    assert relay.run_once() == 1
+    assert drain_relay(relay) == 1
+    drain_consumer(worker_objects.consumer(settings), 1)
+    assert_audit(settings)
 
 
 def test_retention_purges_only_old_published_rows(settings, db, worker_objects):
