@@ -1,0 +1,321 @@
+"""Profiles that explain missed targets: py-spy on gunicorn under wrk, cProfile of the workers.
+
+``python -m harness.bench.profile http --path get|post`` samples the service's gunicorn
+workers with py-spy while wrk drives one endpoint and prints where the CPU went, by frame
+and by category; ``python -m harness.bench.profile relay|consumer`` runs the in-process
+drain under cProfile. py-spy is not a project dependency: ``pip install py-spy``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import cProfile
+import io
+import os
+import pstats
+import shutil
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+
+from harness.bench import wrk
+from harness.bench.bare_app import setup_database
+from harness.pytest_plugins.gunicorn import GunicornServer
+from harness.stack import PostgresServer, RabbitServer
+from migrations.runner import up
+
+# Inclusive shares: a sample counts for a category when any of its frames matches.
+CATEGORIES = {
+    "prometheus exporter / client": ("prometheus_flask_exporter", "prometheus_client"),
+    "logging (JSON access line)": ("/logging/", "service/logs.py"),
+    "jsonschema validation": ("jsonschema",),
+    "psycopg2 / libpq round trips": ("psycopg2", "service/db/"),
+    "JSON (orjson, strict_json)": ("orjson", "strict_json"),
+    "werkzeug request/response": ("werkzeug",),
+    "service middleware": ("service/middleware.py", "service/shedding.py"),
+    "service handlers": ("service/api/",),
+}
+# What the service adds to a request, for the cumulative view of profile_wsgi.
+SERVICE_FRAMES = (
+    r"service/|prometheus_flask_exporter/__init__|logging/__init__.py.*\((info|handle|emit)\)"
+    r"|jsonschema/validators.py.*\((is_valid|iter_errors)\)|flask/app.py.*\((process_response"
+    r"|preprocess_request|dispatch_request|full_dispatch_request)\)"
+)
+ENDPOINTS = {
+    "get": ("/v1/users/{user}/recommendations", wrk.GET_USERS_LUA),
+    "post": ("/v1/events", wrk.POST_EVENTS_LUA),
+    "db": ("/db", None),
+    "write": ("/write", wrk.POST_EVENTS_LUA),
+}
+
+
+def summarise_collapsed(text: str, top: int = 25) -> str:
+    """Self and inclusive shares per frame, and category shares, from py-spy raw output."""
+    inclusive: collections.Counter[str] = collections.Counter()
+    own: collections.Counter[str] = collections.Counter()
+    categories: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in text.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count, frames = int(count_text), stack.split(";")
+        total += count
+        own[frames[-1]] += count
+        for frame in set(frames):
+            inclusive[frame] += count
+        for name, needles in CATEGORIES.items():
+            if any(n in frame for frame in frames for n in needles):
+                categories[name] += count
+    if not total:
+        return "no samples"
+    pct = lambda n: f"{100 * n / total:5.1f} %"  # noqa: E731
+    lines = [f"{total} samples holding the GIL", "", "category (inclusive):"]
+    lines += [f"  {pct(n)}  {name}" for name, n in categories.most_common()]
+    lines += ["", "top frames by self time:"]
+    lines += [f"  {pct(n)}  {frame}" for frame, n in own.most_common(top)]
+    lines += ["", "top frames by inclusive time:"]
+    lines += [f"  {pct(n)}  {frame}" for frame, n in inclusive.most_common(top)]
+    return "\n".join(lines)
+
+
+def profile_http(path: str, seconds: float, rate: int = 250, app: str = "service") -> str:
+    """py-spy every gunicorn worker while wrk drives one endpoint; return the summary."""
+    spy = shutil.which("py-spy")
+    if spy is None:
+        raise RuntimeError("py-spy not found on PATH: pip install py-spy")
+    root = Path(tempfile.mkdtemp(prefix="reco-profile-"))
+    os.chmod(root, 0o755)  # noqa: S103 - the postgres user must traverse it
+    pg = PostgresServer(root / "pg")
+    server = None
+    try:
+        pg.start()
+        url = pg.create_database(f"reco_{uuid.uuid4().hex[:6]}")
+        up(url, log=lambda _m: None)
+        setup_database(url)
+        env = {"RECO_DATABASE_URL": url, "RECO_ENV": "development", "RECO_LOG_LEVEL": "INFO"}
+        target = "harness.bench.bare_app:app" if app == "bare" else "service.wsgi:app"
+        server = GunicornServer(env, 4, app=target)
+        endpoint, lua = ENDPOINTS[path]
+        wrk.run(server.url + endpoint, 2, 16, lua)  # warm-up
+        raw = root / "profile.txt"
+        spy_proc = subprocess.Popen(
+            [spy, "record", "--pid", str(server.proc.pid), "--subprocesses", "--format", "raw",
+             "--rate", str(rate), "--duration", str(int(seconds)), "--output", str(raw),
+             "--gil"],  # only threads holding the GIL: Python CPU, not waits on I/O
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        result = wrk.run(server.url + endpoint, seconds, 16, lua)
+        spy_proc.wait(timeout=seconds + 60)
+        header = f"{app} {endpoint}: {result.rps:.0f} rps under py-spy ({rate} Hz)\n"
+        return header + summarise_collapsed(raw.read_text() if raw.exists() else "")
+    finally:
+        if server is not None:
+            server.stop()
+        pg.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def profile_wsgi(requests: int = 3000, top: int = 25) -> str:
+    """CPU per request in-process (one WSGI call, no server): service vs bare, then cProfile.
+
+    Both apps answer through werkzeug's test client against the same private PostgreSQL,
+    so the difference is what the service's code adds to one request, with the server
+    (gunicorn accept, parse, close) left out. Log lines go to /dev/null as in a worker.
+    """
+    import contextlib
+    import sys
+    import time
+
+    from harness.bench import bare_app
+    from service.app import create_app
+    from service.settings import Settings
+
+    root = Path(tempfile.mkdtemp(prefix="reco-profile-"))
+    os.chmod(root, 0o755)  # noqa: S103 - the postgres user must traverse it
+    pg = PostgresServer(root / "pg")
+    try:
+        pg.start()
+        url = pg.create_database("reco")
+        up(url, log=lambda _m: None)
+        setup_database(url)
+        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(root))
+        os.environ["RECO_DATABASE_URL"] = url
+        service = create_app(
+            Settings.from_env({"RECO_DATABASE_URL": url, "RECO_ENV": "development"})
+        ).test_client()
+        bare = bare_app.app.test_client()
+        headers = {"X-API-Key": "dev-key"}
+        calls = {
+            "bare GET /db": lambda i: bare.get("/db"),
+            "service GET recommendations": lambda i: service.get(
+                f"/v1/users/u-{i % 1000}/recommendations", headers=headers
+            ),
+        }
+        lines = []
+        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+            sys.stderr.flush()
+            for name, call in calls.items():
+                for i in range(200):  # warm-up: pools, caches, validators
+                    call(i)
+                cpu, wall = time.process_time(), time.perf_counter()
+                for i in range(requests):
+                    call(i)
+                cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+                lines.append(
+                    f"{name}: {1e6 * cpu / requests:.0f} µs CPU, "
+                    f"{1e6 * wall / requests:.0f} µs wall per request (this process)"
+                )
+            # CPU time, not wall: waits on PostgreSQL are not the service's cost.
+            profiler = cProfile.Profile(time.process_time)
+            service_get = calls["service GET recommendations"]
+            profiler.runcall(lambda: [service_get(i) for i in range(requests)])
+        out = io.StringIO()
+        stats = pstats.Stats(profiler, stream=out).sort_stats("cumulative")
+        stats.print_stats(SERVICE_FRAMES, top)
+        stats.sort_stats("tottime").print_stats(top)
+        return "\n".join(lines) + "\n\n" + out.getvalue()
+    finally:
+        pg.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def ablate_wsgi(requests: int = 2000, repeats: int = 3) -> str:
+    """CPU per GET recommendations in-process with one part of the service switched off.
+
+    Variants run interleaved ``repeats`` times (median kept), so the deltas share the
+    machine's noise: what a part costs is full minus the variant without it.
+    """
+    import logging
+    import statistics
+    import time
+
+    from harness.bench import bare_app
+    from service import openapi
+    from service.app import create_app
+    from service.settings import Settings
+
+    root = Path(tempfile.mkdtemp(prefix="reco-profile-"))
+    os.chmod(root, 0o755)  # noqa: S103 - the postgres user must traverse it
+    pg = PostgresServer(root / "pg")
+    try:
+        pg.start()
+        url = pg.create_database("reco")
+        up(url, log=lambda _m: None)
+        setup_database(url)
+        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(root))
+        os.environ["RECO_DATABASE_URL"] = url
+        settings = Settings.from_env({"RECO_DATABASE_URL": url, "RECO_ENV": "development"})
+        app = create_app(settings)
+        for handler in logging.getLogger("reco").handlers:  # a worker writes to a log file
+            handler.stream = open(os.devnull, "w")  # noqa: SIM115
+        client, bare = app.test_client(), bare_app.app.test_client()
+        headers = {"X-API-Key": "dev-key"}
+        hooks = {"before": dict(app.before_request_funcs), "after": dict(app.after_request_funcs)}
+        validate = openapi.validate
+
+        def without(module: str) -> None:
+            for table, saved in ((app.before_request_funcs, hooks["before"]),
+                                 (app.after_request_funcs, hooks["after"])):  # fmt: skip
+                table[None] = [f for f in saved[None] if not f.__module__.startswith(module)]
+
+        def restore() -> None:
+            app.before_request_funcs.update({k: list(v) for k, v in hooks["before"].items()})
+            app.after_request_funcs.update({k: list(v) for k, v in hooks["after"].items()})
+            logging.getLogger("reco").setLevel(logging.INFO)
+            openapi.validate = validate
+
+        variants = {
+            "service, as deployed": lambda: None,
+            "no JSON access log": lambda: logging.getLogger("reco").setLevel(logging.WARNING),
+            "no prometheus-flask-exporter hooks": lambda: without("prometheus_flask_exporter"),
+            "no service middleware hooks": lambda: without("service.middleware"),
+            "no OpenAPI validation": lambda: setattr(openapi, "validate", lambda *a, **k: None),
+        }
+        samples: dict[str, list[float]] = {name: [] for name in [*variants, "bare /db"]}
+        for i in range(200):  # warm-up
+            client.get(f"/v1/users/u-{i}/recommendations", headers=headers)
+            bare.get("/db")
+        for _ in range(repeats):
+            for name, switch in variants.items():
+                switch()
+                cpu = time.process_time()
+                for i in range(requests):
+                    client.get(f"/v1/users/u-{i % 1000}/recommendations", headers=headers)
+                samples[name].append(1e6 * (time.process_time() - cpu) / requests)
+                restore()
+            cpu = time.process_time()
+            for _ in range(requests):
+                bare.get("/db")
+            samples["bare /db"].append(1e6 * (time.process_time() - cpu) / requests)
+        full = statistics.median(samples["service, as deployed"])
+        lines = ["CPU µs per request in-process (werkzeug test client, median of interleaved runs)"]
+        for name, values in samples.items():
+            value = statistics.median(values)
+            delta = (
+                "" if name == "service, as deployed" else f"  (full - this: {full - value:+.0f})"
+            )
+            lines.append(f"  {value:6.0f}  {name}{delta}")
+        return "\n".join(lines)
+    finally:
+        pg.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def profile_worker(kind: str, events: int, top: int = 30) -> str:
+    """cProfile an in-process relay or consumer drain of ``events``; return the top entries."""
+    import time
+
+    from harness.bench import workers as bench
+
+    root = Path(tempfile.mkdtemp(prefix="reco-profile-"))
+    os.chmod(root, 0o755)  # noqa: S103 - service users traverse it
+    pg, rabbit = PostgresServer(root / "pg"), RabbitServer(root / "rmq")
+    try:
+        pg.start()
+        rabbit.start()
+        url = pg.create_database("reco")
+        up(url, log=lambda _m: None)
+        settings = bench.bench_settings(url, rabbit.url)
+        if kind == "relay":
+            bench.relay_drain(settings, events // 5)  # warm-up
+            run = lambda: bench.relay_drain(settings, events)  # noqa: E731
+        else:
+            bench.consumer_drain(settings, bench.messages_for(bench.make_events(events // 5)))
+            messages = bench.messages_for(bench.make_events(events))
+            run = lambda: bench.consumer_drain(settings, messages)  # noqa: E731
+        profiler = cProfile.Profile(time.process_time)  # CPU, not waits on the servers
+        rate = profiler.runcall(run)
+        out = io.StringIO()
+        stats = pstats.Stats(profiler, stream=out)
+        stats.sort_stats("tottime").print_stats(top)
+        stats.sort_stats("cumulative").print_stats(top)
+        return f"{kind}: {rate.per_s:.0f} events/s under cProfile\n{out.getvalue()}"
+    finally:
+        rabbit.stop()
+        pg.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("target", choices=["http", "wsgi", "ablate", "relay", "consumer"])
+    parser.add_argument("--path", choices=sorted(ENDPOINTS), default="get")
+    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--events", type=int, default=20_000)
+    args = parser.parse_args(argv)
+    if args.target == "ablate":
+        print(ablate_wsgi())
+    elif args.target == "wsgi":
+        print(profile_wsgi())
+    elif args.target == "http":
+        app = "bare" if args.path in ("db", "write") else "service"
+        print(profile_http(args.path, args.seconds, app=app))
+    else:
+        print(profile_worker(args.target, args.events))
+
+
+if __name__ == "__main__":
+    main()
