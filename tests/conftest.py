@@ -6,4 +6,5 @@ pytest_plugins = [
     "harness.pytest_plugins.service",
     "harness.pytest_plugins.gunicorn",
     "harness.pytest_plugins.stack",
+    "harness.pytest_plugins.workers",
 ]
