@@ -30,6 +30,7 @@ LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"
 DEFAULT_GUARDRAILS = Path(__file__).with_name("guardrails.toml")
 RECOVERY_TIMEOUT_S = 60.0
 DRAIN_TIMEOUT_S = 90.0
+STEADY_TIMEOUT_S = 30.0
 
 
 class Interrupted(Exception):
@@ -82,7 +83,7 @@ class Run:
             self._apply_negative_control()
             baseline_ids = self._existing_events()
             self.before = _pipeline_counts(self.stack)
-            if not self._hypothesis("before"):
+            if not self._settle(STEADY_TIMEOUT_S):
                 self.echo("steady state does not hold before the experiment: not running it")
                 return guardrails.EXIT_USAGE
             self._start_load()
@@ -318,6 +319,15 @@ class Run:
             )
         self.journal["steady_state"][when] = results
         return all(r["ok"] for r in results)
+
+    def _settle(self, timeout: float) -> bool:
+        """Wait (bounded) for the steady state: a previous fault may still be healing."""
+        deadline = time.monotonic() + timeout
+        while not self._hypothesis("before"):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.5)
+        return True
 
     def _existing_events(self) -> list[str]:
         conn = psycopg2.connect(self.stack.database_url(), connect_timeout=5)

@@ -81,7 +81,9 @@ def run(
         )
         return 2
     stack = Stack(Path(state_dir) if state_dir else default_state_dir())
-    started_here = not _ready(stack)
+    # Judge by processes, not readiness: a stack still recovering from the last fault is ours
+    # to use, not ours to stop afterwards.
+    started_here = not _running(stack)
     try:
         if started_here or not stack.chaos:
             rewire = not started_here
@@ -141,9 +143,10 @@ def _combine(worst: int, code: int) -> int:
     return max(worst, code, key=lambda c: rank.get(c, 2))
 
 
-def _ready(stack: Stack) -> bool:
+def _running(stack: Stack) -> bool:
     rows = {r["name"]: r["state"] for r in stack.status()}
-    return all(rows.get(n) == "ready" for n in ("postgres", "rabbitmq", "api", "relay", "consumer"))
+    names = ("postgres", "rabbitmq", "api", "relay", "consumer")
+    return all(rows.get(n) not in (None, "stopped") for n in names)
 
 
 def _report(run_dir: Path) -> None:
