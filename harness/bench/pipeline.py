@@ -7,6 +7,7 @@ and the component it is compared with, interleaved rounds (perf spec §3.3, §4.
 from __future__ import annotations
 
 import statistics
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,9 @@ import psycopg2
 from harness.bench import workers as bench
 from harness.bench.http import summary
 from harness.bench.sampler import CpuSampler
+from service.db.connect import connect
 from service.settings import Settings
+from workers import outbox
 from workers.topology import FEATURE_CONSUMER
 
 
@@ -56,6 +59,35 @@ def relay_vs_publish(
             "cost_ratio R_relay": _cost(sampler, "S2", "B4b"),
         },
         "config": {"events": n, "batch": settings.relay_batch_size, "window": 256},
+    }
+
+
+def claim_mark_loop(settings: Settings, sampler: CpuSampler, n: int) -> dict[str, Any]:
+    """B6: the relay's SQL alone (claim, mark + COMMIT + claim) over ``n`` seeded rows."""
+    bench.seed_outbox(settings.database_url, bench.make_events(n))
+
+    def loop() -> bench.Rate:
+        conn = connect(settings, "relay")
+        conn.autocommit = True  # transactions spelled out, as in the relay
+        batch, done = settings.relay_batch_size, 0
+        try:
+            with conn.cursor() as cur:
+                cpu, start = time.process_time(), time.perf_counter()
+                rows = outbox.claim(cur, batch)
+                while rows:
+                    done += len(rows)
+                    rows = outbox.settle(cur, [r.id for r in rows], {}, claim_limit=batch)
+                outbox.finish(cur)
+                seconds = time.perf_counter() - start
+        finally:
+            conn.close()
+        return bench.Rate("B6 claim/mark loop", done, seconds, time.process_time() - cpu)
+
+    rate = sampler.wrap("B6", loop)()
+    return {
+        "absolute": {"B6_claim_mark_rows_per_s": round(rate.per_s, 1)},
+        "cpu_s_per_1k": {"B6 bare claim/mark loop (no publishing)": sampler.per_1k("B6")},
+        "config": {"rows": n, "batch": settings.relay_batch_size},
     }
 
 
@@ -118,7 +150,7 @@ def backlog_sweep(
 
     before = pooled("drain small")
     large = {
-        size: sampler.wrap(f"drain {size:.0e}", lambda s=size: bench.relay_drain(settings, s))()
+        size: sampler.wrap(f"drain {size}", lambda s=size: bench.relay_drain(settings, s))()
         for size in sizes
     }
     after = pooled("drain small")

@@ -21,6 +21,8 @@ DEFINITIONS = {
     "R_relay": "S2 relay drain events/s ÷ B4b bare pipelined-confirm publish msgs/s",
     "R_relay_per_message": "S2 relay events/s ÷ B4a bare per-message-confirm publish msgs/s",
     "R_batchgain": "B4b pipelined confirms ÷ B4a per-message confirms",
+    "R_db_share": "S2 relay events/s ÷ B6 claim/mark rows/s: the share of the relay's time"
+    " its SQL alone would take",
     "R_consumer": "S3 consumer events/s ÷ B5b bare consume+insert+commit msgs/s (same batch)",
     "R_commit": "B5b commits/s (msgs/s ÷ batch) ÷ B0 fdatasync/s",
     "R_backlog_1e4": "relay drain rate, 1e4 backlog ÷ pooled 1e3 drains before and after",

@@ -130,6 +130,10 @@ class Run:
                     ),
                 )
                 self.section(
+                    "B6 claim/mark loop",
+                    lambda: pipeline.claim_mark_loop(settings, sampler, plan.relay_events),
+                )
+                self.section(
                     "B5 vs consumer",
                     lambda: pipeline.consumer_vs_bare(
                         settings, sampler, plan.consumer_events, plan.rounds
@@ -154,13 +158,19 @@ class Run:
                 self.section(
                     "growth: relay instances",
                     lambda: pipeline.relay_instances(
-                        settings, plan.instance_events, list(plan.instance_counts), workdir
+                        settings,
+                        plan.instance_events,
+                        list(plan.instance_counts),
+                        workdir,
+                        plan.sweep_rounds,
                     ),
                 )
                 dbs = {m: self.database(f"reco_inbox{m}") for m in (0, *plan.inbox_sizes)}
                 self.section(
                     "growth: consumer inbox",
-                    lambda: pipeline.inbox_sweep(settings, dbs, sampler, plan.inbox_events),
+                    lambda: pipeline.inbox_sweep(
+                        settings, dbs, sampler, plan.inbox_events, plan.sweep_rounds
+                    ),
                 )
         finally:
             self.rabbit.stop()
@@ -229,6 +239,9 @@ class Run:
         tcp = absolute.get("B3_pgbench_tcp_tps")
         if tcp and b3:
             ratios["R_tcp_vs_unix"] = {"median": round(tcp / b3, 3), "info": True}
+        relay, b6 = absolute.get("relay_events_per_s"), absolute.get("B6_claim_mark_rows_per_s")
+        if relay and b6:
+            ratios["R_db_share"] = {"median": round(relay / b6, 3), "info": True}
         b5, fsync = absolute.get("B5b_consume_commit_per_s"), absolute.get("B0_fsync_per_s")
         batch = self.report["config"].get("B5 vs consumer", {}).get("batch")
         if b5 and fsync and batch:
