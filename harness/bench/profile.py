@@ -1,9 +1,11 @@
 """Profiles that explain missed targets: py-spy on gunicorn under wrk, cProfile of the workers.
 
-``python -m harness.bench.profile http --path get|post`` samples the service's gunicorn
-workers with py-spy while wrk drives one endpoint and prints where the CPU went, by frame
-and by category; ``python -m harness.bench.profile relay|consumer`` runs the in-process
-drain under cProfile. py-spy is not a project dependency: ``pip install py-spy``.
+``python -m harness.bench.profile TARGET``: ``http --path get|post|db|write`` samples the
+gunicorn workers with py-spy while wrk drives one endpoint (where the CPU went, by frame
+and category); ``ablate`` and ``wsgi`` measure and cProfile one request in-process;
+``relay|consumer`` run an in-process drain under cProfile; ``e2e`` measures end-to-end
+latency at fractions of the relay's rate; ``claim`` samples the claim query's plan during
+drains. py-spy is not a project dependency: ``pip install py-spy``.
 """
 
 from __future__ import annotations
@@ -299,14 +301,110 @@ def profile_worker(kind: str, events: int, top: int = 30) -> str:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def _servers(root: Path) -> tuple[PostgresServer, RabbitServer, str]:
+    pg, rabbit = PostgresServer(root / "pg"), RabbitServer(root / "rmq")
+    pg.start()
+    rabbit.start()
+    url = pg.create_database("reco")
+    up(url, log=lambda _m: None)
+    return pg, rabbit, url
+
+
+def e2e_curve(shares: tuple[float, ...] = (0.1, 0.25, 0.5), seconds: float = 15) -> str:
+    """End-to-end latency at fractions of the relay's solo drain rate (durable PostgreSQL)."""
+    from harness.bench import workers as bench
+
+    root = Path(tempfile.mkdtemp(prefix="reco-profile-"))
+    os.chmod(root, 0o755)  # noqa: S103 - service users traverse it
+    pg, rabbit, url = _servers(root)
+    try:
+        settings = bench.bench_settings(url, rabbit.url)
+        capacity = bench.relay_drain(settings, 20_000).per_s
+        lines = [
+            f"relay alone: {capacity:.0f} events/s",
+            "share  offered/s  p50  p95  p99  max (ms)",
+        ]
+        for share in shares:
+            r = bench.e2e_latency(settings, capacity * share, seconds, root)
+            lines.append(
+                f"{share:5.2f}  {r['offered_per_s']:9.0f}  {r['p50_ms']}  {r['p95_ms']}"
+                f"  {r['p99_ms']}  {r['max_ms']}"
+            )
+        return "\n".join(lines)
+    finally:
+        rabbit.stop()
+        pg.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def claim_cost(backlogs: tuple[int, ...] = (1_000, 100_000), every: int = 50) -> str:
+    """EXPLAIN (ANALYZE, BUFFERS) of the relay's claim, sampled while a relay drains a backlog."""
+    import json
+    import time
+
+    import psycopg2
+
+    from harness.bench import workers as bench
+    from workers import outbox
+    from workers.relay import Relay
+
+    root = Path(tempfile.mkdtemp(prefix="reco-profile-"))
+    os.chmod(root, 0o755)  # noqa: S103 - service users traverse it
+    pg, rabbit, url = _servers(root)
+    probe = psycopg2.connect(url, connect_timeout=5)
+    try:
+        settings = bench.bench_settings(url, rabbit.url)
+
+        def explain() -> dict:
+            with probe.cursor() as cur:
+                cur.execute(
+                    "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + outbox.CLAIM,
+                    {"limit": settings.relay_batch_size},
+                )
+                plan = cur.fetchone()[0][0]
+                cur.execute("SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'outbox'")
+                dead = cur.fetchone()[0]
+            probe.rollback()  # the EXPLAIN ANALYZE locked rows: give them back
+            top = plan["Plan"]
+            buffers = top.get("Shared Hit Blocks", 0) + top.get("Shared Read Blocks", 0)
+            return {"ms": round(plan["Execution Time"], 2), "buffers": buffers, "dead": dead}
+
+        lines = []
+        for backlog in backlogs:
+            bench.seed_outbox(url, bench.make_events(backlog))
+            relay = Relay(settings)
+            relay.prepare()
+            samples, batches, start = [explain()], 0, time.perf_counter()
+            while relay.run_once():
+                batches += 1
+                if batches % every == 0:
+                    samples.append(explain())
+            seconds = time.perf_counter() - start
+            relay.close()
+            lines.append(f"backlog {backlog}: {backlog / seconds:.0f} events/s; claims:")
+            lines += [f"  {json.dumps(s)}" for s in samples]
+        return "\n".join(lines)
+    finally:
+        probe.close()
+        rabbit.stop()
+        pg.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("target", choices=["http", "wsgi", "ablate", "relay", "consumer"])
+    parser.add_argument(
+        "target", choices=["http", "wsgi", "ablate", "relay", "consumer", "e2e", "claim"]
+    )
     parser.add_argument("--path", choices=sorted(ENDPOINTS), default="get")
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--events", type=int, default=20_000)
     args = parser.parse_args(argv)
-    if args.target == "ablate":
+    if args.target == "e2e":
+        print(e2e_curve())
+    elif args.target == "claim":
+        print(claim_cost())
+    elif args.target == "ablate":
         print(ablate_wsgi())
     elif args.target == "wsgi":
         print(profile_wsgi())
