@@ -7,4 +7,5 @@ pytest_plugins = [
     "harness.pytest_plugins.gunicorn",
     "harness.pytest_plugins.stack",
     "harness.pytest_plugins.workers",
+    "harness.pytest_plugins.bench_compare",
 ]
