@@ -52,7 +52,11 @@ class GunicornServer:
                 cwd=ROOT,
                 start_new_session=True,
             )
-        wait_until(self._alive, 30, "gunicorn")
+        try:
+            wait_until(self._alive, 30, "gunicorn")
+        except BaseException:
+            self.stop()  # never leave a half-started server behind
+            raise
 
     def _alive(self) -> bool:
         if self.proc.poll() is not None:
