@@ -87,15 +87,7 @@ def _apply_one(conn, migration: Migration) -> bool:
         return _apply_autocommit(conn, migration)
     with conn, conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
-        cur.execute(CREATE_TABLE)
-        cur.execute(SELECT_ONE, {"version": migration.version})
-        row = cur.fetchone()
-        if row is not None:
-            _raise_on_drift(migration, row[0])
-            return False
-        cur.execute(migration.sql)
-        cur.execute(INSERT_APPLIED, dataclasses.asdict(migration))
-    return True
+        return _apply_unless_recorded(cur, migration)
 
 
 def _apply_autocommit(conn, migration: Migration) -> bool:
@@ -105,19 +97,24 @@ def _apply_autocommit(conn, migration: Migration) -> bool:
         with conn.cursor() as cur:
             cur.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
             try:
-                cur.execute(CREATE_TABLE)
-                cur.execute(SELECT_ONE, {"version": migration.version})
-                row = cur.fetchone()
-                if row is not None:
-                    _raise_on_drift(migration, row[0])
-                    return False
-                cur.execute(migration.sql)
-                cur.execute(INSERT_APPLIED, dataclasses.asdict(migration))
-                return True
+                return _apply_unless_recorded(cur, migration)
             finally:
                 cur.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
     finally:
         conn.autocommit = False
+
+
+def _apply_unless_recorded(cur, migration: Migration) -> bool:
+    """Under the caller's lock: run the file and record it, unless it is recorded already."""
+    cur.execute(CREATE_TABLE)
+    cur.execute(SELECT_ONE, {"version": migration.version})
+    row = cur.fetchone()
+    if row is not None:
+        _raise_on_drift(migration, row[0])
+        return False
+    cur.execute(migration.sql)
+    cur.execute(INSERT_APPLIED, dataclasses.asdict(migration))
+    return True
 
 
 def _raise_on_drift(migration: Migration, recorded_sha: str) -> None:
