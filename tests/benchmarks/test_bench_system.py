@@ -49,7 +49,7 @@ def fake_run(monkeypatch):
 
 
 def test_a_ratio_below_its_alarm_exits_1_and_names_it(fake_run, tmp_path, capsys):
-    fake_run(fake_report(R_relay=0.45))
+    fake_run(fake_report(R_relay=0.35))
     assert main(["bench", "system", "--quick", "--out", str(tmp_path)]) == 1
     printed = capsys.readouterr().out
     assert "BREACH" in printed and "R_relay" in printed
