@@ -41,6 +41,16 @@ class ConfirmTracker:
         """Record a basic.return for ``key``: its coming ack does not mean it was queued."""
         self._returned[key] = reason
 
+    def on_confirm(self, frame) -> None:
+        """pika confirm callback: route a Basic.Ack or Basic.Nack frame to ack() or nack()."""
+        import pika.spec
+
+        method = frame.method
+        if isinstance(method, pika.spec.Basic.Ack):
+            self.ack(method.delivery_tag, method.multiple)
+        else:
+            self.nack(method.delivery_tag, method.multiple)
+
     def ack(self, tag: int, multiple: bool = False) -> int:
         """Apply a basic.ack; return how many publishes it settled."""
         return self._settle(tag, multiple, None)

@@ -349,11 +349,8 @@ class Consumer:
         )
 
     def _on_confirm(self, frame: pika.frame.Method) -> None:
-        method = frame.method
-        if isinstance(method, pika.spec.Basic.Ack):
-            self.tracker.ack(method.delivery_tag, method.multiple)
-        else:
-            self.tracker.nack(method.delivery_tag, method.multiple)
+        # The tracker may be replaced on reconnect: resolve it at call time.
+        self.tracker.on_confirm(frame)
 
     def _on_return(self, _channel, method, _properties, _body) -> None:
         # Only one dead letter is ever in flight, so the return is about it.

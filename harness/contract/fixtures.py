@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
-import psycopg2
 import pytest
 
 from harness.pytest_plugins.service import API_KEY, OTHER_API_KEY
-from harness.pytest_plugins.services import TEMPLATE_DB, _with_db
+from harness.pytest_plugins.services import cloned_database
 
 
 @pytest.fixture(scope="module")
 def contract_database_url(pg_instance, template_db: str) -> Iterator[str]:
     """A migrated database shared by one module (Hypothesis runs many cases per test)."""
-    name = f"c_{uuid.uuid4().hex[:12]}"
-    conn = psycopg2.connect(pg_instance.url, connect_timeout=5)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE_DB}"')
-        yield _with_db(pg_instance.url, name)
-        with conn.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        conn.close()
+    with cloned_database(pg_instance, prefix="c") as url:
+        yield url
 
 
 def contract_settings(database_url: str):

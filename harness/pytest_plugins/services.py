@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -102,10 +103,10 @@ def template_db(pg_instance: Endpoint) -> str:
     return url
 
 
-@pytest.fixture
-def database_url(pg_instance: Endpoint, template_db: str) -> Iterator[str]:
-    """A fresh migrated database for one test (a cheap copy of the template)."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
+@contextlib.contextmanager
+def cloned_database(pg_instance: Endpoint, prefix: str = "t") -> Iterator[str]:
+    """Create a database from the migrated template, yield its URL, drop it afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     conn = psycopg2.connect(pg_instance.url, connect_timeout=5)
     conn.autocommit = True
     try:
@@ -116,6 +117,13 @@ def database_url(pg_instance: Endpoint, template_db: str) -> Iterator[str]:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         conn.close()
+
+
+@pytest.fixture
+def database_url(pg_instance: Endpoint, template_db: str) -> Iterator[str]:
+    """A fresh migrated database for one test (a cheap copy of the template)."""
+    with cloned_database(pg_instance) as url:
+        yield url
 
 
 @pytest.fixture

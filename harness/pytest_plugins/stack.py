@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -13,19 +14,26 @@ import pytest
 from harness.stack import Stack
 
 
-@pytest.fixture(scope="session")
-def stack() -> Iterator[Stack]:
-    """One disposable stack for the session, in test mode; stopped and deleted at the end."""
+@contextlib.contextmanager
+def private_stack(prefix: str = "reco-stack-", **options) -> Iterator[Stack]:
+    """A disposable stack in its own folder: up on entry, stopped and deleted on exit."""
     # Readable by the postgres and rabbitmq users (pytest's own tmp dirs are root-only).
-    root = Path(tempfile.mkdtemp(prefix="reco-stack-"))
+    root = Path(tempfile.mkdtemp(prefix=prefix))
     os.chmod(root, 0o755)  # noqa: S103 - service users must traverse it
-    instance = Stack(root / "stack", test_mode=True)
+    instance = Stack(root / "stack", **options)
     try:
         instance.up(log=lambda _msg: None)
         yield instance
     finally:
         instance.down(log=lambda _msg: None)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    """One disposable stack for the session, in test mode."""
+    with private_stack(test_mode=True) as instance:
+        yield instance
 
 
 @pytest.fixture(scope="session")

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import pytest
 from chaos.experiment import find
 from chaos.faultproxy.client import Client
 from chaos.runner import Run
+from harness.pytest_plugins.stack import private_stack
 from harness.stack import Stack, wait_until
 
 QUICK_SCALE = float(os.environ.get("RECO_CHAOS_SCALE", "0.35"))
@@ -27,13 +26,8 @@ QUICK = ["smoke-db-blip", "db-blackhole", "relay-kill", "consumer-kill", "unrout
 @pytest.fixture(scope="module")
 def chaos_stack():
     """A complete stack with a fault proxy on every link, shared by this module."""
-    root = Path(tempfile.mkdtemp(prefix="reco-chaos-"))
-    os.chmod(root, 0o755)  # noqa: S103 - service users must traverse it
-    stack = Stack(root, chaos=True)
-    stack.up(log=lambda _m: None)
-    yield stack
-    stack.down(log=lambda _m: None)
-    shutil.rmtree(root, ignore_errors=True)
+    with private_stack("reco-chaos-", chaos=True) as stack:
+        yield stack
 
 
 def _run(stack: Stack, name: str, tmp_path: Path, scale: float = QUICK_SCALE) -> tuple[int, Path]:

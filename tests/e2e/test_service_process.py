@@ -49,22 +49,31 @@ def test_metrics_aggregate_across_workers(gunicorn_server, database_url):
     url = f"{server.url}/v1/users/u-1/recommendations"
 
     def pids() -> set[int]:
-        return {json.loads(line)["pid"] for line in server.log().splitlines()
-                if line.startswith("{") and '"path":"/v1/users/u-1/recommendations"' in line}
+        return {
+            json.loads(line)["pid"]
+            for line in server.log().splitlines()
+            if line.startswith("{") and '"path":"/v1/users/u-1/recommendations"' in line
+        }
 
     sent = 0
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         # Concurrent requests make both workers accept; bounded in case one never does.
         while sent < 400 and (sent < 40 or len(pids()) < 2):
-            statuses = list(pool.map(lambda _: requests.get(url, headers=AUTH, timeout=5)
-                                     .status_code, range(40)))
+            statuses = list(
+                pool.map(
+                    lambda _: requests.get(url, headers=AUTH, timeout=5).status_code, range(40)
+                )
+            )
             assert set(statuses) == {200}
             sent += 40
     assert len(pids()) == 2, "both workers should have served requests"
     text = requests.get(f"{server.url}/metrics", timeout=5).text
-    counts = [line for line in text.splitlines()
-              if line.startswith("flask_http_request_duration_seconds_count")
-              and "/recommendations" in line]
+    counts = [
+        line
+        for line in text.splitlines()
+        if line.startswith("flask_http_request_duration_seconds_count")
+        and "/recommendations" in line
+    ]
     assert sum(float(line.rsplit(" ", 1)[1]) for line in counts) == sent
 
 

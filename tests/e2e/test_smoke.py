@@ -3,27 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
-from pathlib import Path
 
 import pytest
 
 from harness.cli import main
+from harness.pytest_plugins.stack import private_stack
 from harness.stack import Stack
 
 
 @pytest.fixture(scope="module")
 def smoke_stack():
     """A complete stack (PostgreSQL, RabbitMQ, API, relay, consumer) for this module."""
-    root = Path(tempfile.mkdtemp(prefix="reco-smoke-"))
-    os.chmod(root, 0o755)  # noqa: S103 - service users must traverse it
-    stack = Stack(root, test_mode=True)
-    stack.up(log=lambda _m: None)
-    yield stack
-    stack.down(log=lambda _m: None)
-    shutil.rmtree(root, ignore_errors=True)
+    with private_stack("reco-smoke-", test_mode=True) as stack:
+        yield stack
 
 
 def _smoke(stack: Stack, *args: str) -> int:
