@@ -33,23 +33,47 @@ class Endpoint(asyncio.BufferedProtocol):
         # never interleaves two reads): asyncio's default recv() of a fresh 256 KB bytes
         # object maps and unmaps memory on every read, which dominated round-trip time.
         self._buffer = conn.proxy.read_buffer
+        # Bytes (and EOF) that arrive before the link exists: uvloop starts reading right
+        # after connection_made, ignoring a pause_reading() made inside it.
+        self.early: list[bytes] = []
+        self.early_eof = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.conn.endpoint_made(self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._buffer
 
     def buffer_updated(self, nbytes: int) -> None:
-        if self.inbound is not None:
-            self.inbound.feed(bytes(self._buffer[:nbytes]))
+        inbound = self.inbound
+        if inbound is not None:
+            inbound.feed(bytes(self._buffer[:nbytes]))
+            return
+        self.early.append(bytes(self._buffer[:nbytes]))
+        if self.transport is not None:
+            self.transport.pause_reading()
 
     def eof_received(self) -> bool:
         if self.inbound is not None:
             self.inbound.feed_eof()
+        else:
+            self.early_eof = True
         # Keep the socket open: the other direction closes it when its chain ends.
         return True
+
+    def attach(self, link: Link) -> None:
+        """Hand the link what arrived before it existed, in order, then read on."""
+        early, self.early = self.early, []
+        for data in early:
+            link.feed(data)
+        if self.early_eof:
+            link.feed_eof()
+        link.start_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -123,8 +147,8 @@ class Connection:
         self.links["downstream"] = Link(
             self, "downstream", upstream, self.client, toxics.chain("downstream")
         )
-        self.client.transport.resume_reading()
-        upstream.transport.resume_reading()
+        self.client.attach(self.links["upstream"])
+        upstream.attach(self.links["downstream"])
 
     def endpoint_lost(self, endpoint: Endpoint) -> None:
         if endpoint.inbound is not None:

@@ -232,6 +232,12 @@ class Link:
             _settle(self._drain, None)
             self._drain = None
 
+    def start_reading(self) -> None:
+        """Let the source be read (it is paused until both links exist) unless held."""
+        transport = self.source.transport
+        if not self._pauses and not self.ended and transport is not None and not self.source.lost:
+            transport.resume_reading()
+
     def _pause(self, reason: str) -> None:
         if not self._pauses:
             transport = self.source.transport

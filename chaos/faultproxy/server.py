@@ -91,6 +91,7 @@ async def serve(host: str, port: int, config: str | None = None) -> int:
         await server.populate_file(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    log.info("Event loop", loop=f"{type(loop).__module__}.{type(loop).__name__}")
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)

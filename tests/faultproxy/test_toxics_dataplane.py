@@ -14,6 +14,7 @@ import pytest
 from faultproxy_support import (
     Recorder,
     connect,
+    echo,
     greet_and_close,
     listen_port,
     read_until_closed,
@@ -50,6 +51,24 @@ def test_no_toxics_keeps_every_byte_in_order(make_proxy):
     payload = os.urandom(4 * 1024 * 1024)
     echoed, _ = stream_through(listen_port(make_proxy()), payload)
     assert hashlib.sha256(echoed).digest() == hashlib.sha256(payload).digest()
+
+
+def test_bytes_sent_at_connect_are_kept_both_ways(make_proxy, tcp_server):
+    """Bytes either side sends before the upstream dial completes reach the other side.
+
+    uvloop starts reading an accepted or dialled socket right after connection_made, so the
+    proxy sees them before its links exist; they must be held, not dropped.
+    """
+
+    def greet_then_echo(conn, stopping):
+        conn.sendall(b"hello\n")
+        echo(conn, stopping)
+
+    port = listen_port(make_proxy(upstream=tcp_server(greet_then_echo).address))
+    for _ in range(50):
+        with connect(port) as sock:
+            sock.sendall(b"first")
+            assert recv_exactly(sock, 11) == b"hello\nfirst"
 
 
 def test_noop_passes_data(make_proxy, add_toxic):
