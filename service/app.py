@@ -26,11 +26,27 @@ class Runtime:
     popular: PopularPool
 
 
+class SyncFlask(Flask):
+    """Flask for an app whose views and hooks are all synchronous."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._checked: dict = {}
+
+    def ensure_sync(self, func):
+        # Flask asks inspect whether each hook and view is a coroutine function on every
+        # request (about ten per request here); the answer never changes, so ask once.
+        known = self._checked.get(func)
+        if known is None:
+            known = self._checked[func] = super().ensure_sync(func)
+        return known
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the app; no I/O happens here (pools open lazily in each worker)."""
     settings = settings or Settings.from_env()
     logs.configure(settings.log_level)
-    app = Flask(__name__)
+    app = SyncFlask(__name__)
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_content_length, PROVIDE_AUTOMATIC_OPTIONS=False
     )

@@ -40,10 +40,19 @@ class InteractionRecorded:
 
     def to_payload(self) -> bytes:
         """Encode the body: the event fields plus its type and version."""
-        body = dataclasses.asdict(self)
-        body["type"] = self.TYPE
-        body["version"] = self.VERSION
-        return orjson.dumps(body)
+        # Spelled out: dataclasses.asdict deep-copies every field and costs ten times more.
+        return orjson.dumps(
+            {
+                "event_id": self.event_id,
+                "client_id": self.client_id,
+                "user_id": self.user_id,
+                "item_id": self.item_id,
+                "kind": self.kind,
+                "occurred_at": self.occurred_at,
+                "type": self.TYPE,
+                "version": self.VERSION,
+            }
+        )
 
     @classmethod
     def from_payload(cls, payload: bytes) -> InteractionRecorded:

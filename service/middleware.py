@@ -6,6 +6,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable, Iterable
 
 from flask import Flask, Response, g, request
 
@@ -24,6 +25,8 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 SECURITY_ITEMS = tuple(SECURITY_HEADERS.items())
+IDS_KEY = "reco.ids"  # WSGI environ key: (request id, correlation id) once the request starts
+NO_IDS = ("-", "-")
 
 
 def _well_formed(value: str | None) -> str | None:
@@ -48,8 +51,9 @@ def queue_time_ms(header: str | None, now: float) -> float | None:
 
 
 def install(app: Flask) -> None:
-    """Register the before/after/teardown hooks on ``app``."""
+    """Register the before/teardown hooks on ``app`` and wrap its WSGI callable."""
     runtime = app.extensions["reco"]
+    app.wsgi_app = ids_headers_and_access_log(app.wsgi_app)  # type: ignore[method-assign]
 
     @app.before_request
     def start() -> Response | None:
@@ -60,6 +64,7 @@ def install(app: Flask) -> None:
         ctx.started = time.perf_counter()
         ctx.request_id = _well_formed(headers.get("X-Request-ID")) or uuid.uuid4().hex
         ctx.correlation_id = _well_formed(headers.get("X-Correlation-ID")) or ctx.request_id
+        req.environ[IDS_KEY] = (ctx.request_id, ctx.correlation_id)
         ctx.entered = False
         if req.path in EXEMPT_PATHS:
             return None
@@ -87,35 +92,53 @@ def install(app: Flask) -> None:
         runtime.metrics.inflight.inc()
         return None
 
-    @app.after_request
-    def finish(response: Response) -> Response:
-        ctx = g._get_current_object()  # type: ignore[attr-defined]
-        req = request._get_current_object()  # type: ignore[attr-defined]
-        request_id = getattr(ctx, "request_id", "-")
-        correlation_id = getattr(ctx, "correlation_id", request_id)
-        # Our own responses never set these headers, so append without lookups.
-        response.headers.extend(
-            [("X-Request-ID", request_id), ("X-Correlation-ID", correlation_id), *SECURITY_ITEMS]
-        )
-        started = getattr(ctx, "started", None)
-        duration_ms = round((time.perf_counter() - started) * 1000, 3) if started else None
-        if log.isEnabledFor(logging.INFO):
-            log.info(
-                "request",
-                extra={
-                    "request_id": request_id,
-                    "correlation_id": correlation_id,
-                    "method": req.method,
-                    "path": req.path,
-                    "status": response.status_code,
-                    "duration_ms": duration_ms,
-                },
-            )
-        return response
-
     @app.teardown_request
     def leave(_exc: BaseException | None) -> None:
         if getattr(g, "entered", False):
             g.entered = False
             runtime.limiter.leave()
             runtime.metrics.inflight.dec()
+
+
+def ids_headers_and_access_log(wsgi_app: Callable) -> Callable:
+    """Add ids and security headers to every response and log one line for it.
+
+    Done at the WSGI boundary, not in an ``after_request`` hook: every response passes here,
+    including ones Flask builds for errors, and the header list is extended directly instead
+    of through werkzeug's per-header validation (our values are constants and checked ids).
+    """
+
+    def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        started = time.perf_counter()
+
+        def start(status: str, headers: list, exc_info=None):
+            request_id, correlation_id = environ.get(IDS_KEY, NO_IDS)
+            headers.extend(
+                [
+                    ("X-Request-ID", request_id),
+                    ("X-Correlation-ID", correlation_id),
+                    *SECURITY_ITEMS,
+                ]
+            )
+            if log.isEnabledFor(logging.INFO):
+                log.info(
+                    "request",
+                    extra={
+                        "request_id": request_id,
+                        "correlation_id": correlation_id,
+                        "method": environ.get("REQUEST_METHOD"),
+                        "path": _path(environ),
+                        "status": int(status[:3]),
+                        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                    },
+                )
+            return start_response(status, headers, exc_info)
+
+        return wsgi_app(environ, start)
+
+    return app
+
+
+def _path(environ: dict) -> str:
+    # WSGI carries the path as latin-1 text of the raw bytes; log it as the UTF-8 it was.
+    return environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8", "replace")

@@ -14,7 +14,7 @@ from typing import Any
 from harness.stack.postgres import pg_bindir
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("gunicorn", "flask", "psycopg2-binary", "pika", "orjson", "jsonschema",
+PACKAGES = ("gunicorn", "flask", "psycopg2-binary", "pika", "orjson", "jsonschema-rs",
             "prometheus-flask-exporter", "pytest-benchmark")  # fmt: skip
 
 

@@ -5,19 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-import orjson
 from flask import Blueprint, Response, g, request
 
 from service import idempotency, openapi, strict_json
 from service.api.common import client_id, json_response, runtime
 from service.db import events as events_repo
-from service.db import idempotency as idem_repo
 from service.events import InteractionRecorded
 from service.problems import ApiProblem
 
 blueprint = Blueprint("events", __name__)
-
-EVENT_HREF = "/v1/events/{}"
 
 
 def _read_body() -> dict:
@@ -43,63 +39,69 @@ def post_events() -> Response:
     fingerprint = idempotency.fingerprint(request.method, request.path, body)
     _normalise_ids(body)
     rt = runtime()
-    with rt.db.unit_of_work(rt.settings.write_deadline_ms / 1000) as uow, uow.cursor() as cur:
-        if not idem_repo.try_lock(cur, idempotency.lock_key(client, key)):
-            rt.metrics.idempotency.labels("in_flight").inc()
-            raise ApiProblem(
-                409,
-                "idempotency-key-in-flight",
-                "a request with this Idempotency-Key is still being processed",
-                headers={"Retry-After": "1"},
-            )
-        stored = idem_repo.find(cur, client, key)
-        if stored is not None:
-            return _replay(stored, fingerprint)
-        missing = events_repo.missing_items(cur, [e["item_id"] for e in events])
-        if missing:
-            raise ApiProblem(
-                422,
-                "unknown-item",
-                "events refer to items not in the catalogue",
-                errors=[
-                    {"pointer": f"/events/{i}/item_id", "detail": "unknown item"}
-                    for i, e in enumerate(events)
-                    if e["item_id"] in missing
-                ],
-            )
-        new_ids = events_repo.insert_events(cur, client, g.request_id, events)
-        rows: list[tuple[str, str, bytes]] = []
-        for event in events:
-            if event["event_id"] in new_ids and event["event_id"] not in {r[0] for r in rows}:
-                message = InteractionRecorded(
-                    event_id=event["event_id"],
-                    client_id=client,
-                    user_id=event["user_id"],
-                    item_id=event["item_id"],
-                    kind=event["kind"],
-                    occurred_at=event["occurred_at"],
-                )
-                rows.append((message.event_id, message.routing_key, message.to_payload()))
-        events_repo.insert_outbox(
-            cur,
-            InteractionRecorded.TYPE,
-            rows,
-            {
-                "request_id": g.request_id,
-                "correlation_id": g.correlation_id,
-                "event_version": InteractionRecorded.VERSION,
-            },
+    messages = [
+        InteractionRecorded(
+            event_id=e["event_id"],
+            client_id=client,
+            user_id=e["user_id"],
+            item_id=e["item_id"],
+            kind=e["kind"],
+            occurred_at=e["occurred_at"],
         )
-        response_body = orjson.dumps(_result(events, new_ids))
-        idem_repo.store(
-            cur, client, key, fingerprint, 202, response_body, rt.settings.idempotency_ttl_s
+        for e in events
+    ]
+    request_facts = {
+        "client_id": client,
+        "key": key,
+        "lock_key": idempotency.lock_key(client, key),
+        "fingerprint": fingerprint,
+        "ttl_s": rt.settings.idempotency_ttl_s,
+        "request_id": g.request_id,
+    }
+    outbox = {
+        "event_type": InteractionRecorded.TYPE,
+        "headers": {
+            "request_id": g.request_id,
+            "correlation_id": g.correlation_id,
+            "event_version": InteractionRecorded.VERSION,
+        },
+        "routing_keys": [m.routing_key for m in messages],
+        "payloads": [m.to_payload() for m in messages],
+    }
+    # One statement in autocommit is one transaction: all of it commits, or none of it.
+    budget = rt.settings.write_deadline_ms / 1000
+    with rt.db.unit_of_work(budget, autocommit=True) as uow, uow.cursor() as cur:
+        result = events_repo.accept(cur, request_facts, events, outbox)
+    if result.outcome == "in_flight":
+        rt.metrics.idempotency.labels("in_flight").inc()
+        raise ApiProblem(
+            409,
+            "idempotency-key-in-flight",
+            "a request with this Idempotency-Key is still being processed",
+            headers={"Retry-After": "1"},
         )
-        uow.commit()
-    rt.metrics.outbox_rows.inc(len(rows))
-    rt.metrics.events.labels("accepted").inc(len(rows))
-    rt.metrics.events.labels("duplicate").inc(len(events) - len(rows))
-    rt.metrics.idempotency.labels("first").inc()
-    return Response(response_body, status=202, mimetype="application/json")
+    if result.outcome == "replay":
+        return _replay(result, fingerprint)
+    if result.outcome == "unknown_items":
+        missing = set(result.missing_items)
+        raise ApiProblem(
+            422,
+            "unknown-item",
+            "events refer to items not in the catalogue",
+            errors=[
+                {"pointer": f"/events/{i}/item_id", "detail": "unknown item"}
+                for i, e in enumerate(events)
+                if e["item_id"] in missing
+            ],
+        )
+    metrics = rt.metrics
+    if result.accepted:  # each increment is a locked write to a shared file: skip zeros
+        metrics.outbox_rows.inc(result.accepted)
+        metrics.events.labels("accepted").inc(result.accepted)
+    if len(events) > result.accepted:
+        metrics.events.labels("duplicate").inc(len(events) - result.accepted)
+    metrics.idempotency.labels("first").inc()
+    return Response(result.body, status=202, mimetype="application/json")
 
 
 # RFC 3339 allows offsets up to ±23:59; PostgreSQL's timestamptz input stops at ±15:59.
@@ -132,24 +134,9 @@ def _canonical_time(text: str, index: int) -> str:
         ) from None
 
 
-def _result(events: list[dict], new_ids: set[str]) -> dict:
-    seen: set[str] = set()
-    results = []
-    for event in events:
-        event_id = event["event_id"]
-        status = "accepted" if event_id in new_ids and event_id not in seen else "duplicate"
-        seen.add(event_id)
-        results.append(
-            {"event_id": event_id, "status": status, "href": EVENT_HREF.format(event_id)}
-        )
-    accepted = sum(1 for r in results if r["status"] == "accepted")
-    return {"accepted": accepted, "duplicates": len(results) - accepted, "results": results}
-
-
-def _replay(stored: tuple[str, int, bytes], fingerprint: str) -> Response:
+def _replay(stored: events_repo.Accepted, fingerprint: str) -> Response:
     rt = runtime()
-    stored_fingerprint, status, body = stored
-    if stored_fingerprint != fingerprint:
+    if stored.fingerprint != fingerprint:
         rt.metrics.idempotency.labels("mismatch").inc()
         raise ApiProblem(
             422,
@@ -158,8 +145,8 @@ def _replay(stored: tuple[str, int, bytes], fingerprint: str) -> Response:
         )
     rt.metrics.idempotency.labels("replayed").inc()
     return Response(
-        body,
-        status=status,
+        stored.body,
+        status=stored.status,
         mimetype="application/json",
         headers={idempotency.REPLAYED_HEADER: "true"},
     )

@@ -46,7 +46,7 @@ def recommendations(user_id: str) -> Response:
     rt = runtime()
     cache = rt.popular
     budget = rt.settings.read_deadline_ms / 1000
-    with rt.db.unit_of_work(budget, read_only=True) as uow, uow.cursor() as cur:
+    with rt.db.unit_of_work(budget, autocommit=True) as uow, uow.cursor() as cur:
         if not cache.fresh():
             cache.store(popular(cur, CANDIDATE_POOL))
         affinity, seen = history(cur, user_id)

@@ -64,7 +64,7 @@ class Database:
         )
 
     @contextmanager
-    def unit_of_work(self, budget_s: float, read_only: bool = False) -> Iterator[UnitOfWork]:
+    def unit_of_work(self, budget_s: float, autocommit: bool = False) -> Iterator[UnitOfWork]:
         """Yield a UnitOfWork bounded by ``budget_s``; map outages to 503 problems."""
         try:
             self.breaker.before_call()
@@ -76,7 +76,7 @@ class Database:
             started = time.perf_counter()
             try:
                 checkout = min(self.settings.db_checkout_timeout_ms / 1000, max(remaining(), 0))
-                with UnitOfWork(self.pool, checkout, read_only) as uow:
+                with UnitOfWork(self.pool, checkout, autocommit) as uow:
                     if self.metrics:
                         self.metrics.pool_wait.observe(time.perf_counter() - started)
                     yield uow

@@ -2,28 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from psycopg2.extras import Json
 
-EXISTING_ITEMS = "SELECT item_id FROM items WHERE item_id = ANY(%(ids)s)"
-
-INSERT_EVENTS = """
-INSERT INTO events (event_id, client_id, user_id, item_id, kind, occurred_at, request_id)
-SELECT e.event_id::uuid, %(client_id)s, e.user_id, e.item_id, e.kind, e.occurred_at, %(request_id)s
-FROM unnest(%(event_ids)s::text[], %(user_ids)s::text[], %(item_ids)s::bigint[],
-            %(kinds)s::text[], %(occurred)s::timestamptz[])
-     AS e(event_id, user_id, item_id, kind, occurred_at)
-ON CONFLICT (event_id) DO NOTHING
-RETURNING event_id::text
+ACCEPT = """
+SELECT outcome, stored_fingerprint, response_status, response_body, missing_items, accepted
+FROM accept_events(
+    %(client_id)s, %(key)s, %(lock_key)s, %(fingerprint)s, %(ttl_s)s, %(request_id)s,
+    %(event_type)s, %(headers)s, %(event_ids)s::uuid[], %(user_ids)s::text[],
+    %(item_ids)s::bigint[], %(kinds)s::text[], %(occurred)s::timestamptz[],
+    %(routing_keys)s::text[], %(payloads)s::bytea[])
 """
 
-INSERT_OUTBOX = """
-INSERT INTO outbox (event_id, event_type, routing_key, payload, headers)
-SELECT o.event_id::uuid, %(event_type)s, o.routing_key, o.payload, %(headers)s
-FROM unnest(%(event_ids)s::text[], %(routing_keys)s::text[], %(payloads)s::bytea[])
-     AS o(event_id, routing_key, payload)
-"""
+
+class Accepted(NamedTuple):
+    """What ``accept_events`` decided: outcome, and what goes with it."""
+
+    outcome: str  # accepted | replay | in_flight | unknown_items
+    fingerprint: str | None  # the stored one, on replay
+    status: int | None
+    body: bytes | None
+    missing_items: list[int]
+    accepted: int
+
 
 EVENT_STATUS = """
 SELECT e.event_id::text, e.user_id, e.item_id, e.kind, e.received_at,
@@ -38,46 +40,35 @@ WHERE e.event_id = %(event_id)s AND e.client_id = %(client_id)s
 """
 
 
-def missing_items(cur, item_ids: list[int]) -> list[int]:
-    """Return the item ids that are not in the catalogue."""
-    wanted = sorted(set(item_ids))
-    cur.execute(EXISTING_ITEMS, {"ids": wanted})
-    found = {row[0] for row in cur.fetchall()}
-    return [i for i in wanted if i not in found]
+def accept(cur, request: dict[str, Any], events: list[dict[str, Any]], outbox: dict) -> Accepted:
+    """Run the whole write in one statement (the caller's connection is in autocommit).
 
-
-def insert_events(cur, client_id: str, request_id: str, events: list[dict[str, Any]]) -> set[str]:
-    """Insert events, skipping known event ids; return the ids that were new."""
+    ``request`` holds client_id, key, lock_key, fingerprint, ttl_s and request_id; ``outbox``
+    the event_type, headers and, per event, routing_keys and payloads.
+    """
     cur.execute(
-        INSERT_EVENTS,
+        ACCEPT,
         {
-            "client_id": client_id,
-            "request_id": request_id,
+            **request,
+            "event_type": outbox["event_type"],
+            "headers": Json(outbox["headers"]),
             "event_ids": [e["event_id"] for e in events],
             "user_ids": [e["user_id"] for e in events],
             "item_ids": [e["item_id"] for e in events],
             "kinds": [e["kind"] for e in events],
             "occurred": [e["occurred_at"] for e in events],
+            "routing_keys": outbox["routing_keys"],
+            "payloads": outbox["payloads"],
         },
     )
-    return {row[0] for row in cur.fetchall()}
-
-
-def insert_outbox(
-    cur, event_type: str, rows: list[tuple[str, str, bytes]], headers: dict[str, Any]
-) -> None:
-    """Insert one outbox row per (event_id, routing_key, payload)."""
-    if not rows:
-        return
-    cur.execute(
-        INSERT_OUTBOX,
-        {
-            "event_type": event_type,
-            "event_ids": [r[0] for r in rows],
-            "routing_keys": [r[1] for r in rows],
-            "payloads": [r[2] for r in rows],
-            "headers": Json(headers),
-        },
+    outcome, fingerprint, status, body, missing, accepted = cur.fetchone()
+    return Accepted(
+        outcome,
+        fingerprint,
+        status,
+        bytes(body) if body is not None else None,
+        list(missing or []),
+        accepted or 0,
     )
 
 

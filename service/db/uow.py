@@ -11,18 +11,18 @@ from service.db.pool import Pool
 class UnitOfWork:
     """Borrow a pooled connection for one transaction; ``commit()`` or it rolls back."""
 
-    def __init__(self, pool: Pool, checkout_timeout_s: float, read_only: bool = False):
+    def __init__(self, pool: Pool, checkout_timeout_s: float, autocommit: bool = False):
         self._pool = pool
         self._timeout = checkout_timeout_s
-        # Read-only work runs in autocommit: each SELECT is its own transaction, so no
-        # ROLLBACK round trip is needed when the connection goes back to the pool.
-        self._read_only = read_only
+        # Reads, and writes done in one statement, run in autocommit: each statement is its
+        # own transaction, so neither BEGIN nor COMMIT nor ROLLBACK costs a round trip.
+        self._autocommit = autocommit
         self.conn: psycopg2.extensions.connection | None = None
         self._committed = False
 
     def __enter__(self) -> UnitOfWork:
         self.conn = self._pool.checkout(self._timeout)
-        if self._read_only:
+        if self._autocommit:
             self.conn.autocommit = True
         return self
 
@@ -40,7 +40,7 @@ class UnitOfWork:
         if conn is None:
             return
         broken = isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError)
-        if self._read_only and not conn.closed:
+        if self._autocommit and not conn.closed:
             try:
                 conn.autocommit = False
             except psycopg2.Error:

@@ -39,13 +39,16 @@ def test_events_outbox_and_key_commit_together(client, auth, db, make_events):
         assert cur.fetchone() == ("req-123", "interaction.recorded", "interaction.recorded.click")
 
 
-def test_failure_before_commit_leaves_nothing(client, auth, db, make_events, monkeypatch):
-    from service.db import idempotency as repo
-
-    def explode(*_a, **_k):
-        raise RuntimeError("crash after the outbox insert")
-
-    monkeypatch.setattr(repo, "store", explode)
+def test_failure_before_commit_leaves_nothing(client, auth, db, make_events):
+    # The idempotency record is the last write: failing it must take events and outbox along.
+    with db.cursor() as cur:
+        cur.execute(
+            "CREATE FUNCTION explode() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN RAISE EXCEPTION 'crash after the outbox insert'; END $$;"
+            " CREATE TRIGGER explode BEFORE INSERT ON idempotency_keys"
+            " FOR EACH ROW EXECUTE FUNCTION explode()"
+        )
+    db.commit()
     resp = _post(client, auth, make_events(2))
     assert resp.status_code == 500
     assert resp.mimetype == "application/problem+json"
