@@ -20,8 +20,8 @@ DIAL_TIMEOUT = 60.0
 LINGER_RESET = struct.pack("ii", 1, 0)
 
 
-class Endpoint(asyncio.BufferedProtocol):
-    """One socket of a proxied connection, feeding the link that reads it."""
+class Endpoint(asyncio.BaseProtocol):
+    """One socket of a proxied connection, feeding the link that reads it (the shared part)."""
 
     def __init__(self, conn: Connection):
         self.conn = conn
@@ -46,15 +46,8 @@ class Endpoint(asyncio.BufferedProtocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.conn.endpoint_made(self)
 
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self._buffer
-
-    def buffer_updated(self, nbytes: int) -> None:
-        inbound = self.inbound
-        if inbound is not None:
-            inbound.feed(bytes(self._buffer[:nbytes]))
-            return
-        self.early.append(bytes(self._buffer[:nbytes]))
+    def _hold(self, data: bytes) -> None:
+        self.early.append(data)
         if self.transport is not None:
             self.transport.pause_reading()
 
@@ -88,13 +81,38 @@ class Endpoint(asyncio.BufferedProtocol):
             self.outbound.dest_paused(False)
 
 
+class BufferedEndpoint(Endpoint, asyncio.BufferedProtocol):
+    """Reads into the proxy's one reused buffer: the cheap way on the standard loop."""
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        inbound = self.inbound
+        if inbound is not None:
+            inbound.feed(bytes(self._buffer[:nbytes]))
+        else:
+            self._hold(bytes(self._buffer[:nbytes]))
+
+
+class StreamEndpoint(Endpoint, asyncio.Protocol):
+    """Fed by data_received: the cheap way on uvloop, which reads into a buffer of its own."""
+
+    def data_received(self, data: bytes) -> None:
+        inbound = self.inbound
+        if inbound is not None:
+            inbound.feed(data)
+        else:
+            self._hold(data)
+
+
 class Connection:
     """Accept a client, dial the upstream, and tear both down together."""
 
     def __init__(self, proxy: Proxy):
         self.proxy = proxy
         self.loop = asyncio.get_running_loop()
-        self.client = Endpoint(self)
+        self.client = proxy.endpoint_class(self)
         self.upstream: Endpoint | None = None
         self.links: dict[str, Link] = {}
         self.dial: asyncio.Task | None = None
@@ -111,7 +129,7 @@ class Connection:
             self.dial = self.loop.create_task(self._dial())
 
     async def _dial(self) -> None:
-        upstream = Endpoint(self)
+        upstream = self.proxy.endpoint_class(self)
         connected = False
         try:
             host, port = addresses.split_host_port(self.proxy.upstream)

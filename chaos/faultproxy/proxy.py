@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import TYPE_CHECKING, Any
 
 from chaos.faultproxy import addresses, log
 from chaos.faultproxy.chain import ToxicChain
-from chaos.faultproxy.connection import Connection
+from chaos.faultproxy.connection import BufferedEndpoint, Connection, Endpoint, StreamEndpoint
 from chaos.faultproxy.errors import ApiError
 
 if TYPE_CHECKING:
@@ -16,6 +17,17 @@ if TYPE_CHECKING:
 
 # One read may take up to 128 KB; links cut it into Go-sized 32 KB chunks for toxics.
 READ_SIZE = 128 * 1024
+
+
+def endpoint_class() -> type[Endpoint]:
+    """The endpoint protocol that reads most cheaply on the running event loop."""
+    choice = os.environ.get("FAULTPROXY_READS", "")
+    if choice == "stream":
+        return StreamEndpoint
+    if choice == "buffered":
+        return BufferedEndpoint
+    loop = asyncio.get_running_loop()
+    return StreamEndpoint if type(loop).__module__.startswith("uvloop") else BufferedEndpoint
 
 
 class AlreadyStarted(Exception):
@@ -35,6 +47,7 @@ class Proxy:
         self.server: asyncio.Server | None = None
         self.connections: set[Connection] = set()
         self.read_buffer = memoryview(bytearray(READ_SIZE))
+        self.endpoint_class: type[Endpoint] = endpoint_class()
 
     def to_json(self) -> dict[str, Any]:
         """Return the proxy in Go's field order; Logger is always {} as Go prints it."""
