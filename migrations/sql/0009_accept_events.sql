@@ -18,6 +18,7 @@ CREATE FUNCTION accept_events(
     p_event_ids uuid[],
     p_user_ids text[],
     p_item_ids bigint[],
+    p_item_set bigint[],  -- the distinct item ids
     p_kinds text[],
     p_occurred timestamptz[],
     p_routing_keys text[],
@@ -32,7 +33,6 @@ CREATE FUNCTION accept_events(
 DECLARE
     live boolean;
     expired boolean := false;
-    new_ids uuid[];
 BEGIN
     IF NOT pg_try_advisory_xact_lock(p_lock_key) THEN
         outcome := 'in_flight';
@@ -54,10 +54,12 @@ BEGIN
         response_body := NULL;
     END IF;
 
-    SELECT array_agg(w.id ORDER BY w.id) INTO missing_items
-      FROM (SELECT DISTINCT unnest(p_item_ids) AS id) w
-     WHERE NOT EXISTS (SELECT 1 FROM items i WHERE i.item_id = w.id);
-    IF missing_items IS NOT NULL THEN
+    -- One primary-key probe per distinct id; which ones are missing only when some are.
+    IF (SELECT count(*) FROM items WHERE item_id = ANY (p_item_set)) < cardinality(p_item_set)
+    THEN
+        SELECT array_agg(w.id ORDER BY w.id) INTO missing_items
+          FROM unnest(p_item_set) AS w(id)
+         WHERE NOT EXISTS (SELECT 1 FROM items i WHERE i.item_id = w.id);
         outcome := 'unknown_items';
         RETURN;
     END IF;
@@ -67,54 +69,53 @@ BEGIN
          WHERE client_id = p_client_id AND key = p_key AND expires_at <= now();
     END IF;
 
-    -- A repeated event_id (known already, or twice in this batch) inserts nothing.
-    WITH inserted AS (
+    -- The writes as one statement (each statement in a function has its own overhead).
+    -- A repeated event_id (known already, or twice in this batch) inserts nothing; the
+    -- first occurrence of a new id is 'accepted', every other one a 'duplicate'; one outbox
+    -- row per new event, in request order (the relay publishes in id order).
+    WITH batch AS (
+        SELECT * FROM unnest(p_event_ids, p_user_ids, p_item_ids, p_kinds, p_occurred,
+                             p_routing_keys, p_payloads) WITH ORDINALITY
+               AS b(event_id, user_id, item_id, kind, occurred_at, routing_key, payload, ord)
+    ), inserted AS (
         INSERT INTO events (event_id, client_id, user_id, item_id, kind, occurred_at, request_id)
-        SELECT e.event_id, p_client_id, e.user_id, e.item_id, e.kind, e.occurred_at, p_request_id
-          FROM unnest(p_event_ids, p_user_ids, p_item_ids, p_kinds, p_occurred)
-               AS e(event_id, user_id, item_id, kind, occurred_at)
+        SELECT event_id, p_client_id, user_id, item_id, kind, occurred_at, p_request_id
+          FROM batch
         ON CONFLICT (event_id) DO NOTHING
         RETURNING event_id
+    ), firsts AS (
+        SELECT DISTINCT ON (b.event_id) b.event_id, b.routing_key, b.payload, b.ord
+          FROM batch b JOIN inserted i ON i.event_id = b.event_id
+         ORDER BY b.event_id, b.ord
+    ), outboxed AS (
+        INSERT INTO outbox (event_id, event_type, routing_key, payload, headers)
+        SELECT event_id, p_event_type, routing_key, payload, p_headers
+          FROM firsts
+         ORDER BY ord
+    ), rendered AS (
+        SELECT count(f.ord) AS accepted,
+               convert_to(format(
+                   '{"accepted":%s,"duplicates":%s,"results":[%s]}',
+                   count(f.ord),
+                   count(*) - count(f.ord),
+                   string_agg(format(
+                       '{"event_id":"%s","status":"%s","href":"/v1/events/%s"}',
+                       b.event_id,
+                       CASE WHEN f.ord IS NOT NULL THEN 'accepted' ELSE 'duplicate' END,
+                       b.event_id
+                   ), ',' ORDER BY b.ord)
+               ), 'UTF8') AS body
+          FROM batch b LEFT JOIN firsts f ON f.ord = b.ord
+    ), stored AS (
+        INSERT INTO idempotency_keys
+            (client_id, key, fingerprint, response_status, response_body, expires_at)
+        SELECT p_client_id, p_key, p_fingerprint, 202, body,
+               now() + make_interval(secs => p_ttl_s)
+          FROM rendered
     )
-    SELECT coalesce(array_agg(event_id), '{}') INTO new_ids FROM inserted;
-
-    -- One outbox row per new event, in request order (the relay publishes in id order).
-    INSERT INTO outbox (event_id, event_type, routing_key, payload, headers)
-    SELECT f.event_id, p_event_type, f.routing_key, f.payload, p_headers
-      FROM (
-          SELECT DISTINCT ON (b.event_id) b.event_id, b.routing_key, b.payload, b.ord
-            FROM unnest(p_event_ids, p_routing_keys, p_payloads) WITH ORDINALITY
-                 AS b(event_id, routing_key, payload, ord)
-           WHERE b.event_id = ANY (new_ids)
-           ORDER BY b.event_id, b.ord
-      ) f
-     ORDER BY f.ord;
-
-    -- The first occurrence of a new id is 'accepted'; every other one a 'duplicate'.
-    WITH results AS (
-        SELECT r.event_id::text AS id, r.ord,
-               r.event_id = ANY (new_ids)
-               AND r.ord = min(r.ord) OVER (PARTITION BY r.event_id) AS is_new
-          FROM unnest(p_event_ids) WITH ORDINALITY AS r(event_id, ord)
-    )
-    SELECT count(*) FILTER (WHERE is_new),
-           convert_to(format(
-               '{"accepted":%s,"duplicates":%s,"results":[%s]}',
-               count(*) FILTER (WHERE is_new),
-               count(*) FILTER (WHERE NOT is_new),
-               string_agg(format(
-                   '{"event_id":"%s","status":"%s","href":"/v1/events/%s"}',
-                   id, CASE WHEN is_new THEN 'accepted' ELSE 'duplicate' END, id
-               ), ',' ORDER BY ord)
-           ), 'UTF8')
-      INTO accepted, response_body
-      FROM results;
-
-    response_status := 202;
-    INSERT INTO idempotency_keys
-        (client_id, key, fingerprint, response_status, response_body, expires_at)
-    VALUES (p_client_id, p_key, p_fingerprint, response_status, response_body,
-            now() + make_interval(secs => p_ttl_s));
+    SELECT rendered.accepted, 202, rendered.body
+      INTO accepted, response_status, response_body
+      FROM rendered;
     outcome := 'accepted';
 END;
 $$;

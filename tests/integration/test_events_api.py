@@ -121,6 +121,37 @@ def test_repeated_event_id_is_a_noop(client, auth, db, make_events):
     assert _counts(db) == (1, 1, 1)
 
 
+def test_mixed_batch_results_and_outbox_rows_keep_request_order(client, auth, db, make_events):
+    known = make_events(1)
+    assert _post(client, auth, known).status_code == 202
+    fresh = make_events(3)["events"]
+    a, b, c = fresh
+    batch = {"events": [b, known["events"][0], a, dict(b), c]}
+    resp = _post(client, auth, batch)
+    assert resp.status_code == 202
+    statuses = [r["status"] for r in resp.json["results"]]
+    assert statuses == ["accepted", "duplicate", "accepted", "duplicate", "accepted"]
+    assert [r["event_id"] for r in resp.json["results"]] == [e["event_id"] for e in batch["events"]]
+    assert resp.json["accepted"] == 3 and resp.json["duplicates"] == 2
+    # The body is rendered by the database: compact JSON, as orjson would write it.
+    assert resp.data == orjson.dumps(resp.json)
+    with db.cursor() as cur:
+        cur.execute("SELECT event_id::text FROM outbox ORDER BY id OFFSET 1")
+        assert [r[0] for r in cur.fetchall()] == [b["event_id"], a["event_id"], c["event_id"]]
+    assert _counts(db) == (4, 4, 2)
+
+
+def test_unknown_item_is_422_without_effect(client, auth, db, make_events):
+    body = make_events(3)
+    body["events"][1]["item_id"] = 987_654_321
+    body["events"][2]["item_id"] = 987_654_320
+    resp = _post(client, auth, body)
+    assert resp.status_code == 422
+    assert resp.json["type"].endswith("unknown-item")
+    assert [e["pointer"] for e in resp.json["errors"]] == ["/events/1/item_id", "/events/2/item_id"]
+    assert _counts(db) == (0, 0, 0)
+
+
 def test_event_status_and_ownership(client, auth, db, make_events):
     body = make_events(1)
     event_id = body["events"][0]["event_id"]
