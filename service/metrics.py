@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 from flask import Flask
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 
 HISTOGRAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
 
@@ -14,6 +14,26 @@ HISTOGRAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5
 def multiprocess_mode() -> bool:
     """Gunicorn's workers share metrics through files in PROMETHEUS_MULTIPROC_DIR."""
     return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+_pid = {"value": os.getpid()}
+
+
+def _refresh_pid() -> None:
+    _pid["value"] = os.getpid()
+
+
+def cache_process_id() -> None:
+    """Let multiprocess metrics read a cached pid, refreshed in every forked child.
+
+    prometheus_client calls os.getpid() (a system call) on each metric update to notice a
+    fork; a request makes about ten updates. The pid only changes at fork, so track it there.
+    """
+    if getattr(values.ValueClass, "_pid_cached", False):
+        return
+    os.register_at_fork(after_in_child=_refresh_pid)
+    values.ValueClass = values.MultiProcessValue(process_identifier=lambda: _pid["value"])
+    values.ValueClass._pid_cached = True  # type: ignore[attr-defined]
 
 
 class ServiceMetrics:
@@ -62,6 +82,7 @@ def install(app: Flask) -> ServiceMetrics:
         "excluded_paths": ["^/metrics$"],
     }
     if multiprocess_mode():
+        cache_process_id()
         from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
 
         exporter = GunicornInternalPrometheusMetrics(app, **common)

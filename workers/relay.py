@@ -85,7 +85,6 @@ class Relay:
         self.ready: collections.deque[tuple[Any, concurrent.futures.Future]] = collections.deque()
         self._db = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="relay-db")
         self.stopping = False
-        self.backlogged = False  # the last claim was full: more rows are waiting
         self._next_backlog = 0.0
         self._next_purge = self.clock() + min(5.0, settings.relay_retention_interval_s)
 
@@ -99,7 +98,6 @@ class Relay:
         while self.ready:  # empty claims were committed already: skip them
             conn, future = self.ready.popleft()
             rows = future.result()  # normally done: claimed while the last batch was published
-            self.backlogged = len(rows) >= self.settings.relay_batch_size
             if rows and not self.stopping:
                 batch = self._publish(conn, rows)
                 break
@@ -136,19 +134,14 @@ class Relay:
                 _rollback_quietly(conn)
 
     def _claim_ahead(self) -> None:
-        """Keep claims queued so the next batch is ready before it is needed.
-
-        Two while draining a backlog (full claims): throughput. One while keeping up: a claim
-        queued behind another only holds rows back for a whole batch cycle (latency).
-        """
+        """Keep two claims queued so the next batch is ready before it is needed."""
         if self.stopping:
             return
-        depth = 2 if self.backlogged else 1
         busy = {id(conn) for conn, _ in self.ready}
         if self.inflight is not None:
             busy.add(id(self.inflight.conn))
         for conn in self.conns:
-            if len(self.ready) >= depth:
+            if len(self.ready) >= 2:
                 return
             if id(conn) not in busy:
                 future = self._db.submit(self._claim_rows, conn, self._housekeeping_due())
