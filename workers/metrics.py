@@ -61,6 +61,9 @@ class RelayMetrics:
             registry=r,
         )
         self.purged = Counter("reco_relay_purged", "Published rows purged", registry=r)
+        self.keys_purged = Counter(
+            "reco_relay_idempotency_keys_purged", "Expired idempotency records purged", registry=r
+        )
         self.backlog = Gauge("reco_outbox_backlog", "Unpublished outbox rows", registry=r)
         self.oldest_age = Gauge(
             "reco_outbox_oldest_unpublished_age_seconds",

@@ -41,6 +41,15 @@ WHERE o.id = f.id
 """
 
 # Batched and SKIP LOCKED so a purge never waits on, or holds up, a claiming relay.
+# Idempotency records past their expiry are only replaced when their key comes back; the
+# retention run deletes the rest so the table does not grow with every request ever made.
+PURGE_EXPIRED_KEYS = """
+DELETE FROM idempotency_keys WHERE ctid IN (
+    SELECT ctid FROM idempotency_keys WHERE expires_at <= now() LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+"""
+
 PURGE_PUBLISHED = """
 DELETE FROM outbox WHERE id IN (
     SELECT id FROM outbox
@@ -127,6 +136,12 @@ def _rows(rows: list[tuple]) -> list[OutboxRow]:
 def purge_published(cur, older_than_s: float, limit: int) -> int:
     """Delete up to ``limit`` rows published more than ``older_than_s`` seconds ago."""
     cur.execute(PURGE_PUBLISHED, {"age_s": older_than_s, "limit": limit})
+    return cur.rowcount
+
+
+def purge_expired_keys(cur, limit: int) -> int:
+    """Delete up to ``limit`` expired idempotency records."""
+    cur.execute(PURGE_EXPIRED_KEYS, {"limit": limit})
     return cur.rowcount
 
 

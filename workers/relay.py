@@ -282,6 +282,16 @@ class Relay:
         if total:
             self.metrics.purged.inc(total)
             log.info("purged published outbox rows", extra={"rows": total})
+        keys = 0
+        for _ in range(PURGE_MAX_ROUNDS):
+            with conn.cursor() as cur:
+                deleted = outbox.purge_expired_keys(cur, PURGE_BATCH)
+            keys += deleted
+            if deleted < PURGE_BATCH:
+                break
+        if keys:
+            self.metrics.keys_purged.inc(keys)
+            log.info("purged expired idempotency keys", extra={"rows": keys})
         return total
 
     # -- connections ----------------------------------------------------------------------

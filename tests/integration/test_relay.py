@@ -208,6 +208,25 @@ def test_retention_purges_only_old_published_rows(settings, db, worker_objects):
     assert_audit(settings)
 
 
+def test_retention_purges_expired_idempotency_keys_only(settings, db, worker_objects):
+    with db.cursor() as cur:
+        cur.execute(
+            "INSERT INTO idempotency_keys"
+            " (client_id, key, fingerprint, response_status, response_body, expires_at)"
+            " SELECT 'c', 'k' || g, 'f', 202, '\\x', now() + CASE WHEN g <= 4"
+            " THEN interval '-1 second' ELSE interval '1 hour' END"
+            " FROM generate_series(1, 7) g"
+        )
+    db.commit()
+    relay = worker_objects.relay(settings)
+    relay.purge()
+    with db.cursor() as cur:
+        cur.execute("SELECT key FROM idempotency_keys ORDER BY key")
+        assert [r[0] for r in cur.fetchall()] == ["k5", "k6", "k7"]
+    purged = "reco_relay_idempotency_keys_purged_total"
+    assert relay.metrics.registry.get_sample_value(purged) == 4
+
+
 def test_relay_process_serves_health_and_metrics_and_stops_gracefully(
     settings, tmp_path, worker_procs, worker_objects
 ):
