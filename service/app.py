@@ -45,7 +45,7 @@ class SyncFlask(Flask):
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the app; no I/O happens here (pools open lazily in each worker)."""
     settings = settings or Settings.from_env()
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, settings.log_batch_lines, settings.log_batch_flush_ms)
     app = SyncFlask(__name__)
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_content_length, PROVIDE_AUTOMATIC_OPTIONS=False

@@ -69,6 +69,12 @@ class Settings:
         "RECO_AMQP_NAMESPACE", "reco", doc="prefix of exchange and queue names"
     )
     log_level: str = _field("RECO_LOG_LEVEL", "INFO")
+    log_batch_lines: int = _field(
+        "RECO_LOG_BATCH_LINES", 64, int, "service log lines per write (1: one each); WARNING+ now"
+    )
+    log_batch_flush_ms: int = _field(
+        "RECO_LOG_BATCH_FLUSH_MS", 500, int, "longest a buffered log line waits"
+    )
     # HTTP service
     db_pool_size: int = _field("RECO_DB_POOL_SIZE", 4, int, "connections per worker")
     db_checkout_timeout_ms: int = _field("RECO_DB_CHECKOUT_TIMEOUT_MS", 200, int)

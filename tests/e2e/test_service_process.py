@@ -66,6 +66,9 @@ def test_metrics_aggregate_across_workers(gunicorn_server, database_url):
             )
             assert set(statuses) == {200}
             sent += 40
+    deadline = time.monotonic() + 5  # access lines are written in batches (500 ms at most)
+    while len(pids()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert len(pids()) == 2, "both workers should have served requests"
     text = requests.get(f"{server.url}/metrics", timeout=5).text
     counts = [

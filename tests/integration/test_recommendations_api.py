@@ -66,6 +66,8 @@ def test_logs_never_contain_the_api_key(client, auth, caplog, make_events, capfd
         client.get("/v1/users/u-1/recommendations", headers={"X-API-Key": API_KEY + "x"})
     finally:
         logging.getLogger("reco").removeHandler(caplog.handler)
+    for handler in logging.getLogger("reco").handlers:
+        handler.flush()  # lines may wait in the batching handler
     out, err = capfd.readouterr()
     text = out + err + caplog.text + repr([r.__dict__ for r in caplog.records])
     assert "request" in text
