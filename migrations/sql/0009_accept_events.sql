@@ -1,9 +1,11 @@
--- POST /v1/events as one statement. Called in autocommit, the call is its own transaction:
--- one round trip where BEGIN, lock, lookup, item check, three inserts and COMMIT took eight.
+-- POST /v1/events as one statement. The API sends BEGIN with the call and COMMIT after it:
+-- two round trips where BEGIN, lock, lookup, item check, three inserts and COMMIT took eight.
+-- COMMIT stays separate so that a request that fails before it is known to have written
+-- nothing (503), and only a lost answer to COMMIT leaves the outcome unknown (504).
 --
 -- Outcomes: 'in_flight' (another request holds the key), 'replay' (a live record: its
 -- fingerprint, status and body), 'unknown_items' (sorted ids; nothing written) and
--- 'accepted' (events, outbox rows and the idempotency record committed together). The
+-- 'accepted' (events, outbox rows and the idempotency record, committed together). The
 -- response body is rendered here, where the outcome is known, exactly as the API documents
 -- it (EventBatchResult), so the stored body and the first answer are the same bytes.
 CREATE FUNCTION accept_events(

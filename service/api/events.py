@@ -68,10 +68,14 @@ def post_events() -> Response:
         "routing_keys": [m.routing_key for m in messages],
         "payloads": [m.to_payload() for m in messages],
     }
-    # One statement in autocommit is one transaction: all of it commits, or none of it.
+    # Two round trips: BEGIN with the whole write, then COMMIT (a refusal or replay rolls
+    # back as the unit of work closes). A lost answer to COMMIT is a 504, never a 503.
     budget = rt.settings.write_deadline_ms / 1000
-    with rt.db.unit_of_work(budget, autocommit=True) as uow, uow.cursor() as cur:
-        result = events_repo.accept(cur, request_facts, events, outbox)
+    with rt.db.unit_of_work(budget, autocommit=True) as uow:
+        with uow.cursor() as cur:
+            result = events_repo.accept(cur, request_facts, events, outbox)
+        if result.outcome == "accepted":
+            uow.commit()
     if result.outcome == "in_flight":
         rt.metrics.idempotency.labels("in_flight").inc()
         raise ApiProblem(

@@ -63,6 +63,17 @@ class Database:
             503, "database-unavailable", detail, headers={"Retry-After": str(seconds)}
         )
 
+    def _outcome_unknown(self) -> ApiProblem:
+        # COMMIT was sent and no answer came: it may have been applied. A 503 would promise
+        # that nothing was committed; a retry with the same Idempotency-Key is always safe.
+        return ApiProblem(
+            504,
+            "outcome-unknown",
+            "the database did not confirm the commit in time; the request may or may not have"
+            " taken effect: retry it with the same Idempotency-Key",
+            headers={"Retry-After": str(self.settings.retry_after_s)},
+        )
+
     @contextmanager
     def unit_of_work(self, budget_s: float, autocommit: bool = False) -> Iterator[UnitOfWork]:
         """Yield a UnitOfWork bounded by ``budget_s``; map outages to 503 problems."""
@@ -74,9 +85,10 @@ class Database:
             raise self._unavailable("database unavailable", self.breaker.retry_after_s()) from None
         with deadline_scope(budget_s):
             started = time.perf_counter()
+            checkout = min(self.settings.db_checkout_timeout_ms / 1000, max(remaining(), 0))
+            work = UnitOfWork(self.pool, checkout, autocommit)
             try:
-                checkout = min(self.settings.db_checkout_timeout_ms / 1000, max(remaining(), 0))
-                with UnitOfWork(self.pool, checkout, autocommit) as uow:
+                with work as uow:
                     if self.metrics:
                         self.metrics.pool_wait.observe(time.perf_counter() - started)
                     yield uow
@@ -87,9 +99,13 @@ class Database:
                 raise self._unavailable("no database connection free") from None
             except DeadlineExceeded:
                 self._failed("deadline")
+                if work.committing:
+                    raise self._outcome_unknown() from None
                 raise self._unavailable("database did not answer within the deadline") from None
             except UNAVAILABLE as exc:
                 self._failed(type(exc).__name__)
+                if work.committing:
+                    raise self._outcome_unknown() from None
                 raise self._unavailable("database unavailable") from None
             except BaseException:
                 # The database answered; the failure is the request's own (e.g. a 422).

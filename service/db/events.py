@@ -14,7 +14,10 @@ PREPARE reco_accept_events (text, text, bigint, text, integer, text, text, jsonb
 SELECT outcome, stored_fingerprint, response_status, response_body, missing_items, accepted
 FROM accept_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
 """
+# BEGIN travels with the call: the caller's COMMIT (or ROLLBACK) is the only other round trip,
+# so a failure before COMMIT was sent is known to have committed nothing (HTTP 503).
 EXECUTE_ACCEPT = """
+BEGIN;
 EXECUTE reco_accept_events (
     %(client_id)s, %(key)s, %(lock_key)s, %(fingerprint)s, %(ttl_s)s, %(request_id)s,
     %(event_type)s, %(headers)s, %(event_ids)s::uuid[], %(user_ids)s::text[],
@@ -48,7 +51,9 @@ WHERE e.event_id = %(event_id)s AND e.client_id = %(client_id)s
 
 
 def accept(cur, request: dict[str, Any], events: list[dict[str, Any]], outbox: dict) -> Accepted:
-    """Run the whole write in one statement (the caller's connection is in autocommit).
+    """Open a transaction and run the whole write in it; the caller commits or rolls back.
+
+    The connection is in autocommit, so BEGIN is sent with the statement (one round trip).
 
     ``request`` holds client_id, key, lock_key, fingerprint, ttl_s and request_id; ``outbox``
     the event_type, headers and, per event, routing_keys and payloads.

@@ -14,11 +14,13 @@ class UnitOfWork:
     def __init__(self, pool: Pool, checkout_timeout_s: float, autocommit: bool = False):
         self._pool = pool
         self._timeout = checkout_timeout_s
-        # Reads, and writes done in one statement, run in autocommit: each statement is its
-        # own transaction, so neither BEGIN nor COMMIT nor ROLLBACK costs a round trip.
+        # Autocommit: a read is one statement, its own transaction, with no BEGIN or ROLLBACK
+        # round trip; a write sends BEGIN in the same round trip as its first statement and
+        # ends with commit(), so COMMIT is the only extra round trip.
         self._autocommit = autocommit
         self.conn: psycopg2.extensions.connection | None = None
         self._committed = False
+        self.committing = False
 
     def __enter__(self) -> UnitOfWork:
         self.conn = self._pool.checkout(self._timeout)
@@ -31,8 +33,15 @@ class UnitOfWork:
         return self.conn.cursor()
 
     def commit(self) -> None:
+        """Commit; while COMMIT is in flight, a failure leaves the outcome unknown."""
         assert self.conn is not None
-        self.conn.commit()
+        self.committing = True
+        if self._autocommit:
+            with self.conn.cursor() as cur:
+                cur.execute("COMMIT")  # closes a transaction the caller opened with BEGIN
+        else:
+            self.conn.commit()
+        self.committing = False
         self._committed = True
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -40,14 +49,16 @@ class UnitOfWork:
         if conn is None:
             return
         broken = isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError)
-        if self._autocommit and not conn.closed:
+        if not conn.closed and not broken:
             try:
-                conn.autocommit = False
-            except psycopg2.Error:
-                broken = True
-        elif not self._committed and not conn.closed and not broken:
-            try:
-                conn.rollback()
+                if conn.info.transaction_status != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+                    if self._autocommit:  # a transaction spelled out with BEGIN
+                        with conn.cursor() as cur:
+                            cur.execute("ROLLBACK")
+                    else:
+                        conn.rollback()
+                if self._autocommit:
+                    conn.autocommit = False
             except psycopg2.Error:
                 broken = True
         self._pool.checkin(conn, discard=broken or bool(conn.closed))

@@ -5,9 +5,11 @@ from __future__ import annotations
 import concurrent.futures
 
 import orjson
+import psycopg2.extensions
 import pytest
 
 from harness.pytest_plugins.service import OTHER_API_KEY, idem_key
+from service.db import deadline
 
 
 def _counts(db) -> tuple[int, int, int]:
@@ -53,6 +55,27 @@ def test_failure_before_commit_leaves_nothing(client, auth, db, make_events):
     assert resp.status_code == 500
     assert resp.mimetype == "application/problem+json"
     assert _counts(db) == (0, 0, 0)
+
+
+def test_a_commit_without_an_answer_is_504_outcome_unknown(client, auth, db, make_events):
+    # A deferred trigger makes COMMIT itself outlast the write deadline: the request
+    # cannot know whether it committed, so it must not answer 503 ("nothing committed").
+    with db.cursor() as cur:
+        cur.execute(
+            "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN PERFORM pg_sleep(3); RETURN NULL; END $$;"
+            " CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON idempotency_keys"
+            " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()"
+        )
+    db.commit()
+    deadline.install()  # as the serving process does (service/wsgi.py)
+    try:
+        resp = _post(client, auth, make_events(1))
+    finally:
+        psycopg2.extensions.set_wait_callback(None)
+    assert resp.status_code == 504, resp.json
+    assert resp.json["type"] == "/problems/outcome-unknown"
+    assert resp.headers["Retry-After"]
 
 
 def test_replay_returns_the_stored_response(client, auth, db, make_events):
