@@ -153,9 +153,19 @@ class Stack:
                 future.result()
         self._save()
         log(f"dependencies ready in {time.monotonic() - started:.1f}s")
+        from migrations.runner import MigrationError
         from migrations.runner import up as migrate_up
 
-        migrate_up(self.database_url(), log=lambda _msg: None)
+        try:
+            migrate_up(self.database_url(), log=lambda _msg: None)
+        except MigrationError as exc:
+            hint = (
+                " (this local database was migrated by another checkout: start afresh with"
+                " `reco-harness down --purge`)"
+                if "drift" in str(exc) and not os.environ.get("RECO_DATABASE_URL")
+                else ""
+            )
+            raise StackError(f"migrations: {exc}{hint}") from exc
         if self.chaos:
             self._start_fault_proxies()
             self._save()

@@ -10,6 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import psycopg2
 import pytest
 
 from harness.cli import main
@@ -81,6 +82,15 @@ def test_up_status_down_leaves_nothing_behind(state_dir, capsys):
     restarted = Stack(state_dir).state["components"]
     assert restarted["api"]["pid"] == api_pid and pid_alive(restarted["relay"]["pid"])
     pids |= _tree(restarted["relay"]["pid"])
+
+    # A database migrated by another checkout is refused, with the way out in the message.
+    conn = psycopg2.connect(Stack(state_dir).database_url(), connect_timeout=5)
+    with conn, conn.cursor() as cur:
+        cur.execute("UPDATE schema_migrations SET sha256 = 'edited' WHERE version = 1")
+    conn.close()
+    capsys.readouterr()
+    assert main(["up", "--state-dir", str(state_dir)]) == 2
+    assert "checksum drift" in (err := capsys.readouterr().err) and "down --purge" in err
 
     assert main(["down", "--state-dir", str(state_dir)]) == 0
     assert "stopped postgres" in capsys.readouterr().out
