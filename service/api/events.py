@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 import uuid
 
 from flask import Blueprint, Response, g, request
@@ -72,10 +73,11 @@ def post_events() -> Response:
     # back as the unit of work closes). A lost answer to COMMIT is a 504, never a 503.
     budget = rt.settings.write_deadline_ms / 1000
     with rt.db.unit_of_work(budget, autocommit=True) as uow:
+        sent = time.monotonic()
         with uow.cursor() as cur:
             result = events_repo.accept(cur, request_facts, events, outbox)
         if result.outcome == "accepted":
-            uow.commit()
+            uow.commit(round_trip_s=time.monotonic() - sent)
     if result.outcome == "in_flight":
         rt.metrics.idempotency.labels("in_flight").inc()
         raise ApiProblem(

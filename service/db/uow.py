@@ -5,6 +5,7 @@ from __future__ import annotations
 import psycopg2
 import psycopg2.extensions
 
+from service.db.deadline import DeadlineExceeded, remaining
 from service.db.pool import Pool
 
 
@@ -32,9 +33,16 @@ class UnitOfWork:
         assert self.conn is not None, "use UnitOfWork as a context manager"
         return self.conn.cursor()
 
-    def commit(self) -> None:
-        """Commit; while COMMIT is in flight, a failure leaves the outcome unknown."""
+    def commit(self, round_trip_s: float = 0.0) -> None:
+        """Commit; while COMMIT is in flight, a failure leaves the outcome unknown.
+
+        ``round_trip_s`` is what the last round trip took. With less time than that left,
+        committing would likely outlive the deadline and leave the outcome unknown; giving
+        up before COMMIT is sent keeps the answer definite (nothing was written).
+        """
         assert self.conn is not None
+        if round_trip_s and remaining() < round_trip_s:
+            raise DeadlineExceeded("too little time left to commit within the deadline")
         self.committing = True
         if self._autocommit:
             with self.conn.cursor() as cur:

@@ -78,6 +78,23 @@ def test_a_commit_without_an_answer_is_504_outcome_unknown(client, auth, db, mak
     assert resp.headers["Retry-After"]
 
 
+def test_too_little_time_left_to_commit_is_503_with_nothing_written(client, auth, db, make_events):
+    # The write's round trip takes most of the deadline (1.5 s): COMMIT would likely outlive
+    # it, so the request gives up before sending it and can promise that nothing was written.
+    with db.cursor() as cur:
+        cur.execute(
+            "CREATE FUNCTION slow_write() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN PERFORM pg_sleep(0.9); RETURN NEW; END $$;"
+            " CREATE TRIGGER slow_write BEFORE INSERT ON idempotency_keys"
+            " FOR EACH ROW EXECUTE FUNCTION slow_write()"
+        )
+    db.commit()
+    resp = _post(client, auth, make_events(1))
+    assert resp.status_code == 503, resp.json
+    assert resp.json["type"] == "/problems/database-unavailable"
+    assert _counts(db) == (0, 0, 0)
+
+
 def test_replay_returns_the_stored_response(client, auth, db, make_events):
     body, key = make_events(2), idem_key()
     first = _post(client, auth, body, key)
