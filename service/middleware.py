@@ -61,7 +61,6 @@ def install(app: Flask) -> None:
         req = request._get_current_object()  # type: ignore[attr-defined]
         ctx = g._get_current_object()  # type: ignore[attr-defined]
         headers = req.headers
-        ctx.started = time.perf_counter()
         ctx.request_id = _well_formed(headers.get("X-Request-ID")) or uuid.uuid4().hex
         ctx.correlation_id = _well_formed(headers.get("X-Correlation-ID")) or ctx.request_id
         req.environ[IDS_KEY] = (ctx.request_id, ctx.correlation_id)

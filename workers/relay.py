@@ -271,24 +271,12 @@ class Relay:
             conn = next(
                 c for c in self.conns if self.inflight is None or c is not self.inflight.conn
             )
-        total = 0
         age_s = self.settings.relay_retention_hours * 3600
-        for _ in range(PURGE_MAX_ROUNDS):
-            with conn.cursor() as cur:
-                deleted = outbox.purge_published(cur, age_s, PURGE_BATCH)
-            total += deleted
-            if deleted < PURGE_BATCH:
-                break
+        total = _purge_in_rounds(conn, lambda cur: outbox.purge_published(cur, age_s, PURGE_BATCH))
         if total:
             self.metrics.purged.inc(total)
             log.info("purged published outbox rows", extra={"rows": total})
-        keys = 0
-        for _ in range(PURGE_MAX_ROUNDS):
-            with conn.cursor() as cur:
-                deleted = outbox.purge_expired_keys(cur, PURGE_BATCH)
-            keys += deleted
-            if deleted < PURGE_BATCH:
-                break
+        keys = _purge_in_rounds(conn, lambda cur: outbox.purge_expired_keys(cur, PURGE_BATCH))
         if keys:
             self.metrics.keys_purged.inc(keys)
             log.info("purged expired idempotency keys", extra={"rows": keys})
@@ -397,6 +385,18 @@ def _ids(row: outbox.OutboxRow) -> dict[str, object]:
         "request_id": row.headers.get("request_id"),
         "correlation_id": row.headers.get("correlation_id"),
     }
+
+
+def _purge_in_rounds(conn, purge_batch) -> int:
+    """Repeat a bounded delete until a round deletes less than a batch; return the total."""
+    total = 0
+    for _ in range(PURGE_MAX_ROUNDS):
+        with conn.cursor() as cur:
+            deleted = purge_batch(cur)
+        total += deleted
+        if deleted < PURGE_BATCH:
+            break
+    return total
 
 
 def _rollback_quietly(conn) -> bool:

@@ -49,6 +49,15 @@ class Connection(psycopg2.extensions.connection):
         self.prepared: set[str] = set()
 
 
+def ensure_prepared(cur, name: str, prepare_sql: str) -> None:
+    """Run ``prepare_sql`` (a PREPARE of ``name``) unless this connection already did."""
+    prepared = getattr(cur.connection, "prepared", None)
+    if prepared is None or name not in prepared:
+        cur.execute(prepare_sql)
+        if prepared is not None:
+            prepared.add(name)
+
+
 def connect(settings: Settings, role: str) -> psycopg2.extensions.connection:
     """Open one connection for ``role`` (api, relay, consumer, admin)."""
     return psycopg2.connect(connection_factory=Connection, **connect_kwargs(settings, role))

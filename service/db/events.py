@@ -6,6 +6,8 @@ from typing import Any, NamedTuple
 
 from psycopg2.extras import Json
 
+from service.db.connect import ensure_prepared
+
 # Prepared once per connection: parsing and planning the call would cost a fifth of it.
 ACCEPT_STATEMENT = "reco_accept_events"
 PREPARE_ACCEPT = """
@@ -58,11 +60,7 @@ def accept(cur, request: dict[str, Any], events: list[dict[str, Any]], outbox: d
     ``request`` holds client_id, key, lock_key, fingerprint, ttl_s and request_id; ``outbox``
     the event_type, headers and, per event, routing_keys and payloads.
     """
-    prepared = getattr(cur.connection, "prepared", None)
-    if prepared is None or ACCEPT_STATEMENT not in prepared:
-        cur.execute(PREPARE_ACCEPT)
-        if prepared is not None:
-            prepared.add(ACCEPT_STATEMENT)
+    ensure_prepared(cur, ACCEPT_STATEMENT, PREPARE_ACCEPT)
     cur.execute(
         EXECUTE_ACCEPT,
         {

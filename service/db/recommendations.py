@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from service.db.connect import ensure_prepared
 from service.ranking import Candidate
 
 POPULAR = """
@@ -30,11 +31,7 @@ def popular(cur, pool: int) -> list[Candidate]:
 
 def history(cur, user_id: str, max_seen: int = 1000) -> tuple[dict[int, float], set[int]]:
     """Return the user's category affinities and the items they interacted with most recently."""
-    prepared = getattr(cur.connection, "prepared", None)
-    if prepared is None or HISTORY_STATEMENT not in prepared:
-        cur.execute(PREPARE_HISTORY)
-        if prepared is not None:
-            prepared.add(HISTORY_STATEMENT)
+    ensure_prepared(cur, HISTORY_STATEMENT, PREPARE_HISTORY)
     cur.execute(EXECUTE_HISTORY, {"user_id": user_id, "max_seen": max_seen})
     affinity: dict[int, float] = {}
     seen: set[int] = set()

@@ -20,7 +20,6 @@ class UnitOfWork:
         # ends with commit(), so COMMIT is the only extra round trip.
         self._autocommit = autocommit
         self.conn: psycopg2.extensions.connection | None = None
-        self._committed = False
         self.committing = False
 
     def __enter__(self) -> UnitOfWork:
@@ -50,7 +49,6 @@ class UnitOfWork:
         else:
             self.conn.commit()
         self.committing = False
-        self._committed = True
 
     def __exit__(self, exc_type, exc, tb) -> None:
         conn, self.conn = self.conn, None

@@ -400,29 +400,27 @@ def socat_relay(host: str, port: int) -> Iterator[int | None]:
             proc.wait(5)
 
 
-@pytest.fixture(scope="module")
-def pg_ports(fault_client, pg_instance) -> Iterator[dict[str, int]]:
-    """Ports reaching PostgreSQL: direct, through the fault proxy, and through socat if any."""
-    with (
-        proxy_to(fault_client, pg_instance.host, pg_instance.port) as (_, proxied),
-        socat_relay(pg_instance.host, pg_instance.port) as relayed,
-    ):
-        ports = {"direct": pg_instance.port, "proxied": proxied}
+@contextlib.contextmanager
+def ports_to(client: Client, host: str, port: int) -> Iterator[dict[str, int]]:
+    """Ports reaching host:port: direct, through the fault proxy, and through socat if any."""
+    with proxy_to(client, host, port) as (_, proxied), socat_relay(host, port) as relayed:
+        ports = {"direct": port, "proxied": proxied}
         if relayed is not None:
             ports["socat"] = relayed
         yield ports
 
 
 @pytest.fixture(scope="module")
+def pg_ports(fault_client, pg_instance) -> Iterator[dict[str, int]]:
+    """Ports reaching PostgreSQL."""
+    with ports_to(fault_client, pg_instance.host, pg_instance.port) as ports:
+        yield ports
+
+
+@pytest.fixture(scope="module")
 def rabbit_ports(fault_client, rabbit_instance) -> Iterator[dict[str, int]]:
-    """Ports reaching RabbitMQ: direct, through the fault proxy, and through socat if any."""
-    with (
-        proxy_to(fault_client, rabbit_instance.host, rabbit_instance.port) as (_, proxied),
-        socat_relay(rabbit_instance.host, rabbit_instance.port) as relayed,
-    ):
-        ports = {"direct": rabbit_instance.port, "proxied": proxied}
-        if relayed is not None:
-            ports["socat"] = relayed
+    """Ports reaching RabbitMQ."""
+    with ports_to(fault_client, rabbit_instance.host, rabbit_instance.port) as ports:
         yield ports
 
 

@@ -21,6 +21,13 @@ def _counts(db) -> tuple[int, int, int]:
         return cur.fetchone()
 
 
+def _install(db, sql: str) -> None:
+    """Create a function and a trigger on the test's own database, committed."""
+    with db.cursor() as cur:
+        cur.execute(sql)
+    db.commit()
+
+
 def _post(client, auth, body, key=None, **headers):
     return client.post(
         "/v1/events",
@@ -43,14 +50,13 @@ def test_events_outbox_and_key_commit_together(client, auth, db, make_events):
 
 def test_failure_before_commit_leaves_nothing(client, auth, db, make_events):
     # The idempotency record is the last write: failing it must take events and outbox along.
-    with db.cursor() as cur:
-        cur.execute(
-            "CREATE FUNCTION explode() RETURNS trigger LANGUAGE plpgsql AS"
-            " $$ BEGIN RAISE EXCEPTION 'crash after the outbox insert'; END $$;"
-            " CREATE TRIGGER explode BEFORE INSERT ON idempotency_keys"
-            " FOR EACH ROW EXECUTE FUNCTION explode()"
-        )
-    db.commit()
+    _install(
+        db,
+        "CREATE FUNCTION explode() RETURNS trigger LANGUAGE plpgsql AS"
+        " $$ BEGIN RAISE EXCEPTION 'crash after the outbox insert'; END $$;"
+        " CREATE TRIGGER explode BEFORE INSERT ON idempotency_keys"
+        " FOR EACH ROW EXECUTE FUNCTION explode()",
+    )
     resp = _post(client, auth, make_events(2))
     assert resp.status_code == 500
     assert resp.mimetype == "application/problem+json"
@@ -60,14 +66,13 @@ def test_failure_before_commit_leaves_nothing(client, auth, db, make_events):
 def test_a_commit_without_an_answer_is_504_outcome_unknown(client, auth, db, make_events):
     # A deferred trigger makes COMMIT itself outlast the write deadline: the request
     # cannot know whether it committed, so it must not answer 503 ("nothing committed").
-    with db.cursor() as cur:
-        cur.execute(
-            "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS"
-            " $$ BEGIN PERFORM pg_sleep(3); RETURN NULL; END $$;"
-            " CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON idempotency_keys"
-            " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()"
-        )
-    db.commit()
+    _install(
+        db,
+        "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS"
+        " $$ BEGIN PERFORM pg_sleep(3); RETURN NULL; END $$;"
+        " CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON idempotency_keys"
+        " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()",
+    )
     deadline.install()  # as the serving process does (service/wsgi.py)
     try:
         resp = _post(client, auth, make_events(1))
@@ -81,14 +86,13 @@ def test_a_commit_without_an_answer_is_504_outcome_unknown(client, auth, db, mak
 def test_too_little_time_left_to_commit_is_503_with_nothing_written(client, auth, db, make_events):
     # The write's round trip takes most of the deadline (1.5 s): COMMIT would likely outlive
     # it, so the request gives up before sending it and can promise that nothing was written.
-    with db.cursor() as cur:
-        cur.execute(
-            "CREATE FUNCTION slow_write() RETURNS trigger LANGUAGE plpgsql AS"
-            " $$ BEGIN PERFORM pg_sleep(0.9); RETURN NEW; END $$;"
-            " CREATE TRIGGER slow_write BEFORE INSERT ON idempotency_keys"
-            " FOR EACH ROW EXECUTE FUNCTION slow_write()"
-        )
-    db.commit()
+    _install(
+        db,
+        "CREATE FUNCTION slow_write() RETURNS trigger LANGUAGE plpgsql AS"
+        " $$ BEGIN PERFORM pg_sleep(0.9); RETURN NEW; END $$;"
+        " CREATE TRIGGER slow_write BEFORE INSERT ON idempotency_keys"
+        " FOR EACH ROW EXECUTE FUNCTION slow_write()",
+    )
     resp = _post(client, auth, make_events(1))
     assert resp.status_code == 503, resp.json
     assert resp.json["type"] == "/problems/database-unavailable"
