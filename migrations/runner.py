@@ -34,6 +34,10 @@ class MigrationError(RuntimeError):
     """A migration could not be applied or the history does not match the files."""
 
 
+class ChecksumDrift(MigrationError):
+    """An applied migration's file has changed since (or the database came from elsewhere)."""
+
+
 @dataclasses.dataclass
 class Report:
     """The outcome of `check`: every problem, each naming its file."""
@@ -119,7 +123,7 @@ def _apply_unless_recorded(cur, migration: Migration) -> bool:
 
 def _raise_on_drift(migration: Migration, recorded_sha: str) -> None:
     if recorded_sha != migration.sha256:
-        raise MigrationError(f"{migration.filename}: checksum drift since it was applied")
+        raise ChecksumDrift(f"{migration.filename}: checksum drift since it was applied")
 
 
 def check(dsn: str, directory: Path = SQL_DIR) -> Report:

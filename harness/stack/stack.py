@@ -153,7 +153,7 @@ class Stack:
                 future.result()
         self._save()
         log(f"dependencies ready in {time.monotonic() - started:.1f}s")
-        from migrations.runner import MigrationError
+        from migrations.runner import ChecksumDrift, MigrationError
         from migrations.runner import up as migrate_up
 
         try:
@@ -162,7 +162,7 @@ class Stack:
             hint = (
                 " (this local database was migrated by another checkout: start afresh with"
                 " `reco-harness down --purge`)"
-                if "drift" in str(exc) and not os.environ.get("RECO_DATABASE_URL")
+                if isinstance(exc, ChecksumDrift) and not os.environ.get("RECO_DATABASE_URL")
                 else ""
             )
             raise StackError(f"migrations: {exc}{hint}") from exc
