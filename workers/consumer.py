@@ -92,6 +92,7 @@ class Consumer:
         self.stopping = False
         self.tracker = ConfirmTracker()  # confirms of dead-letter publishes
         self._dead_letter_tag = 0
+        self._early_acked = (-1, 0)  # negative control only: (link generation, last tag acked)
         self._next_depths = 0.0
 
     # -- the loop body --------------------------------------------------------------------
@@ -162,15 +163,18 @@ class Consumer:
             if item.event.event_id not in seen or skip_inbox:
                 seen.add(item.event.event_id)
                 events.append(_interaction(item))
+        last_tag = max(d.tag for d, _ in valid)
+        early = self.settings.test_fault("consumer_ack_before_commit")
+        if early and (self.link.generation, last_tag) > self._early_acked:
+            # Negative control: ack on receipt, before the effect is durable, even while the
+            # database is unreachable (a held batch is acked once, never twice).
+            self._ack(last_tag)
+            self._early_acked = (self.link.generation, last_tag)
         try:
             self.applier.ensure()
         except TRANSIENT_DB_ERRORS as exc:
             self._hold([d for d, _ in valid], exc)
             raise PausedForDatabase(f"database unreachable, consuming paused: {exc!r}") from exc
-        last_tag = max(d.tag for d, _ in valid)
-        early = self.settings.test_fault("consumer_ack_before_commit")
-        if early:
-            self._ack(last_tag)  # negative control: ack before the effect is durable
         future = self.applier.submit(events)
         future.add_done_callback(self._wake)
         self.pending = Pending(valid, future, last_tag, time.perf_counter(), early)
