@@ -167,9 +167,22 @@ def test_the_benchmark_tier_fails_on_an_injected_slowdown(request, tmp_path):
     plugin_dir.mkdir()
     (plugin_dir / "reco_slowdown.py").write_text(SLOWDOWN_PLUGIN)
     pythonpath = os.pathsep.join(filter(None, [str(plugin_dir), os.environ.get("PYTHONPATH")]))
+    out = tmp_path / "compare"
     slowed = _inner_pytest(
-        storage, "-p", "reco_slowdown", "--benchmark-compare", env={"PYTHONPATH": pythonpath}
+        storage,
+        "-p",
+        "reco_slowdown",
+        "--benchmark-compare",
+        f"--bench-compare-out={out}",
+        env={"PYTHONPATH": pythonpath},
     )
     assert slowed.returncode == 1, slowed.stdout + slowed.stderr
-    assert "PERFORMANCE REGRESSION: test_rank_pool_of_200" in slowed.stdout
-    assert "test_fingerprint_event_batch" not in slowed.stdout.split("PERFORMANCE REGRESSION")[1]
+    regression_line = slowed.stdout.split("PERFORMANCE REGRESSION: ")[1].splitlines()[0]
+    assert "test_rank_pool_of_200" in regression_line.split(", ")
+    # The injected millisecond multiplies the rank benchmark several times over; the
+    # untouched benchmark beside it moves only by run-to-run noise (a 1 ms sleep there
+    # would be a slowdown of hundreds). Judging it by its ratio, not by its own threshold,
+    # keeps a noisy machine from failing this test.
+    scopes = json.loads((out / "benchmark-compare.json").read_text())["scopes"]
+    assert scopes["test_rank_pool_of_200"]["slowdown"] > 2.0
+    assert scopes["test_fingerprint_event_batch"]["slowdown"] < 2.0

@@ -41,6 +41,10 @@ def bench_settings(benchmark, database_url, rabbit_instance):
     """Settings for one benchmark (a fresh database and namespace); skipped when disabled."""
     if benchmark.disabled:
         pytest.skip("benchmarks run with --benchmark-enable")
+    if os.environ.get("RECO_BENCH_QUICK"):
+        # The quick tier measures every one of these ratios once already, in
+        # test_bench_system's run of `reco-harness bench system --quick`, and gates them.
+        pytest.skip("RECO_BENCH_QUICK: measured by the quick system benchmark in this tier")
     return bench.bench_settings(database_url, rabbit_instance.url)
 
 
