@@ -17,6 +17,10 @@ _RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 class JsonFormatter(logging.Formatter):
     """Render a record and its ``extra`` fields as a single JSON object."""
 
+    # The API names an exception's type only: messages of database errors can quote the
+    # statement's values. The workers, which log no request data, add the message too.
+    error_detail = False
+
     def format(self, record: logging.LogRecord) -> str:
         entry = {
             "ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
@@ -32,6 +36,8 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info and record.exc_info[0] is not None:
             entry["error"] = record.exc_info[0].__name__
+            if self.error_detail:
+                entry["error_detail"] = str(record.exc_info[1])[:500]
         return orjson.dumps(entry, default=str).decode()
 
 

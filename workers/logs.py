@@ -1,35 +1,17 @@
-"""JSON logs for the workers, one object per line on stderr."""
+"""JSON logs for the workers, one object per line on stderr (the service's formatter)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import sys
 
-import orjson
-
-_RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+from service import logs
 
 
-class JsonFormatter(logging.Formatter):
-    """Render a record and its ``extra`` fields (event_id, request_id, ...) as one JSON object."""
+class JsonFormatter(logs.JsonFormatter):
+    """The service's JSON lines, plus each exception's message (``error_detail``)."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
-                timespec="milliseconds"
-            ),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        for key, value in record.__dict__.items():
-            if key not in _RESERVED and not key.startswith("_"):
-                entry[key] = value
-        if record.exc_info and record.exc_info[0] is not None:
-            entry["error"] = record.exc_info[0].__name__
-            entry["error_detail"] = str(record.exc_info[1])[:500]
-        return orjson.dumps(entry, default=str).decode()
+    error_detail = True
 
 
 def configure(level: str = "INFO") -> None:

@@ -11,7 +11,7 @@ FIRST_PARTY = {"service", "workers", "harness", "chaos", "migrations", "loadtest
 # package -> first-party modules it may import (prefix match)
 ALLOWED = {
     "service": ("service", "migrations"),
-    "workers": ("workers", "service.settings", "service.db", "service.events"),
+    "workers": ("workers", "service.settings", "service.db", "service.events", "service.logs"),
     "migrations": ("migrations", "service.settings"),
     "loadtests": ("loadtests", "harness.guardrails"),
     "chaos": (

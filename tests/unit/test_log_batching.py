@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
+import sys
 import time
 
 from service.logs import BatchingStreamHandler, JsonFormatter
@@ -69,3 +71,23 @@ def test_capacity_one_writes_every_line():
     logger.info("a")
     logger.info("b")
     assert _messages(stream) == ["a", "b"] and stream.writes == 2
+
+
+def _failure_record() -> logging.LogRecord:
+    try:
+        raise ValueError("value 'canary-4711' rejected")
+    except ValueError:
+        return logging.makeLogRecord(
+            {"name": "reco.x", "levelname": "ERROR", "msg": "failed", "exc_info": sys.exc_info()}
+        )
+
+
+def test_the_api_names_an_exceptions_type_and_the_workers_add_its_message():
+    from workers.logs import JsonFormatter as WorkerFormatter
+
+    api_line = json.loads(JsonFormatter().format(_failure_record()))
+    assert api_line["error"] == "ValueError"
+    assert "error_detail" not in api_line and "canary-4711" not in json.dumps(api_line)
+    worker_line = json.loads(WorkerFormatter().format(_failure_record()))
+    assert worker_line["error_detail"] == "value 'canary-4711' rejected"
+    assert worker_line["pid"] and worker_line["logger"] == "reco.x"
