@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from service.ranking import Candidate, Ranked, rank_popular
+from service.ranking import Candidate, RankingPool
 
 
 class PopularPool:
@@ -17,18 +17,17 @@ class PopularPool:
         self._clock = clock
         self._lock = threading.Lock()
         self._loaded_at = -float("inf")
-        self._pool: list[Candidate] = []
-        self._popular: list[Ranked] = []
+        self._pool = RankingPool([])
 
     def fresh(self) -> bool:
         return self.ttl_s > 0 and self._clock() - self._loaded_at < self.ttl_s
 
-    def get(self) -> tuple[list[Candidate], list[Ranked]]:
-        """The cached pool and its history-free ranking."""
+    def get(self) -> RankingPool:
+        """The cached pool, indexed for ranking."""
         with self._lock:
-            return self._pool, self._popular
+            return self._pool
 
-    def store(self, pool: list[Candidate]) -> None:
-        ranked = rank_popular(pool)
+    def store(self, candidates: list[Candidate]) -> None:
+        pool = RankingPool(candidates)
         with self._lock:
-            self._pool, self._popular, self._loaded_at = pool, ranked, self._clock()
+            self._pool, self._loaded_at = pool, self._clock()

@@ -50,9 +50,9 @@ def recommendations(user_id: str) -> Response:
         if not cache.fresh():
             cache.store(popular(cur, CANDIDATE_POOL))
         affinity, seen = history(cur, user_id)
-    pool, popular_ranking = cache.get()
+    pool = cache.get()
     personal = bool(affinity or seen)
-    items = rank(pool, affinity, seen, limit) if personal else popular_ranking[:limit]
+    items = rank(pool, affinity, seen, limit) if personal else pool.popular[:limit]
     return json_response(
         {
             "user_id": user_id,

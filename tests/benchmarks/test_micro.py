@@ -66,7 +66,7 @@ def event() -> events.InteractionRecorded:
 def test_rank_pool_of_200(benchmark, pool):
     affinity = {c: float(c) for c in range(1, 8)}
     seen = {c.item_id for c in pool[::10]}
-    ranked = benchmark(ranking.rank, pool, affinity, seen, LIMIT)
+    ranked = benchmark(ranking.rank, ranking.RankingPool(pool), affinity, seen, LIMIT)
     assert len(ranked) == LIMIT
 
 
@@ -86,7 +86,7 @@ def test_validate_event_batch(benchmark, event_body):
 
 
 def test_encode_recommendations_20(benchmark, pool):
-    items = ranking.rank(pool, {}, set(), LIMIT)
+    items = ranking.rank(ranking.RankingPool(pool), {}, set(), LIMIT)
 
     def encode() -> bytes:
         # Built as the handler builds it: the list of dicts is part of the cost.

@@ -8,7 +8,7 @@ from service import idempotency, strict_json
 from service.breaker import CircuitBreaker, CircuitOpen
 from service.popular_cache import PopularPool
 from service.problems import ApiProblem
-from service.ranking import Candidate, rank, rank_popular
+from service.ranking import Candidate, RankingPool, rank, rank_popular
 from service.shedding import InflightLimiter, TokenBucket
 
 
@@ -22,20 +22,20 @@ class Clock:
 
 def test_rank_orders_by_score_with_affinity_and_seen():
     pool = [Candidate(1, 10, 100), Candidate(2, 20, 50), Candidate(3, 10, 90)]
-    ranked = rank(pool, affinity={20: 3.0}, seen={3}, limit=3)
+    ranked = rank(RankingPool(pool), affinity={20: 3.0}, seen={3}, limit=3)
     assert [r.item_id for r in ranked] == [2, 1, 3]
     assert [r.reason for r in ranked] == ["affinity", "popular", "seen"]
 
 
 def test_rank_is_deterministic_on_ties_and_honours_limit():
-    pool = [Candidate(i, 1, 10) for i in (5, 3, 4)]
-    assert [r.item_id for r in rank(pool, {}, set(), 2)] == [3, 4]
-    assert rank([], {}, set(), 5) == []
+    pool = RankingPool([Candidate(i, 1, 10) for i in (5, 3, 4)])
+    assert [r.item_id for r in rank(pool, {}, {5}, 2)] == [3, 4]
+    assert rank(RankingPool([]), {1: 1.0}, {1}, 5) == []
 
 
 def test_history_free_ranking_equals_the_general_one():
     pool = [Candidate(i, i % 3, 100 / i) for i in range(1, 50)]
-    assert rank_popular(pool)[:20] == rank(pool, {}, set(), 20)
+    assert rank_popular(pool)[:20] == rank(RankingPool(pool), {}, set(), 20)
 
 
 def test_popular_pool_cache_expires():
@@ -43,7 +43,7 @@ def test_popular_pool_cache_expires():
     cache = PopularPool(ttl_s=1.0, clock=clock)
     assert not cache.fresh()
     cache.store([Candidate(1, 1, 5.0)])
-    assert cache.fresh() and cache.get()[1][0].item_id == 1
+    assert cache.fresh() and cache.get().popular[0].item_id == 1
     clock.now = 1.5
     assert not cache.fresh()
     assert not PopularPool(0).fresh()
