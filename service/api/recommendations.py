@@ -58,6 +58,6 @@ def recommendations(user_id: str) -> Response:
             "user_id": user_id,
             "surface": surface,
             "fallback": not personal,
-            "items": [{"item_id": r.item_id, "score": r.score, "reason": r.reason} for r in items],
+            "items": items,  # orjson writes each Ranked dataclass as its fields, in order
         }
     )
