@@ -68,9 +68,9 @@ def _touched(pool: RankingPool, affinity: dict[int, float], seen: set[int]) -> l
                     touched[c.item_id] = c
     if len(seen) < len(pool):
         for item_id in seen:
-            c = pool.by_item.get(item_id)
-            if c is not None:
-                touched[item_id] = c
+            found = pool.by_item.get(item_id)
+            if found is not None:
+                touched[item_id] = found
     else:
         for c in pool.candidates:
             if c.item_id in seen:
