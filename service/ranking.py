@@ -58,10 +58,12 @@ class RankingPool:
         return len(self.candidates)
 
 
-def _touched(pool: RankingPool, affinity: dict[int, float], seen: set[int]) -> list[Candidate]:
-    """The candidates whose score the user's history changes (each once)."""
+def _touched(
+    pool: RankingPool, affinity: dict[int, float], max_affinity: float, seen: set[int]
+) -> dict[int, Candidate]:
+    """The candidates whose score the user's history changes, by item id."""
     touched: dict[int, Candidate] = {}
-    if max(affinity.values(), default=0.0) > 0:
+    if max_affinity > 0:
         for category, weight in affinity.items():
             if weight:
                 for c in pool.by_category.get(category, ()):
@@ -75,7 +77,7 @@ def _touched(pool: RankingPool, affinity: dict[int, float], seen: set[int]) -> l
         for c in pool.candidates:
             if c.item_id in seen:
                 touched[c.item_id] = c
-    return list(touched.values())
+    return touched
 
 
 def rank(pool: RankingPool, affinity: dict[int, float], seen: set[int], limit: int) -> list[Ranked]:
@@ -88,9 +90,9 @@ def rank(pool: RankingPool, affinity: dict[int, float], seen: set[int], limit: i
         return []
     max_affinity = max(affinity.values(), default=0.0)
     keyed = []
-    touched = _touched(pool, affinity, seen)
+    touched = _touched(pool, affinity, max_affinity, seen)
     base = pool.base
-    for c in touched:
+    for c in touched.values():
         weight = affinity.get(c.category_id, 0.0) if c.category_id is not None else 0.0
         share = weight / max_affinity if max_affinity > 0 else 0.0
         score = base[c.item_id] * (1.0 + AFFINITY_BOOST * share)
@@ -101,12 +103,11 @@ def rank(pool: RankingPool, affinity: dict[int, float], seen: set[int], limit: i
         keyed.append((-round(score, 6), c.item_id, reason))
     # Every other candidate keeps its history-free score, so they keep their popular order
     # and only the first ``limit`` of them can make the cut: history only costs its own size.
-    changed = {c.item_id for c in touched}
     kept = 0
     for r in pool.popular:
         if kept == limit:
             break
-        if r.item_id not in changed:
+        if r.item_id not in touched:
             keyed.append((-r.score, r.item_id, r.reason))
             kept += 1
     best = heapq.nsmallest(limit, keyed)

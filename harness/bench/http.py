@@ -88,8 +88,10 @@ def _measure(
     )
 
 
-def seed_history(url: str) -> None:
-    """Give the benchmark's users the history that GET recommendations ranks with."""
+def prepare_database(url: str) -> None:
+    """Migrate a fresh database, add the baselines' tables and the users' history."""
+    up(url, log=lambda _m: None)
+    setup_database(url)
     conn = psycopg2.connect(url, connect_timeout=5)
     try:
         with conn, conn.cursor() as cur:
@@ -137,9 +139,7 @@ def run(
         if own_pg:
             server_pg.start()
         url = server_pg.create_database(f"reco_http_{uuid.uuid4().hex[:8]}")
-        up(url, log=lambda _m: None)
-        setup_database(url)
-        seed_history(url)
+        prepare_database(url)
         env = {
             "RECO_DATABASE_URL": url,
             "RECO_ENV": "development",

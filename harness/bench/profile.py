@@ -23,8 +23,7 @@ import uuid
 from pathlib import Path
 
 from harness.bench import wrk
-from harness.bench.bare_app import setup_database
-from harness.bench.http import seed_history
+from harness.bench.http import prepare_database
 from harness.pytest_plugins.gunicorn import GunicornServer
 from harness.stack import PostgresServer, RabbitServer
 from migrations.runner import up
@@ -96,9 +95,7 @@ def profile_http(path: str, seconds: float, rate: int = 250, app: str = "service
     try:
         pg.start()
         url = pg.create_database(f"reco_{uuid.uuid4().hex[:6]}")
-        up(url, log=lambda _m: None)
-        setup_database(url)
-        seed_history(url)
+        prepare_database(url)
         env = {"RECO_DATABASE_URL": url, "RECO_ENV": "development", "RECO_LOG_LEVEL": "INFO"}
         target = "harness.bench.bare_app:app" if app == "bare" else "service.wsgi:app"
         server = GunicornServer(env, 4, app=target)
@@ -143,9 +140,7 @@ def profile_wsgi(requests: int = 3000, top: int = 25) -> str:
     try:
         pg.start()
         url = pg.create_database("reco")
-        up(url, log=lambda _m: None)
-        setup_database(url)
-        seed_history(url)
+        prepare_database(url)
         os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(root))
         os.environ["RECO_DATABASE_URL"] = url
         service = create_app(
@@ -208,9 +203,7 @@ def ablate_wsgi(requests: int = 2000, repeats: int = 3) -> str:
     try:
         pg.start()
         url = pg.create_database("reco")
-        up(url, log=lambda _m: None)
-        setup_database(url)
-        seed_history(url)
+        prepare_database(url)
         os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(root))
         os.environ["RECO_DATABASE_URL"] = url
         settings = Settings.from_env({"RECO_DATABASE_URL": url, "RECO_ENV": "development"})

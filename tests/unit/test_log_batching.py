@@ -33,8 +33,6 @@ def _logger(capacity: int, flush_s: float = 60.0) -> tuple[logging.Logger, Count
 
 
 def _messages(stream: CountingStream) -> list[str]:
-    import json
-
     return [json.loads(line)["msg"] for line in stream.getvalue().splitlines()]
 
 
