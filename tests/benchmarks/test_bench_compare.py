@@ -1,8 +1,8 @@
 """The micro-benchmark tier fails on a regression beyond its guardrail threshold, and only then.
 
 The comparison rules are checked directly; the acceptance test runs pytest-benchmark in a
-subprocess three times against a private storage: save a baseline, compare an unchanged
-run (passes), compare a run with a sleep patched into ``service.ranking.rank`` (fails and
+subprocess against a private storage: save a baseline, compare an unchanged run (passes,
+within three attempts), compare a run with a sleep patched into ``service.ranking.rank`` (fails and
 names that benchmark). It needs ``--benchmark-enable``, like every benchmark.
 """
 
@@ -23,6 +23,7 @@ from harness.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 SELECTION = "test_rank_pool_of_200 or test_fingerprint_event_batch"
+UNCHANGED_ATTEMPTS = 3
 SLOWDOWN_PLUGIN = '''
 """Slow service.ranking.rank down by 1 ms per call (a deliberate regression)."""
 import time
@@ -159,8 +160,16 @@ def test_the_benchmark_tier_fails_on_an_injected_slowdown(request, tmp_path):
     assert saved.returncode == 0, saved.stdout + saved.stderr
     assert compare.saved_runs(storage), saved.stdout
 
-    unchanged = _inner_pytest(storage, "--benchmark-compare")
-    assert unchanged.returncode == 0, unchanged.stdout + unchanged.stderr
+    # A neighbour on a shared machine can slow every round of one short run (its minimum
+    # moved 1.4x once, with nothing changed). A false positive of the comparison itself
+    # repeats on every attempt; contention does not, so the unchanged run gets three.
+    attempts = []
+    for _ in range(UNCHANGED_ATTEMPTS):
+        unchanged = _inner_pytest(storage, "--benchmark-compare")
+        attempts.append(unchanged.stdout + unchanged.stderr)
+        if unchanged.returncode == 0:
+            break
+    assert unchanged.returncode == 0, "\n\n".join(attempts)
     assert "no regression beyond the thresholds" in unchanged.stdout
 
     plugin_dir = tmp_path / "plugins"
