@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import shutil
 import subprocess
@@ -22,6 +23,11 @@ from harness.stack.procs import (
 )
 
 PG_USER = "postgres"
+# The port free_port() chose can be taken before the postmaster binds it (another socket got
+# the same ephemeral port); with a port of our own choosing, start again on a fresh one.
+PORT_CLASH = "could not bind"
+START_ATTEMPTS = 3
+log = logging.getLogger("reco.stack")
 
 
 def pg_bindir() -> Path | None:
@@ -42,6 +48,7 @@ class PostgresServer:
         self.socket_dir = self.state_dir / "pgsock"
         self.log_path = self.state_dir / "postgres.log"
         self.port = port or free_port()
+        self.own_port = port is None
         self.test_mode = test_mode
         self.host = "127.0.0.1"
 
@@ -101,6 +108,16 @@ class PostgresServer:
 
     def start(self, timeout: float = 30) -> None:
         """Start the server and wait until it answers a query."""
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                return self._start_once(timeout)
+            except StackError as exc:
+                if not (PORT_CLASH in str(exc) and self.own_port and attempt < START_ATTEMPTS):
+                    raise
+                log.warning("PostgreSQL port %s taken while starting; retrying", self.port)
+                self.port = free_port()
+
+    def _start_once(self, timeout: float) -> None:
         self.init()
         if self.pid and pid_alive(self.pid) and self.ready():
             return

@@ -27,7 +27,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 def wait_until(
     probe: Callable[[], bool], timeout: float, what: str, interval: float = 0.1
 ) -> float:
-    """Poll ``probe`` until it returns true; return the seconds waited or raise StackError."""
+    """Poll ``probe`` until it returns true; return the seconds waited or raise StackError.
+
+    A probe raises StackError to say waiting is pointless (the process exited, the log
+    shows a failed boot): that ends the wait at once. Any other exception means "not yet".
+    """
     start = time.monotonic()
     deadline = start + timeout
     last_error: Exception | None = None
@@ -35,6 +39,8 @@ def wait_until(
         try:
             if probe():
                 return time.monotonic() - start
+        except StackError:
+            raise
         except Exception as exc:  # noqa: BLE001 - a probe may fail in any way until ready
             last_error = exc
         time.sleep(interval)

@@ -32,6 +32,12 @@ vm_memory_high_watermark.relative = 0.4
 log.console = false
 log.file.level = info
 """
+# A port taken between free_port() and the node binding it (another socket got the same
+# ephemeral port) fails the boot with one of these; with ports of our own choosing, retry.
+PORT_CLASH = ("dist_port_already_used", "eaddrinuse")
+START_ATTEMPTS = 3
+BOOT_FAILED = b"Kernel pid terminated"
+log = logging.getLogger("reco.stack")
 
 
 def rabbitmq_server_path() -> Path | None:
@@ -58,6 +64,7 @@ class RabbitServer:
         self.port = port or free_port()
         self.dist_port = dist_port or free_port()
         self.epmd_port = epmd_port or free_port()
+        self.own_ports = not (port or dist_port or epmd_port)
         self.host = "127.0.0.1"
         self.nodename = f"reco{self.port}@localhost"
         self.log_path = self.base / "log" / "startup.log"
@@ -112,12 +119,26 @@ class RabbitServer:
 
     def start(self, timeout: float = 40) -> None:
         """Start the node and wait until it accepts an AMQP connection."""
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                return self._start_once(timeout)
+            except StackError as exc:
+                clash = any(marker in str(exc) for marker in PORT_CLASH)
+                if not (clash and self.own_ports and attempt < START_ATTEMPTS):
+                    raise
+                log.warning("RabbitMQ port taken while booting; retrying on fresh ports")
+                self.stop(timeout=10)
+                self.port, self.dist_port, self.epmd_port = free_port(), free_port(), free_port()
+                self.nodename = f"reco{self.port}@localhost"
+
+    def _start_once(self, timeout: float) -> None:
         script = rabbitmq_server_path()
         if script is None:
             raise StackError("rabbitmq-server not installed; run `reco-harness doctor`")
         if self.pid and pid_alive(self.pid) and self.ready():
             return
         self._prepare()
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         proc = spawn(
             as_user(RMQ_USER) + [str(script)], self.log_path, env=self.env(), cwd=self.base
         )
@@ -126,6 +147,9 @@ class RabbitServer:
         def probe() -> bool:
             if proc.poll() is not None:
                 raise StackError(f"rabbitmq-server exited with {proc.returncode}")
+            if _boot_failed(self.log_path, offset):
+                # The VM reports a failed boot, then lingers writing a crash dump.
+                raise StackError("RabbitMQ failed to boot")
             return self.ready()
 
         try:
@@ -179,3 +203,13 @@ class RabbitServer:
         """Stop and delete the node's files."""
         self.stop()
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+def _boot_failed(log_path: Path, offset: int) -> bool:
+    """Tell whether the Erlang VM logged a fatal boot error after ``offset``."""
+    try:
+        with open(log_path, "rb") as log:
+            log.seek(offset)
+            return BOOT_FAILED in log.read()
+    except OSError:
+        return False
