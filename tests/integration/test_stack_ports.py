@@ -1,8 +1,9 @@
 """A port taken between choosing it and binding it: servers with ports of their own retry.
 
 ``free_port()`` asks the OS for a port and closes it; until the server binds it, any other
-socket may get the same ephemeral port. Each test hands a server, as its first choice, a
-port that a listening socket holds, and expects it to come up on a fresh one; a port the
+socket may get the same ephemeral port. PostgreSQL is handed, as its first choice, a port
+that a listening socket holds, and must come up on a fresh one. RabbitMQ must report such a
+clash within seconds; its retry decision is checked without a second boot. A port the
 caller named is never swapped.
 """
 
@@ -12,6 +13,7 @@ import os
 import shutil
 import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -63,17 +65,38 @@ def test_postgres_keeps_a_port_the_caller_named(state_dir, taken_port):
     assert server.port == taken_port
 
 
-def test_rabbitmq_moves_off_a_distribution_port_taken_before_it_bound(
-    monkeypatch, state_dir, taken_port
-):
-    # Order of choice in RabbitServer: AMQP port, distribution port, epmd port.
-    monkeypatch.setattr(rabbitmq, "free_port", _first_then_free(free_port(), taken_port))
-    server = RabbitServer(state_dir / "rmq")
-    first_node = server.nodename
+def test_rabbitmq_fails_at_once_naming_a_taken_distribution_port(state_dir, taken_port):
+    # The ports were named, so no retry: the boot failure must surface in seconds (not after
+    # the readiness timeout) and carry the marker the retry keys on.
+    server = RabbitServer(state_dir / "rmq", port=free_port(), dist_port=taken_port)
+    started = time.monotonic()
     try:
-        server.start()
-        assert server.dist_port != taken_port
-        assert server.nodename != first_node  # the node name follows the AMQP port
-        assert server.ready()
+        with pytest.raises(StackError) as failure:
+            server.start(timeout=40)
     finally:
-        server.stop()
+        server.stop(timeout=10)
+    assert time.monotonic() - started < 30
+    assert any(marker in str(failure.value) for marker in rabbitmq.PORT_CLASH)
+
+
+def test_rabbitmq_retries_on_fresh_ports_only_when_they_were_its_own(monkeypatch, state_dir):
+    clash = StackError("RabbitMQ failed to boot\n{dist_port_already_used,4369,not_erlang}")
+    for own, expected_calls in ((True, 2), (False, 1)):
+        ports = {} if own else {"port": 1, "dist_port": 2, "epmd_port": 3}
+        server = RabbitServer(state_dir / "rmq", **ports)
+        calls = []
+
+        def start_once(_timeout, calls=calls, server=server):
+            calls.append(server.nodename)
+            if len(calls) == 1:
+                raise clash
+
+        monkeypatch.setattr(server, "_start_once", start_once)
+        monkeypatch.setattr(server, "stop", lambda timeout=0: None)
+        if own:
+            server.start()
+            assert calls[0] != calls[1]  # a new AMQP port, so a new node name
+        else:
+            with pytest.raises(StackError):
+                server.start()
+        assert len(calls) == expected_calls
