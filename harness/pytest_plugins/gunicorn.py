@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.stack.procs import free_port, stop_pid, wait_until
+from harness.stack.procs import StackError, free_port, stop_pid, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -60,7 +60,7 @@ class GunicornServer:
 
     def _alive(self) -> bool:
         if self.proc.poll() is not None:
-            raise RuntimeError(f"gunicorn exited: {self.log()[-2000:]}")
+            raise StackError(f"gunicorn exited: {self.log()[-2000:]}")  # ends the wait
         try:
             with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as resp:  # noqa: S310
                 return resp.status == 200
