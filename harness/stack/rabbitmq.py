@@ -37,7 +37,23 @@ log.file.level = info
 PORT_CLASH = ("dist_port_already_used", "eaddrinuse")
 START_ATTEMPTS = 3
 BOOT_FAILED = b"Kernel pid terminated"
+SCHEDULERS_ENV = "RECO_HARNESS_RABBITMQ_SCHEDULERS"
 log = logging.getLogger("reco.stack")
+
+
+def scheduler_count() -> int:
+    """Erlang schedulers for the local node: RECO_HARNESS_RABBITMQ_SCHEDULERS, else half the cores.
+
+    The node shares its host with PostgreSQL, the API and the workers. On 2 cores, one
+    scheduler instead of two roughly halved the pipeline's end-to-end p99 at 3,000 events/s
+    and did not lower the publish rate (docs/performance.md).
+    """
+    configured = os.environ.get(SCHEDULERS_ENV, "").strip()
+    if configured:
+        if not configured.isdigit() or int(configured) < 1:
+            raise StackError(f"{SCHEDULERS_ENV} must be a whole number >= 1, got {configured!r}")
+        return int(configured)
+    return max(1, len(os.sched_getaffinity(0)) // 2)
 
 
 def rabbitmq_server_path() -> Path | None:
@@ -69,6 +85,7 @@ class RabbitServer:
         self.nodename = f"reco{self.port}@localhost"
         self.log_path = self.base / "log" / "startup.log"
         self.pgid: int | None = None
+        self.schedulers = scheduler_count()
 
     @property
     def url(self) -> str:
@@ -104,6 +121,7 @@ class RabbitServer:
             RABBITMQ_CONFIG_FILE=str(self.base / "rabbitmq"),
             RABBITMQ_ADVANCED_CONFIG_FILE=str(self.base / "advanced.config"),
             RABBITMQ_CONF_ENV_FILE=str(self.base / "rabbitmq-env.conf"),
+            RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=f"+S {self.schedulers}:{self.schedulers}",
         )
         return env
 

@@ -1,0 +1,18 @@
+"""The session's RabbitMQ node runs with the scheduler count the harness chose."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.stack.rabbitmq import RabbitServer
+
+
+def test_the_node_runs_with_the_chosen_schedulers(rabbit_instance):
+    server = rabbit_instance.server
+    if not isinstance(server, RabbitServer):
+        pytest.skip("RECO_AMQP_URL points at an external broker")
+    argv = Path(f"/proc/{server.pid}/cmdline").read_bytes().split(b"\0")
+    flag = argv.index(b"-S")  # erl passes its "+S" on to beam.smp as "-S"
+    assert argv[flag + 1] == f"{server.schedulers}:{server.schedulers}".encode()
