@@ -81,8 +81,13 @@ def make_events(n: int, users: int = 1000) -> list[InteractionRecorded]:
     ]
 
 
-def seed_outbox(database_url: str, events: list[InteractionRecorded], with_events=False) -> None:
-    """COPY events into the outbox (and the events table) in one transaction, then ANALYZE."""
+def seed_outbox(
+    database_url: str, events: list[InteractionRecorded], with_events=False, analyze=True
+) -> dt.datetime:
+    """COPY events into the outbox (and the events table) in one transaction, then ANALYZE.
+
+    Returns the database clock read just before COMMIT: no relay can see the rows earlier.
+    """
     rows = io.StringIO()
     for e in events if with_events else ():
         rows.write(f"{e.event_id}\t{e.client_id}\t{e.user_id}\t{e.item_id}\t{e.kind}\t")
@@ -98,14 +103,22 @@ def seed_outbox(database_url: str, events: list[InteractionRecorded], with_event
                     rows,
                 )
             cur.copy_expert(COPY_OUTBOX, io.StringIO("".join(_copy_lines(events))))
+            cur.execute("SELECT clock_timestamp()")
+            before_commit = cur.fetchone()[0]
         conn.commit()
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            # Fresh statistics, or the planner sorts the whole backlog instead of using the
-            # partial index (autovacuum would get there, a benchmark cannot wait for it).
-            cur.execute("VACUUM ANALYZE outbox")
+        if analyze:
+            _vacuum_analyze_outbox(conn)
     finally:
         conn.close()
+    return before_commit
+
+
+def _vacuum_analyze_outbox(conn) -> None:
+    # Fresh statistics, or the planner sorts the whole backlog instead of using the partial
+    # index (autovacuum would get there, a benchmark cannot wait for it).
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("VACUUM ANALYZE outbox")
 
 
 def messages_for(events: list[InteractionRecorded]) -> list[Message]:
@@ -342,12 +355,11 @@ def relay_processes_drain(settings: Settings, n: int, processes: int, workdir) -
 
     procs = [WorkerProcess.start("relay", settings, workdir) for _ in range(processes)]
     conn = psycopg2.connect(settings.database_url, connect_timeout=5)
-    conn.autocommit = True
     try:
-        seed_outbox(settings.database_url, make_events(n))
-        with conn.cursor() as cur:
-            cur.execute("SELECT clock_timestamp()")
-            seeded_at = cur.fetchone()[0]
+        # Vacuum before seeding, not while the relays drain. The relays are running: they can
+        # finish before a clock read after the seed, so the drain is timed from its commit.
+        _vacuum_analyze_outbox(conn)
+        seeded_at = seed_outbox(settings.database_url, make_events(n), analyze=False)
         _wait_until(lambda: _pending(conn) == 0, 120)
         with conn.cursor() as cur:
             cur.execute(
