@@ -114,6 +114,7 @@ def seed_outbox(
 
 
 def _vacuum_analyze_outbox(conn) -> None:
+    """VACUUM ANALYZE the outbox (switches ``conn`` to autocommit: VACUUM needs it)."""
     # Fresh statistics, or the planner sorts the whole backlog instead of using the partial
     # index (autovacuum would get there, a benchmark cannot wait for it).
     conn.autocommit = True
@@ -355,6 +356,7 @@ def relay_processes_drain(settings: Settings, n: int, processes: int, workdir) -
 
     procs = [WorkerProcess.start("relay", settings, workdir) for _ in range(processes)]
     conn = psycopg2.connect(settings.database_url, connect_timeout=5)
+    conn.autocommit = True
     try:
         # Vacuum before seeding, not while the relays drain. The relays are running: they can
         # finish before a clock read after the seed, so the drain is timed from its commit.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import glob
-import logging
 import os
 import shutil
 import subprocess
@@ -17,17 +16,14 @@ from harness.stack.procs import (
     chown_tree,
     free_port,
     pid_alive,
+    start_on_free_ports,
     stop_pid,
     tail,
     wait_until,
 )
 
 PG_USER = "postgres"
-# The port free_port() chose can be taken before the postmaster binds it (another socket got
-# the same ephemeral port); with a port of our own choosing, start again on a fresh one.
-PORT_CLASH = "could not bind"
-START_ATTEMPTS = 3
-log = logging.getLogger("reco.stack")
+PORT_CLASH = ("could not bind",)  # the postmaster's words when its port is taken
 
 
 def pg_bindir() -> Path | None:
@@ -108,14 +104,15 @@ class PostgresServer:
 
     def start(self, timeout: float = 30) -> None:
         """Start the server and wait until it answers a query."""
-        for attempt in range(1, START_ATTEMPTS + 1):
-            try:
-                return self._start_once(timeout)
-            except StackError as exc:
-                if not (PORT_CLASH in str(exc) and self.own_port and attempt < START_ATTEMPTS):
-                    raise
-                log.warning("PostgreSQL port %s taken while starting; retrying", self.port)
-                self.port = free_port()
+        start_on_free_ports(
+            lambda: self._start_once(timeout),
+            PORT_CLASH,
+            self._reroll_port if self.own_port else None,
+            "PostgreSQL",
+        )
+
+    def _reroll_port(self) -> None:
+        self.port = free_port()
 
     def _start_once(self, timeout: float) -> None:
         self.init()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import pwd
 import signal
@@ -11,6 +12,9 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+log = logging.getLogger("reco.stack")
+PORT_ATTEMPTS = 3
 
 
 class StackError(RuntimeError):
@@ -22,6 +26,28 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+def start_on_free_ports(
+    start: Callable[[], None],
+    clash_markers: tuple[str, ...],
+    reroll: Callable[[], None] | None,
+    what: str,
+) -> None:
+    """Run ``start``; when it fails naming a port clash, ``reroll`` the ports and try again.
+
+    free_port() closes the port it found, so another socket can take it before the server
+    binds it. ``reroll`` is None when the caller named the ports: those are never swapped.
+    """
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        try:
+            return start()
+        except StackError as exc:
+            clash = any(marker in str(exc) for marker in clash_markers)
+            if not (clash and reroll is not None and attempt < PORT_ATTEMPTS):
+                raise
+            log.warning("%s port taken while starting; retrying on fresh ports", what)
+            reroll()
 
 
 def wait_until(

@@ -16,6 +16,7 @@ from harness.stack.procs import (
     kill_group,
     pid_alive,
     spawn,
+    start_on_free_ports,
     stop_marked,
     stop_pid,
     tail,
@@ -32,13 +33,9 @@ vm_memory_high_watermark.relative = 0.4
 log.console = false
 log.file.level = info
 """
-# A port taken between free_port() and the node binding it (another socket got the same
-# ephemeral port) fails the boot with one of these; with ports of our own choosing, retry.
-PORT_CLASH = ("dist_port_already_used", "eaddrinuse")
-START_ATTEMPTS = 3
+PORT_CLASH = ("dist_port_already_used", "eaddrinuse")  # a boot failed on a taken port
 BOOT_FAILED = b"Kernel pid terminated"
 SCHEDULERS_ENV = "RECO_HARNESS_RABBITMQ_SCHEDULERS"
-log = logging.getLogger("reco.stack")
 
 
 def scheduler_count() -> int:
@@ -85,7 +82,7 @@ class RabbitServer:
         self.nodename = f"reco{self.port}@localhost"
         self.log_path = self.base / "log" / "startup.log"
         self.pgid: int | None = None
-        self.schedulers = scheduler_count()
+        self.schedulers: int | None = None  # chosen when the node is started (env())
 
     @property
     def url(self) -> str:
@@ -105,6 +102,7 @@ class RabbitServer:
     def env(self) -> dict[str, str]:
         """Environment that keeps every file and port of the node private."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RABBITMQ_", "ERL_"))}
+        self.schedulers = scheduler_count()
         env.update(
             HOME=str(self.base),
             RABBITMQ_NODENAME=self.nodename,
@@ -137,17 +135,17 @@ class RabbitServer:
 
     def start(self, timeout: float = 40) -> None:
         """Start the node and wait until it accepts an AMQP connection."""
-        for attempt in range(1, START_ATTEMPTS + 1):
-            try:
-                return self._start_once(timeout)
-            except StackError as exc:
-                clash = any(marker in str(exc) for marker in PORT_CLASH)
-                if not (clash and self.own_ports and attempt < START_ATTEMPTS):
-                    raise
-                log.warning("RabbitMQ port taken while booting; retrying on fresh ports")
-                self.stop(timeout=10)
-                self.port, self.dist_port, self.epmd_port = free_port(), free_port(), free_port()
-                self.nodename = f"reco{self.port}@localhost"
+        start_on_free_ports(
+            lambda: self._start_once(timeout),
+            PORT_CLASH,
+            self._reroll_ports if self.own_ports else None,
+            "RabbitMQ",
+        )
+
+    def _reroll_ports(self) -> None:
+        self.stop(timeout=10)  # the failed node's epmd and leftovers
+        self.port, self.dist_port, self.epmd_port = free_port(), free_port(), free_port()
+        self.nodename = f"reco{self.port}@localhost"
 
     def _start_once(self, timeout: float) -> None:
         script = rabbitmq_server_path()
@@ -226,8 +224,8 @@ class RabbitServer:
 def _boot_failed(log_path: Path, offset: int) -> bool:
     """Tell whether the Erlang VM logged a fatal boot error after ``offset``."""
     try:
-        with open(log_path, "rb") as log:
-            log.seek(offset)
-            return BOOT_FAILED in log.read()
+        with open(log_path, "rb") as stream:
+            stream.seek(offset)
+            return BOOT_FAILED in stream.read()
     except OSError:
         return False

@@ -2,8 +2,8 @@
 
 The comparison rules are checked directly; the acceptance test runs pytest-benchmark in a
 subprocess against a private storage: save a baseline, compare an unchanged run (passes,
-within three attempts), compare a run with a sleep patched into ``service.ranking.rank`` (fails and
-names that benchmark). It needs ``--benchmark-enable``, like every benchmark.
+within three attempts), compare a run with a sleep patched into ``service.ranking.rank``
+(fails and names that benchmark). It needs ``--benchmark-enable``, like every benchmark.
 """
 
 from __future__ import annotations
