@@ -1,6 +1,7 @@
 """Gunicorn settings for the reco API (see docs/operations.md for how they were chosen)."""
 
 import os
+import shutil
 import tempfile
 
 # Each worker handles one request at a time on its own connection pool; on 2 cores sync
@@ -27,9 +28,18 @@ errorlog = "-"
 loglevel = os.environ.get("RECO_GUNICORN_LOGLEVEL", "info")
 proc_name = "reco-api"
 
+_own_metrics_dir = None
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     # Metrics from all workers are aggregated through files in this directory.
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="reco-prom-")
+    _own_metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(
+        prefix="reco-prom-"
+    )
+
+
+def on_exit(server):
+    """Remove the metrics directory this config made (one named by the operator is kept)."""
+    if _own_metrics_dir:
+        shutil.rmtree(_own_metrics_dir, ignore_errors=True)
 
 
 def child_exit(server, worker):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,13 +21,27 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class GunicornServer:
-    """One gunicorn master with its workers, its log captured to a file."""
+    """One gunicorn master with its workers, its log and metric files in one directory.
 
-    def __init__(self, env: dict[str, str], workers: int = 2, app: str = "service.wsgi:app"):
+    Given a ``workdir`` (a test's ``tmp_path``), the files stay there for its owner;
+    otherwise they go to a temporary directory that ``stop()`` removes.
+    """
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        workers: int = 2,
+        app: str = "service.wsgi:app",
+        workdir: Path | None = None,
+    ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = Path(tempfile.mkstemp(prefix="reco-gunicorn-", suffix=".log")[1])
-        self.prom_dir = tempfile.mkdtemp(prefix="reco-prom-")
+        self.owned_dir: Path | None = None
+        if workdir is None:
+            self.owned_dir = workdir = Path(tempfile.mkdtemp(prefix="reco-gunicorn-"))
+        self.log_path = workdir / "gunicorn.log"
+        self.prom_dir = str(workdir / "prometheus")
+        os.makedirs(self.prom_dir, exist_ok=True)
         full_env = {
             **os.environ,
             **env,
@@ -88,11 +103,17 @@ class GunicornServer:
                 self.proc.wait(timeout=5)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
+        if self.owned_dir is not None:
+            shutil.rmtree(self.owned_dir, ignore_errors=True)
 
 
 @pytest.fixture
-def gunicorn_server(rabbit_instance) -> Iterator[Callable[..., GunicornServer]]:
-    """Start gunicorn serving service.wsgi:app against a given database URL."""
+def gunicorn_server(rabbit_instance, tmp_path) -> Iterator[Callable[..., GunicornServer]]:
+    """Start gunicorn serving service.wsgi:app against a given database URL.
+
+    Logs and metric files go under the test's ``tmp_path``, which pytest keeps for the
+    last few runs, so a failed test's server log can still be read.
+    """
     started: list[GunicornServer] = []
 
     def start(database_url: str, workers: int = 2, **env: str) -> GunicornServer:
@@ -104,6 +125,7 @@ def gunicorn_server(rabbit_instance) -> Iterator[Callable[..., GunicornServer]]:
                 **env,
             },
             workers,
+            workdir=tmp_path / f"gunicorn-{len(started)}",
         )
         started.append(server)
         return server

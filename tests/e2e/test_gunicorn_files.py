@@ -1,0 +1,52 @@
+"""A gunicorn server leaves no log or metric files behind in the temporary directory."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import requests
+
+from harness.pytest_plugins.gunicorn import ROOT, GunicornServer
+from harness.stack import free_port, wait_until
+
+
+def test_a_server_without_a_workdir_removes_its_files_on_stop(database_url):
+    server = GunicornServer({"RECO_ENV": "test", "RECO_DATABASE_URL": database_url}, workers=1)
+    try:
+        assert requests.get(f"{server.url}/healthz", timeout=5).status_code == 200
+        assert server.log_path.exists() and os.path.isdir(server.prom_dir)
+    finally:
+        server.stop()
+    assert server.owned_dir is not None and not server.owned_dir.exists()
+
+
+def test_the_gunicorn_config_removes_the_metrics_dir_it_made(database_url, tmp_path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    env |= {
+        "TMPDIR": str(tmp_path),  # where the config's own metrics directory goes
+        "RECO_ENV": "test",
+        "RECO_DATABASE_URL": database_url,
+        "RECO_GUNICORN_WORKERS": "1",
+    }
+    argv = [sys.executable, "-m", "gunicorn", "-c", "service/gunicorn.conf.py"]
+    argv += ["--bind", f"127.0.0.1:{port}", "service.wsgi:app"]
+    with open(tmp_path / "gunicorn.log", "wb") as log:
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+
+        def up() -> bool:
+            try:
+                return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok
+            except requests.RequestException:
+                return False
+
+        wait_until(up, 30, "gunicorn")
+        assert len(list(tmp_path.glob("reco-prom-*"))) == 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert list(tmp_path.glob("reco-prom-*")) == []
