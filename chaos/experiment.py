@@ -30,6 +30,12 @@ TOP_KEYS = {
     "expect",
     "negative_control",
 }
+TABLE_KEYS = {  # a key outside these is a typo or a misplaced line: refuse, never ignore
+    "load": {"profile", "users", "duration"},
+    "steady_state": {"probes"},
+    "expect": {"dlq"},
+    "negative_control": {"switch", "expect_exit", "component"},
+}
 
 
 class ExperimentError(ValueError):
@@ -107,6 +113,17 @@ def load(path: Path) -> Experiment:
     unknown = set(data) - TOP_KEYS
     if unknown:
         raise _fail(path, "top level", f"unknown keys {sorted(unknown)}")
+    for table, allowed in TABLE_KEYS.items():
+        value = data.get(table, {})
+        if not isinstance(value, dict):
+            raise _fail(path, table, "must be a table")
+        if set(value) - allowed:
+            # A top-level key written after a [table] header lands in that table in TOML.
+            raise _fail(
+                path,
+                table,
+                f"unknown keys {sorted(set(value) - allowed)}; allowed {sorted(allowed)}",
+            )
     for key in ("title", "description"):
         if not isinstance(data.get(key), str) or not data[key].strip():
             raise _fail(path, key, "required text")

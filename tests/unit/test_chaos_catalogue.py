@@ -52,6 +52,12 @@ def load_named(name):
         ('title = "t"\n', "description"),
         ('title = "t"\ndescription = "d"\n[[method]]\naction = "explode"\n', "method[0].action"),
         ('title = "t"\ndescription = "d"\nsurprise = 1\n', "unknown keys"),
+        # A top-level key after [expect] belongs to [expect] in TOML: refused, not ignored.
+        (
+            'title = "t"\ndescription = "d"\n[expect]\ndlq = 0\nguardrails = "g.toml"\n',
+            "expect: unknown keys ['guardrails']",
+        ),
+        ('title = "t"\ndescription = "d"\n[load]\nuser = 5\n', "load: unknown keys"),
         (
             'title = "t"\ndescription = "d"\n[[method]]\naction = "down"\nstart = "soon"\n',
             "method[0].start",
