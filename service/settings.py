@@ -68,25 +68,49 @@ class Settings:
     amqp_namespace: str = _field(
         "RECO_AMQP_NAMESPACE", "reco", doc="prefix of exchange and queue names"
     )
-    log_level: str = _field("RECO_LOG_LEVEL", "INFO")
+    log_level: str = _field(
+        "RECO_LOG_LEVEL", "INFO", doc="level of the service's and workers' JSON logs"
+    )
     log_batch_lines: int = _field(
-        "RECO_LOG_BATCH_LINES", 64, int, "service log lines per write (1: one each); WARNING+ now"
+        "RECO_LOG_BATCH_LINES",
+        64,
+        int,
+        "service log lines per write (1: one each); WARNING and above are written at once",
     )
     log_batch_flush_ms: int = _field(
-        "RECO_LOG_BATCH_FLUSH_MS", 500, int, "longest a buffered log line waits"
+        "RECO_LOG_BATCH_FLUSH_MS",
+        500,
+        int,
+        "longest a buffered log line waits before it is written",
     )
     # HTTP service
     db_pool_size: int = _field("RECO_DB_POOL_SIZE", 4, int, "connections per worker")
-    db_checkout_timeout_ms: int = _field("RECO_DB_CHECKOUT_TIMEOUT_MS", 200, int)
+    db_checkout_timeout_ms: int = _field(
+        "RECO_DB_CHECKOUT_TIMEOUT_MS", 200, int, "wait for a pooled connection, then 503"
+    )
     db_connect_timeout_s: int = _field("RECO_DB_CONNECT_TIMEOUT_S", 2, int, "libpq minimum is 2")
-    db_tcp_user_timeout_ms: int = _field("RECO_DB_TCP_USER_TIMEOUT_MS", 2000, int)
-    statement_timeout_ms: int = _field("RECO_STATEMENT_TIMEOUT_MS", 1000, int)
-    lock_timeout_ms: int = _field("RECO_LOCK_TIMEOUT_MS", 200, int)
-    idle_in_tx_timeout_ms: int = _field("RECO_IDLE_IN_TX_TIMEOUT_MS", 5000, int)
-    read_deadline_ms: int = _field("RECO_READ_DEADLINE_MS", 800, int)
-    write_deadline_ms: int = _field("RECO_WRITE_DEADLINE_MS", 1500, int)
-    breaker_failure_threshold: int = _field("RECO_BREAKER_FAILURES", 3, int)
-    breaker_reset_s: float = _field("RECO_BREAKER_RESET_S", 2.0, float)
+    db_tcp_user_timeout_ms: int = _field(
+        "RECO_DB_TCP_USER_TIMEOUT_MS", 2000, int, "libpq tcp_user_timeout"
+    )
+    statement_timeout_ms: int = _field(
+        "RECO_STATEMENT_TIMEOUT_MS", 1000, int, "API connections' statement_timeout"
+    )
+    lock_timeout_ms: int = _field("RECO_LOCK_TIMEOUT_MS", 200, int, "API connections' lock_timeout")
+    idle_in_tx_timeout_ms: int = _field(
+        "RECO_IDLE_IN_TX_TIMEOUT_MS", 5000, int, "API idle_in_transaction_session_timeout"
+    )
+    read_deadline_ms: int = _field(
+        "RECO_READ_DEADLINE_MS", 800, int, "database budget of a read request"
+    )
+    write_deadline_ms: int = _field(
+        "RECO_WRITE_DEADLINE_MS", 1500, int, "database budget of a write request"
+    )
+    breaker_failure_threshold: int = _field(
+        "RECO_BREAKER_FAILURES", 3, int, "consecutive failures that open the breaker"
+    )
+    breaker_reset_s: float = _field(
+        "RECO_BREAKER_RESET_S", 2.0, float, "open breaker: one trial request this often"
+    )
     max_inflight: int = _field("RECO_MAX_INFLIGHT", 32, int, "in-flight requests per worker")
     max_queue_ms: int = _field(
         "RECO_MAX_QUEUE_MS", 1000, int, "shed requests queued longer (X-Request-Start); 0 = off"
@@ -95,33 +119,66 @@ class Settings:
     popular_cache_s: float = _field(
         "RECO_POPULAR_CACHE_S", 1.0, float, "seconds a worker reuses the popular pool; 0 = off"
     )
-    idempotency_ttl_s: int = _field("RECO_IDEMPOTENCY_TTL_S", 86_400, int)
-    retry_after_s: int = _field("RECO_RETRY_AFTER_S", 1, int)
+    idempotency_ttl_s: int = _field(
+        "RECO_IDEMPOTENCY_TTL_S", 86_400, int, "how long an Idempotency-Key is remembered"
+    )
+    retry_after_s: int = _field("RECO_RETRY_AFTER_S", 1, int, "Retry-After of 503 and 429 answers")
     rate_limit_per_s: float = _field(
         "RECO_RATE_LIMIT_PER_S", 0.0, float, "requests/s per API client and worker; 0 = off"
     )
-    rate_limit_burst: float = _field("RECO_RATE_LIMIT_BURST", 50.0, float)
+    rate_limit_burst: float = _field(
+        "RECO_RATE_LIMIT_BURST", 50.0, float, "requests a client may send at once"
+    )
     # Workers
-    relay_batch_size: int = _field("RECO_RELAY_BATCH_SIZE", 200, int)
-    relay_poll_interval_ms: int = _field("RECO_RELAY_POLL_MS", 100, int)
-    relay_confirm_timeout_s: float = _field("RECO_RELAY_CONFIRM_TIMEOUT_S", 5.0, float)
-    relay_idle_in_tx_timeout_ms: int = _field("RECO_RELAY_IDLE_IN_TX_TIMEOUT_MS", 30_000, int)
-    relay_retention_hours: float = _field("RECO_RELAY_RETENTION_HOURS", 24.0, float)
+    relay_batch_size: int = _field(
+        "RECO_RELAY_BATCH_SIZE", 200, int, "outbox rows claimed per batch"
+    )
+    relay_poll_interval_ms: int = _field(
+        "RECO_RELAY_POLL_MS", 100, int, "idle relay polls this often (NOTIFY wakes it sooner)"
+    )
+    relay_confirm_timeout_s: float = _field(
+        "RECO_RELAY_CONFIRM_TIMEOUT_S", 5.0, float, "unconfirmed after this: rows stay pending"
+    )
+    relay_idle_in_tx_timeout_ms: int = _field(
+        "RECO_RELAY_IDLE_IN_TX_TIMEOUT_MS", 30_000, int, "relay idle_in_transaction_session_timeout"
+    )
+    relay_retention_hours: float = _field(
+        "RECO_RELAY_RETENTION_HOURS", 24.0, float, "published outbox rows kept this long"
+    )
     relay_retention_interval_s: float = _field(
         "RECO_RELAY_RETENTION_INTERVAL_S", 60.0, float, "how often a relay purges published rows"
     )
     queue_max_length: int = _field(
         "RECO_QUEUE_MAX_LENGTH", 1_000_000, int, "x-max-length of the feature queue"
     )
-    consumer_prefetch: int = _field("RECO_CONSUMER_PREFETCH", 300, int)
-    consumer_batch_size: int = _field("RECO_CONSUMER_BATCH_SIZE", 100, int)
-    consumer_batch_wait_ms: int = _field("RECO_CONSUMER_BATCH_WAIT_MS", 20, int)
-    delivery_limit: int = _field("RECO_DELIVERY_LIMIT", 20, int)
-    amqp_heartbeat_s: int = _field("RECO_AMQP_HEARTBEAT_S", 15, int)
-    amqp_blocked_timeout_s: int = _field("RECO_AMQP_BLOCKED_TIMEOUT_S", 30, int)
-    amqp_socket_timeout_s: float = _field("RECO_AMQP_SOCKET_TIMEOUT_S", 5.0, float)
-    backoff_max_s: float = _field("RECO_BACKOFF_MAX_S", 30.0, float)
+    consumer_prefetch: int = _field(
+        "RECO_CONSUMER_PREFETCH", 300, int, "unacked deliveries per consumer"
+    )
+    consumer_batch_size: int = _field(
+        "RECO_CONSUMER_BATCH_SIZE", 100, int, "deliveries applied per transaction"
+    )
+    consumer_batch_wait_ms: int = _field(
+        "RECO_CONSUMER_BATCH_WAIT_MS", 20, int, "longest a partial batch waits for more"
+    )
+    delivery_limit: int = _field(
+        "RECO_DELIVERY_LIMIT", 20, int, "deliveries of one message before the DLQ"
+    )
+    amqp_heartbeat_s: int = _field("RECO_AMQP_HEARTBEAT_S", 15, int, "AMQP heartbeat")
+    amqp_blocked_timeout_s: int = _field(
+        "RECO_AMQP_BLOCKED_TIMEOUT_S", 30, int, "broker flow block tolerated, then reconnect"
+    )
+    amqp_socket_timeout_s: float = _field(
+        "RECO_AMQP_SOCKET_TIMEOUT_S", 5.0, float, "AMQP connect and socket timeout"
+    )
+    backoff_max_s: float = _field(
+        "RECO_BACKOFF_MAX_S", 30.0, float, "longest retry backoff of a worker"
+    )
     metrics_port: int = _field("RECO_METRICS_PORT", 0, int, "worker metrics port; 0 = off")
+    metrics_host: str = _field(
+        "RECO_METRICS_HOST",
+        "127.0.0.1",
+        doc="worker metrics address; 0.0.0.0 where a scraper on another host or container reads it",
+    )
     # Test-only switches that break guarantees on purpose (negative controls).
     unsafe_test_faults: str = _field(
         "RECO_UNSAFE_TEST_FAULTS", "", doc="comma list; honoured only when RECO_ENV=test"

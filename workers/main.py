@@ -32,7 +32,9 @@ def main(
     # Liveness tolerates the longest legitimate pause: a full backoff plus a confirm wait.
     health = Health(stall_after_s=max(60.0, 3 * settings.backoff_max_s))
     server = (
-        serve(settings.metrics_port, metrics.registry, health) if settings.metrics_port else None
+        serve(settings.metrics_port, metrics.registry, health, settings.metrics_host)
+        if settings.metrics_port
+        else None
     )
     worker = make_worker(settings, metrics)
     runner = Runner(

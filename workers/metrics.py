@@ -141,8 +141,10 @@ class Health:
         return (200 if ok else 503), body
 
 
-def serve(port: int, registry: CollectorRegistry, health: Health) -> http.server.HTTPServer:
-    """Serve /metrics and /healthz on 127.0.0.1:``port`` from a daemon thread."""
+def serve(
+    port: int, registry: CollectorRegistry, health: Health, host: str = "127.0.0.1"
+) -> http.server.HTTPServer:
+    """Serve /metrics and /healthz on ``host``:``port`` from a daemon thread."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         timeout = 5  # seconds per client socket, so a stuck scraper cannot hold a thread
@@ -167,7 +169,7 @@ def serve(port: int, registry: CollectorRegistry, health: Health) -> http.server
         def log_message(self, *_args: object) -> None:
             return None  # scrapes are not worth a log line
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server = http.server.ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True
     server.timeout = 5
     thread = threading.Thread(target=server.serve_forever, name="metrics", daemon=True)

@@ -142,3 +142,11 @@ def test_toxiproxy_config_proxies_the_databases(services):
     assert {p["upstream"] for p in proxies} == {"postgres:5432", "rabbitmq:5672"}
     published = " ".join(services["toxiproxy"]["ports"])
     assert "127.0.0.1:8474:8474" in published
+
+
+@pytest.mark.parametrize("name", ["relay", "consumer"])
+def test_worker_metrics_listen_on_the_compose_network_without_a_published_port(services, name):
+    env = services[name]["environment"]
+    assert env["RECO_METRICS_HOST"] == "0.0.0.0"  # noqa: S104 - inside the container network
+    assert int(env["RECO_METRICS_PORT"]) > 0
+    assert "ports" not in services[name]

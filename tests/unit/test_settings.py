@@ -67,6 +67,20 @@ def test_test_faults_only_in_test_mode():
 def test_env_example_lists_every_variable():
     from pathlib import Path
 
+    from service.__main__ import env_example
+
     text = (Path(__file__).parents[2] / ".env.example").read_text()
     missing = [name for name, _, _ in Settings.documented() if name not in text]
     assert missing == []
+    assert text == env_example(), "regenerate: python -m service env-example > .env.example"
+
+
+def test_the_operations_guide_lists_every_setting_as_the_code_defines_it():
+    from pathlib import Path
+
+    from service.__main__ import settings_table
+
+    text = (Path(__file__).parents[2] / "docs" / "operations.md").read_text()
+    assert settings_table() in text, "paste the output of: python -m service settings-table"
+    for name in ("RECO_BIND", "RECO_GUNICORN_BACKLOG", "RECO_GUNICORN_LOGLEVEL"):
+        assert f"`{name}`" in text  # read by gunicorn.conf.py, outside Settings
