@@ -39,8 +39,12 @@ def load() -> None:
     show_default=True,
     help="load shape (see docs/load.md)",
 )
-@click.option("--users", type=click.IntRange(min=1), help="peak users (default: the profile's)")
-@click.option("--duration", help="run time, e.g. 30s, 5m, 1h (default: the profile's)")
+@click.option(
+    "-u", "--users", type=click.IntRange(min=1), help="peak users (default: the profile's)"
+)
+@click.option(
+    "-t", "--duration", "--run-time", help="run time, e.g. 30s, 5m, 1h (default: the profile's)"
+)
 @click.option("--user-rps", type=click.FloatRange(min=0.01), help="requests/s per user")
 @click.option(
     "--workers",
