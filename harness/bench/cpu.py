@@ -37,6 +37,21 @@ def host_times() -> tuple[int, int]:
     return sum(fields), fields[7] if len(fields) > 7 else 0
 
 
+def host_busy() -> tuple[int, int]:
+    """(busy jiffies, total jiffies) of the host since boot; idle and iowait are not busy."""
+    user, nice, system, idle, iowait, *rest = (
+        int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]
+    )
+    busy = user + nice + system + sum(rest)  # irq, softirq and steal: no core was free
+    return busy, busy + idle + iowait
+
+
+def busy_share(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """Share of all cores' time that was busy between two host_busy() readings."""
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total if total > 0 else 0.0
+
+
 def steal_percent(before: tuple[int, int], after: tuple[int, int]) -> float:
     """Share of CPU time stolen by the hypervisor between two host_times() readings."""
     total = after[0] - before[0]

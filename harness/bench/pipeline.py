@@ -182,25 +182,30 @@ def relay_instances(
 ) -> dict[str, Any]:
     """Drain rate of k relay processes over one relay's, measured just before and after.
 
-    Order 1, k..., 1, k..., 1: ratio_r = E_k,r / mean(E_1 before, E_1 after).
+    Order 1, k..., 1, k..., 1: ratio_r = E_k,r / mean(E_1 before, E_1 after). How busy
+    the host was during each single-relay drain is recorded beside the rates: context for
+    a ratio near 1, not a bound (busy time includes work that more relays may share).
     """
-    drain = lambda k, rows=n: bench.relay_processes_drain(settings, rows, k, workdir).per_s  # noqa: E731
+    drain = lambda k, rows=n: bench.relay_processes_drain(settings, rows, k, workdir)  # noqa: E731
     drain(1, max(1, n // 4))  # warm-up (discarded): the first drain after a sweep is slow
-    ones, sized = [drain(1)], {k: [] for k in counts if k != 1}
+    solo, sized = [drain(1)], {k: [] for k in counts if k != 1}
     for _ in range(rounds):
         for k in sized:
-            sized[k].append(drain(k))
-        ones.append(drain(1))
+            sized[k].append(drain(k).per_s)
+        solo.append(drain(1))
+    ones = [r.per_s for r in solo]
     ratios = {
         f"R_relays_{k}": summary(
             [rate / ((ones[r] + ones[r + 1]) / 2) for r, rate in enumerate(rates)]
         )
         for k, rates in sized.items()
     }
+    busy = [r.host_busy for r in solo if r.host_busy is not None]
     return {
         "ratios": ratios,
         "absolute": {
             "relays_1_per_s": [round(x, 1) for x in ones],
+            "relays_1_host_busy": [round(b, 3) for b in busy],
             **{f"relays_{k}_per_s": [round(x, 1) for x in rates] for k, rates in sized.items()},
         },
         "config": {"events": n, "instances": counts, "rounds": rounds},

@@ -117,10 +117,10 @@ def markdown(report: dict[str, Any], verdicts: dict[str, guardrails.Verdict]) ->
         lines += [
             "",
             "| end-to-end (commit → applied) | p50 ms | p95 ms | p99 ms | max ms | offered/s |"
-            " target | alarm |",
-            "|---|---|---|---|---|---|---|---|",
+            " host busy | target | alarm |",
+            "|---|---|---|---|---|---|---|---|---|",
             f"| S4 at half relay capacity | {e2e['p50_ms']} | {e2e['p95_ms']} | {e2e['p99_ms']} |"
-            f" {e2e['max_ms']} | {e2e['offered_per_s']} |"
+            f" {e2e['max_ms']} | {e2e['offered_per_s']} | {_fmt(e2e.get('host_busy', '—'))} |"
             f" {_status(checks.get(path, {}).get('target', []))} |"
             f" {_status(checks.get(path, {}).get('alarm', []))} |",
         ]

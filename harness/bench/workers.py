@@ -20,6 +20,7 @@ import orjson
 import pika
 import psycopg2
 
+from harness.bench import cpu
 from service.events import KINDS, InteractionRecorded
 from service.settings import Settings
 from workers.amqp import Link
@@ -40,6 +41,7 @@ class Rate:
     count: int
     seconds: float
     cpu_s: float = 0.0
+    host_busy: float | None = None  # share of all cores busy (any process) meanwhile
 
     @property
     def per_s(self) -> float:
@@ -53,6 +55,7 @@ class Rate:
             "seconds": round(self.seconds, 4),
             "per_s": round(self.per_s, 1),
             "client_cpu_s_per_1k": round(cpu_per_1k, 4),
+            **({} if self.host_busy is None else {"host_busy": round(self.host_busy, 3)}),
         }
 
 
@@ -362,7 +365,9 @@ def relay_processes_drain(settings: Settings, n: int, processes: int, workdir) -
         # finish before a clock read after the seed, so the drain is timed from its commit.
         _vacuum_analyze_outbox(conn)
         seeded_at = seed_outbox(settings.database_url, make_events(n), analyze=False)
+        busy_before = cpu.host_busy()
         _wait_until(lambda: _pending(conn) == 0, 120)
+        busy = cpu.busy_share(busy_before, cpu.host_busy())
         with conn.cursor() as cur:
             cur.execute(
                 "SELECT EXTRACT(EPOCH FROM max(published_at) - %(t)s) FROM outbox"
@@ -377,7 +382,7 @@ def relay_processes_drain(settings: Settings, n: int, processes: int, workdir) -
     publisher = Publisher(settings)
     publisher.purge()
     publisher.close()
-    return Rate(f"relay x{processes} drain {n}", n, seconds)
+    return Rate(f"relay x{processes} drain {n}", n, seconds, host_busy=busy)
 
 
 def e2e_latency(settings: Settings, rate_per_s: float, seconds: float, workdir) -> dict:
@@ -388,7 +393,9 @@ def e2e_latency(settings: Settings, rate_per_s: float, seconds: float, workdir) 
     consumer = WorkerProcess.start("consumer", settings, workdir)
     conn = psycopg2.connect(settings.database_url, connect_timeout=5)
     try:
+        busy_before = cpu.host_busy()
         total, warm_from = _produce(conn, rate_per_s, seconds)
+        busy = cpu.busy_share(busy_before, cpu.host_busy())
         _wait_until(lambda: _applied(conn) >= total, 60)
         with conn.cursor() as cur:
             cur.execute(
@@ -417,6 +424,8 @@ def e2e_latency(settings: Settings, rate_per_s: float, seconds: float, workdir) 
         "p95_ms": round(p95 * 1000, 2),
         "p99_ms": round(p99 * 1000, 2),
         "max_ms": round(float(worst) * 1000, 2),
+        # Near 1: the offered rate took every core, so latency is queueing (see the docs).
+        "host_busy": round(busy, 3),
     }
 
 

@@ -13,6 +13,7 @@ def test_a_drain_by_relays_already_running_is_timed_from_the_commit(settings, tm
     rate = relay_processes_drain(settings, 100, 1, tmp_path)
     assert rate.count == 100
     assert rate.seconds > 0
+    assert rate.host_busy is not None and 0 <= rate.host_busy <= 1
 
 
 def test_the_seed_returns_a_time_no_row_precedes(settings):
