@@ -124,6 +124,14 @@ def markdown(report: dict[str, Any], verdicts: dict[str, guardrails.Verdict]) ->
             f" {_status(checks.get(path, {}).get('target', []))} |"
             f" {_status(checks.get(path, {}).get('alarm', []))} |",
         ]
+        half = report["latency"].get("e2e_half_pipeline")
+        if half:
+            lines.append(
+                f"| at half pipeline capacity ({_fmt(half['pipeline_capacity_per_s'])}/s,"
+                f" informational) | {half['p50_ms']} | {half['p95_ms']} | {half['p99_ms']} |"
+                f" {half['max_ms']} | {half['offered_per_s']} | {_fmt(half.get('host_busy', '—'))}"
+                " | — | — |"
+            )
     lines += ["", "| absolute (trend only) | value |", "|---|---|"]
     for name, value in report["absolute"].items():
         status = _status(checks.get(f"absolute.{name}", {}).get("target", []))

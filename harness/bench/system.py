@@ -142,7 +142,11 @@ class Run:
                 self.section(
                     "S4 end-to-end latency",
                     lambda: pipeline.e2e(
-                        settings, self._relay_capacity(settings), plan.e2e_seconds, workdir
+                        settings,
+                        self._relay_capacity(settings),
+                        plan.e2e_seconds,
+                        workdir,
+                        plan.relay_events,
                     ),
                 )
                 self.section(

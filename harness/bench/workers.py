@@ -385,6 +385,37 @@ def relay_processes_drain(settings: Settings, n: int, processes: int, workdir) -
     return Rate(f"relay x{processes} drain {n}", n, seconds, host_busy=busy)
 
 
+def pipeline_drain(settings: Settings, n: int, workdir) -> Rate:
+    """The whole pipeline's rate: relay and consumer processes applying an ``n``-row backlog.
+
+    Timed from the seed's commit to the last ``applied_at``: what the relay, the broker and
+    the consumer sustain together on this machine, the producer idle.
+    """
+    from harness.pytest_plugins.workers import WorkerProcess
+
+    procs = [WorkerProcess.start(kind, settings, workdir) for kind in ("relay", "consumer")]
+    conn = psycopg2.connect(settings.database_url, connect_timeout=5)
+    try:
+        _vacuum_analyze_outbox(conn)  # autocommit from here on
+        before = _applied(conn)
+        seeded_at = seed_outbox(settings.database_url, make_events(n), analyze=False)
+        busy_before = cpu.host_busy()
+        _wait_until(lambda: _applied(conn) >= before + n, 180)
+        busy = cpu.busy_share(busy_before, cpu.host_busy())
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT EXTRACT(EPOCH FROM max(applied_at) - %(t)s) FROM inbox"
+                " WHERE applied_at >= %(t)s",
+                {"t": seeded_at},
+            )
+            seconds = float(cur.fetchone()[0])
+    finally:
+        for proc in procs:
+            proc.stop()
+        conn.close()
+    return Rate(f"pipeline drain {n}", n, seconds, host_busy=busy)
+
+
 def e2e_latency(settings: Settings, rate_per_s: float, seconds: float, workdir) -> dict:
     """S4: insert outbox rows at a fixed rate with relay and consumer running; latency stats."""
     from harness.pytest_plugins.workers import WorkerProcess

@@ -28,7 +28,10 @@ def fake_report(**ratios: float) -> dict:
         "mode": "quick",
         "ratios": {k: {"median": v, "min": v, "max": v, "noisy": False} for k, v in values.items()},
         "latency": {"e2e": {"p50_ms": 20, "p95_ms": 40, "p99_ms": 60, "max_ms": 80,
-                            "offered_per_s": 2000, "host_busy": 0.973}},
+                            "offered_per_s": 2000, "host_busy": 0.973},
+                    "e2e_half_pipeline": {"p50_ms": 5, "p95_ms": 9, "p99_ms": 14, "max_ms": 20,
+                                          "offered_per_s": 2100, "host_busy": 0.61,
+                                          "pipeline_capacity_per_s": 4200.0}},
         "absolute": {"relay_events_per_s": 4000.0},
         "cpu_s_per_1k": {"S2 relay": {"bench_process": 0.1, "postgres": 0.05}},
         "environment": {"date": "2026-11-29T00:00:00+00:00"},
@@ -71,6 +74,7 @@ def test_the_summary_shows_how_busy_the_host_was_in_the_e2e_run(fake_run, tmp_pa
     assert main(["bench", "system", "--quick", "--out", str(tmp_path)]) == 0
     text = (tmp_path / "benchmark-system.md").read_text()
     assert "| host busy |" in text and "| 0.973 |" in text
+    assert "| at half pipeline capacity (4,200/s, informational) | 5 | 9 | 14 | 20 | 2100 |" in text
 
 
 def test_the_results_directory_is_judged_the_same_by_guardrails_check(fake_run, tmp_path):
@@ -111,6 +115,8 @@ def test_quick_system_benchmark_meets_every_alarm(request, tmp_path):
         assert {"median", "min", "max"} <= set(report["ratios"][name]), name
     assert report["latency"]["e2e"]["p99_ms"] > 0
     assert 0 < report["latency"]["e2e"]["host_busy"] <= 1
+    half = report["latency"]["e2e_half_pipeline"]
+    assert half["pipeline_capacity_per_s"] > 0 and half["p99_ms"] > 0
     assert all(0 < b <= 1 for b in report["absolute"]["relays_1_host_busy"])
     assert report["cpu_s_per_1k"]["S2 relay"]["postgres"] > 0
     assert "noisy" in report["noise"]

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import psycopg2
 
-from harness.bench.workers import make_events, relay_processes_drain, seed_outbox
+from harness.bench.workers import (
+    make_events,
+    pipeline_drain,
+    relay_processes_drain,
+    seed_outbox,
+)
 
 
 def test_a_drain_by_relays_already_running_is_timed_from_the_commit(settings, tmp_path):
@@ -26,3 +31,18 @@ def test_the_seed_returns_a_time_no_row_precedes(settings):
     finally:
         conn.close()
     assert created <= before_commit
+
+
+def test_the_pipeline_drain_is_timed_from_the_commit_to_the_last_apply(settings, tmp_path):
+    rate = pipeline_drain(settings, 200, tmp_path)
+    assert rate.count == 200 and rate.seconds > 0
+    assert rate.host_busy is not None and 0 <= rate.host_busy <= 1
+    conn = psycopg2.connect(settings.database_url, connect_timeout=5)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*), count(*) FILTER (WHERE published_at IS NULL) FROM outbox")
+            assert cur.fetchone() == (200, 0)
+            cur.execute("SELECT count(*) FROM inbox")
+            assert cur.fetchone()[0] == 200
+    finally:
+        conn.close()
