@@ -353,36 +353,22 @@ def consumer_drain(settings: Settings, messages: list[Message]) -> Rate:
     return Rate("S3 consumer drain", done, seconds, time.process_time() - cpu)
 
 
+# The last event of a drain: published (the relay's stage) or applied (the whole pipeline).
+LAST_PUBLISHED = "SELECT EXTRACT(EPOCH FROM max(published_at) - %(t)s) FROM outbox"
+LAST_PUBLISHED += " WHERE published_at >= %(t)s"
+LAST_APPLIED = "SELECT EXTRACT(EPOCH FROM max(applied_at) - %(t)s) FROM inbox"
+LAST_APPLIED += " WHERE applied_at >= %(t)s"
+
+
 def relay_processes_drain(settings: Settings, n: int, processes: int, workdir) -> Rate:
     """Time ``processes`` relay processes draining an ``n``-row backlog (commit to last mark)."""
-    from harness.pytest_plugins.workers import WorkerProcess
-
-    procs = [WorkerProcess.start("relay", settings, workdir) for _ in range(processes)]
-    conn = psycopg2.connect(settings.database_url, connect_timeout=5)
-    conn.autocommit = True
-    try:
-        # Vacuum before seeding, not while the relays drain. The relays are running: they can
-        # finish before a clock read after the seed, so the drain is timed from its commit.
-        _vacuum_analyze_outbox(conn)
-        seeded_at = seed_outbox(settings.database_url, make_events(n), analyze=False)
-        busy_before = cpu.host_busy()
-        _wait_until(lambda: _pending(conn) == 0, 120)
-        busy = cpu.busy_share(busy_before, cpu.host_busy())
-        with conn.cursor() as cur:
-            cur.execute(
-                "SELECT EXTRACT(EPOCH FROM max(published_at) - %(t)s) FROM outbox"
-                " WHERE published_at >= %(t)s",
-                {"t": seeded_at},
-            )
-            seconds = float(cur.fetchone()[0])
-    finally:
-        for proc in procs:
-            proc.stop()
-        conn.close()
+    rate = _processes_drain(
+        settings, n, ["relay"] * processes, workdir, lambda c: _pending(c) == 0, LAST_PUBLISHED
+    )
     publisher = Publisher(settings)
     publisher.purge()
     publisher.close()
-    return Rate(f"relay x{processes} drain {n}", n, seconds, host_busy=busy)
+    return dataclasses.replace(rate, name=f"relay x{processes} drain {n}")
 
 
 def pipeline_drain(settings: Settings, n: int, workdir) -> Rate:
@@ -391,29 +377,44 @@ def pipeline_drain(settings: Settings, n: int, workdir) -> Rate:
     Timed from the seed's commit to the last ``applied_at``: what the relay, the broker and
     the consumer sustain together on this machine, the producer idle.
     """
-    from harness.pytest_plugins.workers import WorkerProcess
-
-    procs = [WorkerProcess.start(kind, settings, workdir) for kind in ("relay", "consumer")]
     conn = psycopg2.connect(settings.database_url, connect_timeout=5)
     try:
+        target = _applied(conn) + n
+    finally:
+        conn.close()
+    rate = _processes_drain(
+        settings,
+        n,
+        ["relay", "consumer"],
+        workdir,
+        lambda c: _applied(c) >= target,
+        LAST_APPLIED,
+    )
+    return dataclasses.replace(rate, name=f"pipeline drain {n}")
+
+
+def _processes_drain(settings, n, kinds, workdir, drained, last_query) -> Rate:
+    """Start worker processes, seed ``n`` rows, time from the seed's commit to ``last_query``."""
+    from harness.pytest_plugins.workers import WorkerProcess
+
+    procs = [WorkerProcess.start(kind, settings, workdir) for kind in kinds]
+    conn = psycopg2.connect(settings.database_url, connect_timeout=5)
+    try:
+        # Vacuum before seeding, not while the workers drain. They are running: they can
+        # finish before a clock read after the seed, so the drain is timed from its commit.
         _vacuum_analyze_outbox(conn)  # autocommit from here on
-        before = _applied(conn)
         seeded_at = seed_outbox(settings.database_url, make_events(n), analyze=False)
         busy_before = cpu.host_busy()
-        _wait_until(lambda: _applied(conn) >= before + n, 180)
+        _wait_until(lambda: drained(conn), 180)
         busy = cpu.busy_share(busy_before, cpu.host_busy())
         with conn.cursor() as cur:
-            cur.execute(
-                "SELECT EXTRACT(EPOCH FROM max(applied_at) - %(t)s) FROM inbox"
-                " WHERE applied_at >= %(t)s",
-                {"t": seeded_at},
-            )
+            cur.execute(last_query, {"t": seeded_at})
             seconds = float(cur.fetchone()[0])
     finally:
         for proc in procs:
             proc.stop()
         conn.close()
-    return Rate(f"pipeline drain {n}", n, seconds, host_busy=busy)
+    return Rate("drain", n, seconds, host_busy=busy)
 
 
 def e2e_latency(settings: Settings, rate_per_s: float, seconds: float, workdir) -> dict:
