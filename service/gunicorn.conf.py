@@ -38,7 +38,8 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 
 def on_exit(server):
     """Remove the metrics directory this config made (one named by the operator is kept)."""
-    if _own_metrics_dir:
+    # After a USR2 upgrade the new master inherited the directory: leave it to that one.
+    if _own_metrics_dir and not getattr(server, "reexec_pid", 0):
         shutil.rmtree(_own_metrics_dir, ignore_errors=True)
 
 
