@@ -1,4 +1,4 @@
-"""Per-request plumbing: request ids, load shedding, security headers and access logs."""
+"""Per-request plumbing: request ids, load shedding, security headers, access logs, metrics."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 
 from flask import Flask, Response, g, request
 
+from service.metrics import UNMATCHED, path
 from service.problems import problem_response
 
 log = logging.getLogger("reco.http")
@@ -26,6 +27,7 @@ SECURITY_HEADERS = {
 }
 SECURITY_ITEMS = tuple(SECURITY_HEADERS.items())
 IDS_KEY = "reco.ids"  # WSGI environ key: (request id, correlation id) once the request starts
+ROUTE_KEY = "reco.route"  # WSGI environ key: the matched route template (the metrics' path)
 NO_IDS = ("-", "-")
 
 
@@ -53,7 +55,9 @@ def queue_time_ms(header: str | None, now: float) -> float | None:
 def install(app: Flask) -> None:
     """Register the before/teardown hooks on ``app`` and wrap its WSGI callable."""
     runtime = app.extensions["reco"]
-    app.wsgi_app = ids_headers_and_access_log(app.wsgi_app)  # type: ignore[method-assign]
+    app.wsgi_app = ids_headers_and_access_log(  # type: ignore[method-assign]
+        app.wsgi_app, runtime.metrics.observe_request
+    )
 
     @app.before_request
     def start() -> Response | None:
@@ -64,6 +68,7 @@ def install(app: Flask) -> None:
         ctx.request_id = _well_formed(headers.get("X-Request-ID")) or uuid.uuid4().hex
         ctx.correlation_id = _well_formed(headers.get("X-Correlation-ID")) or ctx.request_id
         req.environ[IDS_KEY] = (ctx.request_id, ctx.correlation_id)
+        req.environ[ROUTE_KEY] = path(req)
         ctx.entered = False
         if req.path in EXEMPT_PATHS:
             return None
@@ -99,12 +104,13 @@ def install(app: Flask) -> None:
             runtime.metrics.inflight.dec()
 
 
-def ids_headers_and_access_log(wsgi_app: Callable) -> Callable:
-    """Add ids and security headers to every response and log one line for it.
+def ids_headers_and_access_log(wsgi_app: Callable, observe: Callable) -> Callable:
+    """Add ids and security headers to every response, log one line and count it.
 
     Done at the WSGI boundary, not in an ``after_request`` hook: every response passes here,
     including ones Flask builds for errors, and the header list is extended directly instead
     of through werkzeug's per-header validation (our values are constants and checked ids).
+    ``observe(method, route, status, seconds)`` records the request metrics.
     """
 
     def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
@@ -112,6 +118,10 @@ def ids_headers_and_access_log(wsgi_app: Callable) -> Callable:
 
         def start(status: str, headers: list, exc_info=None):
             request_id, correlation_id = environ.get(IDS_KEY, NO_IDS)
+            seconds = time.perf_counter() - started
+            method = environ.get("REQUEST_METHOD", "")
+            code = status[:3]
+            observe(method, environ.get(ROUTE_KEY, UNMATCHED), code, seconds)
             headers.extend(
                 [
                     ("X-Request-ID", request_id),
@@ -125,10 +135,10 @@ def ids_headers_and_access_log(wsgi_app: Callable) -> Callable:
                     extra={
                         "request_id": request_id,
                         "correlation_id": correlation_id,
-                        "method": environ.get("REQUEST_METHOD"),
+                        "method": method,
                         "path": _path(environ),
-                        "status": int(status[:3]),
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                        "status": int(code),
+                        "duration_ms": round(seconds * 1000, 3),
                     },
                 )
             return start_response(status, headers, exc_info)
