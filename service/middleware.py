@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 
 from flask import Flask, Response, g, request
 
-from service.metrics import UNMATCHED, path
+from service.metrics import UNMATCHED, ServiceMetrics, path
 from service.problems import problem_response
 
 log = logging.getLogger("reco.http")
@@ -56,7 +56,7 @@ def install(app: Flask) -> None:
     """Register the before/teardown hooks on ``app`` and wrap its WSGI callable."""
     runtime = app.extensions["reco"]
     app.wsgi_app = ids_headers_and_access_log(  # type: ignore[method-assign]
-        app.wsgi_app, runtime.metrics.observe_request
+        app.wsgi_app, runtime.metrics
     )
 
     @app.before_request
@@ -104,13 +104,13 @@ def install(app: Flask) -> None:
             runtime.metrics.inflight.dec()
 
 
-def ids_headers_and_access_log(wsgi_app: Callable, observe: Callable) -> Callable:
+def ids_headers_and_access_log(wsgi_app: Callable, metrics: ServiceMetrics) -> Callable:
     """Add ids and security headers to every response, log one line and count it.
 
     Done at the WSGI boundary, not in an ``after_request`` hook: every response passes here,
     including ones Flask builds for errors, and the header list is extended directly instead
     of through werkzeug's per-header validation (our values are constants and checked ids).
-    ``observe(method, route, status, seconds)`` records the request metrics.
+    ``metrics.observe_request`` records the request series.
     """
 
     def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
@@ -121,7 +121,7 @@ def ids_headers_and_access_log(wsgi_app: Callable, observe: Callable) -> Callabl
             seconds = time.perf_counter() - started
             method = environ.get("REQUEST_METHOD", "")
             code = status[:3]
-            observe(method, environ.get(ROUTE_KEY, UNMATCHED), code, seconds)
+            metrics.observe_request(method, environ.get(ROUTE_KEY, UNMATCHED), code, seconds)
             headers.extend(
                 [
                     ("X-Request-ID", request_id),

@@ -31,17 +31,21 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / TICKS
 
 
+def _host_fields() -> list[int]:
+    """The host's CPU line of /proc/stat: user, nice, system, idle, iowait, irq, softirq,
+    steal, guest, guest_nice (jiffies since boot)."""
+    return [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+
+
 def host_times() -> tuple[int, int]:
     """(total jiffies, steal jiffies) of the host since boot."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    fields = _host_fields()
     return sum(fields), fields[7] if len(fields) > 7 else 0
 
 
 def host_busy() -> tuple[int, int]:
     """(busy jiffies, total jiffies) of the host since boot; idle and iowait are not busy."""
-    user, nice, system, idle, iowait, *rest = (
-        int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]
-    )
+    user, nice, system, idle, iowait, *rest = _host_fields()[:8]
     busy = user + nice + system + sum(rest)  # irq, softirq and steal: no core was free
     return busy, busy + idle + iowait
 

@@ -182,18 +182,6 @@ def profile_wsgi(requests: int = 3000, top: int = 25) -> str:
         shutil.rmtree(root, ignore_errors=True)
 
 
-class _Noop:
-    """A metric child that records nothing (ablation)."""
-
-    @staticmethod
-    def observe(_value: float) -> None:
-        return None
-
-    @staticmethod
-    def inc(_amount: float = 1) -> None:
-        return None
-
-
 def ablate_wsgi(requests: int = 2000, repeats: int = 3) -> str:
     """CPU per GET recommendations in-process with one part of the service switched off.
 
@@ -234,26 +222,19 @@ def ablate_wsgi(requests: int = 2000, repeats: int = 3) -> str:
                 table[None] = kept
 
         service_metrics = app.extensions["reco"].metrics
-        children = service_metrics._request_children
-
-        class Uncounted(dict):
-            """Every request's label children are no-ops."""
-
-            def get(self, key, default=None):
-                return (_Noop, _Noop)
 
         def restore() -> None:
             app.before_request_funcs.update({k: list(v) for k, v in hooks["before"].items()})
             app.after_request_funcs.update({k: list(v) for k, v in hooks["after"].items()})
             logging.getLogger("reco").setLevel(logging.INFO)
             openapi.validate = validate
-            service_metrics._request_children = children
+            vars(service_metrics).pop("observe_request", None)  # the method again
 
         variants = {
             "service, as deployed": lambda: None,
             "no JSON access log": lambda: logging.getLogger("reco").setLevel(logging.WARNING),
             "no request metrics": lambda: setattr(
-                service_metrics, "_request_children", Uncounted()
+                service_metrics, "observe_request", lambda *a: None
             ),
             "no service middleware hooks": lambda: without("service.middleware"),
             "no OpenAPI validation": lambda: setattr(openapi, "validate", lambda *a, **k: None),
