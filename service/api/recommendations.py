@@ -16,11 +16,16 @@ CANDIDATE_POOL = 200  # >= the largest limit (100), so every limit can be filled
 
 
 PARAMS = "paths/~1v1~1users~1{user_id}~1recommendations/get/parameters"
+DEFAULT_LIMIT, DEFAULT_SURFACE = 20, "home"  # the OpenAPI document's defaults (a test checks)
 
 
 def _query_params() -> tuple[int, str]:
     """Validate limit and surface against their OpenAPI schemas; reject unknown parameters."""
-    unknown = sorted(set(request.args) - {"limit", "surface"})
+    req = request._get_current_object()  # type: ignore[attr-defined]
+    if not req.environ.get("QUERY_STRING"):
+        return DEFAULT_LIMIT, DEFAULT_SURFACE  # nothing to parse: the documented defaults
+    args = req.args
+    unknown = sorted(set(args) - {"limit", "surface"})
     if unknown:
         raise ApiProblem(
             400,
@@ -28,11 +33,11 @@ def _query_params() -> tuple[int, str]:
             "unknown query parameters",
             errors=[{"pointer": f"/{n}", "detail": "unknown query parameter"} for n in unknown],
         )
-    raw = request.args.get("limit", "20")
+    raw = args.get("limit", str(DEFAULT_LIMIT))
     # Query strings are text: coerce only plain digit strings, let the schema judge the rest.
     limit: object = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 6 else raw
     openapi.validate(limit, f"{PARAMS}/1/schema", "query parameter limit", 400)
-    surface = request.args.get("surface", "home")
+    surface = args.get("surface", DEFAULT_SURFACE)
     openapi.validate(surface, f"{PARAMS}/2/schema", "query parameter surface", 400)
     return int(limit), surface  # type: ignore[call-overload]
 

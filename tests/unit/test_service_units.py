@@ -33,6 +33,19 @@ def test_rank_is_deterministic_on_ties_and_honours_limit():
     assert rank(RankingPool([]), {1: 1.0}, {1}, 5) == []
 
 
+def test_recommendation_defaults_are_the_documents():
+    """The handler answers a request without a query string with the documented defaults."""
+    from service import openapi
+    from service.api import recommendations
+
+    get = openapi.document()["paths"]["/v1/users/{user_id}/recommendations"]["get"]
+    defaults = {p["name"]: p["schema"]["default"] for p in get["parameters"] if "name" in p}
+    assert (
+        defaults["limit"],
+        defaults["surface"],
+    ) == (recommendations.DEFAULT_LIMIT, recommendations.DEFAULT_SURFACE)
+
+
 def test_history_free_ranking_equals_the_general_one():
     pool = [Candidate(i, i % 3, 100 / i) for i in range(1, 50)]
     assert rank_popular(pool)[:20] == rank(RankingPool(pool), {}, set(), 20)
