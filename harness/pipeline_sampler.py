@@ -32,8 +32,14 @@ FROM inbox WHERE applied_at > %(since)s AND applied_at <= %(until)s
 class PipelineSampler:
     """A background thread appending one sample per interval until stopped."""
 
-    def __init__(self, database_url: str, amqp_url: str | None, namespace: str, out: Path,
-                 interval_s: float = 1.0):
+    def __init__(
+        self,
+        database_url: str,
+        amqp_url: str | None,
+        namespace: str,
+        out: Path,
+        interval_s: float = 1.0,
+    ):
         self.database_url = database_url
         self.amqp_url = amqp_url
         self.namespace = namespace
@@ -72,8 +78,9 @@ class PipelineSampler:
     def _database(self, since: float, until: float) -> dict[str, Any]:
         try:
             if self._conn is None or self._conn.closed:
-                self._conn = psycopg2.connect(self.database_url, connect_timeout=2,
-                                              application_name="reco-sampler")
+                self._conn = psycopg2.connect(
+                    self.database_url, connect_timeout=2, application_name="reco-sampler"
+                )
                 self._conn.autocommit = True
             with self._conn.cursor() as cur:
                 cur.execute(BACKLOG)
@@ -106,8 +113,10 @@ class PipelineSampler:
                 self._channel = self._amqp.channel()
             ready = self._channel.queue_declare(f"{self.namespace}.features", passive=True)
             dlq = self._channel.queue_declare(f"{self.namespace}.features.dlq", passive=True)
-            return {"queue_ready": ready.method.message_count,
-                    "dlq_ready": dlq.method.message_count}
+            return {
+                "queue_ready": ready.method.message_count,
+                "dlq_ready": dlq.method.message_count,
+            }
         except Exception:  # noqa: BLE001 - a broker fault must not stop sampling
             self._channel = None
             with contextlib.suppress(Exception):

@@ -12,8 +12,12 @@ from harness.stack import Stack, StackError, default_state_dir
 
 @click.command("demo")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="run directory")
-@click.option("--experiment", default="smoke-db-blip", show_default=True,
-              help="chaos experiment to run under load")
+@click.option(
+    "--experiment",
+    default="smoke-db-blip",
+    show_default=True,
+    help="chaos experiment to run under load",
+)
 @click.option("--keep-up/--down-after", default=True, help="leave the stack running afterwards")
 def command(out: str | None, experiment: str, keep_up: bool) -> int:
     """Start the stack with fault proxies, smoke-check it, run a chaos experiment under load."""
@@ -29,8 +33,9 @@ def command(out: str | None, experiment: str, keep_up: bool) -> int:
     click.echo("\n== smoke check (writes tagged smoke-* events through the whole pipeline)")
     smoke = main(["smoke", "--write", "--timeout", "30"])
     click.echo(f"\n== chaos experiment {experiment} under load → {run_dir}")
-    chaos = main(["chaos", "run", experiment, "--out", str(run_dir),
-                  "--state-dir", str(stack.state_dir)])
+    chaos = main(
+        ["chaos", "run", experiment, "--out", str(run_dir), "--state-dir", str(stack.state_dir)]
+    )
     click.echo("")
     for row in stack.status():
         click.echo(f"{row['name']:<9} {row['state']:<8} {row.get('url') or ''}")
@@ -41,6 +46,8 @@ def command(out: str | None, experiment: str, keep_up: bool) -> int:
     code = chaos if chaos else smoke
     verdict = {0: "PASS", 1: "BREACH", 2: "ERROR", 3: "INVARIANT VIOLATED"}.get(code, str(code))
     report = run_dir / "report.html"
-    click.echo(f"\nverdict: {verdict} (exit {code})"
-               + (f" — open {report}" if report.exists() else f" — results in {run_dir}"))
+    click.echo(
+        f"\nverdict: {verdict} (exit {code})"
+        + (f" — open {report}" if report.exists() else f" — results in {run_dir}")
+    )
     return code

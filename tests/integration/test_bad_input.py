@@ -63,16 +63,20 @@ BODY_CASES = {
     "kind-unknown": (_body(kind="like"), 422),
     "occurred-at-bad": (_body(occurred_at="yesterday"), 422),
     "occurred-at-number": (_body(occurred_at=12345), 422),
-    "missing-field": (orjson.dumps({"events": [{k: v for k, v in EVENT.items() if k != "kind"}]}),
-                      422),
+    "missing-field": (
+        orjson.dumps({"events": [{k: v for k, v in EVENT.items() if k != "kind"}]}),
+        422,
+    ),
     "null-event": (orjson.dumps({"events": [None]}), 422),
 }
 
 
 def _assert_no_rows(db) -> None:
     with db.cursor() as cur:
-        cur.execute("SELECT (SELECT count(*) FROM events) + (SELECT count(*) FROM outbox)"
-                    " + (SELECT count(*) FROM idempotency_keys)")
+        cur.execute(
+            "SELECT (SELECT count(*) FROM events) + (SELECT count(*) FROM outbox)"
+            " + (SELECT count(*) FROM idempotency_keys)"
+        )
         assert cur.fetchone()[0] == 0
 
 
@@ -86,8 +90,12 @@ def _assert_problem(resp, status: int) -> None:
 @pytest.mark.parametrize("case", sorted(BODY_CASES))
 def test_bad_body(client, auth, db, case):
     raw, status = BODY_CASES[case]
-    resp = client.post("/v1/events", data=raw, content_type="application/json",
-                       headers={**auth, "Idempotency-Key": idem_key()})
+    resp = client.post(
+        "/v1/events",
+        data=raw,
+        content_type="application/json",
+        headers={**auth, "Idempotency-Key": idem_key()},
+    )
     _assert_problem(resp, status)
     _assert_no_rows(db)
 
@@ -106,14 +114,19 @@ def test_wrong_content_type_is_415(client, auth, db, content_type):
 
 def test_body_over_the_limit_is_413(client, auth, db):
     raw = b'{"events":[' + b" " * 300_000 + b"]}"
-    resp = client.post("/v1/events", data=raw, content_type="application/json",
-                       headers={**auth, "Idempotency-Key": idem_key()})
+    resp = client.post(
+        "/v1/events",
+        data=raw,
+        content_type="application/json",
+        headers={**auth, "Idempotency-Key": idem_key()},
+    )
     _assert_problem(resp, 413)
     _assert_no_rows(db)
 
 
 @pytest.mark.parametrize(
-    "key", [None, "", '""', '"' + "k" * 256 + '"', '"bad key with spaces"', '"x";y', "ké"],
+    "key",
+    [None, "", '""', '"' + "k" * 256 + '"', '"bad key with spaces"', '"x";y', "ké"],
 )
 def test_bad_idempotency_key_is_400(client, auth, db, key):
     headers = dict(auth)
@@ -125,8 +138,11 @@ def test_bad_idempotency_key_is_400(client, auth, db, key):
 
 
 def test_two_idempotency_keys_are_400(client, auth, db):
-    headers = [("X-API-Key", auth["X-API-Key"]), ("Idempotency-Key", idem_key()),
-               ("Idempotency-Key", idem_key())]
+    headers = [
+        ("X-API-Key", auth["X-API-Key"]),
+        ("Idempotency-Key", idem_key()),
+        ("Idempotency-Key", idem_key()),
+    ]
     resp = client.post("/v1/events", data=_body(), content_type="application/json", headers=headers)
     _assert_problem(resp, 400)
     _assert_no_rows(db)
@@ -135,9 +151,15 @@ def test_two_idempotency_keys_are_400(client, auth, db):
 @pytest.mark.parametrize(
     ("query", "status"),
     [
-        ("limit=0", 400), ("limit=101", 400), ("limit=abc", 400), ("limit=-1", 400),
-        ("limit=1.5", 400), ("limit=" + "9" * 5000, 400), ("surface=moon", 400),
-        ("unknown=1", 400), ("limit=%00", 400),
+        ("limit=0", 400),
+        ("limit=101", 400),
+        ("limit=abc", 400),
+        ("limit=-1", 400),
+        ("limit=1.5", 400),
+        ("limit=" + "9" * 5000, 400),
+        ("surface=moon", 400),
+        ("unknown=1", 400),
+        ("limit=%00", 400),
     ],
 )
 def test_bad_query_is_400(client, auth, query, status):

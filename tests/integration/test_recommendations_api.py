@@ -40,8 +40,10 @@ def test_affinity_promotes_and_history_demotes(client, auth, db):
 def test_reads_have_no_side_effects(client, auth, db):
     def snapshot():
         with db.cursor() as cur:
-            cur.execute("SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM outbox),"
-                        " (SELECT sum(score) FROM item_popularity)")
+            cur.execute(
+                "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM outbox),"
+                " (SELECT sum(score) FROM item_popularity)"
+            )
             return cur.fetchone()
 
     before = snapshot()
@@ -52,8 +54,10 @@ def test_reads_have_no_side_effects(client, auth, db):
 def test_readiness_checks_migrations_at_head(client, db):
     assert client.get("/readyz").status_code == 200
     with db.cursor() as cur:
-        cur.execute("DELETE FROM schema_migrations WHERE version = "
-                    "(SELECT max(version) FROM schema_migrations)")
+        cur.execute(
+            "DELETE FROM schema_migrations WHERE version = "
+            "(SELECT max(version) FROM schema_migrations)"
+        )
     resp = client.get("/readyz")
     assert resp.status_code == 503 and resp.headers["Retry-After"]
     assert "1 of the code's" in resp.get_json()["detail"]
@@ -63,9 +67,11 @@ def test_readiness_checks_migrations_at_head(client, db):
 def test_readiness_accepts_a_schema_ahead_of_the_code(client, db):
     # After a rollback the code is older than the schema (expand/contract keeps them compatible).
     with db.cursor() as cur:
-        cur.execute("INSERT INTO schema_migrations (version, filename, sha256)"
-                    " SELECT max(version) + 1, 'from-a-newer-release.sql', 'x'"
-                    " FROM schema_migrations")
+        cur.execute(
+            "INSERT INTO schema_migrations (version, filename, sha256)"
+            " SELECT max(version) + 1, 'from-a-newer-release.sql', 'x'"
+            " FROM schema_migrations"
+        )
     resp = client.get("/readyz")
     assert resp.status_code == 200
     with db.cursor() as cur:
@@ -91,8 +97,12 @@ def test_logs_never_contain_the_api_key(client, auth, caplog, make_events, capfd
 def test_metrics_expose_service_series(client, auth):
     _recs(client, auth)
     text = client.get("/metrics").get_data(as_text=True)
-    for series in ("flask_http_request_duration_seconds_bucket", "reco_http_inflight_requests",
-                   "reco_db_pool_wait_seconds", "reco_db_circuit_open"):
+    for series in (
+        "flask_http_request_duration_seconds_bucket",
+        "reco_http_inflight_requests",
+        "reco_db_pool_wait_seconds",
+        "reco_db_circuit_open",
+    ):
         assert series in text
     assert 'path="/v1/users/<user_id>/recommendations"' in text
 
