@@ -22,6 +22,7 @@ class Runtime:
     db: Database
     limiter: InflightLimiter
     rate_limit: TokenBucket
+    auth_failures: TokenBucket  # per client address, spent only by failed authentications
     metrics: metrics.ServiceMetrics
     popular: PopularPool
 
@@ -57,6 +58,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         limiter=InflightLimiter(settings.max_inflight),
         rate_limit=TokenBucket(
             settings.rate_limit_per_s, settings.rate_limit_burst, time.monotonic
+        ),
+        auth_failures=TokenBucket(
+            settings.auth_failure_rate_per_s, settings.auth_failure_burst, time.monotonic
         ),
         metrics=service_metrics,
         popular=PopularPool(settings.popular_cache_s),

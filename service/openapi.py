@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import yaml
 from service.problems import ApiProblem
 
 DOCUMENT_PATH = Path(__file__).with_name("openapi.yaml")
+MAX_ERRORS = 20  # the Problem schema's errors.maxItems
 
 
 @functools.lru_cache(maxsize=1)
@@ -58,15 +60,23 @@ def validate(value: Any, pointer: str, where: str = "body", status: int = 422) -
     checker = validator(pointer)
     if checker.is_valid(value):
         return
-    errors = sorted(checker.iter_errors(value), key=lambda e: [str(p) for p in e.instance_path])
+    # Only MAX_ERRORS are reported: take that many before sorting, not every one a huge body
+    # has. (jsonschema-rs still builds all of them before the first is read, so callers refuse
+    # what multiplies errors, such as an over-long array, first: see events._check_batch_size.)
+    found = itertools.islice(checker.iter_errors(value), MAX_ERRORS)
+    errors = sorted(found, key=lambda e: [str(p) for p in e.instance_path])
     raise ApiProblem(
         status,
         "validation-error",
         f"the {where} does not match the schema",
-        errors=[
-            {"pointer": _pointer(e.instance_path), "detail": e.message[:300]} for e in errors[:20]
-        ],
+        errors=[{"pointer": _pointer(e.instance_path), "detail": e.message[:300]} for e in errors],
     )
+
+
+@functools.cache
+def keyword(pointer: str, name: str) -> Any:
+    """A keyword of the schema at ``pointer``, e.g. an array's maxItems for a check run first."""
+    return _resolve(pointer)[name]
 
 
 def parameter_schema(name: str) -> str:

@@ -109,10 +109,10 @@ def rank(pool: RankingPool, affinity: dict[int, float], seen: set[int], limit: i
     # Every other candidate keeps its history-free score, so they keep their popular order
     # and only the first ``limit`` of them can make the cut: history only costs its own size.
     kept = 0
-    for score, item_id, reason, category in pool.popular_keyed:
+    for score, item_id, reason, item_category in pool.popular_keyed:
         if kept == limit:
             break
-        if item_id not in seen and category not in factors:
+        if item_id not in seen and item_category not in factors:
             keyed.append((score, item_id, reason))
             kept += 1
     return [Ranked(item_id, -negated, reason) for negated, item_id, reason in sorted(keyed)[:limit]]

@@ -7,11 +7,17 @@ import hashlib
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
 ENVIRONMENTS = ("development", "test", "production")
-# Secrets that must never reach production: well-known defaults of the components.
-KNOWN_DEFAULT_SECRETS = frozenset({"", "guest", "postgres", "changeme", "secret", "dev-key"})
+# Secrets that must never reach production: well-known defaults of the components and of
+# examples (compared case-insensitively for passwords).
+KNOWN_DEFAULT_SECRETS = frozenset(
+    {"", "admin", "changeme", "dev-key", "guest", "password", "postgres", "secret", "test"}
+)
 DEV_API_KEY = "dev-key"  # noqa: S105 - development default, refused in production
+# reliability.md §3.2: API-key secrets carry at least 32 bytes of entropy.
+MIN_API_KEY_CHARS = 32
 
 
 class ConfigError(ValueError):
@@ -27,13 +33,21 @@ def _parse_bool(raw: str) -> bool:
     raise ValueError(f"expected a boolean, got {raw!r}")
 
 
-def _parse_api_keys(raw: str) -> tuple[tuple[str, str], ...]:
-    """Parse ``id:secret`` or ``id:sha256=<hex>`` pairs into (id, sha256 hex) tuples."""
-    pairs = []
+def _api_key_entries(raw: str) -> list[tuple[str, str]]:
+    """Split ``id:secret,...`` into (id, secret) pairs; the secret may be ``sha256=<hex>``."""
+    entries = []
     for item in filter(None, (part.strip() for part in raw.split(","))):
         client_id, sep, secret = item.partition(":")
         if not sep or not client_id or not secret:
             raise ValueError("expected comma-separated 'client_id:secret' entries")
+        entries.append((client_id, secret))
+    return entries
+
+
+def _parse_api_keys(raw: str) -> tuple[tuple[str, str], ...]:
+    """Parse ``id:secret`` or ``id:sha256=<hex>`` pairs into (id, sha256 hex) tuples."""
+    pairs = []
+    for client_id, secret in _api_key_entries(raw):
         if secret.startswith("sha256="):
             digest = secret.removeprefix("sha256=").lower()
             if len(digest) != 64:
@@ -129,6 +143,27 @@ class Settings:
     rate_limit_burst: float = _field(
         "RECO_RATE_LIMIT_BURST", 50.0, float, "requests a client may send at once"
     )
+    # Generous: a misconfigured client or a test suite must not meet it (Schemathesis' auth
+    # checks alone make ~200 failures in 4 s from one client); keys of 32+ characters are not
+    # guessed at any rate, so it only caps floods of bad keys.
+    auth_failure_rate_per_s: float = _field(
+        "RECO_AUTH_FAILURE_RATE_PER_S",
+        50.0,
+        float,
+        "failed authentications/s per client IP and worker, then 429; 0 = off",
+    )
+    auth_failure_burst: float = _field(
+        "RECO_AUTH_FAILURE_BURST",
+        500.0,
+        float,
+        "failed authentications a client IP may make at once",
+    )
+    event_max_future_s: float = _field(
+        "RECO_EVENT_MAX_FUTURE_S",
+        300.0,
+        float,
+        "an event's occurred_at may be this far ahead of the service clock; later is 422",
+    )
     # Workers
     relay_batch_size: int = _field(
         "RECO_RELAY_BATCH_SIZE", 200, int, "outbox rows claimed per batch"
@@ -198,11 +233,11 @@ class Settings:
             except (ValueError, TypeError) as exc:
                 raise ConfigError(f"{name}: {exc}") from None
         settings = cls(**values)
-        settings.validate()
+        settings.validate(environ.get("RECO_API_KEYS", ""))
         return settings
 
-    def validate(self) -> None:
-        """Refuse impossible combinations and, in production, default secrets."""
+    def validate(self, raw_api_keys: str = "") -> None:
+        """Refuse impossible combinations and, in production, default or weak secrets."""
         if self.environment not in ENVIRONMENTS:
             raise ConfigError(f"RECO_ENV: must be one of {', '.join(ENVIRONMENTS)}")
         if self.lock_timeout_ms >= self.statement_timeout_ms:
@@ -211,19 +246,22 @@ class Settings:
             raise ConfigError("RECO_DB_POOL_SIZE: must be between 1 and 64")
         if self.max_inflight < 1:
             raise ConfigError("RECO_MAX_INFLIGHT: must be at least 1")
+        if self.auth_failure_rate_per_s > 0 and self.auth_failure_burst < 1:
+            raise ConfigError("RECO_AUTH_FAILURE_BURST: must be at least 1 (or the rate 0)")
+        if self.event_max_future_s < 0:
+            raise ConfigError("RECO_EVENT_MAX_FUTURE_S: must not be negative")
         if self.environment == "production":
-            self._validate_production()
+            self._validate_production(raw_api_keys)
 
-    def _validate_production(self) -> None:
-        dev_digest = hashlib.sha256(DEV_API_KEY.encode()).hexdigest()
-        if not self.api_keys or any(d == dev_digest for _, d in self.api_keys):
-            raise ConfigError("RECO_API_KEYS: production needs its own keys, not the dev default")
+    def _validate_production(self, raw_api_keys: str) -> None:
+        # Messages name the variable (and a key's client id) but never the secret itself.
+        _refuse_weak_api_keys(self.api_keys, raw_api_keys)
         for env, url in (
             ("RECO_DATABASE_URL", self.database_url),
             ("RECO_AMQP_URL", self.amqp_url),
         ):
-            password = _url_password(url)
-            if password is None or password in KNOWN_DEFAULT_SECRETS:
+            passwords = _url_passwords(env, url)
+            if not passwords or any(p.lower() in KNOWN_DEFAULT_SECRETS for p in passwords):
                 raise ConfigError(f"{env}: production needs a non-default password")
         if self.unsafe_test_faults:
             raise ConfigError("RECO_UNSAFE_TEST_FAULTS: not allowed in production")
@@ -246,7 +284,39 @@ class Settings:
         return rows
 
 
-def _url_password(url: str) -> str | None:
-    from urllib.parse import urlsplit
+def _default_digests() -> frozenset[str]:
+    """SHA-256 digests of the known defaults as people write them (lower, upper, capitalised)."""
+    spellings = {
+        f(s) for s in KNOWN_DEFAULT_SECRETS for f in (str.lower, str.upper, str.capitalize)
+    }
+    return frozenset(hashlib.sha256(s.encode()).hexdigest() for s in spellings)
 
-    return urlsplit(url).password
+
+def _refuse_weak_api_keys(keys: tuple[tuple[str, str], ...], raw: str) -> None:
+    """Production keys: none a known default (plain or as a digest), plain ones long enough."""
+    if not keys:
+        raise ConfigError("RECO_API_KEYS: production needs at least one key")
+    defaults = _default_digests()
+    for client_id, digest in keys:
+        if digest in defaults:
+            raise ConfigError(
+                f"RECO_API_KEYS: the key of client {client_id!r} is a well-known default"
+            )
+    # Only plain-text keys have a length to check: a digest hides the key it was made from.
+    for client_id, secret in _api_key_entries(raw):
+        if not secret.startswith("sha256=") and len(secret) < MIN_API_KEY_CHARS:
+            raise ConfigError(
+                f"RECO_API_KEYS: the key of client {client_id!r} is shorter than"
+                f" {MIN_API_KEY_CHARS} characters"
+            )
+
+
+def _url_passwords(env: str, url: str) -> list[str]:
+    """Every password a URL carries: in its authority and, as libpq allows, as a parameter."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        raise ConfigError(f"{env}: not a valid URL") from None
+    found = [] if password is None else [unquote(password)]
+    return found + parse_qs(parts.query, keep_blank_values=True).get("password", [])

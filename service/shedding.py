@@ -32,9 +32,10 @@ class InflightLimiter:
 class TokenBucket:
     """Per-client rate limit: ``rate`` requests per second with a burst of ``burst``."""
 
-    def __init__(self, rate: float, burst: float, clock):
+    def __init__(self, rate: float, burst: float, clock, max_clients: int = 10_000):
         self.rate = rate
         self.burst = burst
+        self.max_clients = max_clients
         self._clock = clock
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
@@ -44,8 +45,22 @@ class TokenBucket:
             return True
         now = self._clock()
         with self._lock:
+            if client not in self._buckets and len(self._buckets) >= self.max_clients:
+                self._forget(now)
             tokens, stamp = self._buckets.get(client, (self.burst, now))
             tokens = min(self.burst, tokens + (now - stamp) * self.rate)
             allowed = tokens >= 1
             self._buckets[client] = (tokens - 1 if allowed else tokens, now)
             return allowed
+
+    def _forget(self, now: float) -> None:
+        """Drop clients whose bucket has refilled: clients keyed by address are unbounded."""
+        self._buckets = {
+            client: (tokens, stamp)
+            for client, (tokens, stamp) in self._buckets.items()
+            if tokens + (now - stamp) * self.rate < self.burst
+        }
+        if len(self._buckets) > self.max_clients // 2:
+            # Still crowded (a flood from many addresses): start afresh rather than grow, and
+            # leave room for half as many new clients before the next O(n) pass.
+            self._buckets.clear()

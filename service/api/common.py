@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import orjson
 from flask import Response, current_app, request
 
@@ -17,7 +19,11 @@ def runtime():
 def client_id() -> str:
     """Authenticate the caller and apply its rate limit; return its client id."""
     rt = runtime()
-    client = authenticate(request.headers.get(HEADER), rt.settings.api_keys)
+    try:
+        client = authenticate(request.headers.get(HEADER), rt.settings.api_keys)
+    except ApiProblem:
+        _throttle_auth_failures(rt)
+        raise
     if not rt.rate_limit.allow(client):
         rt.metrics.shed.labels("rate_limited").inc()
         raise ApiProblem(
@@ -27,6 +33,24 @@ def client_id() -> str:
             headers={"Retry-After": str(rt.settings.retry_after_s)},
         )
     return client
+
+
+def _throttle_auth_failures(rt) -> None:
+    """Answer 429 instead of 401 once a client address has failed authentication too often."""
+    # Keyed by the socket's peer, never X-Forwarded-For: a client could rotate that header
+    # to get a fresh bucket for every guess. Behind a proxy all clients share its address.
+    address = request.environ.get("REMOTE_ADDR") or "-"
+    if rt.auth_failures.allow(address):
+        return
+    rt.metrics.shed.labels("auth_failures").inc()
+    # A token comes back every 1/rate seconds; Retry-After is whole seconds, at least 1.
+    wait = max(rt.settings.retry_after_s, math.ceil(1 / rt.settings.auth_failure_rate_per_s))
+    raise ApiProblem(
+        429,
+        "too-many-auth-failures",
+        "too many failed authentications from this address",
+        headers={"Retry-After": str(wait)},
+    )
 
 
 def json_response(

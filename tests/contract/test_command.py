@@ -136,6 +136,7 @@ def test_expired_entries_are_not_honoured(served_app, tmp_path, capsys):
     assert set(summary["allowlist"]["expired"]) == {
         "events-idempotency-key-reused",
         "events-unknown-item",
+        "events-occurred-in-future",
     }
 
 

@@ -45,7 +45,7 @@ def _outbox_payload(database_url: str, event_id: str) -> bytes:
     ("sent", "stored"),
     [
         # RFC 3339 offsets reach ±23:59; PostgreSQL refused beyond ±15:59 (a 500 before the fix).
-        ("7376-04-22T03:47:13-19:03", "7376-04-22T22:50:13+00:00"),
+        ("1976-04-22T03:47:13-19:03", "1976-04-22T22:50:13+00:00"),
         ("2026-11-29T10:00:00+23:59", "2026-11-28T10:01:00+00:00"),
         # RFC 3339 allows lower-case t and z; the consumer's fromisoformat does not (poison).
         ("2026-11-29t10:00:00z", "2026-11-29T10:00:00+00:00"),

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import uuid
 
 import orjson
 import pytest
 
 from harness.pytest_plugins.service import idem_key
+from service.app import create_app
 
 EVENT = {
     "event_id": "6f1c2c4e-8c2a-4e0e-9a53-0c6b1b7b2a10",
@@ -50,6 +53,8 @@ BODY_CASES = {
     "event-extra-property": (_body(weight=100), 422),
     "no-events": (orjson.dumps({"events": []}), 422),
     "too-many-events": (orjson.dumps({"events": [EVENT] * 101}), 422),
+    # Just under the byte limit: every item is an error, and only the count may be judged.
+    "far-too-many-bad-events": (orjson.dumps({"events": [1] * 130_000}), 422),
     "bad-uuid": (_body(event_id="not-a-uuid"), 422),
     "user-id-too-long": (_body(user_id="u" * 129), 422),
     "user-id-bad-chars": (_body(user_id="u 1; DROP TABLE events"), 422),
@@ -101,7 +106,17 @@ def test_bad_body(client, auth, db, case):
 
 
 @pytest.mark.parametrize(
-    "content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml", None]
+    "content_type",
+    [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "application/xml",
+        None,
+        "application/json; charset=utf-16",
+        'application/json; charset="UTF-16LE"',
+        "application/json; charset=iso-8859-1",
+        'application/json; charset=""',
+    ],
 )
 def test_wrong_content_type_is_415(client, auth, db, content_type):
     headers = {**auth, "Idempotency-Key": idem_key()}
@@ -110,6 +125,106 @@ def test_wrong_content_type_is_415(client, auth, db, content_type):
     resp = client.post("/v1/events", data=_body(), headers=headers)
     _assert_problem(resp, 415)
     _assert_no_rows(db)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "GZIP", "identity, gzip", ""])
+def test_content_encoding_is_415(client, auth, db, encoding):
+    """Bodies are never decompressed (no zip bombs): a coded body is refused, not misread."""
+    headers = {**auth, "Idempotency-Key": idem_key(), "Content-Encoding": encoding}
+    resp = client.post("/v1/events", data=_body(), content_type="application/json", headers=headers)
+    _assert_problem(resp, 415)
+    assert resp.headers["Accept-Encoding"] == "identity"
+    _assert_no_rows(db)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Content-Type": "application/json; charset=UTF-8"},
+        {"Content-Type": "application/json;charset=utf-8", "Content-Encoding": "identity"},
+        {"Content-Type": "application/json", "Content-Encoding": "Identity"},
+    ],
+)
+def test_utf8_charset_and_identity_coding_are_accepted(client, auth, make_events, headers):
+    resp = client.post(
+        "/v1/events",
+        data=orjson.dumps(make_events()),
+        headers={**auth, "Idempotency-Key": idem_key(), **headers},
+    )
+    assert resp.status_code == 202, resp.data
+
+
+def _in(seconds: float) -> str:
+    return (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)).isoformat()
+
+
+@pytest.mark.parametrize(
+    ("times", "pointers"),
+    [
+        ([_in(3600)], ["/events/0/occurred_at"]),
+        (["2026-01-01T00:00:00Z", "9999-12-31T23:59:59Z"], ["/events/1/occurred_at"]),
+        (
+            ["5000-01-01T00:00:00-19:00", "2026-01-01T00:00:00Z", "3000-01-01T00:00:00+15:00"],
+            ["/events/0/occurred_at", "/events/2/occurred_at"],
+        ),
+    ],
+)
+def test_events_far_in_the_future_are_422(client, auth, db, make_events, times, pointers):
+    """A far-future occurred_at would pin the features' latest interaction time for good."""
+    body = make_events(len(times))
+    for event, moment in zip(body["events"], times, strict=True):
+        event["occurred_at"] = moment
+    resp = client.post("/v1/events", json=body, headers={**auth, "Idempotency-Key": idem_key()})
+    _assert_problem(resp, 422)
+    assert resp.json["type"] == "/problems/event-in-future"
+    assert [e["pointer"] for e in resp.json["errors"]] == pointers
+    _assert_no_rows(db)
+
+
+@pytest.mark.parametrize("moment", ["1970-01-01T00:00:00Z", "0001-01-01T00:00:00Z", "+60"])
+def test_past_events_and_small_clock_skew_are_accepted(client, auth, make_events, moment):
+    body = make_events()
+    body["events"][0]["occurred_at"] = _in(60) if moment == "+60" else moment
+    resp = client.post("/v1/events", json=body, headers={**auth, "Idempotency-Key": idem_key()})
+    assert resp.status_code == 202, resp.data
+
+
+def test_auth_failures_are_throttled_per_address(app_settings, db, auth):
+    """Past a burst of failed authentications an address gets 429; a valid key still works."""
+    burst = 3
+    settings = dataclasses.replace(
+        app_settings, auth_failure_rate_per_s=0.001, auth_failure_burst=burst
+    )
+    app = create_app(settings)
+    try:
+        client = app.test_client()
+        recs = "/v1/users/u-1/recommendations"
+        bad = {"X-API-Key": "not-a-key"}
+        for _ in range(burst):
+            _assert_problem(client.get(recs, headers=bad), 401)
+        resp = client.get(recs, headers=bad)
+        _assert_problem(resp, 429)
+        assert resp.headers["Retry-After"] == "1000"  # one token per 1/0.001 s
+        _assert_problem(client.get(recs), 429)  # a missing key is a failure too
+        post = client.post(
+            "/v1/events",
+            data=_body(),
+            content_type="application/json",
+            headers={**bad, "Idempotency-Key": idem_key()},
+        )
+        _assert_problem(post, 429)
+        _assert_no_rows(db)
+        # X-Forwarded-For is not trusted: a forged one does not buy a fresh bucket.
+        spoofed = client.get(recs, headers={**bad, "X-Forwarded-For": "203.0.113.9"})
+        _assert_problem(spoofed, 429)
+        # Another peer address has its own bucket; valid keys never spend or meet the limit.
+        other = client.get(recs, headers=bad, environ_base={"REMOTE_ADDR": "203.0.113.9"})
+        _assert_problem(other, 401)
+        assert client.get(recs, headers=auth).status_code == 200
+        metrics = client.get("/metrics").get_data(as_text=True)
+        assert 'reco_http_shed_total{reason="auth_failures"} 4.0' in metrics
+    finally:
+        app.extensions["reco"].db.pool.close()
 
 
 def test_body_over_the_limit_is_413(client, auth, db):
@@ -160,10 +275,33 @@ def test_two_idempotency_keys_are_400(client, auth, db):
         ("surface=moon", 400),
         ("unknown=1", 400),
         ("limit=%00", 400),
+        ("limit=", 400),
+        ("limit", 400),
+        ("surface=", 400),
+        ("limit=1&limit=2", 400),
+        ("limit=5&limit=5", 400),
+        ("surface=home&surface=cart", 400),
     ],
 )
 def test_bad_query_is_400(client, auth, query, status):
     _assert_problem(client.get(f"/v1/users/u-1/recommendations?{query}", headers=auth), status)
+
+
+@pytest.mark.parametrize(
+    ("query", "pointers"),
+    [
+        ("limit=1&limit=2", ["/limit"]),
+        ("surface=home&limit=3&surface=cart&limit=3", ["/limit", "/surface"]),
+        (
+            "&".join(f"p{i}=1" for i in range(30)),
+            [f"/p{i}" for i in sorted(range(30), key=str)][:20],
+        ),
+    ],
+)
+def test_repeated_and_unknown_query_parameters_are_named(client, auth, query, pointers):
+    resp = client.get(f"/v1/users/u-1/recommendations?{query}", headers=auth)
+    _assert_problem(resp, 400)
+    assert [e["pointer"] for e in resp.json["errors"]] == pointers
 
 
 @pytest.mark.parametrize("user_id", ["u%201", "u" * 129, "%C3%A9", "a%00b", "..%2F..%2Fetc"])

@@ -156,6 +156,21 @@ def test_token_bucket_refills_over_time():
     assert TokenBucket(0, 0, clock).allow("x")
 
 
+def test_token_bucket_stays_bounded_and_keeps_clients_still_limited():
+    clock = Clock()
+    bucket = TokenBucket(rate=1, burst=2, clock=clock, max_clients=4)
+    for client in ("a", "a", "b", "c", "d"):
+        bucket.allow(client)
+    clock.now = 1.0  # a is still short of its burst, b, c and d are back to full
+    assert bucket.allow("e")
+    assert set(bucket._buckets) == {"a", "e"}  # the refilled ones were forgotten
+    assert bucket.allow("a") and not bucket.allow("a")  # a kept its debt: no fresh burst
+    for client in "fghij":  # a crowd that stays spent: start afresh rather than grow
+        bucket.allow(client)
+        bucket.allow(client)
+    assert len(bucket._buckets) <= 4
+
+
 @pytest.mark.parametrize(
     ("header", "expected"),
     [

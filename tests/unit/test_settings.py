@@ -84,3 +84,84 @@ def test_the_operations_guide_lists_every_setting_as_the_code_defines_it():
     assert settings_table() in text, "paste the output of: python -m service settings-table"
     for name in ("RECO_BIND", "RECO_GUNICORN_BACKLOG", "RECO_GUNICORN_LOGLEVEL"):
         assert f"`{name}`" in text  # read by gunicorn.conf.py, outside Settings
+
+
+def _digest(secret: str) -> str:
+    return "sha256=" + hashlib.sha256(secret.encode()).hexdigest()
+
+
+def test_production_accepts_long_plain_keys_and_digests():
+    keys = "shop:" + "k" * 32 + ",crm:" + _digest("a long and random key nobody guesses")
+    settings = Settings.from_env({**PROD, "RECO_API_KEYS": keys})
+    assert [client for client, _ in settings.api_keys] == ["shop", "crm"]
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "s" * 31,  # plain-text keys need at least 32 characters
+        "changeme",
+        "admin",
+        _digest("dev-key"),
+        _digest("password"),
+        _digest("Secret"),
+        _digest("GUEST"),
+        _digest("test"),
+        _digest(""),
+    ],
+)
+def test_production_refuses_short_or_default_api_keys_without_echoing_them(secret):
+    with pytest.raises(ConfigError, match="RECO_API_KEYS") as err:
+        Settings.from_env({**PROD, "RECO_API_KEYS": "shop:" + "s" * 40 + ",crm:" + secret})
+    assert "'crm'" in str(err.value)  # names the client whose key is refused
+    assert secret not in str(err.value) and secret.removeprefix("sha256=") not in str(err.value)
+
+
+def test_development_and_test_keep_short_keys():
+    for environment in ("development", "test"):
+        assert Settings.from_env({"RECO_ENV": environment, "RECO_API_KEYS": "dev:dev-key"})
+
+
+@pytest.mark.parametrize(
+    ("variable", "url"),
+    [
+        ("RECO_DATABASE_URL", "postgresql://app:password@db:5432/reco"),
+        ("RECO_DATABASE_URL", "postgresql://app:Postgres@db:5432/reco"),
+        ("RECO_DATABASE_URL", "postgresql://app:%70ostgres@db:5432/reco"),  # percent-encoded
+        ("RECO_DATABASE_URL", "postgresql://app:@db:5432/reco"),
+        ("RECO_DATABASE_URL", "postgresql://app@db:5432/reco?password=changeme"),
+        ("RECO_DATABASE_URL", "postgresql://app:Str0ng-pass@db/reco?password=secret"),
+        ("RECO_DATABASE_URL", "postgresql://app:x@[::1/reco"),  # not a URL at all
+        ("RECO_AMQP_URL", "amqp://relay:changeme@mq:5672/%2F"),
+        ("RECO_AMQP_URL", "amqp://relay:secret@mq:5672/%2F"),
+        ("RECO_AMQP_URL", "amqp://relay:@mq:5672/%2F"),
+    ],
+)
+def test_production_refuses_default_url_passwords_without_echoing_them(variable, url):
+    with pytest.raises(ConfigError, match=variable) as err:
+        Settings.from_env({**PROD, variable: url})
+    assert url not in str(err.value) and "app:" not in str(err.value)
+
+
+def test_production_accepts_a_password_given_as_a_libpq_parameter():
+    url = "postgresql://app@db:5432/reco?password=Str0ng-pass"
+    assert Settings.from_env({**PROD, "RECO_DATABASE_URL": url}).database_url == url
+
+
+@pytest.mark.parametrize(
+    ("environ", "variable"),
+    [
+        ({"RECO_AUTH_FAILURE_BURST": "0"}, "RECO_AUTH_FAILURE_BURST"),
+        ({"RECO_EVENT_MAX_FUTURE_S": "-1"}, "RECO_EVENT_MAX_FUTURE_S"),
+    ],
+)
+def test_throttle_and_skew_settings_are_checked(environ, variable):
+    with pytest.raises(ConfigError, match=variable):
+        Settings.from_env(environ)
+
+
+def test_auth_failure_throttle_can_be_switched_off():
+    settings = Settings.from_env(
+        {"RECO_AUTH_FAILURE_RATE_PER_S": "0", "RECO_AUTH_FAILURE_BURST": "0"}
+    )
+    assert settings.auth_failure_rate_per_s == 0
