@@ -8,6 +8,7 @@ code that also owns the PostgreSQL side.
 
 from __future__ import annotations
 
+import concurrent.futures
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,9 +20,18 @@ from pika.adapters.select_connection import IOLoop, SelectConnection
 
 from service.settings import Settings
 
+# Longest wait for a database job during which the link is stepped: far above any job the
+# statement timeouts allow (a retention purge is bounded rounds of them). Past it, or once the
+# link has failed, the caller blocks on the job as a plain future.result() would.
+DB_WAIT_STEPPED_S = 600.0
+
 
 class AmqpError(RuntimeError):
     """The broker connection or channel failed, or an operation timed out."""
+
+
+class PublishRefused(RuntimeError):
+    """The broker confirmed publishes without queueing them (returned unroutable, or nacked)."""
 
 
 def _noop() -> None:
@@ -95,6 +105,19 @@ class Link:
             raise AmqpError(f"AMQP connect failed: {error!r}") from None
         self.generation += 1
 
+    def reopen_channel(self, timeout: float | None = None) -> pika.channel.Channel:
+        """Open a new channel on the open connection after the broker closed the last one."""
+        if self.connection is None or not self.connection.is_open:
+            raise AmqpError(self._why("AMQP connection is not open"))
+        timeout = timeout or self.settings.amqp_socket_timeout_s * 3
+        self.error, self.channel, self._opened = None, None, False
+        self.connection.channel(on_open_callback=self._on_channel_open)
+        if not self.wait_for(lambda: self._opened or self.error is not None, timeout):
+            raise AmqpError(f"AMQP channel open timed out after {timeout:.1f}s")
+        channel = self.require()
+        self.generation += 1  # a new channel: tags of the old one can no longer be acked
+        return channel
+
     def _on_connection_open(self, connection: SelectConnection) -> None:
         connection.channel(on_open_callback=self._on_channel_open)
 
@@ -155,6 +178,22 @@ class Link:
             self.step(remaining)
         return True
 
+    def wait_result(
+        self, future: concurrent.futures.Future, timeout: float = DB_WAIT_STEPPED_S
+    ) -> Any:
+        """Return ``future.result()``, stepping the ioloop while the job runs.
+
+        For database jobs on a helper thread: a slow one (a retention purge, a commit waiting
+        on locks) must not starve heartbeats and confirms. The job wakes the poller when it
+        ends, so no step outlasts it. Callbacks run meanwhile only record (confirms, returns,
+        deliveries, notifications); the caller acts on them after this returns.
+        """
+        if self.alive and not future.done():
+            ioloop = self.ioloop
+            future.add_done_callback(lambda _job: wake(ioloop))
+            self.wait_for(future.done, timeout)  # returns early once the link fails
+        return future.result()
+
     def call(self, start: Callable[[Callable[[Any], None]], None], timeout: float) -> Any:
         """Run an async channel method that takes a completion callback; return its frame."""
         box: list[Any] = []
@@ -172,6 +211,16 @@ class Link:
 
     def _why(self, what: str) -> str:
         return f"{what}: {self.error!r}" if self.error is not None else what
+
+
+def wake(ioloop: IOLoop | None) -> None:
+    """Interrupt the ioloop's poll from another thread; a closed loop needs no wake-up."""
+    if ioloop is None:
+        return
+    try:
+        ioloop.add_callback_threadsafe(_noop)
+    except Exception:  # noqa: BLE001, S110 - the loop closed meanwhile
+        pass
 
 
 def _poll(ioloop: IOLoop, timeout: float) -> None:

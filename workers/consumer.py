@@ -18,12 +18,11 @@ from typing import Any
 import pika
 import pika.exceptions
 import psycopg2
-import psycopg2.errors
 
 from service.events import PoisonMessage
 from service.settings import Settings
 from workers import features
-from workers.amqp import AmqpError, Link
+from workers.amqp import AmqpError, Link, wake
 from workers.applier import Applier
 from workers.confirms import ConfirmTracker
 from workers.messages import Delivered, dead_letter_headers, read_delivery
@@ -33,14 +32,11 @@ from workers.topology import FEATURE_CONSUMER, declare, topology
 
 log = logging.getLogger("reco.consumer")
 
-TRANSIENT_DB_ERRORS = (
-    psycopg2.OperationalError,
-    psycopg2.InterfaceError,
-    psycopg2.errors.DeadlockDetected,
-    psycopg2.errors.SerializationFailure,
-    psycopg2.errors.LockNotAvailable,
-    psycopg2.errors.QueryCanceled,
-)
+# Data errors of a message itself (SQLSTATE classes 22 and 23): only these make it poison.
+# Any other database error (an outage, a deadlock, a read-only standby after a failover,
+# a missing privilege or table) says nothing about the message: the batch is held unacked
+# and consuming pauses until the database accepts the writes, so the DLQ stays clean.
+POISON_DB_ERRORS = (psycopg2.DataError, psycopg2.IntegrityError)
 
 
 DEPTH_EVERY_S = 5.0
@@ -172,7 +168,7 @@ class Consumer:
             self._early_acked = (self.link.generation, last_tag)
         try:
             self.applier.ensure()
-        except TRANSIENT_DB_ERRORS as exc:
+        except psycopg2.Error as exc:  # no message is involved yet: never poison
             self._hold([d for d, _ in valid], exc)
             raise PausedForDatabase(f"database unreachable, consuming paused: {exc!r}") from exc
         future = self.applier.submit(events)
@@ -182,12 +178,7 @@ class Consumer:
     def _wake(self, _future: concurrent.futures.Future) -> None:
         """Interrupt the I/O wait when a batch finished (runs on the applier thread)."""
         link = self.link
-        ioloop = link.ioloop if link is not None else None
-        if ioloop is not None:
-            try:
-                ioloop.add_callback_threadsafe(_noop)
-            except Exception:  # noqa: BLE001, S110 - a closed loop needs no wake-up
-                pass
+        wake(link.ioloop if link is not None else None)
 
     def _finish_pending(self, then: list[Delivery] | None = None) -> int:
         """Wait for the batch being applied; ack it after its commit; return its size.
@@ -198,15 +189,16 @@ class Consumer:
         if pending is None:
             return 0
         try:
-            fresh = pending.future.result()  # bounded by the connection's statement timeouts
-        except TRANSIENT_DB_ERRORS as exc:
-            self._hold([d for d, _ in pending.valid] + (then or []), exc)
-            raise PausedForDatabase(f"database failed, consuming paused: {exc!r}") from exc
-        except psycopg2.Error as exc:
-            # A row the database refuses (not an outage): find it, dead-letter only it.
+            # Bounded by the connection's statement timeouts; heartbeats flow meanwhile.
+            fresh = self.link.wait_result(pending.future)
+        except POISON_DB_ERRORS as exc:
+            # A row the database refuses: find it, dead-letter only it.
             log.warning("batch refused; applying one by one", extra={"error": repr(exc)[:300]})
             self._apply_each(pending.valid, then or [])
             return len(pending.valid)
+        except psycopg2.Error as exc:
+            self._hold([d for d, _ in pending.valid] + (then or []), exc)
+            raise PausedForDatabase(f"database failed, consuming paused: {exc!r}") from exc
         pause_point(self.settings, "consumer_pause_after_commit", batch=len(pending.valid))
         if not pending.acked_early:
             self._ack(pending.last_tag)
@@ -218,12 +210,12 @@ class Consumer:
             started = time.perf_counter()
             try:
                 fresh = self.applier.apply_now([_interaction(item)])
-            except TRANSIENT_DB_ERRORS as exc:
-                self._hold([d for d, _ in valid[index:]] + then, exc)
-                raise PausedForDatabase(f"database failed, consuming paused: {exc!r}") from exc
-            except psycopg2.Error as exc:
+            except POISON_DB_ERRORS as exc:
                 self._dead_letter(delivery, f"apply failed: {exc.pgcode} {exc}".strip())
                 continue
+            except psycopg2.Error as exc:
+                self._hold([d for d, _ in valid[index:]] + then, exc)
+                raise PausedForDatabase(f"database failed, consuming paused: {exc!r}") from exc
             self.link.require().basic_ack(delivery.tag)
             self._account([(delivery, item)], fresh, time.perf_counter() - started)
 
@@ -430,10 +422,6 @@ class Consumer:
             if self.link is not None:
                 self.link.close()
                 self.link = None
-
-
-def _noop() -> None:
-    return None
 
 
 def _copy_properties(props: pika.BasicProperties, headers: dict[str, Any]) -> pika.BasicProperties:

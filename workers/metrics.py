@@ -19,7 +19,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from workers.amqp import AmqpError
+from workers.amqp import AmqpError, PublishRefused
 
 BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 200, 300, 500, 1000, 2000)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -30,7 +30,7 @@ def error_kind(error: BaseException) -> str:
     """Classify a loop failure for the ``errors`` counters: db, amqp or other."""
     if isinstance(error, psycopg2.Error):
         return "db"
-    if isinstance(error, AmqpError | pika.exceptions.AMQPError):
+    if isinstance(error, AmqpError | PublishRefused | pika.exceptions.AMQPError):
         return "amqp"
     return "other"
 

@@ -9,7 +9,12 @@ Batches form a pipeline over three connections so neither the broker nor this pr
 for the other: batch *n* is published while batch *n-1*'s confirms arrive, and once they are
 in, a helper thread marks and commits *n-1* and claims a later batch in the same round trip,
 while the main thread already publishes *n+1* (claimed earlier). psycopg2 releases the GIL
-while PostgreSQL works.
+while PostgreSQL works, and the main thread keeps stepping the AMQP link while it waits.
+
+A batch whose every row came back returned (unroutable) or nacked fails its iteration once
+committed, so the runner's capped, jittered backoff spaces the retries instead of a tight
+republish loop. A batch with some rows accepted keeps the pipeline going: other rows still
+flow while a few cannot be routed.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import concurrent.futures
 import dataclasses
 import logging
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 import pika
 import psycopg2
@@ -27,7 +32,7 @@ import psycopg2
 from service.db.connect import connect
 from service.settings import Settings
 from workers import outbox
-from workers.amqp import AmqpError, Link
+from workers.amqp import AmqpError, Link, PublishRefused
 from workers.confirms import ConfirmTracker
 from workers.messages import OUTBOX_ID, properties
 from workers.metrics import RelayMetrics, error_kind
@@ -62,6 +67,7 @@ class Batch:
     last_tag: int
     started: float
     premarked: bool = False  # negative control only: marked before its confirms
+    refused: bool = False  # once settled: the broker returned or nacked every row
 
 
 class Relay:
@@ -85,6 +91,7 @@ class Relay:
         self.ready: collections.deque[tuple[Any, concurrent.futures.Future]] = collections.deque()
         self._db = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="relay-db")
         self.stopping = False
+        self.probing = False  # after a refused batch: each batch settles before more are claimed
         self._next_backlog = 0.0
         self._next_purge = self.clock() + min(5.0, settings.relay_retention_interval_s)
 
@@ -97,7 +104,7 @@ class Relay:
         batch = None
         while self.ready:  # empty claims were committed already: skip them
             conn, future = self.ready.popleft()
-            rows = future.result()  # normally done: claimed while the last batch was published
+            rows = self._wait(future)  # normally done: claimed while the last batch was published
             if rows and not self.stopping:
                 batch = self._publish(conn, rows)
                 break
@@ -106,9 +113,36 @@ class Relay:
         previous, self.inflight = self.inflight, batch
         busy = batch is not None  # keep claiming ahead only while there is work
         settled = self._settle(previous, claim_next=busy) if previous is not None else 0
+        if previous is not None and previous.refused:
+            self._back_off(previous)
+        if batch is not None and self.probing:
+            return self._probe(batch)
         if busy:
             self._claim_ahead()
         return len(batch.rows) if batch is not None else settled
+
+    def _back_off(self, refused: Batch) -> NoReturn:
+        """Settle what is in flight, then fail the iteration so the runner backs off.
+
+        Refused rows stay pending and come first in the next claim: claiming again at once
+        would republish them in a tight loop while the route or the queue is broken. The
+        batch published meanwhile is settled, not rolled back after the broker took it.
+        """
+        self.flush()
+        self.probing = True
+        raise PublishRefused(f"all {len(refused.rows)} rows returned or nacked; backing off")
+
+    def _probe(self, batch: Batch) -> int:
+        """After a refusal, settle ``batch`` at once; fail again if it is refused too.
+
+        Left in flight, it would settle in the next iteration while this one succeeded, and
+        each success resets the runner's backoff: it would never grow past its first step.
+        """
+        self.flush()
+        if batch.refused:
+            self._back_off(batch)
+        self.probing = False  # accepted again: back to the pipeline
+        return len(batch.rows)
 
     def prepare(self) -> None:
         """Connect and run due housekeeping now (benchmarks keep it out of the timed part)."""
@@ -128,7 +162,7 @@ class Relay:
         while self.ready:
             conn, future = self.ready.popleft()
             try:
-                if future.result():
+                if self._wait(future):
                     _rollback_quietly(conn)
             except Exception:  # noqa: BLE001 - a failed claim holds nothing
                 _rollback_quietly(conn)
@@ -140,8 +174,9 @@ class Relay:
         busy = {id(conn) for conn, _ in self.ready}
         if self.inflight is not None:
             busy.add(id(self.inflight.conn))
+        wanted = 1 if self.probing else 2  # a probe publishes one batch, then stops
         for conn in self.conns:
-            if len(self.ready) >= 2:
+            if len(self.ready) >= wanted:
                 return
             if id(conn) not in busy:
                 future = self._db.submit(self._claim_rows, conn, self._housekeeping_due())
@@ -197,10 +232,11 @@ class Relay:
         pause_point(
             self.settings, "relay_pause_before_commit", rows=len(batch.rows), acked=len(acked)
         )
-        # The same round trip claims again unless stopping, failing or due for housekeeping
-        # (a fresh claim runs that first).
+        # The same round trip claims again unless stopping, failing, backing off after a refused
+        # batch or due for housekeeping (a fresh claim runs that first).
+        batch.refused = bool(failed) and not acked and not error
         limit = self.settings.relay_batch_size
-        if not claim_next or self.stopping or error or self._housekeeping_due():
+        if not claim_next or self.stopping or error or batch.refused or self._housekeeping_due():
             limit = 0
         future = self._db.submit(
             self._settle_rows, batch.conn, acked, failed, limit, not batch.premarked
@@ -208,11 +244,20 @@ class Relay:
         if limit:
             self.ready.append((batch.conn, future))
         else:
-            future.result()  # nothing to claim: the connection is free once this commits
+            self._wait(future)  # nothing to claim: the connection is free once this commits
         self._account(batch.rows, acked, failed, batch.started)
         if error:
             raise AmqpError(error)
         return len(batch.rows)
+
+    def _wait(self, future: concurrent.futures.Future) -> Any:
+        """A database job's result, with the AMQP link serviced meanwhile (heartbeats, confirms).
+
+        Callbacks run during the wait only record: confirms and returns land in the tracker,
+        NOTIFY sets ``listener.woken``; batches are settled by this thread afterwards.
+        """
+        link = self.link
+        return link.wait_result(future) if link is not None else future.result()
 
     @staticmethod
     def _settle_rows(conn, acked, failed, limit: int, commit: bool) -> list[outbox.OutboxRow]:

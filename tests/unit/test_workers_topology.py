@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 
+import pika.exceptions
 import pytest
 
 from service.settings import Settings
+from workers.amqp import AmqpError
 from workers.metrics import Health
 from workers.relay import failure_kind
-from workers.topology import declare, topology
+from workers.topology import DLQ_DELIVERY_LIMIT, declare, topology
 
 
 def _settings(**changes) -> Settings:
@@ -37,7 +39,14 @@ def test_feature_queue_is_quorum_with_explicit_limit_and_safe_dead_lettering():
         "x-overflow": "reject-publish",
         "x-max-length": 1000,
     }
-    assert topology(_settings()).dlq_arguments == {"x-queue-type": "quorum"}
+
+
+def test_dlq_has_an_explicit_unreachable_delivery_limit():
+    # Without one, RabbitMQ 4.x drops a dead letter after 20 lists or failed replays (the DLQ
+    # has no dead-letter target); -1 ("no limit" on 4.x) is refused by 3.10.
+    args = topology(_settings(delivery_limit=7)).dlq_arguments
+    assert args == {"x-queue-type": "quorum", "x-delivery-limit": DLQ_DELIVERY_LIMIT}
+    assert 10**9 < DLQ_DELIVERY_LIMIT < 2**31
 
 
 def test_no_length_limit_when_switched_off():
@@ -88,7 +97,53 @@ def test_declare_creates_the_dead_letter_path_before_the_queue_that_uses_it():
         ("queue_bind", ("ns1.features", "ns1.events", "interaction.#")),
     ]
     assert all(kw.get("durable", True) for _, _, kw in link.channel.calls)
+    assert link.channel.calls[2][2]["arguments"] == topo.dlq_arguments
     assert link.channel.calls[4][2]["arguments"] == topo.queue_arguments
+
+
+class RefusingLink(FakeLink):
+    """The broker closes the channel on the first DLQ declaration with ``reply_text``."""
+
+    def __init__(self, reply_text: str):
+        super().__init__()
+        self.reply_text, self.error, self.reopened = reply_text, None, 0
+
+    def call(self, start, timeout):
+        calls = len(self.channel.calls)
+        result = super().call(start, timeout)
+        name, args, kwargs = self.channel.calls[calls]
+        if name == "queue_declare" and kwargs.get("arguments") and args[0].endswith(".dlq"):
+            self.error = pika.exceptions.ChannelClosedByBroker(406, self.reply_text)
+            raise AmqpError(f"operation timed out: {self.error!r}")
+        return result
+
+    def reopen_channel(self, timeout):
+        self.reopened += 1
+        self.error = None
+        return self.channel
+
+
+def test_a_dlq_declared_before_its_delivery_limit_is_kept_with_a_warning(caplog):
+    link = RefusingLink(
+        "PRECONDITION_FAILED - inequivalent arg 'x-delivery-limit' for queue 'ns1.features.dlq'"
+        " in vhost '/': received the value '2147483647' of type 'signedint' but current is none"
+    )
+    declare(link, topology(_settings()), timeout=1)
+    calls = [(name, args, kw.get("passive", False)) for name, args, kw in link.channel.calls]
+    assert calls[2:4] == [
+        ("queue_declare", ("ns1.features.dlq",), False),
+        ("queue_declare", ("ns1.features.dlq",), True),  # on a new channel: it exists, use it
+    ]
+    assert [name for name, _, _ in calls[4:]] == ["queue_bind", "queue_declare", "queue_bind"]
+    assert link.reopened == 1
+    assert "dead-letter queue declared with another delivery limit" in caplog.text
+
+
+def test_other_inequivalent_dlq_arguments_still_fail():
+    link = RefusingLink("PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue 'q'")
+    with pytest.raises(AmqpError):
+        declare(link, topology(_settings()), timeout=1)
+    assert link.reopened == 0
 
 
 @pytest.mark.parametrize(
@@ -119,10 +174,11 @@ def test_loop_failures_are_classified_for_the_error_counters():
     import pika.exceptions
     import psycopg2
 
-    from workers.amqp import AmqpError
+    from workers.amqp import PublishRefused
     from workers.metrics import error_kind
 
     assert error_kind(psycopg2.OperationalError("down")) == "db"
     assert error_kind(AmqpError("gone")) == "amqp"
+    assert error_kind(PublishRefused("3 of 3 rows returned or nacked")) == "amqp"
     assert error_kind(pika.exceptions.StreamLostError("lost")) == "amqp"
     assert error_kind(ValueError("bug")) == "other"

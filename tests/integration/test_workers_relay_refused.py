@@ -1,0 +1,123 @@
+"""Rows the broker returns or nacks stay pending, and the relay backs off instead of spinning."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import pytest
+
+from harness.bench.workers import make_events, seed_outbox
+from harness.pytest_plugins import workers as plugin
+from harness.pytest_plugins.workers import (
+    WorkerProcess,
+    assert_audit,
+    drain_consumer,
+    pending_rows,
+    wait_until,
+)
+from workers.amqp import PublishRefused
+from workers.topology import topology
+
+amqp_channel = plugin.amqp_channel
+worker_objects = plugin.worker_objects
+worker_procs = plugin.worker_procs
+
+UNBOUND_S = 3.0
+
+
+def _seed(settings, n: int) -> None:
+    seed_outbox(settings.database_url, make_events(n, users=20), with_events=True)
+
+
+def _attempts(db) -> tuple[int, int, int]:
+    with db.cursor() as cur:
+        cur.execute("SELECT count(*), min(attempts), max(attempts) FROM outbox")
+        return cur.fetchone()
+
+
+def test_a_refused_batch_fails_the_iteration_after_it_settled(
+    settings, db, amqp_channel, worker_objects
+):
+    relay = worker_objects.relay(settings)
+    relay.run_once()  # connects and declares the topology
+    topo = topology(settings)
+    amqp_channel.queue_unbind(topo.queue, topo.exchange, topo.binding_key)
+    _seed(settings, 30)
+    assert relay.run_once() == 30  # published; settled by the next iteration
+    with pytest.raises(PublishRefused, match="all 30 rows"):
+        relay.run_once()
+    assert _attempts(db) == (30, 1, 1)  # recorded and committed before the failure
+    assert relay.inflight is None and not relay.ready  # nothing left open to roll back
+    relay.reset(PublishRefused("as the runner does"))
+    with pytest.raises(PublishRefused):
+        relay.run_once()  # the retry is settled in its own iteration: it fails there
+    assert _attempts(db) == (30, 2, 2) and relay.probing
+    amqp_channel.queue_bind(topo.queue, topo.exchange, topo.binding_key)
+    assert relay.run_once() == 30  # published and settled at once
+    assert pending_rows(settings.database_url) == 0 and not relay.probing
+    assert relay.link.alive  # a refused publish is no reason to reconnect
+    drain_consumer(worker_objects.consumer(settings), 30)
+    assert_audit(settings)
+
+
+def test_a_partly_refused_batch_keeps_the_pipeline_going(
+    settings, db, amqp_channel, worker_objects
+):
+    relay = worker_objects.relay(settings)
+    relay.run_once()  # connects and declares the topology
+    topo = topology(settings)
+    amqp_channel.queue_unbind(topo.queue, topo.exchange, topo.binding_key)
+    amqp_channel.queue_bind(topo.queue, topo.exchange, "interaction.recorded.view")  # a third
+    _seed(settings, 30)
+    assert relay.run_once() == 30
+    assert relay.flush() == 30  # settles without PublishRefused: some rows were taken
+    assert not relay.probing
+    with db.cursor() as cur:
+        cur.execute(
+            "SELECT routing_key, count(*) FROM outbox WHERE published_at IS NULL GROUP BY 1"
+        )
+        assert dict(cur.fetchall()) == {
+            "interaction.recorded.click": 10,
+            "interaction.recorded.purchase": 10,
+        }
+    db.commit()
+    amqp_channel.queue_bind(topo.queue, topo.exchange, topo.binding_key)
+    assert relay.run_once() == 20
+    relay.flush()
+    assert pending_rows(settings.database_url) == 0
+    drain_consumer(worker_objects.consumer(settings), 30)
+    assert_audit(settings)
+
+
+def test_relay_backs_off_while_rows_are_unroutable_and_recovers_after_the_rebind(
+    settings, db, amqp_channel, tmp_path, worker_objects, worker_procs
+):
+    settings = dataclasses.replace(settings, backoff_max_s=1.0)
+    topo = topology(settings)
+    relay = WorkerProcess.start("relay", settings, tmp_path)
+    worker_procs.append(relay)
+    relay.wait_for_log("connected to broker")  # it declared the binding: remove it now
+    amqp_channel.queue_unbind(topo.queue, topo.exchange, topo.binding_key)
+    _seed(settings, 40)
+    wait_until(lambda: _attempts(db)[1] >= 1, 10, "a first attempt")
+    time.sleep(UNBOUND_S)
+    rows, low, high = _attempts(db)
+    # Backoff 0.1 s doubling to the 1 s cap: about 7 attempts in 3 s (a hot loop made hundreds).
+    assert rows == 40 and 2 <= low <= high <= 12, (low, high)
+    failures = [
+        r for r in relay.log_records() if r.get("msg") == "worker iteration failed; backing off"
+    ]
+    assert failures and {r["error"] for r in failures} == {"PublishRefused"}
+    assert not [r for r in relay.log_records() if r.get("msg") == "connected to broker"][1:]
+    metrics = relay.get("/metrics")[1]
+    assert 'reco_relay_publish_failed_total{reason="unroutable"}' in metrics
+    assert 'reco_relay_errors_total{kind="amqp"}' in metrics
+
+    amqp_channel.queue_bind(topo.queue, topo.exchange, topo.binding_key)
+    rebound = time.monotonic()
+    wait_until(lambda: pending_rows(settings.database_url) == 0, 10, "the backlog published")
+    assert time.monotonic() - rebound < 3.0  # at most one capped backoff
+    assert relay.stop() == 0
+    drain_consumer(worker_objects.consumer(settings), 40)
+    assert_audit(settings)
