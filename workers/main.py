@@ -7,6 +7,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from service.db import deadline
+from service.db.connect import ROLE_TIMEOUTS
 from service.settings import ConfigError, Settings
 from workers import logs
 from workers.metrics import Health, serve
@@ -28,6 +30,10 @@ def main(
         print(f"{name}: configuration error: {exc}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level)
+    # A black-holed database (TCP acknowledged, the server silent) would otherwise block the
+    # worker until the fault ends: no iteration, no /healthz beat, no SIGTERM. Every wait for
+    # the server is bounded instead, past the statement timeout so that one fires first.
+    deadline.install(db_wait_budget_s(settings))
     metrics = make_metrics()
     # Liveness tolerates the longest legitimate pause: a full backoff plus a confirm wait.
     health = Health(stall_after_s=max(60.0, 3 * settings.backoff_max_s))
@@ -59,3 +65,12 @@ def main(
             server.shutdown()
             server.server_close()
         log.info("worker stopped", extra={"worker": name, "iterations": runner.iterations})
+
+
+def db_wait_budget_s(settings: Settings) -> float:
+    """Longest wait for one database answer: the workers' statement timeout plus a margin."""
+    statement_ms = max(ROLE_TIMEOUTS[role](settings)[0] for role in ("relay", "consumer"))
+    return statement_ms / 1000 + DB_WAIT_MARGIN_S
+
+
+DB_WAIT_MARGIN_S = 2.0

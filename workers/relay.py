@@ -30,6 +30,7 @@ import pika
 import psycopg2
 
 from service.db.connect import connect
+from service.db.deadline import DeadlineExceeded
 from service.settings import Settings
 from workers import outbox
 from workers.amqp import AmqpError, Link, PublishRefused
@@ -164,6 +165,8 @@ class Relay:
             try:
                 if self._wait(future):
                     _rollback_quietly(conn)
+            except DeadlineExceeded:
+                _close_quietly(conn)  # a silent server: a rollback would wait out the deadline
             except Exception:  # noqa: BLE001 - a failed claim holds nothing
                 _rollback_quietly(conn)
 
@@ -390,7 +393,9 @@ class Relay:
         for index, conn in enumerate(self.conns):
             if conn is None:
                 continue
-            if not _rollback_quietly(conn) or isinstance(error, psycopg2.Error):
+            # After a database error, close without a rollback: on a silent server each
+            # rollback would wait out the deadline, and closing ends the transaction anyway.
+            if isinstance(error, psycopg2.Error) or not _rollback_quietly(conn):
                 _close_quietly(conn)
                 self.conns[index] = None
         if isinstance(error, psycopg2.Error):

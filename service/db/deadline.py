@@ -21,6 +21,7 @@ import psycopg2.extensions
 DEFAULT_BUDGET_S = 5.0
 
 _local = threading.local()
+_default_budget_s = DEFAULT_BUDGET_S  # install() may raise it (the workers' longer statements)
 
 
 class DeadlineExceeded(psycopg2.OperationalError):
@@ -31,7 +32,7 @@ def remaining() -> float:
     """Seconds left in the current scope (DEFAULT_BUDGET_S when none is active)."""
     deadline = getattr(_local, "deadline", None)
     if deadline is None:
-        return DEFAULT_BUDGET_S
+        return _default_budget_s
     return deadline - time.monotonic()
 
 
@@ -65,6 +66,11 @@ def wait_with_deadline(conn: psycopg2.extensions.connection) -> None:
             raise DeadlineExceeded("database deadline exceeded")
 
 
-def install() -> None:
-    """Make every psycopg2 connection in this process honour request deadlines."""
+def install(default_budget_s: float = DEFAULT_BUDGET_S) -> None:
+    """Make every psycopg2 connection in this process honour deadlines.
+
+    Outside a scope, each wait for the server is bounded by ``default_budget_s``.
+    """
+    global _default_budget_s
+    _default_budget_s = default_budget_s
     psycopg2.extensions.set_wait_callback(wait_with_deadline)
