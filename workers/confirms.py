@@ -39,7 +39,10 @@ class ConfirmTracker:
 
     def returned(self, key: Hashable, reason: str) -> None:
         """Record a basic.return for ``key``: its coming ack does not mean it was queued."""
-        self._returned[key] = reason
+        # A return precedes its ack, so a live one names a pending key. One for a publish
+        # forgotten by a reset would otherwise fail that key's next, clean publish.
+        if key in self._pending.values():
+            self._returned[key] = reason
 
     def on_confirm(self, frame) -> None:
         """pika confirm callback: route a Basic.Ack or Basic.Nack frame to ack() or nack()."""

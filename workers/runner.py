@@ -76,6 +76,7 @@ class Runner:
         self.max_seconds = max_seconds
         self.pause_slice_s = pause_slice_s
         self.stopping = False
+        self.signal_name: str | None = None  # the first SIGTERM/SIGINT received
         self.failures = 0
         self.iterations = 0
         self.handled = 0
@@ -86,8 +87,10 @@ class Runner:
         signal.signal(signal.SIGINT, self._on_signal)
 
     def _on_signal(self, signum: int, _frame: object) -> None:
-        if not self.stopping:
-            log.info("stop requested", extra={"signal": signal.Signals(signum).name})
+        # Only flags: a log write from a signal handler can interrupt another write to the
+        # same stream and raise "reentrant call" there. _close() logs the signal.
+        if self.signal_name is None:
+            self.signal_name = signal.Signals(signum).name
         self.request_stop()
 
     def request_stop(self) -> None:
@@ -151,6 +154,8 @@ class Runner:
         return self.max_seconds is not None and self.clock() - started >= self.max_seconds
 
     def _close(self) -> None:
+        if self.signal_name is not None:
+            log.info("stop requested", extra={"signal": self.signal_name})
         try:
             self.worker.close()
         except Exception:  # noqa: BLE001 - closing must not mask the reason we stopped

@@ -56,6 +56,16 @@ def test_a_returned_message_fails_even_though_the_broker_acks_it():
     assert failed == {"a": "unroutable: 312 NO_ROUTE"}
 
 
+def test_a_late_return_of_a_forgotten_publish_does_not_fail_a_later_one():
+    tracker = ConfirmTracker()
+    _published(tracker, "a")
+    tracker.forget()  # a reset dropped the batch; the channel stays open
+    tracker.returned("a", "unroutable: 312 NO_ROUTE")  # arrives late, for the forgotten publish
+    tag = tracker.published("a")  # the row is claimed and published again, cleanly
+    tracker.ack(tag)
+    assert tracker.take() == (["a"], {})
+
+
 def test_unknown_and_repeated_tags_are_ignored():
     tracker = ConfirmTracker()
     _published(tracker, "a")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import signal
+from unittest.mock import patch
 
 import pytest
 
+from workers import runner as runner_module
 from workers.runner import Backoff, Runner
 
 
@@ -108,9 +110,22 @@ def test_request_stop_finishes_the_iteration_then_closes_once():
         return handled
 
     worker.run_once = run_once_then_signal
-    runner.run()
+    with patch.object(runner_module.log, "info") as info:
+        runner.run()
     assert worker.calls == [("run_once",), ("close",)]
     assert worker.stop_requested
+    # Logged from the loop, not from the handler (a write there can interrupt another one).
+    info.assert_any_call("stop requested", extra={"signal": "SIGTERM"})
+
+
+def test_the_signal_handler_only_sets_flags():
+    clock = FakeClock()
+    runner = _runner(FakeWorker(clock, [1]), clock, max_iterations=1)
+    with patch.object(runner_module, "log") as log:
+        runner._on_signal(signal.SIGINT, None)
+        runner._on_signal(signal.SIGTERM, None)
+    assert not log.mock_calls  # no write that could interrupt another one on the same stream
+    assert runner.stopping and runner.signal_name == "SIGINT"
 
 
 def test_stop_cuts_a_backoff_short():
