@@ -9,7 +9,7 @@ import uuid
 import orjson
 import pytest
 
-from harness.pytest_plugins.service import idem_key
+from harness.pytest_plugins.service import OTHER_API_KEY, idem_key
 from service.app import create_app
 
 EVENT = {
@@ -223,6 +223,38 @@ def test_auth_failures_are_throttled_per_address(app_settings, db, auth):
         assert client.get(recs, headers=auth).status_code == 200
         metrics = client.get("/metrics").get_data(as_text=True)
         assert 'reco_http_shed_total{reason="auth_failures"} 4.0' in metrics
+    finally:
+        app.extensions["reco"].db.pool.close()
+
+
+def test_a_key_past_its_rate_gets_429_while_other_keys_go_on(app_settings, db, auth):
+    """reliability.md §3.8: a burst above the key's limit is 429; others unaffected; it recovers."""
+    settings = dataclasses.replace(app_settings, rate_limit_per_s=1.0, rate_limit_burst=3)
+    app = create_app(settings)
+    now = [1000.0]
+    app.extensions["reco"].rate_limit._clock = lambda: now[0]  # the window passes on demand
+    try:
+        client = app.test_client()
+        recs = "/v1/users/u-1/recommendations"
+        for _ in range(3):
+            assert client.get(recs, headers=auth).status_code == 200
+        resp = client.get(recs, headers=auth)
+        _assert_problem(resp, 429)
+        assert resp.json["type"] == "/problems/rate-limited"
+        assert int(resp.headers["Retry-After"]) >= 1
+        post = client.post(
+            "/v1/events",
+            data=_body(),
+            content_type="application/json",
+            headers={**auth, "Idempotency-Key": idem_key()},
+        )
+        _assert_problem(post, 429)
+        _assert_no_rows(db)
+        assert client.get(recs, headers={"X-API-Key": OTHER_API_KEY}).status_code == 200
+        now[0] += 1.0  # one token back
+        assert client.get(recs, headers=auth).status_code == 200
+        metrics = client.get("/metrics").get_data(as_text=True)
+        assert 'reco_http_shed_total{reason="rate_limited"} 2.0' in metrics
     finally:
         app.extensions["reco"].db.pool.close()
 
