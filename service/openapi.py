@@ -60,9 +60,8 @@ def validate(value: Any, pointer: str, where: str = "body", status: int = 422) -
     checker = validator(pointer)
     if checker.is_valid(value):
         return
-    # Only MAX_ERRORS are reported: take that many before sorting, not every one a huge body
-    # has. (jsonschema-rs still builds all of them before the first is read, so callers refuse
-    # what multiplies errors, such as an over-long array, first: see events._check_batch_size.)
+    # Only MAX_ERRORS are reported, so only that many are sorted. jsonschema-rs builds every
+    # error anyway: what multiplies them (an over-long array) is refused before this call.
     found = itertools.islice(checker.iter_errors(value), MAX_ERRORS)
     errors = sorted(found, key=lambda e: [str(p) for p in e.instance_path])
     raise ApiProblem(

@@ -16,6 +16,8 @@ from workers.runner import Backoff, Runner, Worker
 
 log = logging.getLogger("reco.worker")
 
+DB_WAIT_MARGIN_S = 2.0  # past the statement timeout, so the server's bound fires first
+
 
 def main(
     name: str,
@@ -71,6 +73,3 @@ def db_wait_budget_s(settings: Settings) -> float:
     """Longest wait for one database answer: the workers' statement timeout plus a margin."""
     statement_ms = max(ROLE_TIMEOUTS[role](settings)[0] for role in ("relay", "consumer"))
     return statement_ms / 1000 + DB_WAIT_MARGIN_S
-
-
-DB_WAIT_MARGIN_S = 2.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import uuid
@@ -74,6 +75,16 @@ BODY_CASES = {
     ),
     "null-event": (orjson.dumps({"events": [None]}), 422),
 }
+
+
+@contextlib.contextmanager
+def _app_with(app_settings, **overrides):
+    """The app built with some settings changed; its pool closed afterwards."""
+    app = create_app(dataclasses.replace(app_settings, **overrides))
+    try:
+        yield app
+    finally:
+        app.extensions["reco"].db.pool.close()
 
 
 def _assert_no_rows(db) -> None:
@@ -192,11 +203,7 @@ def test_past_events_and_small_clock_skew_are_accepted(client, auth, make_events
 def test_auth_failures_are_throttled_per_address(app_settings, db, auth):
     """Past a burst of failed authentications an address gets 429; a valid key still works."""
     burst = 3
-    settings = dataclasses.replace(
-        app_settings, auth_failure_rate_per_s=0.001, auth_failure_burst=burst
-    )
-    app = create_app(settings)
-    try:
+    with _app_with(app_settings, auth_failure_rate_per_s=0.001, auth_failure_burst=burst) as app:
         client = app.test_client()
         recs = "/v1/users/u-1/recommendations"
         bad = {"X-API-Key": "not-a-key"}
@@ -223,17 +230,13 @@ def test_auth_failures_are_throttled_per_address(app_settings, db, auth):
         assert client.get(recs, headers=auth).status_code == 200
         metrics = client.get("/metrics").get_data(as_text=True)
         assert 'reco_http_shed_total{reason="auth_failures"} 4.0' in metrics
-    finally:
-        app.extensions["reco"].db.pool.close()
 
 
 def test_a_key_past_its_rate_gets_429_while_other_keys_go_on(app_settings, db, auth):
     """reliability.md §3.8: a burst above the key's limit is 429; others unaffected; it recovers."""
-    settings = dataclasses.replace(app_settings, rate_limit_per_s=1.0, rate_limit_burst=3)
-    app = create_app(settings)
     now = [1000.0]
-    app.extensions["reco"].rate_limit._clock = lambda: now[0]  # the window passes on demand
-    try:
+    with _app_with(app_settings, rate_limit_per_s=1.0, rate_limit_burst=3) as app:
+        app.extensions["reco"].rate_limit._clock = lambda: now[0]  # the window passes on demand
         client = app.test_client()
         recs = "/v1/users/u-1/recommendations"
         for _ in range(3):
@@ -255,8 +258,6 @@ def test_a_key_past_its_rate_gets_429_while_other_keys_go_on(app_settings, db, a
         assert client.get(recs, headers=auth).status_code == 200
         metrics = client.get("/metrics").get_data(as_text=True)
         assert 'reco_http_shed_total{reason="rate_limited"} 2.0' in metrics
-    finally:
-        app.extensions["reco"].db.pool.close()
 
 
 def test_body_over_the_limit_is_413(client, auth, db):

@@ -36,13 +36,19 @@ def _attempts(db) -> tuple[int, int, int]:
         return cur.fetchone()
 
 
-def test_a_refused_batch_fails_the_iteration_after_it_settled(
-    settings, db, amqp_channel, worker_objects
-):
+def _relay_without_binding(settings, amqp_channel, worker_objects):
+    """An in-process relay with its topology declared, then the queue's binding removed."""
     relay = worker_objects.relay(settings)
     relay.run_once()  # connects and declares the topology
     topo = topology(settings)
     amqp_channel.queue_unbind(topo.queue, topo.exchange, topo.binding_key)
+    return relay, topo
+
+
+def test_a_refused_batch_fails_the_iteration_after_it_settled(
+    settings, db, amqp_channel, worker_objects
+):
+    relay, topo = _relay_without_binding(settings, amqp_channel, worker_objects)
     _seed(settings, 30)
     assert relay.run_once() == 30  # published; settled by the next iteration
     with pytest.raises(PublishRefused, match="all 30 rows"):
@@ -64,10 +70,7 @@ def test_a_refused_batch_fails_the_iteration_after_it_settled(
 def test_a_partly_refused_batch_keeps_the_pipeline_going(
     settings, db, amqp_channel, worker_objects
 ):
-    relay = worker_objects.relay(settings)
-    relay.run_once()  # connects and declares the topology
-    topo = topology(settings)
-    amqp_channel.queue_unbind(topo.queue, topo.exchange, topo.binding_key)
+    relay, topo = _relay_without_binding(settings, amqp_channel, worker_objects)
     amqp_channel.queue_bind(topo.queue, topo.exchange, "interaction.recorded.view")  # a third
     _seed(settings, 30)
     assert relay.run_once() == 30
