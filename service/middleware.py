@@ -117,11 +117,8 @@ def ids_headers_and_access_log(wsgi_app: Callable, metrics: ServiceMetrics) -> C
         started = time.perf_counter()
 
         def start(status: str, headers: list, exc_info=None):
-            request_id, correlation_id = environ.get(IDS_KEY, NO_IDS)
-            seconds = time.perf_counter() - started
-            method = environ.get("REQUEST_METHOD", "")
-            code = status[:3]
-            metrics.observe_request(method, environ.get(ROUTE_KEY, UNMATCHED), code, seconds)
+            request_id, correlation_id = ids = environ.get(IDS_KEY, NO_IDS)
+            record_request(metrics, environ, status, time.perf_counter() - started, ids)
             headers.extend(
                 [
                     ("X-Request-ID", request_id),
@@ -129,23 +126,32 @@ def ids_headers_and_access_log(wsgi_app: Callable, metrics: ServiceMetrics) -> C
                     *SECURITY_ITEMS,
                 ]
             )
-            if log.isEnabledFor(logging.INFO):
-                log.info(
-                    "request",
-                    extra={
-                        "request_id": request_id,
-                        "correlation_id": correlation_id,
-                        "method": method,
-                        "path": _path(environ),
-                        "status": int(code),
-                        "duration_ms": round(seconds * 1000, 3),
-                    },
-                )
             return start_response(status, headers, exc_info)
 
         return wsgi_app(environ, start)
 
     return app
+
+
+def record_request(
+    metrics: ServiceMetrics, environ: dict, status: str, seconds: float, ids: tuple[str, str]
+) -> None:
+    """Count the answered request in the request series and write its JSON access line."""
+    method = environ.get("REQUEST_METHOD", "")
+    code = status[:3]
+    metrics.observe_request(method, environ.get(ROUTE_KEY, UNMATCHED), code, seconds)
+    if log.isEnabledFor(logging.INFO):
+        log.info(
+            "request",
+            extra={
+                "request_id": ids[0],
+                "correlation_id": ids[1],
+                "method": method,
+                "path": _path(environ),
+                "status": int(code),
+                "duration_ms": round(seconds * 1000, 3),
+            },
+        )
 
 
 def _path(environ: dict) -> str:

@@ -1,13 +1,19 @@
 """Bare Flask baselines (B1 hello, B2 single query, B2w insert + commit) for ratio benchmarks.
 
 Served by gunicorn with the service's own config, so a ratio isolates what the service adds.
+``observed_app()`` builds the same app with the service's access line and request series
+(and /metrics) around it: the performance method keeps logging and metrics identical in baseline and
+service, so the gated ratios use it; ``app`` has neither and gives the informational ratios.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import random
+import time
 import uuid
+from collections.abc import Callable, Iterable
 
 import orjson
 import psycopg2
@@ -29,6 +35,7 @@ INSERT_ONE = (
 )
 
 app = Flask(__name__)
+observed = Flask(__name__ + ".observed")
 _conn = None
 _pid = 0
 
@@ -42,14 +49,25 @@ def _db():
     return _conn
 
 
-@app.get("/healthz")
-@app.get("/hello")
+def _route(rule: str, **options) -> Callable[[Callable], Callable]:
+    """Register a view on both apps."""
+
+    def register(view: Callable) -> Callable:
+        for flask_app in (app, observed):
+            flask_app.route(rule, **options)(view)
+        return view
+
+    return register
+
+
+@_route("/healthz", methods=["GET"])
+@_route("/hello", methods=["GET"])
 def hello() -> Response:
     """B1: no I/O at all."""
     return Response(orjson.dumps({"ok": 1}), mimetype="application/json")
 
 
-@app.get("/db")
+@_route("/db", methods=["GET"])
 def single_query() -> Response:
     """B2: one indexed SELECT on the per-worker connection."""
     conn = _db()
@@ -60,7 +78,7 @@ def single_query() -> Response:
     return Response(orjson.dumps({"v": row[0]}), mimetype="application/json")
 
 
-@app.post("/write")
+@_route("/write", methods=["POST"])
 def insert_commit() -> Response:
     """B2w: parse the same JSON body as POST /v1/events, insert one row, commit."""
     event = orjson.loads(request.get_data())["events"][0]
@@ -86,3 +104,34 @@ def setup_database(url: str) -> None:
     with conn, conn.cursor() as cur:
         cur.execute(SETUP)
     conn.close()
+
+
+def _observe(flask_app: Flask) -> None:
+    """Wrap ``flask_app`` in the service's JSON access line and request series."""
+    from service import logs, metrics
+    from service.middleware import NO_IDS, ROUTE_KEY, record_request
+    from service.settings import Settings
+
+    settings = Settings.from_env()
+    logs.configure(settings.log_level, settings.log_batch_lines, settings.log_batch_flush_ms)
+    series = metrics.install(flask_app)
+    inner = flask_app.wsgi_app
+
+    def wsgi(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        started = time.perf_counter()
+        environ[ROUTE_KEY] = environ.get("PATH_INFO", "")  # static routes: the path is the rule
+
+        def start(status: str, headers: list, exc_info=None):
+            record_request(series, environ, status, time.perf_counter() - started, NO_IDS)
+            return start_response(status, headers, exc_info)
+
+        return inner(environ, start)
+
+    flask_app.wsgi_app = wsgi  # type: ignore[method-assign]
+
+
+@functools.cache
+def observed_app() -> Flask:
+    """The bare routes with the service's access line and request series (gunicorn factory)."""
+    _observe(observed)
+    return observed

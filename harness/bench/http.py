@@ -4,6 +4,10 @@ B1 ``/hello``, B2 ``/db`` (one indexed SELECT) and B2w ``/write`` (insert + comm
 bare Flask app under the service's own gunicorn config; GET recommendations and POST events
 run on the service. Each round measures B then S; one more baseline closes the last round,
 so ratio_r = S_r / mean(B_r, B_r+1) (performance spec §3.1).
+
+The gated baselines are the bare app with the service's access line and request series
+(spec §3.1: identical logging and metrics settings); the same routes without them give the
+informational ``*_plain`` ratios, which charge the log line and the metrics to the service.
 """
 
 from __future__ import annotations
@@ -34,6 +38,10 @@ PAIRS = (
 LABELS = {
     "R_http": ("B2 bare /db", "S1 GET recommendations"),
     "R_write": ("B2w bare /write", "POST /v1/events"),
+}
+PLAIN_LABELS = {
+    "R_http": "B2 bare /db, no log or metrics",
+    "R_write": "B2w bare /write, no log or metrics",
 }
 TARGETS = {"R_http": 0.75, "R_write": 0.6}
 # History for 800 of the 1,000 users the GET script asks for, so most requests take the
@@ -153,10 +161,19 @@ def run(
         workers = int(env.get("RECO_GUNICORN_WORKERS", "4"))
         bare = GunicornServer(env, workers, app="harness.bench.bare_app:app")
         servers.append(bare)
+        observed = GunicornServer(env, workers, app="harness.bench.bare_app:observed_app()")
+        servers.append(observed)
         service = GunicornServer(env, workers)
         servers.append(service)
         steal_before = cpu.host_times()
-        raw = _interleave(bare, service, server_pg, rounds, duration, connections, warmup)
+        raw = _interleave(
+            {"plain": bare, "baseline": observed, "service": service},
+            server_pg,
+            rounds,
+            duration,
+            connections,
+            warmup,
+        )
         steal = cpu.steal_percent(steal_before, cpu.host_times())
         config = {
             "rounds": rounds,
@@ -167,6 +184,8 @@ def run(
             "gunicorn_workers": workers,
             "service_log_level": log_level,
             "generator": "wrk -t1",
+            "baseline": "bare Flask with the service's JSON access line and request series",
+            "plain_baseline": "the same bare routes without them (informational ratios)",
             "database": "private PostgreSQL over TCP 127.0.0.1, fsync on"
             if not server_pg.test_mode
             else "private PostgreSQL over TCP 127.0.0.1, fsync off",
@@ -184,20 +203,26 @@ def run(
     return report
 
 
-def _interleave(bare, service, pg, rounds, duration, connections, warmup):
-    """hello, then B and S of each pair per round; a closing B per pair after the last."""
+def _interleave(servers, pg, rounds, duration, connections, warmup):
+    """hello, then plain B, B and S of each pair per round; closing Bs per pair after the last.
+
+    ``servers`` maps "plain", "baseline" and "service" to their gunicorn servers.
+    """
     measure = lambda srv, path, lua, d=duration: _measure(srv, pg, path, lua, d, connections)  # noqa: E731
+    plain, bare, service = servers["plain"], servers["baseline"], servers["service"]
     if warmup > 0:  # pools, caches and bytecode warm up; discarded
         for _, base_path, svc_path, base_lua, svc_lua in PAIRS:
+            measure(plain, base_path, base_lua, warmup)
             measure(bare, base_path, base_lua, warmup)
             measure(service, svc_path, svc_lua, warmup)
     raw: dict[str, dict[str, list[Measurement]]] = {"hello": {"baseline": []}}
     for name, *_ in PAIRS:
-        raw[name] = {"baseline": [], "service": []}
+        raw[name] = {"plain": [], "baseline": [], "service": []}
     for r in range(rounds + 1):
         if r < rounds:
-            raw["hello"]["baseline"].append(measure(bare, "/hello", None))
+            raw["hello"]["baseline"].append(measure(plain, "/hello", None))
         for name, base_path, svc_path, base_lua, svc_lua in PAIRS:
+            raw[name]["plain"].append(measure(plain, base_path, base_lua))
             raw[name]["baseline"].append(measure(bare, base_path, base_lua))
             if r < rounds:
                 raw[name]["service"].append(measure(service, svc_path, svc_lua))
@@ -208,9 +233,9 @@ def _report(raw, steal: float, config: dict[str, Any]) -> dict[str, Any]:
     ratios: dict[str, Any] = {}
     cpu_cost: dict[str, Any] = {}
     for name, *_ in PAIRS:
-        base, svc = raw[name]["baseline"], raw[name]["service"]
-        per_round = [s.rps / ((base[i].rps + base[i + 1].rps) / 2) for i, s in enumerate(svc)]
-        ratios[name] = {**summary(per_round), "target": TARGETS[name]}
+        base, svc, plain = raw[name]["baseline"], raw[name]["service"], raw[name]["plain"]
+        ratios[name] = {**summary(_per_round(svc, base)), "target": TARGETS[name]}
+        ratios[f"{name}_plain"] = {**summary(_per_round(svc, plain)), "info": True}
         base_cpu = _cpu(base)
         svc_cpu = _cpu(svc)
         cost = (svc_cpu["gunicorn"] + svc_cpu["postgres"]) / (
@@ -219,11 +244,12 @@ def _report(raw, steal: float, config: dict[str, Any]) -> dict[str, Any]:
         cpu_cost[name] = {
             LABELS[name][0]: base_cpu,
             LABELS[name][1]: svc_cpu,
+            PLAIN_LABELS[name]: _cpu(plain),
             "cost_ratio": round(cost, 3),
             "reciprocal_of_ratio": round(1 / ratios[name]["median"], 3),
         }
     b1 = [m.rps for m in raw["hello"]["baseline"]]
-    b2 = [m.rps for m in raw["R_http"]["baseline"][: len(b1)]]
+    b2 = [m.rps for m in raw["R_http"]["plain"][: len(b1)]]
     ratios["R_hello"] = {**summary([x / y for x, y in zip(b2, b1, strict=True)]), "info": True}
     absolute = {
         name: {side: [dataclasses.asdict(m) for m in runs] for side, runs in sides.items()}
@@ -232,8 +258,10 @@ def _report(raw, steal: float, config: dict[str, Any]) -> dict[str, Any]:
     medians = {
         "B1_hello_rps": statistics.median(b1),
         "B2_db_rps": statistics.median(m.rps for m in raw["R_http"]["baseline"]),
+        "B2_db_plain_rps": statistics.median(m.rps for m in raw["R_http"]["plain"]),
         "S1_reco_rps": statistics.median(m.rps for m in raw["R_http"]["service"]),
         "B2w_write_rps": statistics.median(m.rps for m in raw["R_write"]["baseline"]),
+        "B2w_write_plain_rps": statistics.median(m.rps for m in raw["R_write"]["plain"]),
         "events_post_rps": statistics.median(m.rps for m in raw["R_write"]["service"]),
         "S1_reco_p99_ms": statistics.median(m.p99_ms for m in raw["R_http"]["service"]),
         "B2_db_p99_ms": statistics.median(m.p99_ms for m in raw["R_http"]["baseline"]),
@@ -253,6 +281,11 @@ def _report(raw, steal: float, config: dict[str, Any]) -> dict[str, Any]:
         },
         "config": {**config, "cpus": os.cpu_count()},
     }
+
+
+def _per_round(svc: list[Measurement], base: list[Measurement]) -> list[float]:
+    """ratio_r = S_r / mean(B_r, B_r+1)."""
+    return [s.rps / ((base[i].rps + base[i + 1].rps) / 2) for i, s in enumerate(svc)]
 
 
 def _cpu(runs: list[Measurement]) -> dict[str, float]:

@@ -13,9 +13,14 @@ RESULT_FILE = "benchmark-system.json"
 GATES = {"alarm": "bench-system", "target": "bench-targets"}
 
 DEFINITIONS = {
-    "R_http": "S1 GET recommendations rps ÷ B2 bare /db rps (wrk, same gunicorn config)",
-    "R_write": "POST /v1/events (one event) rps ÷ B2w bare insert+commit rps",
-    "R_hello": "B2 bare /db rps ÷ B1 bare /hello rps (share of the DB round trip)",
+    "R_http": "S1 GET recommendations rps ÷ B2 bare /db rps (wrk, same gunicorn config,"
+    " same access line and request metrics)",
+    "R_write": "POST /v1/events (one event) rps ÷ B2w bare insert+commit rps (same access line"
+    " and request metrics)",
+    "R_http_plain": "S1 GET recommendations rps ÷ B2 bare /db rps without access line or metrics",
+    "R_write_plain": "POST /v1/events rps ÷ B2w bare insert+commit rps without access line"
+    " or metrics",
+    "R_hello": "B2 bare /db rps (plain) ÷ B1 bare /hello rps (share of the DB round trip)",
     "R_py": "B2 bare /db rps ÷ B3 pgbench -S TPS over the Unix socket",
     "R_tcp_vs_unix": "B3 pgbench TPS over TCP ÷ over the Unix socket",
     "R_relay": "S2 relay drain events/s ÷ B4b bare pipelined-confirm publish msgs/s",
