@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-WARMUP_S, MEASURE_S = 3, 10
+# The CI tier measures for half as long: the alarm is a collapse, not a percentage.
+WARMUP_S, MEASURE_S = (3, 5) if os.environ.get("RECO_BENCH_QUICK") else (3, 10)
 USERS = 32
 
 SERVER = textwrap.dedent(
