@@ -41,11 +41,10 @@ def _check_media_type() -> None:
     if charset is not None and charset.lower() != "utf-8":
         # The body is always decoded as UTF-8: any other declared charset would be misread.
         raise ApiProblem(415, "unsupported-media-type", "send the body as UTF-8 (charset=utf-8)")
-    codings = [
-        coding.strip().lower()
-        for value in request.headers.getlist("Content-Encoding")
-        for coding in value.split(",")
-    ]
+    # One lookup, not getlist(): that walks every header, and the WSGI environ holds one
+    # value per name anyway (the server joins repeated headers with commas).
+    encoding = request.headers.get("Content-Encoding")
+    codings = [] if encoding is None else [c.strip().lower() for c in encoding.split(",")]
     if any(coding != "identity" for coding in codings):
         # Bodies are never decompressed (no zip bombs); RFC 9110 names what would be accepted.
         raise ApiProblem(
@@ -74,7 +73,8 @@ def _check_batch_size(body: object) -> None:
 def post_events() -> Response:
     """Commit new events, their outbox rows and the idempotency record in one transaction."""
     client = client_id()
-    key = idempotency.parse_key(request.headers.getlist(idempotency.HEADER))
+    presented = request.headers.get(idempotency.HEADER)
+    key = idempotency.parse_key([] if presented is None else [presented])
     body = _read_body()
     events = body["events"]
     fingerprint = idempotency.fingerprint(request.method, request.path, body)
