@@ -2,8 +2,9 @@
 
 Served by gunicorn with the service's own config, so a ratio isolates what the service adds.
 ``observed_app()`` builds the same app with the service's access line and request series
-(and /metrics) around it: the performance method keeps logging and metrics identical in baseline and
-service, so the gated ratios use it; ``app`` has neither and gives the informational ratios.
+(and /metrics) around it: the performance method keeps logging and metrics identical in
+baseline and service, so the gated ratios use it; ``app`` has neither and gives the
+informational ratios.
 """
 
 from __future__ import annotations
