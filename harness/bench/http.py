@@ -130,8 +130,12 @@ def run(
     pg: PostgresServer | None = None,
     warmup: float = 2.0,
     log_level: str = "INFO",
+    plain: bool = True,
 ) -> dict[str, Any]:
     """Run every pair for ``rounds`` interleaved rounds; return ratios with median/min/max.
+
+    ``plain`` also measures the bare routes without the access line and metrics (the
+    informational ``*_plain`` ratios); without it B1 runs on the observed app.
 
     ``pg`` is a running private PostgreSQL to share (a fresh database is created in it);
     without one, a private server is started and stopped here.
@@ -159,8 +163,10 @@ def run(
             if worker_class == "gthread":
                 env.update(RECO_GUNICORN_WORKERS="2", RECO_GUNICORN_THREADS="4")
         workers = int(env.get("RECO_GUNICORN_WORKERS", "4"))
-        bare = GunicornServer(env, workers, app="harness.bench.bare_app:app")
-        servers.append(bare)
+        bare: GunicornServer | None = None
+        if plain:
+            bare = GunicornServer(env, workers, app="harness.bench.bare_app:app")
+            servers.append(bare)
         observed = GunicornServer(env, workers, app="harness.bench.bare_app:observed_app()")
         servers.append(observed)
         service = GunicornServer(env, workers)
@@ -185,7 +191,9 @@ def run(
             "service_log_level": log_level,
             "generator": "wrk -t1",
             "baseline": "bare Flask with the service's JSON access line and request series",
-            "plain_baseline": "the same bare routes without them (informational ratios)",
+            "plain_baseline": "the same bare routes without them (informational ratios)"
+            if plain
+            else "not measured (B1 on the baseline app)",
             "database": "private PostgreSQL over TCP 127.0.0.1, fsync on"
             if not server_pg.test_mode
             else "private PostgreSQL over TCP 127.0.0.1, fsync off",
@@ -212,7 +220,8 @@ def _interleave(servers, pg, rounds, duration, connections, warmup):
     plain, bare, service = servers["plain"], servers["baseline"], servers["service"]
     if warmup > 0:  # pools, caches and bytecode warm up; discarded
         for _, base_path, svc_path, base_lua, svc_lua in PAIRS:
-            measure(plain, base_path, base_lua, warmup)
+            if plain is not None:
+                measure(plain, base_path, base_lua, warmup)
             measure(bare, base_path, base_lua, warmup)
             measure(service, svc_path, svc_lua, warmup)
     raw: dict[str, dict[str, list[Measurement]]] = {"hello": {"baseline": []}}
@@ -220,9 +229,10 @@ def _interleave(servers, pg, rounds, duration, connections, warmup):
         raw[name] = {"plain": [], "baseline": [], "service": []}
     for r in range(rounds + 1):
         if r < rounds:
-            raw["hello"]["baseline"].append(measure(plain, "/hello", None))
+            raw["hello"]["baseline"].append(measure(plain or bare, "/hello", None))
         for name, base_path, svc_path, base_lua, svc_lua in PAIRS:
-            raw[name]["plain"].append(measure(plain, base_path, base_lua))
+            if plain is not None:
+                raw[name]["plain"].append(measure(plain, base_path, base_lua))
             raw[name]["baseline"].append(measure(bare, base_path, base_lua))
             if r < rounds:
                 raw[name]["service"].append(measure(service, svc_path, svc_lua))
@@ -235,7 +245,8 @@ def _report(raw, steal: float, config: dict[str, Any]) -> dict[str, Any]:
     for name, *_ in PAIRS:
         base, svc, plain = raw[name]["baseline"], raw[name]["service"], raw[name]["plain"]
         ratios[name] = {**summary(_per_round(svc, base)), "target": TARGETS[name]}
-        ratios[f"{name}_plain"] = {**summary(_per_round(svc, plain)), "info": True}
+        if plain:
+            ratios[f"{name}_plain"] = {**summary(_per_round(svc, plain)), "info": True}
         base_cpu = _cpu(base)
         svc_cpu = _cpu(svc)
         cost = (svc_cpu["gunicorn"] + svc_cpu["postgres"]) / (
@@ -244,12 +255,12 @@ def _report(raw, steal: float, config: dict[str, Any]) -> dict[str, Any]:
         cpu_cost[name] = {
             LABELS[name][0]: base_cpu,
             LABELS[name][1]: svc_cpu,
-            PLAIN_LABELS[name]: _cpu(plain),
+            **({PLAIN_LABELS[name]: _cpu(plain)} if plain else {}),
             "cost_ratio": round(cost, 3),
             "reciprocal_of_ratio": round(1 / ratios[name]["median"], 3),
         }
     b1 = [m.rps for m in raw["hello"]["baseline"]]
-    b2 = [m.rps for m in raw["R_http"]["plain"][: len(b1)]]
+    b2 = [m.rps for m in (raw["R_http"]["plain"] or raw["R_http"]["baseline"])[: len(b1)]]
     ratios["R_hello"] = {**summary([x / y for x, y in zip(b2, b1, strict=True)]), "info": True}
     absolute = {
         name: {side: [dataclasses.asdict(m) for m in runs] for side, runs in sides.items()}
@@ -258,14 +269,15 @@ def _report(raw, steal: float, config: dict[str, Any]) -> dict[str, Any]:
     medians = {
         "B1_hello_rps": statistics.median(b1),
         "B2_db_rps": statistics.median(m.rps for m in raw["R_http"]["baseline"]),
-        "B2_db_plain_rps": statistics.median(m.rps for m in raw["R_http"]["plain"]),
         "S1_reco_rps": statistics.median(m.rps for m in raw["R_http"]["service"]),
         "B2w_write_rps": statistics.median(m.rps for m in raw["R_write"]["baseline"]),
-        "B2w_write_plain_rps": statistics.median(m.rps for m in raw["R_write"]["plain"]),
         "events_post_rps": statistics.median(m.rps for m in raw["R_write"]["service"]),
         "S1_reco_p99_ms": statistics.median(m.p99_ms for m in raw["R_http"]["service"]),
         "B2_db_p99_ms": statistics.median(m.p99_ms for m in raw["R_http"]["baseline"]),
     }
+    for name, key in (("R_http", "B2_db_plain_rps"), ("R_write", "B2w_write_plain_rps")):
+        if raw[name]["plain"]:
+            medians[key] = statistics.median(m.rps for m in raw[name]["plain"])
     errors = sum(m.errors for sides in raw.values() for runs in sides.values() for m in runs)
     cpu_cost["B1 bare /hello"] = _cpu(raw["hello"]["baseline"])
     spread = max(statistics.pstdev(v) / statistics.mean(v) for v in (b1, b2))
