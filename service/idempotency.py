@@ -14,13 +14,13 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 _TOKEN = re.compile(r"[A-Za-z0-9._:\-]{1,255}")
 
 
-def parse_key(values: list[str]) -> str:
-    """Return the key from the header values, or raise 400 when missing or malformed."""
-    if not values:
+def parse_key(value: str | None) -> str:
+    """Return the key from the header's value, or raise 400 when missing or malformed."""
+    if value is None:
         raise ApiProblem(400, "idempotency-key-missing", f"the {HEADER} header is required")
-    if len(values) > 1:
+    if "," in value:  # a server joins repeated header lines with commas; keys have none
         raise ApiProblem(400, "idempotency-key-invalid", f"send exactly one {HEADER} header")
-    raw = values[0].strip()
+    raw = value.strip()
     # An RFC 8941 sf-string is quoted; bare tokens are accepted too for convenience.
     if len(raw) >= 2 and raw[0] == raw[-1] == '"':
         raw = raw[1:-1]

@@ -107,16 +107,17 @@ def setup_database(url: str) -> None:
     conn.close()
 
 
-def _observe(flask_app: Flask) -> None:
-    """Wrap ``flask_app`` in the service's JSON access line and request series."""
+@functools.cache
+def observed_app() -> Flask:
+    """The bare routes in the service's JSON access line and request series (gunicorn factory)."""
     from service import logs, metrics
     from service.middleware import NO_IDS, ROUTE_KEY, record_request
     from service.settings import Settings
 
     settings = Settings.from_env()
     logs.configure(settings.log_level, settings.log_batch_lines, settings.log_batch_flush_ms)
-    series = metrics.install(flask_app)
-    inner = flask_app.wsgi_app
+    series = metrics.install(observed)
+    inner = observed.wsgi_app
 
     def wsgi(environ: dict, start_response: Callable) -> Iterable[bytes]:
         started = time.perf_counter()
@@ -128,11 +129,5 @@ def _observe(flask_app: Flask) -> None:
 
         return inner(environ, start)
 
-    flask_app.wsgi_app = wsgi  # type: ignore[method-assign]
-
-
-@functools.cache
-def observed_app() -> Flask:
-    """The bare routes with the service's access line and request series (gunicorn factory)."""
-    _observe(observed)
+    observed.wsgi_app = wsgi  # type: ignore[method-assign]
     return observed

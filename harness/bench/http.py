@@ -163,17 +163,17 @@ def run(
             if worker_class == "gthread":
                 env.update(RECO_GUNICORN_WORKERS="2", RECO_GUNICORN_THREADS="4")
         workers = int(env.get("RECO_GUNICORN_WORKERS", "4"))
-        bare: GunicornServer | None = None
+        plain_server: GunicornServer | None = None
         if plain:
-            bare = GunicornServer(env, workers, app="harness.bench.bare_app:app")
-            servers.append(bare)
+            plain_server = GunicornServer(env, workers, app="harness.bench.bare_app:app")
+            servers.append(plain_server)
         observed = GunicornServer(env, workers, app="harness.bench.bare_app:observed_app()")
         servers.append(observed)
         service = GunicornServer(env, workers)
         servers.append(service)
         steal_before = cpu.host_times()
         raw = _interleave(
-            {"plain": bare, "baseline": observed, "service": service},
+            {"plain": plain_server, "baseline": observed, "service": service},
             server_pg,
             rounds,
             duration,
@@ -214,26 +214,26 @@ def run(
 def _interleave(servers, pg, rounds, duration, connections, warmup):
     """hello, then plain B, B and S of each pair per round; closing Bs per pair after the last.
 
-    ``servers`` maps "plain", "baseline" and "service" to their gunicorn servers.
+    ``servers`` maps "plain" (or None), "baseline" and "service" to their gunicorn servers.
     """
     measure = lambda srv, path, lua, d=duration: _measure(srv, pg, path, lua, d, connections)  # noqa: E731
-    plain, bare, service = servers["plain"], servers["baseline"], servers["service"]
+    plain, baseline, service = servers["plain"], servers["baseline"], servers["service"]
     if warmup > 0:  # pools, caches and bytecode warm up; discarded
         for _, base_path, svc_path, base_lua, svc_lua in PAIRS:
             if plain is not None:
                 measure(plain, base_path, base_lua, warmup)
-            measure(bare, base_path, base_lua, warmup)
+            measure(baseline, base_path, base_lua, warmup)
             measure(service, svc_path, svc_lua, warmup)
     raw: dict[str, dict[str, list[Measurement]]] = {"hello": {"baseline": []}}
     for name, *_ in PAIRS:
         raw[name] = {"plain": [], "baseline": [], "service": []}
     for r in range(rounds + 1):
         if r < rounds:
-            raw["hello"]["baseline"].append(measure(plain or bare, "/hello", None))
+            raw["hello"]["baseline"].append(measure(plain or baseline, "/hello", None))
         for name, base_path, svc_path, base_lua, svc_lua in PAIRS:
             if plain is not None:
                 raw[name]["plain"].append(measure(plain, base_path, base_lua))
-            raw[name]["baseline"].append(measure(bare, base_path, base_lua))
+            raw[name]["baseline"].append(measure(baseline, base_path, base_lua))
             if r < rounds:
                 raw[name]["service"].append(measure(service, svc_path, svc_lua))
     return raw

@@ -73,8 +73,7 @@ def _check_batch_size(body: object) -> None:
 def post_events() -> Response:
     """Commit new events, their outbox rows and the idempotency record in one transaction."""
     client = client_id()
-    presented = request.headers.get(idempotency.HEADER)
-    key = idempotency.parse_key([] if presented is None else [presented])
+    key = idempotency.parse_key(request.headers.get(idempotency.HEADER))
     body = _read_body()
     events = body["events"]
     fingerprint = idempotency.fingerprint(request.method, request.path, body)

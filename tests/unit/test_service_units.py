@@ -90,13 +90,14 @@ def test_strict_json_accepts_ordinary_documents():
 
 @pytest.mark.parametrize("value", ['"abc-123"', "abc-123", '"' + "k" * 255 + '"'])
 def test_idempotency_key_accepts(value):
-    assert idempotency.parse_key([value]).startswith(("abc", "k"))
+    assert idempotency.parse_key(value).startswith(("abc", "k"))
 
 
-@pytest.mark.parametrize("values", [[], ['""'], ['"a b"'], ['"' + "k" * 256 + '"'], ["a", "b"]])
-def test_idempotency_key_rejects(values):
+# '"a", "b"' is how two Idempotency-Key lines reach the app: the server joins them.
+@pytest.mark.parametrize("value", [None, '""', '"a b"', '"' + "k" * 256 + '"', '"a", "b"', "a,b"])
+def test_idempotency_key_rejects(value):
     with pytest.raises(ApiProblem) as err:
-        idempotency.parse_key(values)
+        idempotency.parse_key(value)
     assert err.value.status == 400
 
 
