@@ -174,6 +174,15 @@ class Settings:
     relay_confirm_timeout_s: float = _field(
         "RECO_RELAY_CONFIRM_TIMEOUT_S", 5.0, float, "unconfirmed after this: rows stay pending"
     )
+    relay_retry_base_s: float = _field(
+        "RECO_RELAY_RETRY_BASE_S",
+        1.0,
+        float,
+        "a row the broker refused is claimed again after this, doubling per attempt",
+    )
+    relay_retry_max_s: float = _field(
+        "RECO_RELAY_RETRY_MAX_S", 30.0, float, "longest wait before a refused row is retried"
+    )
     relay_idle_in_tx_timeout_ms: int = _field(
         "RECO_RELAY_IDLE_IN_TX_TIMEOUT_MS", 30_000, int, "relay idle_in_transaction_session_timeout"
     )
@@ -250,6 +259,10 @@ class Settings:
             raise ConfigError("RECO_AUTH_FAILURE_BURST: must be at least 1 (or the rate 0)")
         if self.event_max_future_s < 0:
             raise ConfigError("RECO_EVENT_MAX_FUTURE_S: must not be negative")
+        if not 0 <= self.relay_retry_base_s <= self.relay_retry_max_s:
+            raise ConfigError(
+                "RECO_RELAY_RETRY_BASE_S: must be between 0 and RECO_RELAY_RETRY_MAX_S"
+            )
         if self.environment == "production":
             self._validate_production(raw_api_keys)
 

@@ -42,7 +42,9 @@ class RelayMetrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.published = Counter(
-            "reco_relay_published", "Outbox rows published and confirmed", registry=r
+            "reco_relay_published",
+            "Outbox rows confirmed, marked published and committed",
+            registry=r,
         )
         self.failed = Counter(
             "reco_relay_publish_failed",

@@ -18,12 +18,14 @@ import orjson
 # It returns the message headers ready to send (outbox headers plus created_at and the row id,
 # named as workers.messages.CREATED_AT and OUTBOX_ID) as JSON text: orjson parses that far
 # faster than psycopg2's json and timestamp casters would.
+# Rows the broker refused wait for their retry_at (the filter runs on rows the index scan
+# found): refused rows at the head never hold back the ones behind them.
 CLAIM = """
 SELECT id, event_id::text, event_type, routing_key, payload,
        (headers || jsonb_build_object('created_at', created_at, 'outbox_id', id))::text,
        EXTRACT(EPOCH FROM created_at)::bigint
 FROM outbox
-WHERE published_at IS NULL
+WHERE published_at IS NULL AND (retry_at IS NULL OR retry_at <= now())
 ORDER BY id
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
@@ -34,8 +36,12 @@ UPDATE outbox SET published_at = clock_timestamp(), attempts = attempts + 1, las
 WHERE id = ANY(%(ids)s::bigint[])
 """
 
+# The next try waits base * 2^attempts, capped, with jitter (50-100 %) so rows refused
+# together do not all come back in the same claim.
 RECORD_FAILURES = """
-UPDATE outbox AS o SET attempts = o.attempts + 1, last_error = f.error
+UPDATE outbox AS o SET attempts = o.attempts + 1, last_error = f.error,
+    retry_at = clock_timestamp() + make_interval(secs => (0.5 + random() / 2)
+        * least(%(retry_max_s)s, %(retry_base_s)s * 2 ^ least(o.attempts, 30)))
 FROM unnest(%(failed_ids)s::bigint[], %(errors)s::text[]) AS f(id, error)
 WHERE o.id = f.id
 """
@@ -84,12 +90,21 @@ def claim(cur, limit: int) -> list[OutboxRow]:
     return _rows(cur.fetchall())
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class RetryDelay:
+    """How long a refused row waits before it is claimed again: base doubling, capped."""
+
+    base_s: float = 1.0
+    max_s: float = 30.0
+
+
 def settle(
     cur,
     acked: list[int],
     failures: dict[int, str],
     claim_limit: int = 0,
     commit: bool = True,
+    retry: RetryDelay = RetryDelay(),
 ) -> list[OutboxRow]:
     """Mark confirmed rows, record failures and COMMIT; then BEGIN and claim the next rows.
 
@@ -105,7 +120,12 @@ def settle(
         if failures:
             ids = list(failures)
             parts.append(RECORD_FAILURES)
-            params.update(failed_ids=ids, errors=[failures[i][:500] for i in ids])
+            params.update(
+                failed_ids=ids,
+                errors=[failures[i][:500] for i in ids],
+                retry_base_s=retry.base_s,
+                retry_max_s=retry.max_s,
+            )
         parts.append("COMMIT")
     if claim_limit:
         parts += ["BEGIN", CLAIM]

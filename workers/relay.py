@@ -13,8 +13,9 @@ while PostgreSQL works, and the main thread keeps stepping the AMQP link while i
 
 A batch whose every row came back returned (unroutable) or nacked fails its iteration once
 committed, so the runner's capped, jittered backoff spaces the retries instead of a tight
-republish loop. A batch with some rows accepted keeps the pipeline going: other rows still
-flow while a few cannot be routed.
+republish loop. A batch with some rows accepted keeps the pipeline going. Every refused row
+also waits for its own ``retry_at`` before it is claimed again, so rows that cannot be routed
+never hold back the rows behind them, however many of them sit at the head of the outbox.
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ class Relay:
         self._db = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="relay-db")
         self.stopping = False
         self.probing = False  # after a refused batch: each batch settles before more are claimed
+        self.retry = outbox.RetryDelay(settings.relay_retry_base_s, settings.relay_retry_max_s)
         self._next_backlog = 0.0
         self._next_purge = self.clock() + min(5.0, settings.relay_retention_interval_s)
 
@@ -125,9 +127,10 @@ class Relay:
     def _back_off(self, refused: Batch) -> NoReturn:
         """Settle what is in flight, then fail the iteration so the runner backs off.
 
-        Refused rows stay pending and come first in the next claim: claiming again at once
-        would republish them in a tight loop while the route or the queue is broken. The
-        batch published meanwhile is settled, not rolled back after the broker took it.
+        Refused rows stay pending until their ``retry_at``; the next claim takes the rows
+        behind them, and claiming again at once would publish into a broken route or a full
+        queue in a tight loop. The batch published meanwhile is settled, not rolled back
+        after the broker took it.
         """
         self.flush()
         self.probing = True
@@ -262,11 +265,13 @@ class Relay:
         link = self.link
         return link.wait_result(future) if link is not None else future.result()
 
-    @staticmethod
-    def _settle_rows(conn, acked, failed, limit: int, commit: bool) -> list[outbox.OutboxRow]:
+    def _settle_rows(self, conn, acked, failed, limit: int, commit: bool) -> list[outbox.OutboxRow]:
         """On the DB thread: mark, record failures, commit; then claim (empty: committed)."""
         with conn.cursor() as cur:
-            rows = outbox.settle(cur, acked, failed, limit, commit=commit)
+            rows = outbox.settle(cur, acked, failed, limit, commit=commit, retry=self.retry)
+            # Counted once committed (a failed commit leaves them to be published again), and
+            # before the job's result is set, so whoever waits for it sees the count.
+            self.metrics.published.inc(len(acked))
             if limit and not rows:
                 outbox.finish(cur)
         return rows
@@ -274,7 +279,6 @@ class Relay:
     def _account(self, rows, acked, failed, started: float) -> None:
         self.metrics.batch_size.observe(len(rows))
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
-        self.metrics.published.inc(len(acked))
         if not failed:
             if log.isEnabledFor(logging.DEBUG):
                 for row in rows:

@@ -65,6 +65,9 @@ def test_relay_publishes_confirmed_rows_and_marks_them(settings, db, amqp_channe
 def test_unroutable_rows_stay_pending_until_the_binding_is_back(
     settings, db, amqp_channel, worker_objects
 ):
+    # Refused rows claimable again at once, so each flush below is one more attempt (their
+    # retry_at is tested in test_workers_relay_refused.py).
+    settings = dataclasses.replace(settings, relay_retry_base_s=0.0)
     relay = worker_objects.relay(settings)
     relay.run_once()  # connects and declares the topology
     topo = topology(settings)
@@ -252,3 +255,30 @@ def _metric(text: str, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.split()[1])
     pytest.fail(f"metric {name} not found")
+
+
+def test_the_claim_walks_the_unpublished_index_in_id_order_without_sorting(settings, db):
+    from workers import outbox
+
+    seed_outbox(settings.database_url, make_events(3_000), analyze=False)
+    with db.cursor() as cur:  # published history, and refused rows waiting for their retry
+        cur.execute(
+            "UPDATE outbox SET published_at = now() WHERE id <= (SELECT min(id) + 1999 FROM outbox)"
+        )
+        cur.execute(
+            "UPDATE outbox SET retry_at = now() + interval '1 minute'"
+            " WHERE id IN (SELECT id FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT 300)"
+        )
+    db.commit()
+    db.autocommit = True
+    with db.cursor() as cur:
+        cur.execute("VACUUM ANALYZE outbox")
+        cur.execute("EXPLAIN (FORMAT JSON) " + outbox.CLAIM, {"limit": 200})
+        plan = cur.fetchone()[0][0]["Plan"]
+    nodes, scans = [plan], []
+    while nodes:
+        node = nodes.pop()
+        nodes.extend(node.get("Plans", []))
+        scans.append((node["Node Type"], node.get("Index Name")))
+    assert ("Index Scan", "outbox_unpublished_idx") in scans, scans
+    assert not [kind for kind, _ in scans if kind in ("Sort", "Seq Scan", "Bitmap Heap Scan")]

@@ -165,3 +165,10 @@ def test_auth_failure_throttle_can_be_switched_off():
         {"RECO_AUTH_FAILURE_RATE_PER_S": "0", "RECO_AUTH_FAILURE_BURST": "0"}
     )
     assert settings.auth_failure_rate_per_s == 0
+
+
+def test_relay_retry_base_must_not_exceed_its_cap():
+    env = {"RECO_RELAY_RETRY_BASE_S": "90", "RECO_RELAY_RETRY_MAX_S": "60"}
+    with pytest.raises(ConfigError, match="RECO_RELAY_RETRY_BASE_S"):
+        Settings.from_env(env)
+    assert Settings.from_env({"RECO_RELAY_RETRY_BASE_S": "0"}).relay_retry_base_s == 0
