@@ -94,6 +94,13 @@ class Relay:
         self._db = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="relay-db")
         self.stopping = False
         self.probing = False  # after a refused batch: each batch settles before more are claimed
+        # Claim pacing: a claim that came back short took every visible row, so claiming
+        # again while its batch is in flight finds nothing unless new rows committed
+        # (NOTIFY) or claimed rows were given back. Without this, each small batch cost five
+        # or six claims, each walking the index; an iteration with nothing in flight always
+        # claims (after idling, a reset, or at launch).
+        self.short = False  # the last claim returned fewer rows than it asked for
+        self.fresh = True  # rows may have appeared since that claim
         self.retry = outbox.RetryDelay(settings.relay_retry_base_s, settings.relay_retry_max_s)
         self._next_backlog = 0.0
         self._next_purge = self.clock() + min(5.0, settings.relay_retention_interval_s)
@@ -103,7 +110,9 @@ class Relay:
         """Publish the next claimed batch, then settle the previous one; return rows handled."""
         self._ensure_connections()
         if not self.ready:
-            self._claim_ahead()  # a fresh start: after idling, a reset or at launch
+            if self.inflight is None:
+                self.fresh = True  # nothing in flight: after idling, a reset or at launch
+            self._claim_ahead()
         batch = None
         while self.ready:  # empty claims were committed already: skip them
             conn, future = self.ready.popleft()
@@ -165,6 +174,7 @@ class Relay:
         """Wait for every database job; roll back claims not yet published."""
         while self.ready:
             conn, future = self.ready.popleft()
+            self.fresh = True  # rows given back, or a claim that may have failed
             try:
                 if self._wait(future):
                     _rollback_quietly(conn)
@@ -174,13 +184,17 @@ class Relay:
                 _rollback_quietly(conn)
 
     def _claim_ahead(self) -> None:
-        """Keep two claims queued so the next batch is ready before it is needed."""
-        if self.stopping:
+        """Keep claims queued so the next batch is ready before it is needed.
+
+        Two while batches come back full (a backlog: the broker never waits for a claim),
+        one after a short claim once new rows may have appeared, none until then.
+        """
+        if self.stopping or not self._may_claim():
             return
         busy = {id(conn) for conn, _ in self.ready}
         if self.inflight is not None:
             busy.add(id(self.inflight.conn))
-        wanted = 1 if self.probing else 2  # a probe publishes one batch, then stops
+        wanted = 1 if self.probing or self.short else 2  # a probe publishes one batch
         for conn in self.conns:
             if len(self.ready) >= wanted:
                 return
@@ -188,6 +202,14 @@ class Relay:
                 future = self._db.submit(self._claim_rows, conn, self._housekeeping_due())
                 self.ready.append((conn, future))
                 busy.add(id(conn))
+                self.fresh = False
+
+    def _may_claim(self) -> bool:
+        """True unless the last claim came back short and no row can have appeared since."""
+        if self.listener.woken:  # a NOTIFY arrived while busy: rows committed since
+            self.listener.woken = False
+            self.fresh = True
+        return self.fresh or not self.short
 
     def _claim_rows(self, conn, housekeeping: bool) -> list[outbox.OutboxRow]:
         """On the DB thread: housekeeping if due, then claim (an empty claim is committed)."""
@@ -197,6 +219,7 @@ class Relay:
             rows = outbox.claim(cur, self.settings.relay_batch_size)
             if not rows:
                 outbox.finish(cur)
+        self.short = len(rows) < self.settings.relay_batch_size
         return rows
 
     def _publish(self, conn, rows: list[outbox.OutboxRow]) -> Batch:
@@ -244,6 +267,10 @@ class Relay:
         limit = self.settings.relay_batch_size
         if not claim_next or self.stopping or error or batch.refused or self._housekeeping_due():
             limit = 0
+        elif not self._may_claim():
+            limit = 0  # the last claim took every visible row: wait for NOTIFY or the poll
+        else:
+            self.fresh = False
         future = self._db.submit(
             self._settle_rows, batch.conn, acked, failed, limit, not batch.premarked
         )
@@ -274,6 +301,8 @@ class Relay:
             self.metrics.published.inc(len(acked))
             if limit and not rows:
                 outbox.finish(cur)
+        if limit:
+            self.short = len(rows) < limit
         return rows
 
     def _account(self, rows, acked, failed, started: float) -> None:
@@ -379,7 +408,7 @@ class Relay:
     def wait(self, timeout: float) -> None:
         """Sleep until NOTIFY outbox, ``timeout`` or stop, keeping AMQP heartbeats flowing."""
         listener = self.listener
-        if not listener.woken and not self.stopping:
+        if not listener.woken and not self.fresh and not self.stopping:
             link = self.link
             if link is not None and link.alive and link.ioloop is not None:
                 listener.watch(link.ioloop)
@@ -387,10 +416,12 @@ class Relay:
             else:
                 listener.sleep(timeout)
         listener.woken = False
+        self.fresh = True  # woken by NOTIFY, or the poll: look again
 
     def reset(self, error: BaseException) -> None:
         """Roll back every open transaction (their rows stay pending) and drop what broke."""
         self.metrics.errors.labels(error_kind(error)).inc()
+        self.fresh = True  # whatever was claimed is rolled back below
         self.inflight = None
         self._quiesce()
         self.tracker.forget()  # confirms of rolled-back batches no longer matter
