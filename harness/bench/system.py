@@ -55,7 +55,7 @@ class Plan:
 PLANS = {
     # CI: a few minutes on 2 shared cores; every ratio, smaller samples.
     "quick": Plan("quick", 3, 2, 1, 1, 3, 1, 2, 10_000, 1_000, 5_000, 8,
-                  (10_000, 100_000), 1_000, 5, 20_000, (1, 2, 4), (100_000,), 10_000, 1),
+                  (10_000, 100_000), 1_000, 4, 12_000, (1, 2, 4), (100_000,), 10_000, 1),
     "default": Plan("default", 5, 10, 3, 10, 10, 2, 5, 20_000, 1_500, 10_000, 15,
                     (10_000, 100_000), 1_000, 10, 30_000, (1, 2, 4), (100_000,), 10_000, 2),
     # The spec's full method: 20 s wrk rounds after warm-up, the 1e6 backlog and inbox.
