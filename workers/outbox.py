@@ -101,8 +101,8 @@ def claim(cur, limit: int) -> list[OutboxRow]:
 class RetryDelay:
     """How long a refused row waits before it is claimed again: base doubling, capped."""
 
-    base_s: float = 1.0
-    max_s: float = 30.0
+    base_s: float
+    max_s: float
 
 
 def settle(
@@ -111,12 +111,13 @@ def settle(
     failures: dict[int, str],
     claim_limit: int = 0,
     commit: bool = True,
-    retry: RetryDelay = RetryDelay(),
+    retry: RetryDelay | None = None,
 ) -> list[OutboxRow]:
     """Mark confirmed rows, record failures and COMMIT; then BEGIN and claim the next rows.
 
     All in one round trip. ``commit=False`` skips the first part (nothing open to commit);
-    ``claim_limit=0`` skips the second. Returns the newly claimed rows.
+    ``claim_limit=0`` skips the second. Returns the newly claimed rows. Recording
+    ``failures`` needs ``retry`` (the relay's settings).
     """
     parts: list[str] = []
     params: dict[str, Any] = {}
@@ -125,6 +126,8 @@ def settle(
             parts.append(MARK_PUBLISHED)
             params["ids"] = acked
         if failures:
+            if retry is None:
+                raise ValueError("recording failures needs a RetryDelay")
             ids = list(failures)
             parts.append(RECORD_FAILURES)
             params.update(

@@ -172,9 +172,10 @@ class Relay:
 
     def _quiesce(self) -> None:
         """Wait for every database job; roll back claims not yet published."""
+        if self.ready:
+            self.fresh = True  # rows given back, or a claim that may have failed
         while self.ready:
             conn, future = self.ready.popleft()
-            self.fresh = True  # rows given back, or a claim that may have failed
             try:
                 if self._wait(future):
                     _rollback_quietly(conn)
@@ -205,7 +206,10 @@ class Relay:
                 self.fresh = False
 
     def _may_claim(self) -> bool:
-        """True unless the last claim came back short and no row can have appeared since."""
+        """True unless the last claim came back short and no row can have appeared since.
+
+        A NOTIFY that arrived while busy is taken here: it counts as rows committed since.
+        """
         if self.listener.woken:  # a NOTIFY arrived while busy: rows committed since
             self.listener.woken = False
             self.fresh = True
