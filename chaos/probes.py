@@ -34,6 +34,36 @@ def outbox_backlog(database_url: str) -> int | None:
         conn.close()
 
 
+def leftover_faults(
+    toxiproxy_url: str | None, links: list[str], apps: dict[str, bool]
+) -> list[str]:
+    """What an earlier run left broken: disabled or toxic links, stopped apps ([] if none).
+
+    ``apps`` maps each application process to whether it runs. An experiment started on such
+    a stack would charge the old fault to itself (a disabled link reads as lost events).
+    """
+    from chaos.faultproxy.client import Client, ToxiproxyError
+
+    problems = [f"{name} is stopped" for name, running in apps.items() if not running]
+    if not links:
+        return problems
+    try:
+        with Client(toxiproxy_url, timeout=5) as client:
+            proxies = client.proxies()
+    except (ToxiproxyError, requests.RequestException) as exc:
+        return [*problems, f"the fault proxy does not answer ({exc})"]
+    for name in links:
+        proxy = proxies.get(name)
+        if proxy is None:
+            problems.append(f"link {name} has no proxy")
+        elif not proxy.get("enabled"):
+            problems.append(f"link {name} is disabled")
+        elif proxy.get("toxics"):
+            toxics = ", ".join(t.get("name", "?") for t in proxy["toxics"])
+            problems.append(f"link {name} still has toxics ({toxics})")
+    return problems
+
+
 class HistoryTail:
     """Count write outcomes from history*.jsonl files as they grow."""
 

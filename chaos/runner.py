@@ -24,6 +24,7 @@ from chaos.ledger import Ledger
 from harness import guardrails, runmeta
 from harness.pipeline_sampler import PipelineSampler
 from harness.stack import Stack
+from harness.stack.stack import APP_PROCESSES
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"
@@ -80,6 +81,11 @@ class Run:
         }
         interrupted = False
         try:
+            leftovers = self._leftover_faults()
+            if leftovers:
+                self.echo(f"the stack still carries an earlier fault: {'; '.join(leftovers)}")
+                self.echo("not running it (restart the stack, or `reco-harness chaos rollback`)")
+                return guardrails.EXIT_USAGE
             self._apply_negative_control()
             baseline_ids = self._existing_events()
             self.before = _pipeline_counts(self.stack)
@@ -113,6 +119,16 @@ class Run:
             self._write_journal("interrupted")
             return guardrails.EXIT_USAGE
         return self._conclude(baseline_ids)
+
+    def _leftover_faults(self) -> list[str]:
+        components = self.stack.state.get("components", {})
+        links = sorted(components.get("toxiproxy", {}).get("links", {}))
+        apps = {
+            row["name"]: row["state"] != "stopped"
+            for row in self.stack.status()
+            if row["name"] in APP_PROCESSES
+        }
+        return probes.leftover_faults(self.stack.toxiproxy_url, links, apps)
 
     def _on_signal(self, signum, _frame) -> None:
         raise Interrupted(signal.Signals(signum).name)

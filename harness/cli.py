@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import signal
 import sys
+import threading
 from typing import cast
 
 import click
@@ -47,8 +49,24 @@ def cli() -> None:
     """Run the reco stack, load, chaos and checks (exit 0 pass, 1 breach, 2 error, 3 invariant)."""
 
 
+def _terminate(_signum, _frame) -> None:
+    # SIGTERM (a CI timeout, `kill PID`) takes the Ctrl-C path: every command's cleanup runs
+    # (a stack it started is stopped, faults are rolled back) and the exit code is 2.
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point that maps click's usage errors to exit code 2."""
+    """Entry point that maps click's usage errors (and interruptions) to exit code 2."""
+    if threading.current_thread() is not threading.main_thread():
+        return _main(argv)  # only the main thread may set handlers (and gets the signals)
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         result = cli.main(args=argv, prog_name="reco-harness", standalone_mode=False)
     except click.exceptions.Exit as exc:

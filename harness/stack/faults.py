@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from harness.stack.procs import StackError, free_port, spawn, wait_until
+from harness.stack.procs import PORT_ATTEMPTS, StackError, free_port, spawn, wait_until
 
 # link name -> (client process, dependency)
 LINKS = {
@@ -68,9 +68,27 @@ def create_links(toxiproxy_url: str, upstreams: dict[str, str]) -> dict[str, str
                 client.delete_proxy(name)
             except NotFound:
                 pass
-            proxy = client.create_proxy(name, upstream, listen="127.0.0.1:0")
-            listens[name] = proxy["listen"]
+            listens[name] = _create_on_free_port(client, name, upstream)
     return listens
+
+
+def _create_on_free_port(client, name: str, upstream: str) -> str:
+    """Create the proxy on a port outside the ephemeral range; return its listen address.
+
+    Not "127.0.0.1:0": a disabled proxy re-binds its port when enabled again, and while it is
+    down an ephemeral port can become some outgoing connection's local port.
+    """
+    from chaos.faultproxy.client import ToxiproxyError
+
+    attempt = 1
+    while True:
+        try:
+            return client.create_proxy(name, upstream, listen=f"127.0.0.1:{free_port()}")["listen"]
+        except ToxiproxyError as exc:
+            # Taken between free_port() and the proxy's bind: try another port.
+            if "address already in use" not in str(exc) or attempt >= PORT_ATTEMPTS:
+                raise
+            attempt += 1
 
 
 def through(url: str, listen: str) -> str:

@@ -18,6 +18,7 @@ from chaos.faultproxy.client import Client
 from chaos.runner import Run
 from harness.pytest_plugins.stack import private_stack
 from harness.stack import Stack, wait_until
+from harness.stack.procs import ephemeral_range
 
 QUICK_SCALE = float(os.environ.get("RECO_CHAOS_SCALE", "0.35"))
 QUICK = ["smoke-db-blip", "db-blackhole", "relay-kill", "consumer-kill", "unroutable", "poison"]
@@ -97,14 +98,14 @@ def _proxy_down(stack: Stack) -> bool:
         return not client.get_proxy("api_postgres")["enabled"]
 
 
-@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL])
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_an_interrupted_or_killed_run_rolls_back(chaos_stack, tmp_path, how):
     proc = _runner(chaos_stack, tmp_path / "run")
     try:
         wait_until(lambda: _proxy_down(chaos_stack), 60, "the fault to be applied")
         proc.send_signal(how)
         proc.wait(timeout=60)
-        if how == signal.SIGINT:
+        if how != signal.SIGKILL:
             assert proc.returncode == 2
         # The runner's own cleanup (SIGINT) or its guardian (SIGKILL) heals the link.
         wait_until(lambda: not _proxy_down(chaos_stack), 30, "the rollback")
@@ -114,3 +115,25 @@ def test_an_interrupted_or_killed_run_rolls_back(chaos_stack, tmp_path, how):
             proc.wait(timeout=10)
     time.sleep(0.5)
     _assert_clean(chaos_stack)
+
+
+def test_a_stack_left_with_a_fault_is_refused_before_any_load(chaos_stack, tmp_path):
+    # A link left disabled (a failed rollback) would read as events lost by the next run.
+    with Client(chaos_stack.toxiproxy_url) as client, client.down("relay_rabbitmq"):
+        code, run_dir = _run(chaos_stack, "smoke-db-blip", tmp_path)
+        assert code == 2
+        assert not list(run_dir.glob("history*.jsonl")), "no load may start"
+        with client.toxic("consumer_postgres", "latency", latency=1):
+            assert _run(chaos_stack, "poison", tmp_path)[0] == 2
+    _assert_clean(chaos_stack)
+
+
+def test_links_and_apps_listen_outside_the_ephemeral_range(chaos_stack):
+    # A port the kernel may hand to an outgoing connection could be taken while its server is
+    # down, and the proxy or app could not come back on it ("address already in use").
+    low, high = ephemeral_range()
+    listens = chaos_stack.state["components"]["toxiproxy"]["links"]
+    ports = {name: int(listen.rsplit(":", 1)[1]) for name, listen in listens.items()}
+    for name in ("api", "relay", "consumer"):
+        ports[name] = chaos_stack.state["components"][name]["port"]
+    assert all(not low <= port <= high for port in ports.values()), (ports, low, high)

@@ -1,7 +1,7 @@
 """A port taken between choosing it and binding it: servers with ports of their own retry.
 
-``free_port()`` asks the OS for a port and closes it; until the server binds it, any other
-socket may get the same ephemeral port. PostgreSQL is handed, as its first choice, a port
+``free_port()`` finds a port that binds and closes it; until the server binds it, any other
+socket may take the same port. PostgreSQL is handed, as its first choice, a port
 that a listening socket holds, and must come up on a fresh one. RabbitMQ must report such a
 clash within seconds; its retry decision is checked without a second boot. A port the
 caller named is never swapped.

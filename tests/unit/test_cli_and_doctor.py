@@ -49,3 +49,32 @@ def test_doctor_honours_external_services():
     )
     assert all(c.ok for c in checks if c.required)
     assert any("real server: http://127.0.0.1:8474" in c.found for c in checks)
+
+
+def test_sigterm_runs_the_commands_cleanup_and_exits_2(capsys):
+    import os
+    import signal
+
+    import click
+
+    from harness.cli import cli
+
+    cleaned = []
+
+    @click.command("sigterm-probe")
+    def probe() -> int:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler raises as this call returns
+            return 0
+        finally:
+            cleaned.append(True)
+
+    cli.add_command(probe)
+    try:
+        before = signal.getsignal(signal.SIGTERM)
+        assert main(["sigterm-probe"]) == 2
+        assert signal.getsignal(signal.SIGTERM) is before  # restored afterwards
+    finally:
+        cli.commands.pop("sigterm-probe", None)
+    assert cleaned == [True]
+    assert "aborted" in capsys.readouterr().err
