@@ -22,6 +22,7 @@ from chaos.experiment import Experiment
 from chaos.guardian import rollback_open
 from chaos.ledger import Ledger
 from harness import guardrails, runmeta
+from harness.audit import Earlier, audit, earlier
 from harness.pipeline_sampler import PipelineSampler
 from harness.stack import Stack
 from harness.stack.stack import APP_PROCESSES
@@ -70,7 +71,7 @@ class Run:
         self.tail = probes.HistoryTail(run_dir)
         self.locust: subprocess.Popen | None = None
         self.load_started = 0.0
-        self.before: dict[str, int] = {}
+        self.before: Earlier | None = None
         self.readiness: list[tuple[float, int | None]] = []
 
     # -- the whole run -----------------------------------------------------------------------
@@ -87,8 +88,7 @@ class Run:
                 self.echo("not running it (restart the stack, or `reco-harness chaos rollback`)")
                 return guardrails.EXIT_USAGE
             self._apply_negative_control()
-            baseline_ids = self._existing_events()
-            self.before = _pipeline_counts(self.stack)
+            self.before = earlier(self.stack.database_url(), self.stack.amqp_url(), "reco")
             if not self._settle(STEADY_TIMEOUT_S):
                 self.echo("steady state does not hold before the experiment: not running it")
                 return guardrails.EXIT_USAGE
@@ -118,7 +118,7 @@ class Run:
         if interrupted:
             self._write_journal("interrupted")
             return guardrails.EXIT_USAGE
-        return self._conclude(baseline_ids)
+        return self._conclude()
 
     def _leftover_faults(self) -> list[str]:
         components = self.stack.state.get("components", {})
@@ -345,47 +345,24 @@ class Run:
             time.sleep(0.5)
         return True
 
-    def _existing_events(self) -> list[str]:
-        conn = psycopg2.connect(self.stack.database_url(), connect_timeout=5)
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT event_id::text FROM events")
-                return [row[0] for row in cur.fetchall()]
-        finally:
-            conn.close()
-
     # -- conclusion: recovery, audit, phases, verdict, journal ----------------------------------
-    def _conclude(self, baseline_ids: list[str]) -> int:
-        from harness.audit import audit
-
+    def _conclude(self) -> int:
         healed_at = max((w.end or 0 for w in self.windows), default=time.time())
         recovery = self._readiness_recovery(healed_at)
         self._hypothesis("after")
-        history = _history(self.run_dir)
-        history.append({"op": "baseline", "outcome": "info", "event_ids": baseline_ids})
+        # The stack may carry earlier runs (and earlier negative controls): the audit judges
+        # this run's own contribution and keeps the totals for reference.
         result = audit(
             self.stack.database_url(),
             self.stack.amqp_url(),
             "reco",
-            history=history,
+            history=_history(self.run_dir),
             drain_timeout_s=DRAIN_TIMEOUT_S,
             expected_dlq=self.experiment.expected_dlq,
+            before=self.before,
         )
         data = result.to_dict()
-        # The stack may carry earlier runs (and earlier negative controls): judge this run's
-        # own contribution, keeping the totals for reference.
-        before = self.before
-        dup_before = max(before["popularity"], before["interactions"]) - before["applied"]
-        missing_before = before["applied"] - min(before["popularity"], before["interactions"])
-        dlq_run = (result.dlq_depth or 0) - before["dlq"]
-        data.update(
-            duplicated_effects_total=result.duplicated_effects,
-            duplicated_effects=result.duplicated_effects - dup_before,
-            missing_effects=result.missing_effects - missing_before,
-            dlq_depth_total=result.dlq_depth,
-            dlq_depth=dlq_run,
-            dlq_matches=int(dlq_run == self.experiment.expected_dlq),
-        )
+        data["dlq_matches"] = int(result.dlq_run == self.experiment.expected_dlq)
         data.update(
             readiness_recovery_s=None if recovery is None else round(recovery, 2),
             worker_timeouts=_count_in(
@@ -453,30 +430,6 @@ class Run:
         (self.run_dir / "journal.json").write_text(
             json.dumps(self.journal, indent=2, default=str) + "\n"
         )
-
-
-def _pipeline_counts(stack: Stack) -> dict[str, int]:
-    """Effects, applied ids and DLQ depth before a run (the audit judges the difference)."""
-    conn = psycopg2.connect(stack.database_url(), connect_timeout=5)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(
-                "SELECT (SELECT count(*) FROM inbox),"
-                " (SELECT COALESCE(sum(views + clicks + purchases), 0) FROM item_popularity),"
-                " (SELECT COALESCE(sum(interactions), 0) FROM user_item_interactions)"
-            )
-            applied, popularity, interactions = (int(v) for v in cur.fetchone())
-    finally:
-        conn.close()
-    dlq = 0
-    try:
-        from chaos.actions import _channel
-
-        with _channel(stack.amqp_url()) as channel:
-            dlq = channel.queue_declare("reco.features.dlq", passive=True).method.message_count
-    except Exception:  # noqa: BLE001 - no DLQ yet means zero
-        dlq = 0
-    return {"applied": applied, "popularity": popularity, "interactions": interactions, "dlq": dlq}
 
 
 def _public(fault: dict[str, Any]) -> dict[str, Any]:

@@ -51,16 +51,27 @@ class AuditResult:
     recovered: list[str]
     info_absent: int
     history_given: bool
+    # What the stack held before the run (see Earlier): not this run's doing.
+    earlier_duplicated: int = 0
+    earlier_missing: int = 0
+    earlier_dlq: int = 0
 
     @property
     def duplicated_effects(self) -> int:
-        """Effects beyond one per applied id (0 when exactly-once held)."""
-        return max(self.popularity_effects, self.interaction_effects) - self.applied
+        """Effects beyond one per applied id that this run added (0 when exactly-once held)."""
+        total = max(self.popularity_effects, self.interaction_effects) - self.applied
+        return total - self.earlier_duplicated
 
     @property
     def missing_effects(self) -> int:
-        """Applied ids whose effect is missing from a feature table."""
-        return self.applied - min(self.popularity_effects, self.interaction_effects)
+        """Applied ids whose effect is missing from a feature table, added by this run."""
+        total = self.applied - min(self.popularity_effects, self.interaction_effects)
+        return total - self.earlier_missing
+
+    @property
+    def dlq_run(self) -> int:
+        """Dead-lettered messages this run added."""
+        return (self.dlq_depth or 0) - self.earlier_dlq
 
     @property
     def ok(self) -> bool:
@@ -71,7 +82,7 @@ class AuditResult:
             and not self.failed_but_applied
             and self.duplicated_effects == 0
             and self.missing_effects == 0
-            and (self.dlq_depth or 0) == self.expected_dlq
+            and self.dlq_run == self.expected_dlq
         )
 
     def violations(self) -> list[str]:
@@ -91,8 +102,8 @@ class AuditResult:
             found.append(f"duplicated effects: {self.duplicated_effects}")
         if self.missing_effects:
             found.append(f"missing effects: {self.missing_effects}")
-        if (self.dlq_depth or 0) != self.expected_dlq:
-            found.append(f"DLQ depth {self.dlq_depth}, expected {self.expected_dlq}")
+        if self.dlq_run != self.expected_dlq:
+            found.append(f"DLQ depth {self.dlq_run} from this run, expected {self.expected_dlq}")
         return found
 
     def to_dict(self) -> dict[str, Any]:
@@ -104,11 +115,56 @@ class AuditResult:
         data.update(
             ok=self.ok,
             duplicated_effects=self.duplicated_effects,
+            duplicated_effects_total=self.duplicated_effects + self.earlier_duplicated,
             missing_effects=self.missing_effects,
+            missing_effects_total=self.missing_effects + self.earlier_missing,
+            dlq_depth=self.dlq_run,
+            dlq_depth_total=self.dlq_depth,
             queue_unacked=None,  # not observable over AMQP 0-9-1; inbox stability stands in
             violations=self.violations(),
         )
         return data
+
+
+@dataclasses.dataclass(frozen=True)
+class Earlier:
+    """What a stack held before a run: the run is judged on what it added.
+
+    A stack reused after earlier runs carries their events and effects, and a negative
+    control duplicates or drops effects on purpose: none of that is the next run's doing.
+    """
+
+    event_ids: list[str]
+    duplicated_effects: int
+    missing_effects: int
+    dlq_depth: int
+
+
+def earlier(
+    database_url: str, amqp_url: str, namespace: str, consumer: str = FEATURE_CONSUMER
+) -> Earlier:
+    """Note the events, the effect balance and the DLQ depth before a run."""
+    conn = psycopg2.connect(database_url, connect_timeout=5)
+    try:
+        with conn.cursor() as cur:
+            event_ids = sorted(_ids(cur, EVENT_IDS))
+            cur.execute(INBOX_COUNT, {"consumer": consumer})
+            applied = int(cur.fetchone()[0])
+            cur.execute(EFFECTS)
+            popularity, interactions = (int(v) for v in cur.fetchone())
+    finally:
+        conn.close()
+    broker = _Broker(amqp_url)
+    try:
+        dlq = broker.state(f"{namespace}.{consumer}.dlq")[0] or 0  # no DLQ yet: zero
+    finally:
+        broker.close()
+    return Earlier(
+        event_ids=event_ids,
+        duplicated_effects=max(popularity, interactions) - applied,
+        missing_effects=applied - min(popularity, interactions),
+        dlq_depth=dlq,
+    )
 
 
 def audit(
@@ -120,8 +176,15 @@ def audit(
     settle_s: float = 1.0,
     expected_dlq: int = 0,
     consumer: str = FEATURE_CONSUMER,
+    before: Earlier | None = None,
 ) -> AuditResult:
-    """Wait for the pipeline to drain (bounded), then reconcile database and broker."""
+    """Wait for the pipeline to drain (bounded), then reconcile database and broker.
+
+    With ``before`` (from ``earlier()``), events and effects the stack held already are not
+    charged to this run: earlier events count as outcome unknown.
+    """
+    if before is not None and history is not None:
+        history = [*history, {"op": "baseline", "outcome": "info", "event_ids": before.event_ids}]
     ops = _validated(history) if history is not None else None
     conn = psycopg2.connect(database_url, connect_timeout=5)
     conn.autocommit = True
@@ -162,6 +225,9 @@ def audit(
         recovered=recovered,
         info_absent=info_absent,
         history_given=ops is not None,
+        earlier_duplicated=before.duplicated_effects if before else 0,
+        earlier_missing=before.missing_effects if before else 0,
+        earlier_dlq=before.dlq_depth if before else 0,
     )
 
 

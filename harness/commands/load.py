@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 
+from harness import audit as audit_module
 from harness import guardrails
 from harness.report import write_report
 from harness.stack import Stack, StackError, default_state_dir
@@ -102,7 +103,7 @@ def run(
         if url is None:
             stack = Stack(Path(state_dir) if state_dir else default_state_dir())
             url, started_stack = _ensure_stack(stack)
-        baseline = _existing_events(stack) if stack and not no_audit else None
+        baseline = _earlier(stack) if stack and not no_audit else None
         argv = _locust_argv(url, profile, run_dir, rules_path, users, seconds, user_rps, workers)
         argv += list(locust_args)
         click.echo(f"load: {profile} against {url} -> {run_dir}")
@@ -194,28 +195,21 @@ def _run_locust(argv: list[str], run_dir: Path, timeout_s: float) -> int:
             return guardrails.EXIT_USAGE
 
 
-def _existing_events(stack: Stack) -> list[str] | None:
-    """Event ids already in the database: earlier runs' writes are not 'unexpected' now."""
+def _earlier(stack: Stack) -> audit_module.Earlier | None:
+    """What the stack holds before the run: earlier runs' events and effects are not this run's."""
+    import pika.exceptions
     import psycopg2
 
     try:
-        conn = psycopg2.connect(stack.database_url(), connect_timeout=5)
-    except (psycopg2.Error, KeyError):  # no database, no audit; reported later
+        return audit_module.earlier(
+            stack.database_url(), stack.amqp_url(), os.environ.get("RECO_AMQP_NAMESPACE", "reco")
+        )
+    except (psycopg2.Error, pika.exceptions.AMQPError, KeyError):  # no audit; reported later
         return None
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT event_id::text FROM events")
-            return [row[0] for row in cur.fetchall()]
-    finally:
-        conn.close()
 
 
-def _audit(stack: Stack | None, run_dir: Path, baseline: list[str] | None) -> str:
+def _audit(stack: Stack | None, run_dir: Path, baseline: audit_module.Earlier | None) -> str:
     """Reconcile the history with the database once the pipeline drained; write audit.json."""
-    try:
-        from harness import audit as audit_module
-    except ImportError as exc:
-        return f"audit skipped: harness.audit is not available ({exc})"
     if stack is None or baseline is None:
         return "audit skipped: needs the local stack's database and broker (not with --url)"
     components = stack.state.get("components", {})
@@ -225,17 +219,16 @@ def _audit(stack: Stack | None, run_dir: Path, baseline: list[str] | None) -> st
     for path in sorted(run_dir.glob("history*.jsonl")):
         with open(path, encoding="utf-8") as fh:
             history.extend(json.loads(line) for line in fh if line.strip())
-    # Earlier runs' events: their fate is not this run's business, so mark them unknown.
-    history.append({"op": "baseline", "outcome": "info", "event_ids": baseline})
+    # Earlier runs' events and effects are not this run's business (see harness.audit.Earlier).
     result = audit_module.audit(
         stack.database_url(), stack.amqp_url(), os.environ.get("RECO_AMQP_NAMESPACE", "reco"),
-        history=history, drain_timeout_s=AUDIT_DRAIN_S,
+        history=history, drain_timeout_s=AUDIT_DRAIN_S, before=baseline,
     )  # fmt: skip
     data = result.to_dict()
-    data.update(preexisting_events=len(baseline), history_ops=len(history) - 1)
+    data.update(preexisting_events=len(baseline.event_ids), history_ops=len(history))
     (run_dir / "audit.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     state = "ok" if result.ok else "; ".join(result.violations())
-    return f"audit: {len(history) - 1} writes reconciled in {result.drain_seconds}s: {state}"
+    return f"audit: {len(history)} writes reconciled in {result.drain_seconds}s: {state}"
 
 
 def _write_run_json(run_dir, argv, profile, url, workers, started_at, locust_rc, started_stack):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 
-from harness.audit import audit
+from harness.audit import audit, earlier
 from harness.bench.workers import Publisher, make_events, seed_outbox
 from harness.pytest_plugins import workers as plugin
 from harness.pytest_plugins.workers import WorkerProcess, drain_consumer, drain_relay
@@ -109,6 +109,22 @@ def test_negative_control_skipping_the_inbox_is_caught_as_duplicated_effects(
     result = _audit(settings)
     assert result.popularity_effects == 40 and result.applied == 0
     assert result.duplicated_effects == 40 and len(result.lost) == 20 and not result.ok
+
+    # The next run on the same stack is judged on what it adds, not on this damage.
+    consumer.close()  # or it would keep taking deliveries it never applies
+    before = earlier(settings.database_url, settings.amqp_url, settings.amqp_namespace)
+    assert before.duplicated_effects == 40 and len(before.event_ids) == 20
+    ids = _seed(settings, 10)
+    drain_relay(worker_objects.relay(settings))
+    drain_consumer(worker_objects.consumer(settings), 10)
+    history = [{"event_ids": ids, "outcome": "ok"}]
+    charged = _audit(settings, history=history)
+    assert charged.duplicated_effects == 40 and len(charged.unexpected) == 20
+    judged = _audit(settings, history=history, before=before)
+    assert judged.duplicated_effects == 0 and judged.missing_effects == 0
+    assert not judged.unexpected and not judged.lost and judged.ok, judged.violations()
+    report = judged.to_dict()
+    assert report["duplicated_effects_total"] == 40 and report["duplicated_effects"] == 0
 
 
 def test_negative_control_acking_before_commit_is_caught_as_loss(
