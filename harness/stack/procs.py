@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -25,6 +26,7 @@ class StackError(RuntimeError):
 EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 LINUX_EPHEMERAL = (32768, 60999)
 PORT_PICKS = 64
+_recent: collections.deque[int] = collections.deque(maxlen=256)
 
 
 def ephemeral_range() -> tuple[int, int]:
@@ -51,7 +53,9 @@ def free_port(host: str = "127.0.0.1") -> int:
     first, last = max((max(10_000, low // 2), low - 1), (high + 1, 65_535), key=_width)
     if _width((first, last)) >= PORT_PICKS:
         for port in random.sample(range(first, last + 1), PORT_PICKS):
-            if _bindable(host, port):
+            # Not one handed out a moment ago: callers often ask for several before binding any.
+            if port not in _recent and _bindable(host, port):
+                _recent.append(port)
                 return port
     with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))

@@ -48,3 +48,11 @@ def test_ipv6_loopback_is_served_too():
     port = free_port("::1")
     with socket.socket(socket.AF_INET6) as sock:
         sock.bind(("::1", port))
+
+
+def test_a_port_is_not_handed_out_twice_in_a_row(monkeypatch):
+    # Callers ask for several ports before binding any (RabbitMQ's node, dist and epmd ports).
+    monkeypatch.setattr(procs.random, "sample", lambda pool, k: [20_000, 20_001])
+    monkeypatch.setattr(procs, "_recent", procs.collections.deque(maxlen=256))
+    monkeypatch.setattr(procs, "_bindable", lambda host, port: True)
+    assert [free_port(), free_port()] == [20_000, 20_001]
