@@ -25,6 +25,7 @@ from harness import guardrails, runmeta
 from harness.audit import Earlier, audit, earlier
 from harness.pipeline_sampler import PipelineSampler
 from harness.stack import Stack
+from harness.stack.procs import pid_alive
 from harness.stack.stack import APP_PROCESSES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,10 +124,11 @@ class Run:
     def _leftover_faults(self) -> list[str]:
         components = self.stack.state.get("components", {})
         links = sorted(components.get("toxiproxy", {}).get("links", {}))
+        # Whether each app's process lives, from its pid: no readiness probes needed here.
         apps = {
-            row["name"]: row["state"] != "stopped"
-            for row in self.stack.status()
-            if row["name"] in APP_PROCESSES
+            name: pid_alive(components[name].get("pid"))
+            for name in APP_PROCESSES
+            if name in components
         }
         return probes.leftover_faults(self.stack.toxiproxy_url, links, apps)
 

@@ -57,16 +57,24 @@ class AuditResult:
     earlier_dlq: int = 0
 
     @property
+    def duplicated_effects_total(self) -> int:
+        """Effects beyond one per applied id in the whole database."""
+        return max(self.popularity_effects, self.interaction_effects) - self.applied
+
+    @property
+    def missing_effects_total(self) -> int:
+        """Applied ids whose effect is missing from a feature table, in the whole database."""
+        return self.applied - min(self.popularity_effects, self.interaction_effects)
+
+    @property
     def duplicated_effects(self) -> int:
-        """Effects beyond one per applied id that this run added (0 when exactly-once held)."""
-        total = max(self.popularity_effects, self.interaction_effects) - self.applied
-        return total - self.earlier_duplicated
+        """Duplicated effects this run added (0 when exactly-once held)."""
+        return self.duplicated_effects_total - self.earlier_duplicated
 
     @property
     def missing_effects(self) -> int:
-        """Applied ids whose effect is missing from a feature table, added by this run."""
-        total = self.applied - min(self.popularity_effects, self.interaction_effects)
-        return total - self.earlier_missing
+        """Missing effects this run added."""
+        return self.missing_effects_total - self.earlier_missing
 
     @property
     def dlq_run(self) -> int:
@@ -115,9 +123,9 @@ class AuditResult:
         data.update(
             ok=self.ok,
             duplicated_effects=self.duplicated_effects,
-            duplicated_effects_total=self.duplicated_effects + self.earlier_duplicated,
+            duplicated_effects_total=self.duplicated_effects_total,
             missing_effects=self.missing_effects,
-            missing_effects_total=self.missing_effects + self.earlier_missing,
+            missing_effects_total=self.missing_effects_total,
             dlq_depth=self.dlq_run,
             dlq_depth_total=self.dlq_depth,
             queue_unacked=None,  # not observable over AMQP 0-9-1; inbox stability stands in
