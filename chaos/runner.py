@@ -24,6 +24,7 @@ from chaos.ledger import Ledger
 from harness import guardrails, runmeta
 from harness.audit import Earlier, audit, earlier
 from harness.pipeline_sampler import PipelineSampler
+from harness.resources import stack_roots
 from harness.stack import Stack
 from harness.stack.procs import pid_alive
 from harness.stack.stack import APP_PROCESSES
@@ -99,6 +100,7 @@ class Run:
                 self.stack.amqp_url(),
                 "reco",
                 self.run_dir / "pipeline.jsonl",
+                processes=stack_roots(self.stack),
             ).start()
             try:
                 self._run_method()

@@ -3,7 +3,9 @@
 Writes `pipeline.jsonl` in a run directory, one object per second:
 {"t", "outbox_backlog", "oldest_unpublished_s", "queue_ready", "dlq_ready",
  "applied", "apply_p50_ms", "apply_p99_ms"} — apply latency is commit of the event's outbox row
-to its inbox row (the consumer's commit), over the events applied in that second.
+to its inbox row (the consumer's commit), over the events applied in that second. Given
+``processes`` (component name -> a callable giving its root pid), each line also carries the
+memory and descriptors of those process trees (``harness.resources``).
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ import contextlib
 import json
 import threading
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import psycopg2
+
+from harness import resources
 
 BACKLOG = """
 SELECT count(*), EXTRACT(EPOCH FROM now() - min(created_at))
@@ -39,8 +44,10 @@ class PipelineSampler:
         namespace: str,
         out: Path,
         interval_s: float = 1.0,
+        processes: Mapping[str, Callable[[], int | None]] | None = None,
     ):
         self.database_url = database_url
+        self.processes = dict(processes or {})
         self.amqp_url = amqp_url
         self.namespace = namespace
         self.out = Path(out)
@@ -71,6 +78,8 @@ class PipelineSampler:
             while not self._stop.wait(self.interval_s):
                 now = time.time()
                 sample = {"t": round(now, 3), **self._database(last, now), **self._broker()}
+                if self.processes:
+                    sample.update(resources.sample(self.processes))
                 last = now
                 sink.write(json.dumps(sample) + "\n")
                 sink.flush()

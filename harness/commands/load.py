@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -16,7 +17,8 @@ from pathlib import Path
 import click
 
 from harness import audit as audit_module
-from harness import guardrails
+from harness import guardrails, resources
+from harness.pipeline_sampler import PipelineSampler
 from harness.report import write_report
 from harness.stack import Stack, StackError, default_state_dir
 from loadtests import shapes
@@ -107,7 +109,14 @@ def run(
         argv = _locust_argv(url, profile, run_dir, rules_path, users, seconds, user_rps, workers)
         argv += list(locust_args)
         click.echo(f"load: {profile} against {url} -> {run_dir}")
-        locust_rc = _run_locust(argv, run_dir, shape.duration + STARTUP_MARGIN_S)
+        sampler = _start_sampler(stack, run_dir) if stack else None
+        try:
+            locust_rc = _run_locust(argv, run_dir, shape.duration + STARTUP_MARGIN_S)
+        finally:
+            if sampler is not None:
+                sampler.stop()
+        if sampler is not None:
+            _write_resources(run_dir)
         audit_note = None if no_audit else _audit(stack, run_dir, baseline)
     except StackError as exc:
         click.echo(f"error: {exc}", err=True)
@@ -193,6 +202,35 @@ def _run_locust(argv: list[str], run_dir: Path, timeout_s: float) -> int:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=5)
             return guardrails.EXIT_USAGE
+
+
+def _start_sampler(stack: Stack, run_dir: Path) -> PipelineSampler | None:
+    """Sample backlog, queues and the stack's process trees once a second during the run."""
+    try:
+        database_url, amqp_url = stack.database_url(), stack.amqp_url()
+    except (KeyError, StackError):
+        return None
+    namespace = os.environ.get("RECO_AMQP_NAMESPACE", "reco")
+    return PipelineSampler(
+        database_url,
+        amqp_url,
+        namespace,
+        run_dir / "pipeline.jsonl",
+        processes=resources.stack_roots(stack),
+    ).start()
+
+
+def _write_resources(run_dir: Path) -> None:
+    """Compare the early and late memory and descriptors of each process tree (resources.json)."""
+    samples = []
+    with contextlib.suppress(OSError), open(run_dir / "pipeline.jsonl", encoding="utf-8") as fh:
+        samples = [json.loads(line) for line in fh if line.strip()]
+    phases = {}
+    with contextlib.suppress(OSError, ValueError):
+        raw = json.loads((run_dir / "phases.json").read_text(encoding="utf-8"))
+        phases = {k: (float(v[0]), float(v[1])) for k, v in raw.items()}
+    summary = resources.summarise(samples, phases)
+    (run_dir / "resources.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
 
 
 def _earlier(stack: Stack) -> audit_module.Earlier | None:

@@ -115,6 +115,7 @@ class PipelineChart:
     log: bool = False
     min_top: float = 1.0
     agg: str = "max"  # how a long run's samples are thinned: keep spikes, average rates
+    optional: bool = False  # left out silently when the run did not sample it
 
 
 PIPELINE_CHARTS = (
@@ -142,6 +143,22 @@ PIPELINE_CHARTS = (
         "How long the consumer took to apply an event, p50 (solid) and p99 (dotted), "
         "logarithmic scale.", log=True,
     ),
+    PipelineChart(
+        "chart-memory", "Memory of the stack's processes", "MB (RssAnon)",
+        (("mem_api_mb", "API (all workers)"), ("mem_relay_mb", "relay"),
+         ("mem_consumer_mb", "consumer"), ("mem_postgres_mb", "PostgreSQL"),
+         ("mem_rabbitmq_mb", "RabbitMQ")),
+        "Private memory (RssAnon) of each process tree: PostgreSQL's shared buffers are not "
+        "counted once per backend. A line that keeps rising through a soak is a leak "
+        "(resources.json compares its early and late medians).", optional=True,
+    ),
+    PipelineChart(
+        "chart-fds", "Open file descriptors", "descriptors",
+        (("fds_api", "API (all workers)"), ("fds_relay", "relay"),
+         ("fds_consumer", "consumer")),
+        "Open descriptors of each of our process trees (sockets, log files): flat at a steady "
+        "load; a rising line is a connection or file leak.", optional=True,
+    ),
 )  # fmt: skip
 
 
@@ -163,6 +180,8 @@ def pipeline_section(data: RunData, ov: Overlay | None) -> str:
             for i, (key, label) in enumerate(spec.keys)
         ]  # fmt: skip
         if not S.has_values([s for s, _ in lines]):
+            if spec.optional:
+                continue
             figures.append(f'<p class="missing">{esc(spec.title)}: no samples recorded.</p>')
             continue
         chart = line_chart(

@@ -18,6 +18,7 @@ COMMON_OUTPUTS = {
     "locust_stats.csv", "locust_stats_history.csv", "locust_failures.csv", "report.html",
     "timeline.csv", "timeline.jsonl", "server_metrics.jsonl", "phases.json", "summary.json",
     "run.json", "verdict.json", "junit.xml", "audit.json", "locust.log", "locust_stats.json",
+    "pipeline.jsonl", "resources.json",
 }  # fmt: skip
 HISTORY_FIELDS = {
     "t",
@@ -107,6 +108,17 @@ def test_smoke_run_writes_every_output_and_passes(smoke_run) -> None:
     assert "PASS: 0 breach(es)" in proc.stdout
     phases = json.loads((out / "phases.json").read_text())
     assert {"all", "ramp", "plateau"} <= set(phases)
+
+
+def test_smoke_run_samples_the_pipeline_and_the_processes_memory(smoke_run) -> None:
+    out, _ = smoke_run
+    lines = [json.loads(line) for line in (out / "pipeline.jsonl").read_text().splitlines()]
+    assert len(lines) >= 5 and all(line["outbox_backlog"] is not None for line in lines)
+    assert all(line["procs_api"] >= 3 for line in lines)  # the master and its workers
+    assert all(line["mem_relay_mb"] > 5 and line["fds_consumer"] > 3 for line in lines)
+    summary = json.loads((out / "resources.json").read_text())
+    assert set(summary["scopes"]) == {"api", "relay", "consumer", "postgres", "rabbitmq"}
+    assert summary["mem_growth_mb"] < 32 and summary["fd_growth"] <= 4
 
 
 def test_impossible_guardrails_list_every_breach_and_exit_1(smoke_run, stack, tmp_path) -> None:

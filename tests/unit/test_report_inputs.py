@@ -246,3 +246,17 @@ def test_command_exit_codes(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "report: " in out and "timeline.jsonl" in out  # says what was left out
     assert (tmp_path / "x.html").is_file()
+
+
+def test_memory_and_descriptor_charts_appear_only_when_sampled(tmp_path):
+    rows = [{"t": T + i, "outbox_backlog": 0, "applied": 3} for i in range(5)]
+    _write(tmp_path, "pipeline.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n")
+    html = render(load_run(tmp_path))
+    assert 'id="chart-backlog"' in html
+    assert 'id="chart-memory"' not in html and "Memory of the stack" not in html  # not sampled
+    for i, row in enumerate(rows):
+        row.update(mem_api_mb=120.0 + i, fds_api=70, mem_relay_mb=20.0, fds_relay=12)
+    _write(tmp_path, "pipeline.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n")
+    html = render(load_run(tmp_path))
+    assert 'id="chart-memory"' in html and 'id="chart-fds"' in html
+    assert "API (all workers)" in html
