@@ -26,6 +26,15 @@ BACKLOG = """
 SELECT count(*), EXTRACT(EPOCH FROM now() - min(created_at))
 FROM outbox WHERE published_at IS NULL
 """
+# Sessions per role of ours (application_name reco-<role>) and the outbox's dead tuples and
+# size: a soak must show them flat (autovacuum keeping up, no connection leak).
+HOUSEKEEPING = """
+SELECT (SELECT count(*) FROM pg_stat_activity WHERE application_name = 'reco-api'),
+       (SELECT count(*) FROM pg_stat_activity WHERE application_name = 'reco-relay'),
+       (SELECT count(*) FROM pg_stat_activity WHERE application_name = 'reco-consumer'),
+       (SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = 'outbox'::regclass),
+       pg_total_relation_size('outbox'::regclass)
+"""
 APPLIED = """
 SELECT count(*),
        percentile_cont(0.5) WITHIN GROUP (ORDER BY applied_at - event_created),
@@ -88,7 +97,10 @@ class PipelineSampler:
         try:
             if self._conn is None or self._conn.closed:
                 self._conn = psycopg2.connect(
-                    self.database_url, connect_timeout=2, application_name="reco-sampler"
+                    self.database_url,
+                    connect_timeout=2,
+                    application_name="reco-sampler",
+                    options="-c statement_timeout=2000",  # a sample never waits long
                 )
                 self._conn.autocommit = True
             with self._conn.cursor() as cur:
@@ -96,6 +108,8 @@ class PipelineSampler:
                 backlog, oldest = cur.fetchone()
                 cur.execute(APPLIED, {"since": _ts(since), "until": _ts(until)})
                 applied, p50, p99 = cur.fetchone()
+                cur.execute(HOUSEKEEPING)
+                api, relay, consumer, dead, size = cur.fetchone()
         except psycopg2.Error:
             self._conn = None
             return {"outbox_backlog": None}
@@ -105,6 +119,11 @@ class PipelineSampler:
             "applied": int(applied),
             "apply_p50_ms": _ms(p50),
             "apply_p99_ms": _ms(p99),
+            "pg_conns_api": api,
+            "pg_conns_relay": relay,
+            "pg_conns_consumer": consumer,
+            "outbox_dead_tuples": dead,
+            "outbox_mb": round(size / 2**20, 2),
         }
 
     def _broker(self) -> dict[str, Any]:

@@ -1,12 +1,13 @@
-"""Memory and open descriptors of the stack's processes over a run: a leak shows as growth.
+"""Memory, descriptors, threads and connections of the stack over a run: a leak shows as growth.
 
-``sample(roots)`` reads each component's process tree from /proc (private anonymous memory,
-``RssAnon``, so PostgreSQL's shared buffers are not counted once per backend; open file
-descriptors; process count). The pipeline sampler adds these to every ``pipeline.jsonl``
-line as ``mem_<name>_mb``, ``fds_<name>`` and ``procs_<name>``; ``summarise`` compares an
-early and a late window of those lines and gives ``resources.json``, the guardrail source
-``resources`` (top-level values are the worst of the gated components, ``scopes`` hold each
-component).
+``sample(roots)`` reads each component's process tree from /proc: private anonymous memory
+(``RssAnon``, so PostgreSQL's shared buffers are not counted once per backend), open file
+descriptors, threads and processes. The pipeline sampler adds these to every
+``pipeline.jsonl`` line (``mem_<name>_mb``, ``fds_<name>``, ``threads_<name>``,
+``procs_<name>``) with each component's PostgreSQL sessions (``pg_conns_<name>``) and the
+outbox's dead tuples and size. ``summarise`` compares an early and a late window of those
+lines into ``resources.json``, the guardrail source ``resources``: top-level values are the
+worst of the gated components (ours), ``scopes`` hold every component and the outbox.
 """
 
 from __future__ import annotations
@@ -23,8 +24,17 @@ from harness.bench.cpu import tree
 # Our own processes: their growth is gated. PostgreSQL and RabbitMQ are reported only
 # (their memory follows connections, caches and queue depth, not our code).
 GATED = ("api", "relay", "consumer")
+OTHERS = ("postgres", "rabbitmq")
 # Without named early/late phases, compare the first and the last quarter of the plateau.
 WINDOW_SHARE = 0.25
+# Per component: (pipeline.jsonl key pattern, summary prefix, growth name).
+SERIES = (
+    ("mem_{}_mb", "mem", "mem_growth_mb"),
+    ("fds_{}", "fds", "fd_growth"),
+    ("threads_{}", "threads", "thread_growth"),
+    ("pg_conns_{}", "pg_conns", "pg_conn_growth"),
+)
+OUTBOX_SERIES = (("outbox_dead_tuples", "dead_tuples"), ("outbox_mb", "size_mb"))
 
 Window = tuple[float, float]
 
@@ -35,36 +45,37 @@ def stack_roots(stack: Any) -> dict[str, Callable[[], int | None]]:
     def getter(name: str) -> Callable[[], int | None]:
         return lambda: stack.state.get("components", {}).get(name, {}).get("pid")
 
-    return {name: getter(name) for name in (*GATED, "postgres", "rabbitmq")}
+    return {name: getter(name) for name in (*GATED, *OTHERS)}
 
 
-def process_usage(pid: int) -> tuple[int, int] | None:
-    """RssAnon in kB and the open descriptor count of one process, or None if it is gone."""
+def process_usage(pid: int) -> tuple[int, int, int] | None:
+    """RssAnon in kB, open descriptors and threads of one process, or None if it is gone."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
         fds = len(os.listdir(f"/proc/{pid}/fd"))
     except OSError:
         return None
-    for line in status.splitlines():
-        if line.startswith("RssAnon:"):
-            return int(line.split()[1]), fds
-    return 0, fds  # a kernel thread or a zombie: no user memory
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    anon = fields.get("RssAnon", "0 kB").split()[0]  # absent for a zombie: no user memory
+    return int(anon), fds, int(fields.get("Threads", "1").strip() or 1)
 
 
 def sample(roots: Mapping[str, Callable[[], int | None]]) -> dict[str, Any]:
-    """One reading per component tree: ``mem_<name>_mb``, ``fds_<name>``, ``procs_<name>``."""
+    """One reading per component tree: memory, descriptors, threads and process count."""
     values: dict[str, Any] = {}
     for name, root in roots.items():
         pid = root()
-        usages = []
+        usages: list[tuple[int, int, int]] = []
         if pid:
             with contextlib.suppress(OSError):
                 usages = [u for u in map(process_usage, tree(pid)) if u is not None]
         if not usages:
-            values.update({f"mem_{name}_mb": None, f"fds_{name}": None, f"procs_{name}": 0})
+            values.update({f"mem_{name}_mb": None, f"fds_{name}": None, f"threads_{name}": None})
+            values[f"procs_{name}"] = 0
             continue
-        values[f"mem_{name}_mb"] = round(sum(kb for kb, _ in usages) / 1024, 2)
-        values[f"fds_{name}"] = sum(fds for _, fds in usages)
+        values[f"mem_{name}_mb"] = round(sum(u[0] for u in usages) / 1024, 2)
+        values[f"fds_{name}"] = sum(u[1] for u in usages)
+        values[f"threads_{name}"] = sum(u[2] for u in usages)
         values[f"procs_{name}"] = len(usages)
     return values
 
@@ -72,13 +83,15 @@ def sample(roots: Mapping[str, Callable[[], int | None]]) -> dict[str, Any]:
 def component_names(samples: Sequence[Mapping[str, Any]]) -> list[str]:
     """Components that appear in the samples, gated ones first."""
     names = {k[4:-3] for s in samples for k in s if k.startswith("mem_") and k.endswith("_mb")}
+    names |= {k[9:] for s in samples for k in s if k.startswith("pg_conns_")}
     return [n for n in GATED if n in names] + sorted(names - set(GATED))
 
 
 def windows(phases: Mapping[str, Window], extent: Window | None) -> tuple[Window, Window] | None:
     """The early and late windows: named phases, else the plateau's (or run's) quarters."""
     if "early" in phases and "late" in phases:
-        return tuple(phases["early"]), tuple(phases["late"])  # type: ignore[return-value]
+        early, late = phases["early"], phases["late"]
+        return (early[0], early[1]), (late[0], late[1])
     span = phases.get("plateau") or phases.get("all") or extent
     if span is None or span[1] <= span[0]:
         return None
@@ -111,11 +124,25 @@ def _slope_per_hour(samples: Sequence[Mapping[str, Any]], key: str, span: Window
     if var <= 0:
         return None
     cov = sum((t - mean_t) * (v - mean_v) for t, v in points)
-    return cov / var * 3600
+    return round(cov / var * 3600, 2)
+
+
+def _compare(
+    samples: Sequence[Mapping[str, Any]], key: str, prefix: str, early: Window, late: Window
+) -> dict[str, Any]:
+    """Early and late medians of one series, and the late one's excess (None without data)."""
+    first, last = _median(samples, key, early), _median(samples, key, late)
+    values = {f"{prefix}_early": first, f"{prefix}_late": last}
+    values["growth"] = None if first is None or last is None else round(last - first, 2)
+    return values
 
 
 def summarise(samples: Sequence[Mapping[str, Any]], phases: Mapping[str, Window]) -> dict[str, Any]:
-    """Per component: memory and descriptors early and late, their growth, the memory slope."""
+    """Per component and for the outbox: early and late medians, growth, the memory slope.
+
+    The memory slope is fitted from the end of the early window (the warm-up) to the end
+    of the late one: the rate a steady leak would show.
+    """
     samples = [s for s in samples if isinstance(s.get("t"), int | float)]
     extent = (samples[0]["t"], samples[-1]["t"]) if samples else None
     chosen = windows(phases, extent)
@@ -125,24 +152,33 @@ def summarise(samples: Sequence[Mapping[str, Any]], phases: Mapping[str, Window]
     early, late = chosen
     result["windows"] = {"early": list(early), "late": list(late)}
     for name in component_names(samples):
-        mem, fds = f"mem_{name}_mb", f"fds_{name}"
-        scope: dict[str, Any] = {
-            "mem_early_mb": _median(samples, mem, early),
-            "mem_late_mb": _median(samples, mem, late),
-            "fds_early": _median(samples, fds, early),
-            "fds_late": _median(samples, fds, late),
-            "mem_peak_mb": max((s[mem] for s in samples if s.get(mem) is not None), default=None),
-            "mem_slope_mb_per_h": _slope_per_hour(samples, mem, (early[0], late[1])),
-        }
-        if scope["mem_early_mb"] is not None and scope["mem_late_mb"] is not None:
-            scope["mem_growth_mb"] = round(scope["mem_late_mb"] - scope["mem_early_mb"], 2)
-        if scope["fds_early"] is not None and scope["fds_late"] is not None:
-            scope["fd_growth"] = scope["fds_late"] - scope["fds_early"]
-        if scope["mem_slope_mb_per_h"] is not None:
-            scope["mem_slope_mb_per_h"] = round(scope["mem_slope_mb_per_h"], 2)
+        scope: dict[str, Any] = {}
+        for pattern, prefix, growth in SERIES:
+            key = pattern.format(name)
+            if not any(s.get(key) is not None for s in samples):
+                continue
+            compared = _compare(samples, key, prefix, early, late)
+            scope[growth] = compared.pop("growth")
+            scope.update(compared)
+        if any(s.get(f"mem_{name}_mb") is not None for s in samples):
+            key = f"mem_{name}_mb"
+            scope["mem_peak_mb"] = max(s[key] for s in samples if s.get(key) is not None)
+            scope["mem_slope_mb_per_h"] = _slope_per_hour(samples, key, (early[1], late[1]))
+        for key in ("mem_early", "mem_late"):  # the memory medians carry their unit
+            if key in scope:
+                scope[f"{key}_mb"] = scope.pop(key)
         result["scopes"][name] = scope
+    outbox: dict[str, Any] = {}
+    for key, prefix in OUTBOX_SERIES:
+        if any(s.get(key) is not None for s in samples):
+            compared = _compare(samples, key, prefix, early, late)
+            outbox[f"{prefix}_growth"] = compared.pop("growth")
+            outbox.update(compared)
+            outbox[f"{prefix}_peak"] = max(s[key] for s in samples if s.get(key) is not None)
+    if outbox:
+        result["scopes"]["outbox"] = outbox
     gated = [result["scopes"][n] for n in GATED if n in result["scopes"]]
-    for key in ("mem_growth_mb", "fd_growth"):
+    for key in ("mem_growth_mb", "mem_slope_mb_per_h", *(g for _, _, g in SERIES[1:])):
         values = [s[key] for s in gated if s.get(key) is not None]
         if values:
             result[key] = max(values)

@@ -159,6 +159,20 @@ PIPELINE_CHARTS = (
         "Open descriptors of each of our process trees (sockets, log files): flat at a steady "
         "load; a rising line is a connection or file leak.", optional=True,
     ),
+    PipelineChart(
+        "chart-pg-sessions", "PostgreSQL sessions", "sessions",
+        (("pg_conns_api", "API"), ("pg_conns_relay", "relay"),
+         ("pg_conns_consumer", "consumer")),
+        "Sessions each component holds (pg_stat_activity by application name): bounded by "
+        "its pool.", optional=True,
+    ),
+    PipelineChart(
+        "chart-outbox-dead", "Outbox dead tuples", "tuples",
+        (("outbox_dead_tuples", "dead tuples"),),
+        "Dead tuples in the outbox (each published row leaves one until autovacuum runs): a "
+        "sawtooth is vacuum keeping up, a rising floor is something pinning the horizon.",
+        optional=True,
+    ),
 )  # fmt: skip
 
 

@@ -116,9 +116,12 @@ def test_smoke_run_samples_the_pipeline_and_the_processes_memory(smoke_run) -> N
     assert len(lines) >= 5 and all(line["outbox_backlog"] is not None for line in lines)
     assert all(line["procs_api"] >= 3 for line in lines)  # the master and its workers
     assert all(line["mem_relay_mb"] > 5 and line["fds_consumer"] > 3 for line in lines)
+    assert all(line["pg_conns_api"] >= 1 and line["threads_relay"] >= 1 for line in lines)
+    assert all(line["outbox_dead_tuples"] is not None for line in lines)
     summary = json.loads((out / "resources.json").read_text())
-    assert set(summary["scopes"]) == {"api", "relay", "consumer", "postgres", "rabbitmq"}
+    assert set(summary["scopes"]) == {"api", "relay", "consumer", "postgres", "rabbitmq", "outbox"}
     assert summary["mem_growth_mb"] < 32 and summary["fd_growth"] <= 4
+    assert summary["pg_conn_growth"] <= 2 and summary["thread_growth"] <= 2
 
 
 def test_impossible_guardrails_list_every_breach_and_exit_1(smoke_run, stack, tmp_path) -> None:
