@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 from harness import audit as audit_module
-from harness import guardrails, resources
+from harness import guardrails, pipeline_summary, resources
 from harness.pipeline_sampler import PipelineSampler
 from harness.report import write_report
 from harness.stack import Stack, StackError, default_state_dir
@@ -115,8 +115,8 @@ def run(
         finally:
             if sampler is not None:
                 sampler.stop()
-        if sampler is not None:
-            _write_resources(run_dir)
+        if sampler is not None and stack is not None:
+            _summarise_samples(run_dir, stack)
         audit_note = None if no_audit else _audit(stack, run_dir, baseline)
     except StackError as exc:
         click.echo(f"error: {exc}", err=True)
@@ -220,8 +220,10 @@ def _start_sampler(stack: Stack, run_dir: Path) -> PipelineSampler | None:
     ).start()
 
 
-def _write_resources(run_dir: Path) -> None:
-    """Compare the early and late memory and descriptors of each process tree (resources.json)."""
+def _summarise_samples(run_dir: Path, stack: Stack) -> None:
+    """Write resources.json (leaks: early against late) and pipeline.json (did it keep up)."""
+    import psycopg2
+
     samples = []
     with contextlib.suppress(OSError), open(run_dir / "pipeline.jsonl", encoding="utf-8") as fh:
         samples = [json.loads(line) for line in fh if line.strip()]
@@ -229,8 +231,17 @@ def _write_resources(run_dir: Path) -> None:
     with contextlib.suppress(OSError, ValueError):
         raw = json.loads((run_dir / "phases.json").read_text(encoding="utf-8"))
         phases = {k: (float(v[0]), float(v[1])) for k, v in raw.items()}
-    summary = resources.summarise(samples, phases)
-    (run_dir / "resources.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    _write_json(run_dir / "resources.json", resources.summarise(samples, phases))
+    window = pipeline_summary.window_of(phases, samples)
+    e2e = None
+    if window is not None:
+        with contextlib.suppress(psycopg2.Error, KeyError, StackError):
+            e2e = pipeline_summary.e2e_latency(stack.database_url(), window)
+    _write_json(run_dir / "pipeline.json", pipeline_summary.summarise(samples, window, e2e))
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
 def _earlier(stack: Stack) -> audit_module.Earlier | None:

@@ -18,7 +18,7 @@ COMMON_OUTPUTS = {
     "locust_stats.csv", "locust_stats_history.csv", "locust_failures.csv", "report.html",
     "timeline.csv", "timeline.jsonl", "server_metrics.jsonl", "phases.json", "summary.json",
     "run.json", "verdict.json", "junit.xml", "audit.json", "locust.log", "locust_stats.json",
-    "pipeline.jsonl", "resources.json",
+    "pipeline.jsonl", "resources.json", "pipeline.json",
 }  # fmt: skip
 HISTORY_FIELDS = {
     "t",
@@ -122,6 +122,12 @@ def test_smoke_run_samples_the_pipeline_and_the_processes_memory(smoke_run) -> N
     assert set(summary["scopes"]) == {"api", "relay", "consumer", "postgres", "rabbitmq", "outbox"}
     assert summary["mem_growth_mb"] < 32 and summary["fd_growth"] <= 4
     assert summary["pg_conn_growth"] <= 2 and summary["thread_growth"] <= 2
+    pipeline = json.loads((out / "pipeline.json").read_text())
+    writes = sum(op["op"] == "write" and op["outcome"] == "ok" for op in history(out))
+    # Exact event-to-feature latency from the inbox, for the events applied on the plateau.
+    assert 0 < pipeline["e2e_count"] <= writes * 100
+    assert 0 < pipeline["e2e_p50_ms"] <= pipeline["e2e_p99_ms"] <= pipeline["e2e_max_ms"] < 5000
+    assert pipeline["outbox_age_p99_s"] < 2 and pipeline["dlq_ready_max"] == 0
 
 
 def test_impossible_guardrails_list_every_breach_and_exit_1(smoke_run, stack, tmp_path) -> None:
