@@ -17,7 +17,8 @@ from pathlib import Path
 import click
 
 from harness import audit as audit_module
-from harness import guardrails, pipeline_summary, resources
+from harness import drift, guardrails, pipeline_summary, resources
+from harness.guardrails.timeline import Timeline
 from harness.pipeline_sampler import PipelineSampler
 from harness.report import write_report
 from harness.stack import Stack, StackError, default_state_dir
@@ -115,8 +116,7 @@ def run(
         finally:
             if sampler is not None:
                 sampler.stop()
-        if sampler is not None and stack is not None:
-            _summarise_samples(run_dir, stack)
+        _summarise_run(run_dir, stack if sampler is not None else None)
         audit_note = None if no_audit else _audit(stack, run_dir, baseline)
     except StackError as exc:
         click.echo(f"error: {exc}", err=True)
@@ -220,17 +220,22 @@ def _start_sampler(stack: Stack, run_dir: Path) -> PipelineSampler | None:
     ).start()
 
 
-def _summarise_samples(run_dir: Path, stack: Stack) -> None:
-    """Write resources.json (leaks: early against late) and pipeline.json (did it keep up)."""
+def _summarise_run(run_dir: Path, stack: Stack | None) -> None:
+    """drift.json (late p99 against early); with the stack's samples, resources and pipeline."""
     import psycopg2
 
-    samples = []
-    with contextlib.suppress(OSError), open(run_dir / "pipeline.jsonl", encoding="utf-8") as fh:
-        samples = [json.loads(line) for line in fh if line.strip()]
     phases = {}
     with contextlib.suppress(OSError, ValueError):
         raw = json.loads((run_dir / "phases.json").read_text(encoding="utf-8"))
         phases = {k: (float(v[0]), float(v[1])) for k, v in raw.items()}
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        timeline = Timeline.read_jsonl(run_dir / "timeline.jsonl")
+        _write_json(run_dir / "drift.json", drift.summarise(timeline, phases))
+    if stack is None:
+        return
+    samples = []
+    with contextlib.suppress(OSError), open(run_dir / "pipeline.jsonl", encoding="utf-8") as fh:
+        samples = [json.loads(line) for line in fh if line.strip()]
     _write_json(run_dir / "resources.json", resources.summarise(samples, phases))
     window = pipeline_summary.window_of(phases, samples)
     e2e = None

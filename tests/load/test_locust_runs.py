@@ -18,7 +18,7 @@ COMMON_OUTPUTS = {
     "locust_stats.csv", "locust_stats_history.csv", "locust_failures.csv", "report.html",
     "timeline.csv", "timeline.jsonl", "server_metrics.jsonl", "phases.json", "summary.json",
     "run.json", "verdict.json", "junit.xml", "audit.json", "locust.log", "locust_stats.json",
-    "pipeline.jsonl", "resources.json", "pipeline.json",
+    "pipeline.jsonl", "resources.json", "pipeline.json", "drift.json",
 }  # fmt: skip
 HISTORY_FIELDS = {
     "t",
