@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 import time
 import urllib.request
@@ -99,6 +100,8 @@ def on_init(environment, runner=None, **_kw) -> None:
     STATE.distributed = isinstance(runner, MasterRunner | WorkerRunner)
     if isinstance(runner, WorkerRunner):
         return
+    if opts.headless and environment.shape_class is not None:
+        _end_shape_on_signals(runner)
     if opts.guardrails.lower() != "off":
         path = opts.guardrails or str(guardrails.default_path())
         try:
@@ -107,6 +110,30 @@ def on_init(environment, runner=None, **_kw) -> None:
             log.error("guardrails: %s", exc)
             sys.stderr.write(f"error: {exc}\n")
             sys.exit(guardrails.EXIT_USAGE)
+
+
+def _end_shape_on_signals(runner) -> None:
+    """SIGTERM or SIGINT end a headless shape run as its last stage would: outputs, verdict, exit.
+
+    Headless Locust waits for the shape greenlet before it installs its own SIGTERM handler,
+    so until the shape ends a SIGTERM (a CI timeout, a supervisor) killed it with no outputs;
+    SIGINT raised KeyboardInterrupt wherever the interpreter was. Ending the shape greenlet
+    from the hub takes Locust's normal path out instead.
+    """
+
+    def handler(signame: str):
+        def end() -> None:
+            if STATE.interrupted is None:
+                STATE.interrupted = signame
+                log.warning("%s: ending the run early; outputs and verdict follow", signame)
+            greenlet = getattr(runner, "shape_greenlet", None)
+            if greenlet is not None:
+                greenlet.kill(block=False)
+
+        return end
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        gevent.signal_handler(sig, handler(sig.name))
 
 
 def _apply_options(opts) -> None:
@@ -259,6 +286,9 @@ def _finish(environment, gate: bool = False) -> None:
         runner = environment.runner
         if code != guardrails.EXIT_INVARIANT and runner is not None and runner.exceptions:
             log.error("user code raised exceptions: a harness error, not a service verdict")
+            code = guardrails.EXIT_USAGE
+        if code == guardrails.EXIT_OK and STATE.interrupted:
+            log.error("interrupted by %s: a partial run is not a pass", STATE.interrupted)
             code = guardrails.EXIT_USAGE
         environment.process_exit_code = code
 

@@ -66,6 +66,7 @@ def write_outputs(state: RunState, warmup_s: float = 0.0) -> dict:
         "generator_saturated": sat["saturated"],
         "knee": state.shape.knee() if hasattr(state.shape, "knee") else None,
         "aborted": state.aborted,
+        "interrupted": state.interrupted,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary

@@ -34,6 +34,7 @@ class RunState:
     t0: float | None = None  # unix time the shape started
     stopping: bool = False
     aborted: str | None = None
+    interrupted: str | None = None  # the signal that ended the run before its shape did
     ruleset: Any = None
     _history: History | None = None
 
@@ -56,6 +57,7 @@ class RunState:
         self.t0 = time.time()
         self.stopping = False
         self.aborted = None
+        self.interrupted = None
 
     def phases(self, end: float | None = None) -> dict[str, tuple[float, float]]:
         """The shape's phases in unix time, clipped to the run so far."""

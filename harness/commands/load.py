@@ -195,13 +195,27 @@ def _run_locust(argv: list[str], run_dir: Path, timeout_s: float) -> int:
             return proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             click.echo(f"error: Locust still running after {timeout_s:.0f}s; stopping it", err=True)
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
+            _stop_locust(proc)
             return guardrails.EXIT_USAGE
+        except BaseException:
+            # Ctrl-C or SIGTERM reached only us: Locust has a session of its own and would go
+            # on loading a stack we are about to stop (and write into this run directory).
+            _stop_locust(proc)
+            raise
+
+
+def _stop_locust(proc: subprocess.Popen, grace_s: float = 30.0) -> None:
+    """SIGINT Locust (it ends the shape, writes its outputs, quits); SIGKILL if it hangs."""
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGINT)  # the master; it stops its own workers
+    try:
+        proc.wait(timeout=grace_s)
+        return
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):  # stuck, or a second Ctrl-C
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=5)
 
 
 def _start_sampler(stack: Stack, run_dir: Path) -> PipelineSampler | None:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
+import signal
 import subprocess
 import sys
+import threading
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -209,3 +214,98 @@ def test_abort_on_fail_stops_the_run_early(stack, tmp_path) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert summary["aborted"].startswith("trips at once: count = ")
     assert "run aborted early: trips at once" in proc.stdout
+
+
+class _Answer200(http.server.BaseHTTPRequestHandler):
+    """Any method, any path: 200 with an empty JSON object (a target that never fails)."""
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args) -> None:  # quiet
+        pass
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+@contextlib.contextmanager
+def _target_and_rules(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A loopback HTTP target that always answers 200, and a rule file that never aborts."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Answer200)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[rule]]\nname = "anything"\nexpr = "count >= 0"\n')
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", rules
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _interrupt_once_loading(proc: subprocess.Popen, log: Path, sig: int) -> str:
+    """Wait (bounded) until Locust is ramping up, send ``sig`` to ``proc``, return its output."""
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "Ramping to" not in (
+            log.read_text() if log.exists() else ""
+        ):
+            time.sleep(0.2)
+        proc.send_signal(sig)
+        return proc.communicate(timeout=60)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_run_stops_locust_too(tmp_path, sig) -> None:
+    out = tmp_path / "interrupted"
+    with _target_and_rules(tmp_path) as (url, rules):
+        cli = subprocess.Popen(  # noqa: S603 - our own CLI
+            [*CLI, "load", "run", "--profile", "steady", "--duration", "60s", "--url", url,
+             "--out", str(out), "--guardrails", str(rules)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+        )  # fmt: skip
+        locust, deadline = None, time.monotonic() + 60
+        while locust is None and cli.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+            locust = next(iter(_children(cli.pid)), None)
+        # As Ctrl-C (or a supervisor) would: the signal reaches only the CLI.
+        output = _interrupt_once_loading(cli, out / "locust.log", sig)
+    assert locust is not None, output
+    assert cli.returncode == 2, output
+    state = Path(f"/proc/{locust}/stat")
+    assert not state.exists() or state.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    # Locust ended its shape, wrote its outputs and judged the partial run.
+    assert json.loads((out / "summary.json").read_text())["interrupted"] == "SIGINT"
+    assert (out / "verdict.json").exists() and (out / "timeline.jsonl").exists()
+
+
+def test_sigterm_ends_a_direct_locust_shape_run_with_outputs_and_exit_2(tmp_path) -> None:
+    out, log = tmp_path / "direct", tmp_path / "locust.log"
+    with _target_and_rules(tmp_path) as (url, rules):
+        locust = subprocess.Popen(  # noqa: S603 - our own locustfile
+            [*LOCUST, "--headless", "--host", url, "--profile", "steady", "--run-time", "60s",
+             "--run-dir", str(out), "--guardrails", str(rules), "--logfile", str(log)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+        )  # fmt: skip
+        # What a CI timeout or a supervisor sends.
+        output = _interrupt_once_loading(locust, log, signal.SIGTERM)
+    assert locust.returncode == 2, output  # a partial run is never a pass
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] == "SIGTERM" and summary["duration_s"] < 30
+    assert json.loads((out / "verdict.json").read_text())["counts"]["breaches"] == 0
