@@ -27,6 +27,11 @@ accesslog = None  # the app writes one JSON line per request
 errorlog = "-"
 loglevel = os.environ.get("RECO_GUNICORN_LOGLEVEL", "info")
 proc_name = "reco-api"
+# Gunicorn's runtime control socket (gunicornc: resize, reload, stop) is one fixed path per
+# user by default, so every master on a host would bind the same file. Off unless asked for.
+control_socket_disable = not os.environ.get("RECO_GUNICORN_CONTROL_SOCKET")
+if not control_socket_disable:
+    control_socket = os.environ["RECO_GUNICORN_CONTROL_SOCKET"]
 
 _own_metrics_dir = None
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

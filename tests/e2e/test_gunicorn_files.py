@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 
+import pytest
 import requests
 
 from harness.pytest_plugins.gunicorn import ROOT, GunicornServer
@@ -23,15 +24,23 @@ def test_a_server_without_a_workdir_removes_its_files_on_stop(database_url):
     assert server.owned_dir is not None and not server.owned_dir.exists()
 
 
-def test_the_gunicorn_config_removes_the_metrics_dir_it_made(database_url, tmp_path):
+@pytest.mark.parametrize("control_socket", [False, True])
+def test_the_config_removes_its_metrics_dir_and_binds_no_shared_socket(
+    database_url, tmp_path, control_socket
+):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    env.pop("XDG_RUNTIME_DIR", None)
     env |= {
         "TMPDIR": str(tmp_path),  # where the config's own metrics directory goes
+        "HOME": str(tmp_path),  # where gunicorn's control socket would go by default
         "RECO_ENV": "test",
         "RECO_DATABASE_URL": database_url,
         "RECO_GUNICORN_WORKERS": "1",
     }
+    socket_path = tmp_path / "ctl" / "gunicorn.ctl"
+    if control_socket:
+        env["RECO_GUNICORN_CONTROL_SOCKET"] = str(socket_path)
     argv = [sys.executable, "-m", "gunicorn", "-c", "service/gunicorn.conf.py"]
     argv += ["--bind", f"127.0.0.1:{port}", "service.wsgi:app"]
     with open(tmp_path / "gunicorn.log", "wb") as log:
@@ -46,6 +55,12 @@ def test_the_gunicorn_config_removes_the_metrics_dir_it_made(database_url, tmp_p
 
         wait_until(up, 30, "gunicorn")
         assert len(list(tmp_path.glob("reco-prom-*"))) == 1
+        # No control socket at gunicorn's per-user default path, one only where asked for.
+        assert not (tmp_path / ".gunicorn").exists()
+        if control_socket:
+            wait_until(socket_path.is_socket, 10, "the control socket")
+        else:
+            assert not socket_path.exists()
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
