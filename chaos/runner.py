@@ -14,14 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psycopg2
-
 from chaos import probes
 from chaos.actions import Faults
 from chaos.experiment import Experiment
 from chaos.guardian import rollback_open
 from chaos.ledger import Ledger
-from harness import guardrails, runmeta
+from harness import guardrails, runmeta, server_health
 from harness.audit import Earlier, audit, earlier
 from harness.pipeline_sampler import PipelineSampler
 from harness.resources import stack_roots
@@ -74,6 +72,7 @@ class Run:
         self.locust: subprocess.Popen | None = None
         self.load_started = 0.0
         self.before: Earlier | None = None
+        self.api_log = server_health.LogMark(None, 0)
         self.readiness: list[tuple[float, int | None]] = []
 
     # -- the whole run -----------------------------------------------------------------------
@@ -91,6 +90,8 @@ class Run:
                 return guardrails.EXIT_USAGE
             self._apply_negative_control()
             self.before = earlier(self.stack.database_url(), self.stack.amqp_url(), "reco")
+            # Only this experiment's lines count: earlier runs on the stack logged to it too.
+            self.api_log = server_health.mark(self.stack.state["components"]["api"].get("log"))
             if not self._settle(STEADY_TIMEOUT_S):
                 self.echo("steady state does not hold before the experiment: not running it")
                 return guardrails.EXIT_USAGE
@@ -369,10 +370,8 @@ class Run:
         data["dlq_matches"] = int(result.dlq_run == self.experiment.expected_dlq)
         data.update(
             readiness_recovery_s=None if recovery is None else round(recovery, 2),
-            worker_timeouts=_count_in(
-                self.stack.state["components"]["api"].get("log"), "WORKER TIMEOUT"
-            ),
-            idle_in_transaction=_idle_in_transaction(self.stack.database_url()),
+            **server_health.worker_events(self.api_log),
+            idle_in_transaction=server_health.idle_in_transaction(self.stack.database_url()),
             steady_state_after=all(r["ok"] for r in self.journal["steady_state"]["after"]),
         )
         (self.run_dir / "audit.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
@@ -456,24 +455,3 @@ def _seconds_until(probe, timeout: float) -> float | None:
             return time.monotonic() - started
         time.sleep(0.2)
     return None
-
-
-def _count_in(path: str | None, needle: str) -> int:
-    try:
-        return Path(path).read_text(errors="replace").count(needle) if path else 0
-    except OSError:
-        return 0
-
-
-def _idle_in_transaction(database_url: str) -> int:
-    """Sessions idle in transaction for longer than the API's timeout (should be none)."""
-    conn = psycopg2.connect(database_url, connect_timeout=5)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE state = "
-                "'idle in transaction' AND now() - state_change > interval '30 seconds'"
-            )
-            return int(cur.fetchone()[0])
-    finally:
-        conn.close()

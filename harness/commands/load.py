@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 from harness import audit as audit_module
-from harness import drift, guardrails, pipeline_summary, resources
+from harness import drift, guardrails, pipeline_summary, resources, server_health
 from harness.guardrails.timeline import Timeline
 from harness.pipeline_sampler import PipelineSampler
 from harness.report import write_report
@@ -111,12 +111,13 @@ def run(
         argv += list(locust_args)
         click.echo(f"load: {profile} against {url} -> {run_dir}")
         sampler = _start_sampler(stack, run_dir) if stack else None
+        api_log = server_health.mark(_api_log(stack))
         try:
             locust_rc = _run_locust(argv, run_dir, shape.duration + STARTUP_MARGIN_S)
         finally:
             if sampler is not None:
                 sampler.stop()
-        _summarise_run(run_dir, stack if sampler is not None else None)
+        _summarise_run(run_dir, stack if sampler is not None else None, api_log)
         audit_note = None if no_audit else _audit(stack, run_dir, baseline)
     except StackError as exc:
         click.echo(f"error: {exc}", err=True)
@@ -234,7 +235,11 @@ def _start_sampler(stack: Stack, run_dir: Path) -> PipelineSampler | None:
     ).start()
 
 
-def _summarise_run(run_dir: Path, stack: Stack | None) -> None:
+def _api_log(stack: Stack | None) -> str | None:
+    return stack.state.get("components", {}).get("api", {}).get("log") if stack else None
+
+
+def _summarise_run(run_dir: Path, stack: Stack | None, api_log: server_health.LogMark) -> None:
     """drift.json (late p99 against early); with the stack's samples, resources and pipeline."""
     import psycopg2
 
@@ -250,7 +255,11 @@ def _summarise_run(run_dir: Path, stack: Stack | None) -> None:
     samples = []
     with contextlib.suppress(OSError), open(run_dir / "pipeline.jsonl", encoding="utf-8") as fh:
         samples = [json.loads(line) for line in fh if line.strip()]
-    _write_json(run_dir / "resources.json", resources.summarise(samples, phases))
+    summary = resources.summarise(samples, phases)
+    summary.update(server_health.worker_events(api_log))  # logged during the run
+    with contextlib.suppress(psycopg2.Error, KeyError, StackError):
+        summary["idle_in_transaction"] = server_health.idle_in_transaction(stack.database_url())
+    _write_json(run_dir / "resources.json", summary)
     window = pipeline_summary.window_of(phases, samples)
     e2e = None
     if window is not None:

@@ -127,6 +127,8 @@ def test_smoke_run_samples_the_pipeline_and_the_processes_memory(smoke_run) -> N
     assert set(summary["scopes"]) == {"api", "relay", "consumer", "postgres", "rabbitmq", "outbox"}
     assert summary["mem_growth_mb"] < 32 and summary["fd_growth"] <= 4
     assert summary["pg_conn_growth"] <= 2 and summary["thread_growth"] <= 2
+    assert summary["worker_timeouts"] == summary["worker_crashes"] == summary["worker_boots"] == 0
+    assert summary["idle_in_transaction"] == 0
     pipeline = json.loads((out / "pipeline.json").read_text())
     writes = sum(op["op"] == "write" and op["outcome"] == "ok" for op in history(out))
     # Exact event-to-feature latency from the inbox, for the events applied on the plateau.

@@ -1,0 +1,20 @@
+"""A session left idle in a transaction is counted once it is older than the threshold."""
+
+from __future__ import annotations
+
+import psycopg2
+
+from harness import server_health
+
+
+def test_a_session_idle_in_a_transaction_is_counted(database_url) -> None:
+    before = server_health.idle_in_transaction(database_url, older_than_s=0)
+    idle = psycopg2.connect(database_url, connect_timeout=5)
+    try:
+        with idle.cursor() as cur:
+            cur.execute("SELECT 1")  # psycopg2 opened a transaction and leaves it open
+        assert server_health.idle_in_transaction(database_url, older_than_s=0) == before + 1
+        assert server_health.idle_in_transaction(database_url, older_than_s=3600) == 0
+    finally:
+        idle.close()
+    assert server_health.idle_in_transaction(database_url, older_than_s=0) == before
