@@ -280,13 +280,7 @@ def _channel(amqp_url: str):
 
 
 def _rabbitmqctl(stack: Stack, args: list[str]) -> None:
-    server = stack.rabbitmq()
-    argv = ["/usr/lib/rabbitmq/bin/rabbitmqctl", "-n", server.nodename, *args]
-    if os.geteuid() == 0:
-        argv = ["runuser", "-u", "rabbitmq", "--", *argv]
-    result = subprocess.run(
-        argv, env=server.env(), capture_output=True, text=True, timeout=60, check=False
-    )
+    result = stack.rabbitmq().ctl(*args)
     if result.returncode != 0:
         raise FaultError(f"rabbitmqctl {' '.join(args)} failed: {result.stderr.strip()[:300]}")
 

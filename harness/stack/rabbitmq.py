@@ -30,6 +30,10 @@ listeners.tcp.default = 127.0.0.1:{port}
 loopback_users.guest = true
 disk_free_limit.absolute = 50MB
 vm_memory_high_watermark.relative = 0.4
+# Quorum queues keep every entry of the Raft WAL in memory until the WAL rolls over at this
+# size (default 512 MiB): a long run would see the node's memory climb for hours. 64 MiB
+# bounds it to a visible sawtooth on a small host.
+raft.wal_max_size_bytes = 67108864
 log.console = false
 log.file.level = info
 """
@@ -192,6 +196,15 @@ class RabbitServer:
             pika_log.setLevel(level)
         conn.close()
         return True
+
+    def ctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        """Run rabbitmqctl against this node (as the rabbitmq user when we are root)."""
+        argv = [str(RMQ_BIN / "rabbitmqctl"), "-n", self.nodename, *args]
+        if os.geteuid() == 0:
+            argv = ["runuser", "-u", RMQ_USER, "--", *argv]
+        return subprocess.run(  # noqa: S603 - our own node and arguments
+            argv, env=self.env(), capture_output=True, text=True, timeout=timeout, check=False
+        )
 
     def stop(self, timeout: float = 30) -> None:
         """Stop the node gracefully (SIGTERM), then its private epmd."""
