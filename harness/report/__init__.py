@@ -26,6 +26,7 @@ from harness.report.sections import (
     audit_section,
     banner,
     missing_section,
+    resources_section,
     run_name,
     verdict_section,
 )
@@ -88,6 +89,7 @@ def render(data: RunData) -> str:
         ("load", "Load over time", lambda: load_section(data, ov)),
         ("pipeline", "Pipeline", lambda: pipeline_section(data, ov)),
         ("audit", "Audit", lambda: audit_section(data)),
+        ("resources", "Resources", lambda: resources_section(data)),
         ("endpoints", "Endpoints", lambda: endpoints_section(data)),
         ("contract", "Contract", lambda: contract_section(data)),
         ("benchmarks", "Benchmarks", lambda: benchmarks_section(data)),

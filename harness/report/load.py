@@ -42,6 +42,8 @@ class RunData:
     locust_stats: list[dict] = field(default_factory=list)
     contract: dict | None = None
     benchmarks: dict[str, dict] = field(default_factory=dict)  # file name -> its "ratios"
+    resources: dict | None = None  # load runs with a stack only: not listed as missing
+    drift: dict | None = None
     run: dict | None = None
     journal: dict | None = None
     missing: list[str] = field(default_factory=list)
@@ -67,6 +69,10 @@ def load_run(root: Path) -> RunData:
     data.pipeline = _pipeline(data)
     data.locust_stats = _locust_stats(data)
     data.benchmarks = _benchmarks(data)
+    if (data.root / "resources.json").is_file():
+        data.resources = _object(data, "resources.json")
+    if (data.root / "drift.json").is_file():
+        data.drift = _object(data, "drift.json")
     return data
 
 

@@ -292,3 +292,103 @@ def missing_section(data: RunData) -> str:
         items = "".join(f"<li>{esc(p)}</li>" for p in data.problems)
         body += f"<h3>Inputs that could not be read</h3><ul>{items}</ul>"
     return section("missing", "Missing inputs", body)
+
+
+# (label, resources.json scope key or early/late pair) per column of the process table.
+PROCESS_COLUMNS = (
+    ("memory early (MB)", "mem_early_mb"),
+    ("memory late (MB)", "mem_late_mb"),
+    ("growth (MB)", "mem_growth_mb"),
+    ("slope (MB/h)", "mem_slope_mb_per_h"),
+    ("descriptors early → late", ("fds_early", "fds_late")),
+    ("threads early → late", ("threads_early", "threads_late")),
+    ("sessions early → late", ("pg_conns_early", "pg_conns_late")),
+)
+COMPONENT_NAMES = {
+    "api": "API (all workers)",
+    "relay": "relay",
+    "consumer": "consumer",
+    "postgres": "PostgreSQL",
+    "rabbitmq": "RabbitMQ",
+}
+
+
+def resources_section(data: RunData) -> str:
+    """Early against late: memory, descriptors, threads, sessions per process tree; p99 drift."""
+    if not data.resources and not data.drift:
+        return ""
+    parts = []
+    res = data.resources or {}
+    scopes = res.get("scopes") or {}
+    rows = []
+    for name, label in COMPONENT_NAMES.items():
+        scope = scopes.get(name)
+        if not isinstance(scope, dict):
+            continue
+        cells = [esc(label + ("" if name in (res.get("gated") or []) else " (reported)"))]
+        for _, key in PROCESS_COLUMNS:
+            if isinstance(key, tuple):
+                first, last = (scope.get(k) for k in key)
+                cells.append("—" if first is None else f"{num(first)} → {num(last)}")
+            else:
+                cells.append(num(scope.get(key)))
+        rows.append(cells)
+    if rows:
+        windows = res.get("windows") or {}
+        parts.append(
+            table(
+                ["process tree", *(c[0] for c in PROCESS_COLUMNS)],
+                rows,
+                caption=f"Medians over an early and a late window ({_window_text(windows)} each); "
+                "the slope is fitted after the early window. Private memory (RssAnon).",
+                numeric=range(1, 5),
+            )
+        )
+    outbox = scopes.get("outbox") if isinstance(scopes.get("outbox"), dict) else None
+    health = [
+        ("Worker timeouts", res.get("worker_timeouts")),
+        ("Worker crashes", res.get("worker_crashes")),
+        ("Workers booted during the run", res.get("worker_boots")),
+        ("Sessions idle in a transaction (> 30 s)", res.get("idle_in_transaction")),
+    ]
+    if outbox:
+        dead = [num(outbox.get(f"dead_tuples_{k}")) for k in ("early", "late", "peak")]
+        size = [num(outbox.get(f"size_mb_{k}")) for k in ("early", "late")]
+        health += [
+            ("Outbox dead tuples, early → late (peak)", f"{dead[0]} → {dead[1]} ({dead[2]})"),
+            ("Outbox size (MB), early → late", f"{size[0]} → {size[1]}"),
+        ]
+    shown = [(k, v if isinstance(v, str) else num(v)) for k, v in health if v is not None]
+    if shown:
+        parts.append(pairs(shown))
+    drift_scopes = (data.drift or {}).get("scopes") or {}
+    floor = num((data.drift or {}).get("floor_ms"))
+    if drift_scopes:
+        parts.append(
+            table(
+                ["endpoint", "p99 early (ms)", "p99 late (ms)", "drift", "requests early / late"],
+                [
+                    [
+                        esc(name),
+                        num(d.get("p99_early_ms")),
+                        num(d.get("p99_late_ms")),
+                        f"{num(100 * d['p99_drift'], 3)} %"
+                        if d.get("p99_drift") is not None
+                        else "—",
+                        f"{num(d.get('requests_early'))} / {num(d.get('requests_late'))}",
+                    ]
+                    for name, d in drift_scopes.items()
+                ],  # fmt: skip
+                caption="Client p99 late in the run against early in it; drift is the late "
+                f"excess as a share of the early p99 (at least {floor} ms).",
+                numeric=range(1, 4),
+            )
+        )
+    return section("resources", "Resources and drift (early against late)", "".join(parts))
+
+
+def _window_text(windows: dict) -> str:
+    window = windows.get("late")
+    if not isinstance(window, list) or len(window) != 2:
+        return "?"
+    return f"{num(window[1] - window[0], 3)} s"

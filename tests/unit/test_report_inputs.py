@@ -260,3 +260,33 @@ def test_memory_and_descriptor_charts_appear_only_when_sampled(tmp_path):
     html = render(load_run(tmp_path))
     assert 'id="chart-memory"' in html and 'id="chart-fds"' in html
     assert "API (all workers)" in html
+
+
+def test_resources_and_drift_are_tabled_when_a_load_run_wrote_them(tmp_path):
+    html = render(load_run(tmp_path))
+    assert 'id="resources"' not in html  # a chaos or bench run: no section, nothing missing
+    _write(tmp_path, "resources.json", {
+        "gated": ["api"], "windows": {"early": [T, T + 900], "late": [T + 6300, T + 7200]},
+        "worker_timeouts": 0, "idle_in_transaction": 0,
+        "scopes": {
+            "api": {"mem_early_mb": 128.4, "mem_late_mb": 131.0, "mem_growth_mb": 2.6,
+                    "mem_slope_mb_per_h": 1.5, "fds_early": 76, "fds_late": 77},
+            "rabbitmq": {"mem_early_mb": 90.0, "mem_late_mb": 150.0},
+            "outbox": {"dead_tuples_early": 900, "dead_tuples_late": 1100,
+                       "dead_tuples_peak": 4000},
+        },
+    })  # fmt: skip
+    _write(tmp_path, "drift.json", {
+        "floor_ms": 25.0, "p99_drift": 0.08,
+        "scopes": {"POST /v1/events": {"p99_early_ms": 9.5, "p99_late_ms": 11.5,
+                                       "p99_drift": 0.08, "requests_early": 54000,
+                                       "requests_late": 53900}},
+    })  # fmt: skip
+    data = load_run(tmp_path)
+    assert "resources.json" not in data.missing and data.resources and data.drift
+    section = render(data)
+    section = section[section.index('id="resources"') :]
+    assert "API (all workers)" in section and "RabbitMQ (reported)" in section
+    assert "128.4" in section and "76 → 77" in section and "(900 s each)" in section
+    assert "900 → 1,100 (4,000)" in section and "Worker timeouts" in section
+    assert "POST /v1/events" in section and "8 %" in section
