@@ -15,8 +15,9 @@ OPS = {
     "==": operator.eq,
     "!=": operator.ne,
 }
-# Metrics measured in time; their thresholds may carry an `ms` or `s` unit.
-LATENCY = frozenset({"p", "avg", "min", "max"})
+# Metrics measured in time; their thresholds may carry an `ms` or `s` unit. `shed_p(N)` is a
+# percentile of the shed (429/503) responses alone.
+LATENCY = frozenset({"p", "shed_p", "avg", "min", "max"})
 ALIASES = {
     "med": ("p", 50.0),
     "median": ("p", 50.0),
@@ -26,20 +27,20 @@ ALIASES = {
 # What the load sources (Locust timeline, server histograms) can compute.
 TIMED_METRICS = frozenset(
     {
-        "p", "avg", "min", "max", "count", "rps", "fail_count", "fail_ratio", "shed_count",
-        "shed_ratio", "error_ratio", "offered_rps", "throughput_ratio", "saturated_s",
+        "p", "shed_p", "avg", "min", "max", "count", "rps", "fail_count", "fail_ratio",
+        "shed_count", "shed_ratio", "error_ratio", "offered_rps", "throughput_ratio", "saturated_s",
         "knee_rps", "knee_users",
     }
 )  # fmt: skip
 # Metrics a Prometheus histogram can answer (no exact min/max, no pacing knowledge).
 SERVER_METRICS = frozenset(
-    {"p", "avg", "count", "rps", "fail_count", "fail_ratio", "shed_count", "shed_ratio",
+    {"p", "shed_p", "avg", "count", "rps", "fail_count", "fail_ratio", "shed_count", "shed_ratio",
      "error_ratio"}
 )  # fmt: skip
 
 _EXPR = re.compile(
     r"""^\s*
-    (?P<metric>p\(\s*(?P<pct>\d+(?:\.\d+)?)\s*\)|[A-Za-z_][A-Za-z0-9_.\-]*)
+    (?P<metric>(?P<family>shed_p|p)\(\s*(?P<pct>\d+(?:\.\d+)?)\s*\)|[A-Za-z_][A-Za-z0-9_.\-]*)
     \s*(?P<op><=|>=|==|!=|<|>)\s*
     (?P<num>[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)
     \s*(?P<unit>ms|s|%)?\s*$""",
@@ -65,7 +66,9 @@ class Expr:
     @property
     def label(self) -> str:
         """The metric as written in reports, e.g. ``p(99)``."""
-        return f"p({self.percentile:g})" if self.metric == "p" else self.metric
+        if self.metric in ("p", "shed_p"):
+            return f"{self.metric}({self.percentile:g})"
+        return self.metric
 
     @property
     def is_latency(self) -> bool:
@@ -106,14 +109,14 @@ def parse_expr(text: str, timed: bool = True) -> Expr:
     metric = match["metric"]
     percentile = float(match["pct"]) if match["pct"] is not None else None
     if percentile is not None:
-        metric = "p"
+        metric = match["family"]
         if not 0 < percentile <= 100:
             raise ExprError(f"percentile in {text!r} must be in (0, 100]")
     elif metric in ALIASES and timed:
         metric, percentile = ALIASES[metric]
     unit = match["unit"]
     if timed and metric not in TIMED_METRICS:
-        known = "p(N), avg, med, min, max, " + ", ".join(sorted(TIMED_METRICS - LATENCY))
+        known = "p(N), shed_p(N), avg, med, min, max, " + ", ".join(sorted(TIMED_METRICS - LATENCY))
         raise ExprError(f"unknown metric {metric!r} in {text!r}; load metrics are: {known}")
     if unit in ("ms", "s") and timed and metric not in LATENCY:
         raise ExprError(f"unit {unit!r} in {text!r} only applies to latency metrics")

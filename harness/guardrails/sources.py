@@ -89,6 +89,8 @@ def _cell_metric(expr: Expr, cell: Cell, duration: float, scale: int = 1) -> flo
     }
     if metric == "p":
         return hist.percentile(expr.percentile or 50.0)
+    if metric == "shed_p":
+        return cell.shed_hist.percentile(expr.percentile or 50.0)
     return values.get(metric)
 
 
@@ -132,8 +134,11 @@ class ServerSource:
             return {"count": n, "rps": n / duration, "fail_count": fail, "shed_count": shed}[metric]
         if n <= 0:
             return None
-        if metric == "p":
-            seconds = quantile((expr.percentile or 50.0) / 100.0, total.buckets)
+        if metric in ("p", "shed_p"):
+            sample = total if metric == "p" else kinds.get("shed", Series())
+            if sample.count <= 0:
+                return None
+            seconds = quantile((expr.percentile or 50.0) / 100.0, sample.buckets)
             return None if seconds is None else seconds * 1000.0
         if metric == "avg":
             return total.total / n * 1000.0

@@ -22,19 +22,30 @@ class Cell:
     hist: Histogram = field(default_factory=Histogram)
     fail: int = 0
     shed: int = 0
+    # Latency of the shed responses alone: shedding must stay cheap under overload.
+    shed_hist: Histogram = field(default_factory=Histogram)
 
     def merge(self, other: Cell) -> Cell:
         self.hist.merge(other.hist)
         self.fail += other.fail
         self.shed += other.shed
+        self.shed_hist.merge(other.shed_hist)
         return self
 
     def to_dict(self) -> dict:
-        return {**self.hist.to_dict(), "fail": self.fail, "shed": self.shed}
+        out = {**self.hist.to_dict(), "fail": self.fail, "shed": self.shed}
+        if self.shed_hist.n:
+            out["shed_hist"] = self.shed_hist.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, data: dict) -> Cell:
-        return cls(Histogram.from_dict(data), int(data.get("fail", 0)), int(data.get("shed", 0)))
+        return cls(
+            Histogram.from_dict(data),
+            int(data.get("fail", 0)),
+            int(data.get("shed", 0)),
+            Histogram.from_dict(data.get("shed_hist") or {}),
+        )
 
 
 @dataclass
@@ -82,6 +93,7 @@ class Timeline:
             cell.fail += times
         elif outcome == "shed":
             cell.shed += times
+            cell.shed_hist.add(ms, times)
 
     def add_failures(self, t: float, endpoint: str, count: int) -> None:
         """Mark already-recorded requests as failed (when latency and outcome come apart)."""

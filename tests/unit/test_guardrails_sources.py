@@ -157,6 +157,27 @@ def test_server_source_judges_the_window_between_scrapes() -> None:
     assert value("count > 1", window=(T0 + 10, T0 + 20)) == 100  # only the sheds happened then
     assert source.endpoints((T0, T0 + 20)) == [read, "POST /v1/events"]
     assert ServerSource(Scrapes([])).value(parse_expr("p(99) < 1"), None, (T0, T0 + 1)) is None
+    # Sheds alone: all 100 answered under 10 ms; none in the first window.
+    assert value("shed_p(99) < 50ms") == pytest.approx(0.01 * 99 / 100 * 1000)
+    assert value("shed_p(99) < 50ms", window=(T0, T0 + 10)) is None
+
+
+def test_shed_latency_is_kept_apart_and_travels_with_the_timeline(tmp_path: Path) -> None:
+    worker = Timeline()
+    for i in range(100):
+        worker.record(T0, "POST /w", 200.0 + i)  # served, slowly
+        worker.record(T0, "POST /w", 2.0 + i % 3, outcome="shed")  # shed at once
+    master = Timeline()
+    master.merge_rows(json.loads(json.dumps(worker.pop_rows())))  # as a worker report
+    master.write_jsonl(tmp_path / "timeline.jsonl")
+    cell = Timeline.read_jsonl(tmp_path / "timeline.jsonl").window(T0, T0 + 1).cells["POST /w"]
+    assert cell.shed == 100 and cell.shed_hist.n == 100 and cell.hist.n == 200
+    assert cell.shed_hist.percentile(99) == 4.0 and cell.hist.percentile(99) > 290
+    expr = parse_expr("shed_p(99) < 50ms")
+    assert (expr.metric, expr.label, expr.is_latency) == ("shed_p", "shed_p(99)", True)
+    results = load_results(tmp_path).sources["locust"]
+    assert results.value(expr, None, (T0, T0 + 1)) == 4.0
+    assert results.value(parse_expr("p(99) < 1s"), None, (T0, T0 + 1)) > 290
 
 
 def write_run(root: Path) -> None:
