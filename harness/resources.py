@@ -27,14 +27,18 @@ GATED = ("api", "relay", "consumer")
 OTHERS = ("postgres", "rabbitmq")
 # Without named early/late phases, compare the first and the last quarter of the plateau.
 WINDOW_SHARE = 0.25
-# Per component: (pipeline.jsonl key pattern, summary prefix, growth name).
+# Per component: pipeline.jsonl key pattern, then the names of its early and late medians
+# and of their difference in resources.json.
 SERIES = (
-    ("mem_{}_mb", "mem", "mem_growth_mb"),
-    ("fds_{}", "fds", "fd_growth"),
-    ("threads_{}", "threads", "thread_growth"),
-    ("pg_conns_{}", "pg_conns", "pg_conn_growth"),
+    ("mem_{}_mb", "mem_early_mb", "mem_late_mb", "mem_growth_mb"),
+    ("fds_{}", "fds_early", "fds_late", "fd_growth"),
+    ("threads_{}", "threads_early", "threads_late", "thread_growth"),
+    ("pg_conns_{}", "pg_conns_early", "pg_conns_late", "pg_conn_growth"),
 )
-OUTBOX_SERIES = (("outbox_dead_tuples", "dead_tuples"), ("outbox_mb", "size_mb"))
+OUTBOX_SERIES = (
+    ("outbox_dead_tuples", "dead_tuples_early", "dead_tuples_late", "dead_tuples_growth"),
+    ("outbox_mb", "size_mb_early", "size_mb_late", "size_mb_growth"),
+)
 
 Window = tuple[float, float]
 
@@ -128,13 +132,20 @@ def _slope_per_hour(samples: Sequence[Mapping[str, Any]], key: str, span: Window
 
 
 def _compare(
-    samples: Sequence[Mapping[str, Any]], key: str, prefix: str, early: Window, late: Window
+    samples: Sequence[Mapping[str, Any]],
+    names: tuple[str, str, str, str],
+    early: Window,
+    late: Window,
 ) -> dict[str, Any]:
-    """Early and late medians of one series, and the late one's excess (None without data)."""
+    """Early and late medians of one series and their difference (None without data)."""
+    key, early_name, late_name, growth_name = names
     first, last = _median(samples, key, early), _median(samples, key, late)
-    values = {f"{prefix}_early": first, f"{prefix}_late": last}
-    values["growth"] = None if first is None or last is None else round(last - first, 2)
-    return values
+    growth = None if first is None or last is None else round(last - first, 2)
+    return {early_name: first, late_name: last, growth_name: growth}
+
+
+def _peak(samples: Sequence[Mapping[str, Any]], key: str) -> float | None:
+    return max((s[key] for s in samples if s.get(key) is not None), default=None)
 
 
 def summarise(samples: Sequence[Mapping[str, Any]], phases: Mapping[str, Window]) -> dict[str, Any]:
@@ -153,32 +164,25 @@ def summarise(samples: Sequence[Mapping[str, Any]], phases: Mapping[str, Window]
     result["windows"] = {"early": list(early), "late": list(late)}
     for name in component_names(samples):
         scope: dict[str, Any] = {}
-        for pattern, prefix, growth in SERIES:
+        for pattern, early_name, late_name, growth_name in SERIES:
             key = pattern.format(name)
-            if not any(s.get(key) is not None for s in samples):
-                continue
-            compared = _compare(samples, key, prefix, early, late)
-            scope[growth] = compared.pop("growth")
-            scope.update(compared)
-        if any(s.get(f"mem_{name}_mb") is not None for s in samples):
-            key = f"mem_{name}_mb"
-            scope["mem_peak_mb"] = max(s[key] for s in samples if s.get(key) is not None)
-            scope["mem_slope_mb_per_h"] = _slope_per_hour(samples, key, (early[1], late[1]))
-        for key in ("mem_early", "mem_late"):  # the memory medians carry their unit
-            if key in scope:
-                scope[f"{key}_mb"] = scope.pop(key)
+            if _peak(samples, key) is not None:
+                names = (key, early_name, late_name, growth_name)
+                scope.update(_compare(samples, names, early, late))
+        memory = f"mem_{name}_mb"
+        if _peak(samples, memory) is not None:
+            scope["mem_peak_mb"] = _peak(samples, memory)
+            scope["mem_slope_mb_per_h"] = _slope_per_hour(samples, memory, (early[1], late[1]))
         result["scopes"][name] = scope
     outbox: dict[str, Any] = {}
-    for key, prefix in OUTBOX_SERIES:
-        if any(s.get(key) is not None for s in samples):
-            compared = _compare(samples, key, prefix, early, late)
-            outbox[f"{prefix}_growth"] = compared.pop("growth")
-            outbox.update(compared)
-            outbox[f"{prefix}_peak"] = max(s[key] for s in samples if s.get(key) is not None)
+    for series in OUTBOX_SERIES:
+        if _peak(samples, series[0]) is not None:
+            outbox.update(_compare(samples, series, early, late))
+            outbox[series[1].replace("_early", "_peak")] = _peak(samples, series[0])
     if outbox:
         result["scopes"]["outbox"] = outbox
     gated = [result["scopes"][n] for n in GATED if n in result["scopes"]]
-    for key in ("mem_growth_mb", "mem_slope_mb_per_h", *(g for _, _, g in SERIES[1:])):
+    for key in ("mem_growth_mb", "mem_slope_mb_per_h", *(row[3] for row in SERIES[1:])):
         values = [s[key] for s in gated if s.get(key) is not None]
         if values:
             result[key] = max(values)
