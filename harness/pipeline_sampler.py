@@ -11,6 +11,7 @@ memory and descriptors of those process trees (``harness.resources``).
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import threading
 import time
@@ -29,11 +30,12 @@ FROM outbox WHERE published_at IS NULL
 # Sessions per role of ours (application_name reco-<role>) and the outbox's dead tuples and
 # size: a soak must show them flat (autovacuum keeping up, no connection leak).
 HOUSEKEEPING = """
-SELECT (SELECT count(*) FROM pg_stat_activity WHERE application_name = 'reco-api'),
-       (SELECT count(*) FROM pg_stat_activity WHERE application_name = 'reco-relay'),
-       (SELECT count(*) FROM pg_stat_activity WHERE application_name = 'reco-consumer'),
+SELECT count(*) FILTER (WHERE application_name = 'reco-api'),
+       count(*) FILTER (WHERE application_name = 'reco-relay'),
+       count(*) FILTER (WHERE application_name = 'reco-consumer'),
        (SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = 'outbox'::regclass),
        pg_total_relation_size('outbox'::regclass)
+FROM pg_stat_activity
 """
 APPLIED = """
 SELECT count(*),
@@ -106,7 +108,7 @@ class PipelineSampler:
             with self._conn.cursor() as cur:
                 cur.execute(BACKLOG)
                 backlog, oldest = cur.fetchone()
-                cur.execute(APPLIED, {"since": _ts(since), "until": _ts(until)})
+                cur.execute(APPLIED, {"since": utc(since), "until": utc(until)})
                 applied, p50, p99 = cur.fetchone()
                 cur.execute(HOUSEKEEPING)
                 api, relay, consumer, dead, size = cur.fetchone()
@@ -117,8 +119,8 @@ class PipelineSampler:
             "outbox_backlog": int(backlog),
             "oldest_unpublished_s": round(float(oldest), 3) if oldest is not None else 0.0,
             "applied": int(applied),
-            "apply_p50_ms": _ms(p50),
-            "apply_p99_ms": _ms(p99),
+            "apply_p50_ms": interval_ms(p50),
+            "apply_p99_ms": interval_ms(p99),
             "pg_conns_api": api,
             "pg_conns_relay": relay,
             "pg_conns_consumer": consumer,
@@ -153,11 +155,11 @@ class PipelineSampler:
             return {"queue_ready": None, "dlq_ready": None}
 
 
-def _ts(unix: float):
-    import datetime as dt
-
+def utc(unix: float) -> dt.datetime:
+    """Unix seconds as an aware UTC datetime (what timestamptz parameters want)."""
     return dt.datetime.fromtimestamp(unix, dt.UTC)
 
 
-def _ms(interval) -> float | None:
+def interval_ms(interval: dt.timedelta | None) -> float | None:
+    """A PostgreSQL interval in milliseconds, rounded; None stays None."""
     return round(interval.total_seconds() * 1000, 2) if interval is not None else None

@@ -8,12 +8,14 @@ p99 < 2 s, event-to-feature p99 < 5 s under sustained load).
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import psycopg2
+
+from harness.pipeline_sampler import interval_ms, utc
+from harness.resources import Window
 
 # Commit of the event's outbox row to the consumer's commit of its inbox row, for the
 # events applied inside the window: exact, unlike per-second percentiles of percentiles.
@@ -25,8 +27,6 @@ SELECT count(*),
 FROM inbox
 WHERE applied_at BETWEEN %(start)s AND %(end)s AND event_created IS NOT NULL
 """
-
-Window = tuple[float, float]
 
 
 def window_of(phases: Mapping[str, Window], samples: Sequence[Mapping[str, Any]]) -> Window | None:
@@ -47,15 +47,15 @@ def e2e_latency(database_url: str, window: Window, timeout_s: float = 10.0) -> d
     )
     try:
         with conn.cursor() as cur:
-            cur.execute(E2E, {"start": _ts(window[0]), "end": _ts(window[1])})
+            cur.execute(E2E, {"start": utc(window[0]), "end": utc(window[1])})
             count, p50, p99, worst = cur.fetchone()
     finally:
         conn.close()
     return {
         "e2e_count": count,
-        "e2e_p50_ms": _ms(p50),
-        "e2e_p99_ms": _ms(p99),
-        "e2e_max_ms": _ms(worst),
+        "e2e_p50_ms": interval_ms(p50),
+        "e2e_p99_ms": interval_ms(p99),
+        "e2e_max_ms": interval_ms(worst),
     }
 
 
@@ -92,11 +92,3 @@ def summarise(
         unsampled_s=sum(1 for s in inside if s.get("outbox_backlog") is None),
     )
     return result
-
-
-def _ts(unix: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(unix, dt.UTC)
-
-
-def _ms(interval) -> float | None:
-    return round(interval.total_seconds() * 1000, 2) if interval is not None else None
