@@ -32,6 +32,18 @@ UNAVAILABLE = (
 )
 
 
+def _refused(exc: psycopg2.Error) -> bool:
+    """Did the server answer with an ERROR, so that the transaction certainly rolled back?
+
+    An ERROR ends the transaction without committing (a lock or statement timeout at
+    COMMIT). A FATAL may come after the commit record was written (a backend terminated
+    while waiting for a synchronous standby), and a lost connection says nothing.
+    """
+    diag = getattr(exc, "diag", None)
+    severity = diag.severity_nonlocalized if diag is not None else None
+    return exc.pgcode is not None and severity == "ERROR"
+
+
 class Database:
     """Open units of work with a deadline; fail fast with 503 while the database is down."""
 
@@ -86,7 +98,7 @@ class Database:
         with deadline_scope(budget_s):
             started = time.perf_counter()
             checkout = min(self.settings.db_checkout_timeout_ms / 1000, max(remaining(), 0))
-            work = UnitOfWork(self.pool, checkout, autocommit)
+            work = UnitOfWork(self.pool, checkout, autocommit, self.settings.lock_timeout_ms)
             try:
                 with work as uow:
                     if self.metrics:
@@ -104,7 +116,7 @@ class Database:
                 raise self._unavailable("database did not answer within the deadline") from None
             except UNAVAILABLE as exc:
                 self._failed(type(exc).__name__)
-                if work.committing:
+                if work.committing and not _refused(exc):
                     raise self._outcome_unknown() from None
                 raise self._unavailable("database unavailable") from None
             except BaseException:

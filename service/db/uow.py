@@ -8,13 +8,24 @@ import psycopg2.extensions
 from service.db.deadline import DeadlineExceeded, remaining
 from service.db.pool import Pool
 
+# How much sooner than the client's deadline the server gives up waiting for a lock at
+# COMMIT: its error must arrive while the client still listens, or the answer is a 504.
+COMMIT_LOCK_MARGIN_S = 0.1
+
 
 class UnitOfWork:
     """Borrow a pooled connection for one transaction; ``commit()`` or it rolls back."""
 
-    def __init__(self, pool: Pool, checkout_timeout_s: float, autocommit: bool = False):
+    def __init__(
+        self,
+        pool: Pool,
+        checkout_timeout_s: float,
+        autocommit: bool = False,
+        lock_timeout_ms: int = 0,
+    ):
         self._pool = pool
         self._timeout = checkout_timeout_s
+        self._lock_timeout_ms = lock_timeout_ms
         # Autocommit: a read is one statement, its own transaction, with no BEGIN or ROLLBACK
         # round trip; a write sends BEGIN in the same round trip as its first statement and
         # ends with commit(), so COMMIT is the only extra round trip.
@@ -40,15 +51,32 @@ class UnitOfWork:
         up before COMMIT is sent keeps the answer definite (nothing was written).
         """
         assert self.conn is not None
-        if round_trip_s and remaining() < round_trip_s:
+        left = remaining()
+        if round_trip_s and left < round_trip_s:
             raise DeadlineExceeded("too little time left to commit within the deadline")
         self.committing = True
         if self._autocommit:
             with self.conn.cursor() as cur:
-                cur.execute("COMMIT")  # closes a transaction the caller opened with BEGIN
+                # Closes a transaction the caller opened with BEGIN, in one round trip.
+                cur.execute(self._commit_sql(left, round_trip_s))
         else:
             self.conn.commit()
         self.committing = False
+
+    def _commit_sql(self, left_s: float, round_trip_s: float) -> str:
+        """COMMIT, waiting for locks for the rest of the deadline rather than the lock timeout.
+
+        The outbox's NOTIFY takes one lock for the whole instance at COMMIT and holds it
+        through the commit's WAL flush: while one flush stalls, every committing write queues
+        behind it. Waiting for the rest of the deadline turns a short stall into slower
+        writes instead of failed ones; if the server gives up, its error still arrives in
+        time to say that nothing was committed (503, not 504).
+        """
+        margin = max(COMMIT_LOCK_MARGIN_S, 2 * round_trip_s)
+        wait_ms = round(1000 * (left_s - margin))
+        if wait_ms <= self._lock_timeout_ms:
+            return "COMMIT"
+        return f"SET LOCAL lock_timeout = {wait_ms}; COMMIT"
 
     def __exit__(self, exc_type, exc, tb) -> None:
         conn, self.conn = self.conn, None

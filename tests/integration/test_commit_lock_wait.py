@@ -1,0 +1,189 @@
+"""COMMIT behind a stalled commit: the outbox NOTIFY's instance-wide lock, held on purpose.
+
+PostgreSQL takes one lock for the whole instance when a transaction that notified commits,
+and holds it until the commit is durable. Here the holder's commit waits for a synchronous
+standby that does not exist (only the holder asks for one: the test server runs with
+``synchronous_commit=off``), which is a stalled WAL flush that lasts as long as the test wants.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import dataclasses
+import time
+import uuid
+from collections.abc import Iterator
+
+import orjson
+import psycopg2
+import psycopg2.extensions
+import pytest
+
+from harness.pytest_plugins.service import idem_key
+from service.app import create_app
+from service.db import deadline
+
+ABSENT_STANDBY = "reco_absent_standby"
+
+
+def _wait_for(cur, sql: str, params=(), timeout_s: float = 5.0):
+    """Poll ``sql`` until it returns a row with a true first column; return that row."""
+    give_up = time.monotonic() + timeout_s
+    while True:
+        cur.execute(sql, params)
+        row = cur.fetchone()
+        if row and row[0]:
+            return row
+        if time.monotonic() > give_up:
+            raise AssertionError(f"not within {timeout_s} s: {sql}")
+        time.sleep(0.01)
+
+
+def _connect(url: str) -> psycopg2.extensions.connection:
+    conn = psycopg2.connect(url, connect_timeout=5)
+    conn.autocommit = True
+    return conn
+
+
+def _set_standby_names(url: str, value: str | None) -> None:
+    with contextlib.closing(_connect(url)) as conn, conn.cursor() as cur:
+        if value is None:
+            cur.execute("ALTER SYSTEM RESET synchronous_standby_names")
+        else:
+            cur.execute("ALTER SYSTEM SET synchronous_standby_names = %s", (value,))
+        cur.execute("SELECT pg_reload_conf()")
+    # A session started after the postmaster reloaded sees the value; existing ones were
+    # signalled before it and pick the value up before their next statement.
+    give_up = time.monotonic() + 5
+    while time.monotonic() < give_up:
+        with contextlib.closing(_connect(url)) as conn, conn.cursor() as cur:
+            cur.execute("SHOW synchronous_standby_names")
+            if cur.fetchone()[0] == (value or ""):
+                return
+        time.sleep(0.02)
+    raise AssertionError("synchronous_standby_names did not reload")
+
+
+@pytest.fixture
+def absent_standby(pg_instance) -> Iterator[None]:
+    """Commits that ask for synchronous replication wait until cancelled."""
+    if pg_instance.server is None:
+        pytest.skip("needs the private PostgreSQL (ALTER SYSTEM on an external one)")
+    _set_standby_names(pg_instance.url, ABSENT_STANDBY)
+    try:
+        yield
+    finally:
+        _set_standby_names(pg_instance.url, None)
+
+
+@pytest.fixture
+def stalled_commit(absent_standby, database_url, db) -> Iterator[callable]:
+    """A transaction that notified and now stalls in COMMIT; call the result to release it."""
+    holder = _connect(database_url)
+    with holder.cursor() as cur:
+        cur.execute("SET synchronous_commit = on")
+        cur.execute("SELECT pg_backend_pid()")
+        pid = cur.fetchone()[0]
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+
+    def commit() -> None:
+        with holder.cursor() as cur:
+            cur.execute(
+                "BEGIN; INSERT INTO outbox (event_id, event_type, routing_key, payload)"
+                " VALUES (%s, 'test.stall', 'test.stall', '\\x00'); COMMIT",
+                (str(uuid.uuid4()),),
+            )
+
+    committed = pool.submit(commit)
+    with db.cursor() as cur:
+        _wait_for(cur, "SELECT wait_event = 'SyncRep' FROM pg_stat_activity WHERE pid = %s", (pid,))
+
+    def release() -> None:
+        with db.cursor() as cur:
+            # Cancelling the wait ends it: the commit is already durable locally.
+            cur.execute("SELECT pg_cancel_backend(%s)", (pid,))
+        committed.result(timeout=10)
+
+    try:
+        yield release
+    finally:
+        if not committed.done():
+            release()
+        pool.shutdown()
+        holder.close()
+
+
+def _post(client, auth, body, key: str):
+    return client.post(
+        "/v1/events",
+        data=orjson.dumps(body),
+        content_type="application/json",
+        headers={**auth, "Idempotency-Key": key},
+    )
+
+
+def _written(db, event_id: str) -> tuple[int, int]:
+    with db.cursor() as cur:
+        cur.execute(
+            "SELECT (SELECT count(*) FROM events WHERE event_id = %s),"
+            " (SELECT count(*) FROM outbox WHERE event_id = %s)",
+            (event_id, event_id),
+        )
+        return cur.fetchone()
+
+
+@pytest.fixture
+def serving():
+    """The wait callback the serving process installs (service/wsgi.py), removed afterwards."""
+    deadline.install()
+    yield
+    psycopg2.extensions.set_wait_callback(None)
+
+
+def test_a_stall_shorter_than_the_deadline_slows_the_write_instead_of_failing_it(
+    app_settings, stalled_commit, auth, db, make_events, serving
+):
+    app = create_app(app_settings)
+    body, key = make_events(1), idem_key()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(_post, app.test_client(), auth, body, key)
+            with db.cursor() as cur:
+                # The write's COMMIT queues behind the stalled one, past the lock timeout.
+                _wait_for(
+                    cur,
+                    "SELECT clock_timestamp() - query_start > %s * interval '2 ms'"
+                    " FROM pg_stat_activity WHERE application_name = 'reco-api'"
+                    " AND wait_event_type = 'Lock' AND query LIKE '%%COMMIT'",
+                    (app_settings.lock_timeout_ms,),
+                )
+            stalled_commit()
+            resp = answer.result(timeout=10)
+    finally:
+        app.extensions["reco"].db.pool.close()
+    assert resp.status_code == 202, resp.json
+    assert _written(db, body["events"][0]["event_id"]) == (1, 1)
+
+
+def test_a_stall_longer_than_the_deadline_is_503_with_nothing_written(
+    app_settings, stalled_commit, auth, db, make_events, serving
+):
+    # The server gives up waiting just before the client would: its error says the COMMIT
+    # rolled back, so the answer is a definite 503 instead of 504 outcome-unknown.
+    app = create_app(dataclasses.replace(app_settings, write_deadline_ms=700))
+    body, key = make_events(1), idem_key()
+    try:
+        resp = _post(app.test_client(), auth, body, key)
+        assert resp.status_code == 503, resp.json
+        assert resp.json["type"] == "/problems/database-unavailable"
+        assert resp.headers["Retry-After"]
+        assert _written(db, body["events"][0]["event_id"]) == (0, 0)
+        stalled_commit()
+        # Nothing was stored under the key either: the retry runs fresh.
+        retry = _post(app.test_client(), auth, body, key)
+        assert retry.status_code == 202, retry.json
+        assert "Idempotent-Replayed" not in retry.headers
+    finally:
+        app.extensions["reco"].db.pool.close()
+    assert _written(db, body["events"][0]["event_id"]) == (1, 1)
