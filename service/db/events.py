@@ -19,13 +19,21 @@ FROM accept_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 
 # BEGIN travels with the call: the caller's COMMIT (or ROLLBACK) is the only other round trip,
 # so a failure before COMMIT was sent is known to have committed nothing (HTTP 503).
 EXECUTE_ACCEPT = """
-BEGIN;
 EXECUTE reco_accept_events (
     %(client_id)s, %(key)s, %(lock_key)s, %(fingerprint)s, %(ttl_s)s, %(request_id)s,
     %(event_type)s, %(headers)s, %(event_ids)s::uuid[], %(user_ids)s::text[],
     %(item_ids)s::bigint[], %(item_set)s::bigint[], %(kinds)s::text[], %(occurred)s::timestamptz[],
     %(routing_keys)s::text[], %(payloads)s::bytea[])
 """
+# Small batches run the function's statements on generic plans (for this transaction only).
+# By default the item check is planned again on every call: its custom plan, costed for the
+# real array length, always looks cheaper than the generic one, costed for ten elements.
+# Measured with pgbench (durable PostgreSQL, 4 clients): one-event calls 17-43 % more
+# calls/s; ten-event calls the same; hundred-event calls about 12 % fewer, so large batches
+# keep the planner's choice.
+GENERIC_PLAN_MAX_EVENTS = 10
+BEGIN_SMALL = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan;"
+BEGIN_LARGE = "BEGIN;"
 
 
 class Accepted(NamedTuple):
@@ -61,8 +69,9 @@ def accept(cur, request: dict[str, Any], events: list[dict[str, Any]], outbox: d
     the event_type, headers and, per event, routing_keys and payloads.
     """
     ensure_prepared(cur, ACCEPT_STATEMENT, PREPARE_ACCEPT)
+    begin = BEGIN_SMALL if len(events) <= GENERIC_PLAN_MAX_EVENTS else BEGIN_LARGE
     cur.execute(
-        EXECUTE_ACCEPT,
+        begin + EXECUTE_ACCEPT,
         {
             **request,
             "event_type": outbox["event_type"],
