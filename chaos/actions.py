@@ -95,7 +95,7 @@ class Faults:
             fault.setdefault("name", f"lock_{uuid.uuid4().hex[:8]}")
             if fault.get("table") not in ("item_popularity", "outbox"):
                 raise FaultError("lock table must be item_popularity or outbox")
-        elif action == "migrate":
+        elif action in ("migrate", "stall_commits"):
             fault["database_url"] = self.stack.database_url()
         else:
             raise FaultError(f"unknown action {action!r}")
@@ -183,6 +183,9 @@ class Faults:
         holder.start()
         _LOCKS[fault["name"]] = holder
 
+    def _apply_stall_commits(self, fault: dict[str, Any]) -> None:
+        set_commit_stall(fault["database_url"], True)
+
     def _apply_migrate(self, fault: dict[str, Any]) -> None:
         fault["result"] = concurrent_migrations(fault["database_url"], int(fault.get("runners", 2)))
 
@@ -245,6 +248,9 @@ class Faults:
         """Stop a load generator a dead runner left behind (its own process group)."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(fault["pid"], signal.SIGKILL)
+
+    def _rollback_stall_commits(self, fault: dict[str, Any]) -> None:
+        set_commit_stall(fault["database_url"], False)
 
     def _rollback_migrate(self, fault: dict[str, Any]) -> None:
         """Nothing to undo: the scratch database is dropped by the action itself."""
@@ -330,6 +336,38 @@ class _LockHolder:
 
 
 _LOCKS: dict[str, _LockHolder] = {}
+
+# A synchronous standby that never connects: every commit that asks for synchronous
+# replication (all of them, with synchronous_commit on) is durable locally and then waits,
+# invisible to others and holding its locks, as during a storage or replication stall.
+ABSENT_STANDBY = "reco_chaos_absent_standby"
+
+
+def set_commit_stall(database_url: str, stalled: bool) -> None:
+    """Make every durable commit wait (or stop that and release the waiting ones)."""
+    # ALTER SYSTEM and pg_reload_conf() write no transaction: they never wait themselves.
+    conn = psycopg2.connect(database_url, connect_timeout=5, application_name="reco-chaos")
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            if stalled:
+                cur.execute("ALTER SYSTEM SET synchronous_standby_names = %s", (ABSENT_STANDBY,))
+            else:
+                cur.execute("ALTER SYSTEM RESET synchronous_standby_names")
+            cur.execute("SELECT pg_reload_conf()")
+    finally:
+        conn.close()
+
+
+def commit_stall_active(database_url: str) -> bool:
+    """Whether the server still names the absent standby (a stall left behind)."""
+    conn = psycopg2.connect(database_url, connect_timeout=5, application_name="reco-chaos")
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SHOW synchronous_standby_names")
+            return cur.fetchone()[0] == ABSENT_STANDBY
+    finally:
+        conn.close()
 
 
 def concurrent_migrations(database_url: str, runners: int = 2) -> dict[str, Any]:

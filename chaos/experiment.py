@@ -16,7 +16,17 @@ from typing import Any
 from harness.guardrails import parse_duration
 
 CATALOGUE = Path(__file__).with_name("experiments")
-ACTIONS = ("toxic", "down", "process", "unbind", "poison", "alarm", "lock", "migrate")
+ACTIONS = (
+    "toxic",
+    "down",
+    "process",
+    "unbind",
+    "poison",
+    "alarm",
+    "lock",
+    "migrate",
+    "stall_commits",
+)
 PROBES = ("http", "backlog", "error_ratio", "p99_ms")
 TOP_KEYS = {
     "title",

@@ -14,8 +14,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psycopg2
+
 from chaos import probes
-from chaos.actions import Faults
+from chaos.actions import Faults, commit_stall_active
 from chaos.experiment import Experiment
 from chaos.guardian import rollback_open
 from chaos.ledger import Ledger
@@ -133,7 +135,13 @@ class Run:
             for name in APP_PROCESSES
             if name in components
         }
-        return probes.leftover_faults(self.stack.toxiproxy_url, links, apps)
+        problems = probes.leftover_faults(self.stack.toxiproxy_url, links, apps)
+        try:
+            if commit_stall_active(self.stack.database_url()):
+                problems.append("commits stall (synchronous_standby_names names the chaos standby)")
+        except psycopg2.Error as exc:
+            problems.append(f"PostgreSQL does not answer ({str(exc).strip()[:200]})")
+        return problems
 
     def _on_signal(self, signum, _frame) -> None:
         raise Interrupted(signal.Signals(signum).name)

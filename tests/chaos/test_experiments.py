@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from chaos.actions import Faults, commit_stall_active, set_commit_stall
 from chaos.experiment import find
 from chaos.faultproxy.client import Client
 from chaos.runner import Run
@@ -21,7 +22,15 @@ from harness.stack import Stack, wait_until
 from harness.stack.procs import ephemeral_range
 
 QUICK_SCALE = float(os.environ.get("RECO_CHAOS_SCALE", "0.35"))
-QUICK = ["smoke-db-blip", "db-blackhole", "relay-kill", "consumer-kill", "unroutable", "poison"]
+QUICK = [
+    "smoke-db-blip",
+    "db-blackhole",
+    "db-commit-stall",
+    "relay-kill",
+    "consumer-kill",
+    "unroutable",
+    "poison",
+]
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +135,20 @@ def test_a_stack_left_with_a_fault_is_refused_before_any_load(chaos_stack, tmp_p
         with client.toxic("consumer_postgres", "latency", latency=1):
             assert _run(chaos_stack, "poison", tmp_path)[0] == 2
     _assert_clean(chaos_stack)
+
+
+def test_a_commit_stall_left_on_the_server_is_refused_and_rolled_back(chaos_stack, tmp_path):
+    # Every write of the next run would wait: its outcome would be charged to that experiment.
+    url = chaos_stack.database_url()
+    set_commit_stall(url, True)
+    try:
+        assert commit_stall_active(url)
+        code, run_dir = _run(chaos_stack, "smoke-db-blip", tmp_path)
+        assert code == 2
+        assert not list(run_dir.glob("history*.jsonl")), "no load may start"
+    finally:
+        Faults(chaos_stack).rollback({"action": "stall_commits", "database_url": url})
+    assert not commit_stall_active(url)
 
 
 def test_links_and_apps_listen_outside_the_ephemeral_range(chaos_stack):
