@@ -22,6 +22,7 @@ import psycopg2
 
 from chaos.faultproxy.client import Client, NotFound, ToxiproxyError
 from harness.stack import Stack
+from harness.stack.postgres import set_synchronous_standby, synchronous_standby
 from harness.stack.procs import pid_alive
 
 TOXICS = (
@@ -345,29 +346,12 @@ ABSENT_STANDBY = "reco_chaos_absent_standby"
 
 def set_commit_stall(database_url: str, stalled: bool) -> None:
     """Make every durable commit wait (or stop that and release the waiting ones)."""
-    # ALTER SYSTEM and pg_reload_conf() write no transaction: they never wait themselves.
-    conn = psycopg2.connect(database_url, connect_timeout=5, application_name="reco-chaos")
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            if stalled:
-                cur.execute("ALTER SYSTEM SET synchronous_standby_names = %s", (ABSENT_STANDBY,))
-            else:
-                cur.execute("ALTER SYSTEM RESET synchronous_standby_names")
-            cur.execute("SELECT pg_reload_conf()")
-    finally:
-        conn.close()
+    set_synchronous_standby(database_url, ABSENT_STANDBY if stalled else None)
 
 
 def commit_stall_active(database_url: str) -> bool:
     """Whether the server still names the absent standby (a stall left behind)."""
-    conn = psycopg2.connect(database_url, connect_timeout=5, application_name="reco-chaos")
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SHOW synchronous_standby_names")
-            return cur.fetchone()[0] == ABSENT_STANDBY
-    finally:
-        conn.close()
+    return synchronous_standby(database_url) == ABSENT_STANDBY
 
 
 def concurrent_migrations(database_url: str, runners: int = 2) -> dict[str, Any]:

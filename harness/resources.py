@@ -170,15 +170,17 @@ def summarise(samples: Sequence[Mapping[str, Any]], phases: Mapping[str, Window]
                 names = (key, early_name, late_name, growth_name)
                 scope.update(_compare(samples, names, early, late))
         memory = f"mem_{name}_mb"
-        if _peak(samples, memory) is not None:
-            scope["mem_peak_mb"] = _peak(samples, memory)
+        peak = _peak(samples, memory)
+        if peak is not None:
+            scope["mem_peak_mb"] = peak
             scope["mem_slope_mb_per_h"] = _slope_per_hour(samples, memory, (early[1], late[1]))
         result["scopes"][name] = scope
     outbox: dict[str, Any] = {}
     for series in OUTBOX_SERIES:
-        if _peak(samples, series[0]) is not None:
+        peak = _peak(samples, series[0])
+        if peak is not None:
             outbox.update(_compare(samples, series, early, late))
-            outbox[series[1].replace("_early", "_peak")] = _peak(samples, series[0])
+            outbox[series[1].replace("_early", "_peak")] = peak
     if outbox:
         result["scopes"]["outbox"] = outbox
     gated = [result["scopes"][n] for n in GATED if n in result["scopes"]]

@@ -204,3 +204,42 @@ class PostgresServer:
         """Stop and delete the state dir."""
         self.stop()
         shutil.rmtree(self.state_dir, ignore_errors=True)
+
+
+def synchronous_standby(database_url: str) -> str:
+    """The server's synchronous_standby_names, read in a new session."""
+    conn = psycopg2.connect(database_url, connect_timeout=5, application_name="reco-harness")
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SHOW synchronous_standby_names")
+            return cur.fetchone()[0]
+    finally:
+        conn.close()
+
+
+def set_synchronous_standby(database_url: str, name: str | None, timeout: float = 10) -> None:
+    """Name a synchronous standby (None: none) and wait until new sessions see it.
+
+    Naming one that never connects makes every commit that asks for synchronous replication
+    wait after its WAL record is durable, holding its locks: a commit stall on demand.
+    ALTER SYSTEM and pg_reload_conf() write no transaction, so they never wait themselves;
+    the reload is asynchronous, hence the wait. Needs a superuser.
+    """
+    conn = psycopg2.connect(database_url, connect_timeout=5, application_name="reco-harness")
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            if name is None:
+                cur.execute("ALTER SYSTEM RESET synchronous_standby_names")
+            else:
+                cur.execute("ALTER SYSTEM SET synchronous_standby_names = %s", (name,))
+            cur.execute("SELECT pg_reload_conf()")
+    finally:
+        conn.close()
+    wanted = name or ""
+    wait_until(
+        lambda: synchronous_standby(database_url) == wanted,
+        timeout,
+        "PostgreSQL to reload synchronous_standby_names",
+        interval=0.02,
+    )

@@ -39,9 +39,7 @@ def _refused(exc: psycopg2.Error) -> bool:
     COMMIT). A FATAL may come after the commit record was written (a backend terminated
     while waiting for a synchronous standby), and a lost connection says nothing.
     """
-    diag = getattr(exc, "diag", None)
-    severity = diag.severity_nonlocalized if diag is not None else None
-    return exc.pgcode is not None and severity == "ERROR"
+    return exc.pgcode is not None and exc.diag.severity_nonlocalized == "ERROR"
 
 
 class Database:

@@ -9,9 +9,7 @@ standby that does not exist (only the holder asks for one: the test server runs 
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import dataclasses
-import time
 import uuid
 from collections.abc import Iterator
 
@@ -21,23 +19,12 @@ import psycopg2.extensions
 import pytest
 
 from harness.pytest_plugins.service import idem_key
+from harness.stack import wait_until
+from harness.stack.postgres import set_synchronous_standby
 from service.app import create_app
 from service.db import deadline
 
 ABSENT_STANDBY = "reco_absent_standby"
-
-
-def _wait_for(cur, sql: str, params=(), timeout_s: float = 5.0):
-    """Poll ``sql`` until it returns a row with a true first column; return that row."""
-    give_up = time.monotonic() + timeout_s
-    while True:
-        cur.execute(sql, params)
-        row = cur.fetchone()
-        if row and row[0]:
-            return row
-        if time.monotonic() > give_up:
-            raise AssertionError(f"not within {timeout_s} s: {sql}")
-        time.sleep(0.01)
 
 
 def _connect(url: str) -> psycopg2.extensions.connection:
@@ -46,23 +33,15 @@ def _connect(url: str) -> psycopg2.extensions.connection:
     return conn
 
 
-def _set_standby_names(url: str, value: str | None) -> None:
-    with contextlib.closing(_connect(url)) as conn, conn.cursor() as cur:
-        if value is None:
-            cur.execute("ALTER SYSTEM RESET synchronous_standby_names")
-        else:
-            cur.execute("ALTER SYSTEM SET synchronous_standby_names = %s", (value,))
-        cur.execute("SELECT pg_reload_conf()")
-    # A session started after the postmaster reloaded sees the value; existing ones were
-    # signalled before it and pick the value up before their next statement.
-    give_up = time.monotonic() + 5
-    while time.monotonic() < give_up:
-        with contextlib.closing(_connect(url)) as conn, conn.cursor() as cur:
-            cur.execute("SHOW synchronous_standby_names")
-            if cur.fetchone()[0] == (value or ""):
-                return
-        time.sleep(0.02)
-    raise AssertionError("synchronous_standby_names did not reload")
+def _until(cur, sql: str, params=(), what: str = "") -> None:
+    """Poll ``sql`` until its first column is true (5 s at most)."""
+
+    def holds() -> bool:
+        cur.execute(sql, params)
+        row = cur.fetchone()
+        return bool(row and row[0])
+
+    wait_until(holds, 5, what or sql, interval=0.01)
 
 
 @pytest.fixture
@@ -70,11 +49,11 @@ def absent_standby(pg_instance) -> Iterator[None]:
     """Commits that ask for synchronous replication wait until cancelled."""
     if pg_instance.server is None:
         pytest.skip("needs the private PostgreSQL (ALTER SYSTEM on an external one)")
-    _set_standby_names(pg_instance.url, ABSENT_STANDBY)
+    set_synchronous_standby(pg_instance.url, ABSENT_STANDBY)
     try:
         yield
     finally:
-        _set_standby_names(pg_instance.url, None)
+        set_synchronous_standby(pg_instance.url, None)
 
 
 @pytest.fixture
@@ -97,7 +76,7 @@ def stalled_commit(absent_standby, database_url, db) -> Iterator[callable]:
 
     committed = pool.submit(commit)
     with db.cursor() as cur:
-        _wait_for(cur, "SELECT wait_event = 'SyncRep' FROM pg_stat_activity WHERE pid = %s", (pid,))
+        _until(cur, "SELECT wait_event = 'SyncRep' FROM pg_stat_activity WHERE pid = %s", (pid,))
 
     def release() -> None:
         with db.cursor() as cur:
@@ -151,7 +130,7 @@ def test_a_stall_shorter_than_the_deadline_slows_the_write_instead_of_failing_it
             answer = pool.submit(_post, app.test_client(), auth, body, key)
             with db.cursor() as cur:
                 # The write's COMMIT queues behind the stalled one, past the lock timeout.
-                _wait_for(
+                _until(
                     cur,
                     "SELECT clock_timestamp() - query_start > %s * interval '2 ms'"
                     " FROM pg_stat_activity WHERE application_name = 'reco-api'"
