@@ -31,6 +31,17 @@ LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
 """
 
+# Whether a claim would find a row now. Rows other relays hold are skipped, as the claim
+# skips them; on an autocommit connection the lock taken to test a row ends with the statement.
+CLAIMABLE = """
+SELECT EXISTS (
+    SELECT 1 FROM outbox
+    WHERE published_at IS NULL AND (retry_at IS NULL OR retry_at <= now())
+    ORDER BY id LIMIT 1
+    FOR UPDATE SKIP LOCKED
+)
+"""
+
 # The claim's transaction plans without bitmap scans. While few rows are unpublished, the
 # planner prices a bitmap scan of the partial index plus a sort below the ordered index scan,
 # but a bitmap scan never marks index entries dead: every claim would then re-read every row

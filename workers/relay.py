@@ -410,15 +410,21 @@ class Relay:
 
     # -- idle waiting and lifecycle -------------------------------------------------------
     def wait(self, timeout: float) -> None:
-        """Sleep until NOTIFY outbox, ``timeout`` or stop, keeping AMQP heartbeats flowing."""
+        """Sleep until NOTIFY outbox, ``timeout`` or stop, keeping AMQP heartbeats flowing.
+
+        Writers notify only while the relay sleeps here (armed); a row committed while it
+        armed is found by the arming's own check, and then it does not sleep at all.
+        """
         listener = self.listener
         if not listener.woken and not self.fresh and not self.stopping:
-            link = self.link
-            if link is not None and link.alive and link.ioloop is not None:
-                listener.watch(link.ioloop)
-                link.wait_for(lambda: listener.woken or self.stopping, timeout)
-            else:
-                listener.sleep(timeout)
+            if listener.arm():
+                link = self.link
+                if link is not None and link.alive and link.ioloop is not None:
+                    listener.watch(link.ioloop)
+                    link.wait_for(lambda: listener.woken or self.stopping, timeout)
+                else:
+                    listener.sleep(timeout)
+            listener.disarm()
         listener.woken = False
         self.fresh = True  # woken by NOTIFY, or the poll: look again
 

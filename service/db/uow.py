@@ -66,11 +66,11 @@ class UnitOfWork:
     def _commit_sql(self, left_s: float, round_trip_s: float) -> str:
         """COMMIT, waiting for locks for the rest of the deadline rather than the lock timeout.
 
-        The outbox's NOTIFY takes one lock for the whole instance at COMMIT and holds it
-        through the commit's WAL flush: while one flush stalls, every committing write queues
-        behind it. Waiting for the rest of the deadline turns a short stall into slower
-        writes instead of failed ones; if the server gives up, its error still arrives in
-        time to say that nothing was committed (503, not 504).
+        The outbox's NOTIFY (sent while a relay waits for rows) takes one lock for the whole
+        instance at COMMIT and holds it through the commit's WAL flush: while one flush
+        stalls, every notifying write queues behind it. Waiting for the rest of the deadline
+        turns a short stall into slower writes instead of failed ones; if the server gives
+        up, its error still arrives in time to say that nothing was committed (503, not 504).
         """
         margin = max(COMMIT_LOCK_MARGIN_S, 2 * round_trip_s)
         wait_ms = round(1000 * (left_s - margin))

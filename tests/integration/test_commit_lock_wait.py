@@ -4,6 +4,8 @@ PostgreSQL takes one lock for the whole instance when a transaction that notifie
 and holds it until the commit is durable. Here the holder's commit waits for a synchronous
 standby that does not exist (only the holder asks for one: the test server runs with
 ``synchronous_commit=off``), which is a stalled WAL flush that lasts as long as the test wants.
+Writes notify only while a relay is armed (idle, waiting for rows), so an armed listener
+stands in for one; once it is busy again, writes no longer queue behind the stall.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from harness.stack import wait_until
 from harness.stack.postgres import set_synchronous_standby
 from service.app import create_app
 from service.db import deadline
+from workers.notify import OutboxListener
 
 ABSENT_STANDBY = "reco_absent_standby"
 
@@ -57,7 +60,17 @@ def absent_standby(pg_instance) -> Iterator[None]:
 
 
 @pytest.fixture
-def stalled_commit(absent_standby, database_url, db) -> Iterator[callable]:
+def idle_relay(app_settings) -> Iterator[OutboxListener]:
+    """A relay's listener, armed as while it waits for rows: writes NOTIFY."""
+    listener = OutboxListener(app_settings)
+    listener.ensure()
+    assert listener.arm()
+    yield listener
+    listener.close()
+
+
+@pytest.fixture
+def stalled_commit(absent_standby, idle_relay, database_url, db) -> Iterator[callable]:
     """A transaction that notified and now stalls in COMMIT; call the result to release it."""
     holder = _connect(database_url)
     with holder.cursor() as cur:
@@ -166,3 +179,19 @@ def test_a_stall_longer_than_the_deadline_is_503_with_nothing_written(
     finally:
         app.extensions["reco"].db.pool.close()
     assert _written(db, body["events"][0]["event_id"]) == (1, 1)
+
+
+def test_while_no_relay_waits_writes_do_not_queue_behind_a_stalled_commit(
+    app_settings, stalled_commit, idle_relay, auth, db, make_events, serving
+):
+    # The relay got busy: writes skip the NOTIFY, so they need no instance-wide lock at COMMIT.
+    idle_relay.disarm()
+    app = create_app(dataclasses.replace(app_settings, write_deadline_ms=700))
+    body = make_events(1)
+    try:
+        resp = _post(app.test_client(), auth, body, idem_key())
+    finally:
+        app.extensions["reco"].db.pool.close()
+    assert resp.status_code == 202, resp.json
+    assert _written(db, body["events"][0]["event_id"]) == (1, 1)
+    stalled_commit()

@@ -190,6 +190,19 @@ def test_notify_wakes_an_idle_relay_before_the_poll_interval(settings, db, worke
     assert_audit(settings)
 
 
+def test_a_row_committed_before_the_relay_armed_ends_its_wait_at_once(settings, db, worker_objects):
+    relay = worker_objects.relay(dataclasses.replace(settings, relay_poll_interval_ms=10_000))
+    assert relay.run_once() == 0  # the outbox is empty: the relay would go idle now
+    _seed(settings, 3)  # no relay armed: committed without a NOTIFY
+    started = time.monotonic()
+    relay.wait(10.0)
+    assert time.monotonic() - started < 5.0  # arming looked once more and found the rows
+    assert not relay.listener.armed  # back to work: writers skip the NOTIFY again
+    assert drain_relay(relay) == 3
+    drain_consumer(worker_objects.consumer(settings), 3)
+    assert_audit(settings)
+
+
 def test_retention_purges_only_old_published_rows(settings, db, worker_objects):
     _seed(settings, 10)
     relay = worker_objects.relay(settings)
