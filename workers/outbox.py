@@ -25,7 +25,7 @@ SELECT id, event_id::text, event_type, routing_key, payload,
        (headers || jsonb_build_object('created_at', created_at, 'outbox_id', id))::text,
        EXTRACT(EPOCH FROM created_at)::bigint
 FROM outbox
-WHERE published_at IS NULL AND (retry_at IS NULL OR retry_at <= now())
+WHERE published_at IS NULL AND id > %(after)s AND (retry_at IS NULL OR retry_at <= now())
 ORDER BY id
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
@@ -102,9 +102,13 @@ class OutboxRow:
     timestamp: int  # created_at in whole seconds (the AMQP timestamp property)
 
 
-def claim(cur, limit: int) -> list[OutboxRow]:
-    """BEGIN and lock up to ``limit`` unpublished rows (others' locks skipped), oldest first."""
-    cur.execute(f"BEGIN; {CLAIM_PLANNING}; {CLAIM}", {"limit": limit})
+def claim(cur, limit: int, after: int = 0) -> list[OutboxRow]:
+    """BEGIN and lock up to ``limit`` unpublished rows (others' locks skipped), oldest first.
+
+    ``after`` starts the walk above that id (a hint, see ``Relay._claim_from``); 0 walks
+    every unpublished row.
+    """
+    cur.execute(f"BEGIN; {CLAIM_PLANNING}; {CLAIM}", {"limit": limit, "after": after})
     return _rows(cur.fetchall())
 
 
@@ -123,12 +127,13 @@ def settle(
     claim_limit: int = 0,
     commit: bool = True,
     retry: RetryDelay | None = None,
+    claim_after: int = 0,
 ) -> list[OutboxRow]:
     """Mark confirmed rows, record failures and COMMIT; then BEGIN and claim the next rows.
 
     All in one round trip. ``commit=False`` skips the first part (nothing open to commit);
-    ``claim_limit=0`` skips the second. Returns the newly claimed rows. Recording
-    ``failures`` needs ``retry`` (the relay's settings).
+    ``claim_limit=0`` skips the second; ``claim_after`` is ``claim``'s ``after``. Returns
+    the newly claimed rows. Recording ``failures`` needs ``retry`` (the relay's settings).
     """
     parts: list[str] = []
     params: dict[str, Any] = {}
@@ -150,7 +155,7 @@ def settle(
         parts.append("COMMIT")
     if claim_limit:
         parts += ["BEGIN", CLAIM_PLANNING, CLAIM]
-        params["limit"] = claim_limit
+        params.update(limit=claim_limit, after=claim_after)
     if not parts:
         return []
     cur.execute(";\n".join(parts), params)

@@ -49,6 +49,7 @@ BACKLOG_EVERY_S = 5.0
 PURGE_BATCH = 5_000
 PURGE_MAX_ROUNDS = 20  # at most 100k rows per purge run, so a purge never starves publishing
 MAX_LOGGED_FAILURES = 20
+HINTED_CLAIMS = 7  # claims in a row that start above the last full claim; then one from the start
 FAILURE_KINDS = (("unroutable", "unroutable"), ("nacked", "nacked"), ("confirm", "timeout"))
 
 
@@ -99,8 +100,12 @@ class Relay:
         # (NOTIFY) or claimed rows were given back. Without this, each small batch cost five
         # or six claims, each walking the index; an iteration with nothing in flight always
         # claims (after idling, a reset, or at launch).
-        self.short = False  # the last claim returned fewer rows than it asked for
+        self.short = False  # the last claim from the start returned fewer rows than asked
         self.fresh = True  # rows may have appeared since that claim
+        # Where the next claim may start (DB thread): every row below the last full claim's
+        # highest id was locked when it ran, by this relay or another (see _claim_from).
+        self.claim_after = 0
+        self.hinted = 0
         self.retry = outbox.RetryDelay(settings.relay_retry_base_s, settings.relay_retry_max_s)
         self._next_backlog = 0.0
         self._next_purge = self.clock() + min(5.0, settings.relay_retention_interval_s)
@@ -172,7 +177,8 @@ class Relay:
 
     def _quiesce(self) -> None:
         """Wait for every database job; roll back claims not yet published."""
-        if self.ready:
+        gave_back = bool(self.ready)
+        if gave_back:
             self.fresh = True  # rows given back, or a claim that may have failed
         while self.ready:
             conn, future = self.ready.popleft()
@@ -183,6 +189,8 @@ class Relay:
                 _close_quietly(conn)  # a silent server: a rollback would wait out the deadline
             except Exception:  # noqa: BLE001 - a failed claim holds nothing
                 _rollback_quietly(conn)
+        if gave_back:
+            self.claim_after = 0  # rows given back below the last claim: walk from the start
 
     def _claim_ahead(self) -> None:
         """Keep claims queued so the next batch is ready before it is needed.
@@ -215,15 +223,41 @@ class Relay:
             self.fresh = True
         return self.fresh or not self.short
 
+    def _claim_from(self) -> int:
+        """On the DB thread: the id the next claim starts above (0: from the start).
+
+        SKIP LOCKED still visits every locked row it passes: 7.5 µs each, so a 200-row claim
+        behind eleven locked batches took 20 ms instead of 3 (four relays, each with a batch
+        in flight and two claimed ahead). Every unpublished row below a full claim's last id
+        was locked when it ran, so while claims come back full the next one starts above it.
+        Rows below that can still turn claimable (given back by a crash or a refusal, or
+        committed late with a lower id), so every eighth claim, and any after a short one or
+        a reset, walks from the start: such a row waits at most seven claims longer.
+        """
+        if self.claim_after and self.hinted < HINTED_CLAIMS:
+            self.hinted += 1
+            return self.claim_after
+        self.hinted = 0
+        return 0
+
+    def _claimed(self, rows: list[outbox.OutboxRow], limit: int, after: int) -> None:
+        """On the DB thread: record what a claim says about the rows below the next one."""
+        full = len(rows) == limit
+        self.claim_after = rows[-1].id if full else 0  # claimed in id order: the last is highest
+        # A short claim from the start took every visible row; one that started above an id
+        # says nothing about the rows below it, and the next claim starts from the start.
+        self.short = not full and not after
+
     def _claim_rows(self, conn, housekeeping: bool) -> list[outbox.OutboxRow]:
         """On the DB thread: housekeeping if due, then claim (an empty claim is committed)."""
         if housekeeping:
             self._housekeeping(conn)
+        after, limit = self._claim_from(), self.settings.relay_batch_size
         with conn.cursor() as cur:
-            rows = outbox.claim(cur, self.settings.relay_batch_size)
+            rows = outbox.claim(cur, limit, after)
             if not rows:
                 outbox.finish(cur)
-        self.short = len(rows) < self.settings.relay_batch_size
+        self._claimed(rows, limit, after)
         return rows
 
     def _publish(self, conn, rows: list[outbox.OutboxRow]) -> Batch:
@@ -298,15 +332,18 @@ class Relay:
 
     def _settle_rows(self, conn, acked, failed, limit: int, commit: bool) -> list[outbox.OutboxRow]:
         """On the DB thread: mark, record failures, commit; then claim (empty: committed)."""
+        after = self._claim_from() if limit else 0
         with conn.cursor() as cur:
-            rows = outbox.settle(cur, acked, failed, limit, commit=commit, retry=self.retry)
+            rows = outbox.settle(
+                cur, acked, failed, limit, commit=commit, retry=self.retry, claim_after=after
+            )
             # Counted once committed (a failed commit leaves them to be published again), and
             # before the job's result is set, so whoever waits for it sees the count.
             self.metrics.published.inc(len(acked))
             if limit and not rows:
                 outbox.finish(cur)
         if limit:
-            self.short = len(rows) < limit
+            self._claimed(rows, limit, after)
         return rows
 
     def _account(self, rows, acked, failed, started: float) -> None:
@@ -383,6 +420,7 @@ class Relay:
             # Its confirms died with the old channel: roll back, the rows stay pending.
             _rollback_quietly(self.inflight.conn)
             self.inflight = None
+            self.claim_after = 0
         self._close_link()
         self.link = Link(self.settings, self.name)
         self.tracker = ConfirmTracker()  # delivery tags restart at 1 on a new channel
@@ -432,6 +470,7 @@ class Relay:
         """Roll back every open transaction (their rows stay pending) and drop what broke."""
         self.metrics.errors.labels(error_kind(error)).inc()
         self.fresh = True  # whatever was claimed is rolled back below
+        self.claim_after = 0
         self.inflight = None
         self._quiesce()
         self.tracker.forget()  # confirms of rolled-back batches no longer matter

@@ -362,7 +362,7 @@ def claim_cost(backlogs: tuple[int, ...] = (1_000, 100_000), every: int = 50) ->
             with probe.cursor() as cur:
                 cur.execute(
                     "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + outbox.CLAIM,
-                    {"limit": settings.relay_batch_size},
+                    {"limit": settings.relay_batch_size, "after": 0},
                 )
                 plan = cur.fetchone()[0][0]
                 cur.execute("SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'outbox'")

@@ -6,6 +6,7 @@ import dataclasses
 import threading
 import time
 
+import psycopg2
 import pytest
 
 from harness.bench.workers import make_events, seed_outbox
@@ -203,6 +204,52 @@ def test_a_row_committed_before_the_relay_armed_ends_its_wait_at_once(settings, 
     assert_audit(settings)
 
 
+def test_a_row_freed_below_the_claim_hint_is_published_within_eight_claims(
+    settings, db, worker_objects, monkeypatch
+):
+    from workers import outbox
+
+    starts = []
+    claim, settle = outbox.claim, outbox.settle
+
+    def recorded_claim(cur, limit, after=0):
+        starts.append(after)
+        return claim(cur, limit, after)
+
+    def recorded_settle(cur, acked, failures, claim_limit=0, **kwargs):
+        if claim_limit:
+            starts.append(kwargs.get("claim_after", 0))
+        return settle(cur, acked, failures, claim_limit, **kwargs)
+
+    monkeypatch.setattr(outbox, "claim", recorded_claim)
+    monkeypatch.setattr(outbox, "settle", recorded_settle)
+    _seed(settings, 2_000)
+    holder = psycopg2.connect(settings.database_url, connect_timeout=5)
+    try:
+        with holder.cursor() as cur:  # another relay's batch, say, that it later gives back
+            cur.execute("SELECT min(id) FROM outbox")
+            first = cur.fetchone()[0]
+            cur.execute("SELECT id FROM outbox WHERE id = %s FOR UPDATE", (first,))
+        relay = worker_objects.relay(dataclasses.replace(settings, relay_batch_size=20))
+        for _ in range(10):
+            relay.run_once()
+        assert any(starts[1:]), starts  # full claims: the later ones started above the last
+        holder.rollback()  # the row is claimable again, below where claims now start
+        starts.clear()
+        for _ in range(12):
+            relay.run_once()
+        with db.cursor() as cur:
+            cur.execute("SELECT published_at IS NOT NULL FROM outbox WHERE id = %s", (first,))
+            assert cur.fetchone()[0], starts
+        assert 0 in starts[:9], starts  # a claim from the start came round within eight
+        assert pending_rows(settings.database_url) > 0  # and it came before the backlog ended
+    finally:
+        holder.close()
+    assert drain_relay(relay) > 0
+    drain_consumer(worker_objects.consumer(settings), 2_000)
+    assert_audit(settings)
+
+
 def test_retention_purges_only_old_published_rows(settings, db, worker_objects):
     _seed(settings, 10)
     relay = worker_objects.relay(settings)
@@ -276,7 +323,9 @@ def _claim_plan(db, planning: str) -> dict:
 
     with db.cursor() as cur:
         cur.execute(f"BEGIN; {planning}")
-        cur.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + outbox.CLAIM, {"limit": 200})
+        cur.execute(
+            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + outbox.CLAIM, {"limit": 200, "after": 0}
+        )
         plan = cur.fetchone()[0][0]["Plan"]
         cur.execute("ROLLBACK")
     return plan
@@ -330,9 +379,9 @@ def test_a_short_claim_is_not_followed_by_claims_that_can_find_nothing(
     claims = []
     claim, settle = outbox.claim, outbox.settle
 
-    def counted_claim(cur, limit):
+    def counted_claim(cur, limit, after=0):
         claims.append("claim")
-        return claim(cur, limit)
+        return claim(cur, limit, after)
 
     def counted_settle(cur, acked, failures, claim_limit=0, **kwargs):
         if claim_limit:
