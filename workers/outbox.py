@@ -12,35 +12,37 @@ from typing import Any
 
 import orjson
 
-# Matches the partial index outbox_unpublished_idx (id) WHERE published_at IS NULL exactly, so
-# the claim walks only unpublished rows in id order. No "id > last seen" watermark: ids
-# commit out of order, and SKIP LOCKED lets several relays claim disjoint rows.
-# It returns the message headers ready to send (outbox headers plus created_at and the row id,
-# named as workers.messages.CREATED_AT and OUTBOX_ID) as JSON text: orjson parses that far
-# faster than psycopg2's json and timestamp casters would.
-# Rows the broker refused wait for their retry_at (the filter runs on rows the index scan
-# found): refused rows at the head never hold back the ones behind them.
-CLAIM = """
+# Rows a claim may take. Matches the partial index outbox_unpublished_idx (id) WHERE
+# published_at IS NULL exactly, so a claim walks only unpublished rows in id order. Rows the
+# broker refused wait for their retry_at (the filter runs on rows the index scan found):
+# refused rows at the head never hold back the ones behind them.
+CLAIMABLE_ROWS = "published_at IS NULL AND (retry_at IS NULL OR retry_at <= now())"
+
+# No "id > last seen" watermark: ids commit out of order, and SKIP LOCKED lets several relays
+# claim disjoint rows; ``after`` is only a hint that every eighth claim drops (see
+# Relay._claim_from). It returns the message headers ready to send (outbox headers plus
+# created_at and the row id, named as workers.messages.CREATED_AT and OUTBOX_ID) as JSON
+# text: orjson parses that far faster than psycopg2's json and timestamp casters would.
+CLAIM = f"""
 SELECT id, event_id::text, event_type, routing_key, payload,
        (headers || jsonb_build_object('created_at', created_at, 'outbox_id', id))::text,
        EXTRACT(EPOCH FROM created_at)::bigint
 FROM outbox
-WHERE published_at IS NULL AND id > %(after)s AND (retry_at IS NULL OR retry_at <= now())
+WHERE {CLAIMABLE_ROWS} AND id > %(after)s
 ORDER BY id
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
-"""
+"""  # noqa: S608 - a constant predicate
 
 # Whether a claim would find a row now. Rows other relays hold are skipped, as the claim
 # skips them; on an autocommit connection the lock taken to test a row ends with the statement.
-CLAIMABLE = """
+CLAIMABLE = f"""
 SELECT EXISTS (
-    SELECT 1 FROM outbox
-    WHERE published_at IS NULL AND (retry_at IS NULL OR retry_at <= now())
+    SELECT 1 FROM outbox WHERE {CLAIMABLE_ROWS}
     ORDER BY id LIMIT 1
     FOR UPDATE SKIP LOCKED
 )
-"""
+"""  # noqa: S608 - a constant predicate
 
 # The claim's transaction plans without bitmap scans. While few rows are unpublished, the
 # planner prices a bitmap scan of the partial index plus a sort below the ordered index scan,

@@ -177,9 +177,7 @@ class Relay:
 
     def _quiesce(self) -> None:
         """Wait for every database job; roll back claims not yet published."""
-        gave_back = bool(self.ready)
-        if gave_back:
-            self.fresh = True  # rows given back, or a claim that may have failed
+        gave_back = bool(self.ready)  # rows given back, or a claim that may have failed
         while self.ready:
             conn, future = self.ready.popleft()
             try:
@@ -190,7 +188,12 @@ class Relay:
             except Exception:  # noqa: BLE001 - a failed claim holds nothing
                 _rollback_quietly(conn)
         if gave_back:
-            self.claim_after = 0  # rows given back below the last claim: walk from the start
+            self._gave_back()
+
+    def _gave_back(self) -> None:
+        """Claimed rows went back to pending: look again, from the start (below the hint)."""
+        self.fresh = True
+        self.claim_after = 0
 
     def _claim_ahead(self) -> None:
         """Keep claims queued so the next batch is ready before it is needed.
@@ -420,7 +423,7 @@ class Relay:
             # Its confirms died with the old channel: roll back, the rows stay pending.
             _rollback_quietly(self.inflight.conn)
             self.inflight = None
-            self.claim_after = 0
+            self._gave_back()
         self._close_link()
         self.link = Link(self.settings, self.name)
         self.tracker = ConfirmTracker()  # delivery tags restart at 1 on a new channel
@@ -469,8 +472,7 @@ class Relay:
     def reset(self, error: BaseException) -> None:
         """Roll back every open transaction (their rows stay pending) and drop what broke."""
         self.metrics.errors.labels(error_kind(error)).inc()
-        self.fresh = True  # whatever was claimed is rolled back below
-        self.claim_after = 0
+        self._gave_back()  # whatever was claimed is rolled back below
         self.inflight = None
         self._quiesce()
         self.tracker.forget()  # confirms of rolled-back batches no longer matter

@@ -62,6 +62,16 @@ def _write(db) -> None:
         cur.execute(INSERT, (str(uuid.uuid4()),))
 
 
+def _advisory_locks(db, listener: OutboxListener) -> int:
+    """Advisory locks the listener's session holds."""
+    with db.cursor() as cur:
+        cur.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = %s",
+            (listener.conn.get_backend_pid(),),
+        )
+        return cur.fetchone()[0]
+
+
 def _clear_outbox(db) -> None:
     with db.cursor() as cur:
         cur.execute("DELETE FROM outbox")
@@ -86,12 +96,7 @@ def test_writes_notify_only_while_a_relay_is_armed(db, watcher, listener):
     with watcher.cursor() as cur:
         cur.execute("SELECT 1")
     assert _notified(watcher) == 0
-    with db.cursor() as cur:
-        cur.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = %s",
-            (listener.conn.get_backend_pid(),),
-        )
-        assert cur.fetchone()[0] == 0
+    assert _advisory_locks(db, listener) == 0
 
 
 def test_the_trigger_and_the_relay_name_the_same_gate(db):
@@ -147,12 +152,7 @@ def test_a_writer_holding_its_stripe_past_the_lock_timeout_leaves_the_relay_one_
         assert listener.arm() is True
         assert listener.armed
         listener.disarm()
-        with db.cursor() as cur:
-            cur.execute(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = %s",
-                (listener.conn.get_backend_pid(),),
-            )
-            assert cur.fetchone()[0] == 0
+        assert _advisory_locks(db, listener) == 0
     finally:
         writer.close()
         listener.close()

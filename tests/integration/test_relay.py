@@ -33,6 +33,27 @@ def _seed(settings, n: int) -> list[str]:
     return [e.event_id for e in events]
 
 
+def _record_claims(monkeypatch) -> list[tuple[str, int]]:
+    """Record each claim the relay makes: ("claim" or "settle+claim", the id it starts above)."""
+    from workers import outbox
+
+    claims: list[tuple[str, int]] = []
+    claim, settle = outbox.claim, outbox.settle
+
+    def recorded_claim(cur, limit, after=0):
+        claims.append(("claim", after))
+        return claim(cur, limit, after)
+
+    def recorded_settle(cur, acked, failures, claim_limit=0, **kwargs):
+        if claim_limit:
+            claims.append(("settle+claim", kwargs.get("claim_after", 0)))
+        return settle(cur, acked, failures, claim_limit, **kwargs)
+
+    monkeypatch.setattr(outbox, "claim", recorded_claim)
+    monkeypatch.setattr(outbox, "settle", recorded_settle)
+    return claims
+
+
 def _depth(channel, queue: str) -> int:
     return channel.queue_declare(queue, passive=True).method.message_count
 
@@ -207,22 +228,7 @@ def test_a_row_committed_before_the_relay_armed_ends_its_wait_at_once(settings, 
 def test_a_row_freed_below_the_claim_hint_is_published_within_eight_claims(
     settings, db, worker_objects, monkeypatch
 ):
-    from workers import outbox
-
-    starts = []
-    claim, settle = outbox.claim, outbox.settle
-
-    def recorded_claim(cur, limit, after=0):
-        starts.append(after)
-        return claim(cur, limit, after)
-
-    def recorded_settle(cur, acked, failures, claim_limit=0, **kwargs):
-        if claim_limit:
-            starts.append(kwargs.get("claim_after", 0))
-        return settle(cur, acked, failures, claim_limit, **kwargs)
-
-    monkeypatch.setattr(outbox, "claim", recorded_claim)
-    monkeypatch.setattr(outbox, "settle", recorded_settle)
+    claims = _record_claims(monkeypatch)
     _seed(settings, 2_000)
     holder = psycopg2.connect(settings.database_url, connect_timeout=5)
     try:
@@ -233,11 +239,13 @@ def test_a_row_freed_below_the_claim_hint_is_published_within_eight_claims(
         relay = worker_objects.relay(dataclasses.replace(settings, relay_batch_size=20))
         for _ in range(10):
             relay.run_once()
+        starts = [after for _, after in claims]
         assert any(starts[1:]), starts  # full claims: the later ones started above the last
         holder.rollback()  # the row is claimable again, below where claims now start
-        starts.clear()
+        claims.clear()
         for _ in range(12):
             relay.run_once()
+        starts = [after for _, after in claims]
         with db.cursor() as cur:
             cur.execute("SELECT published_at IS NOT NULL FROM outbox WHERE id = %s", (first,))
             assert cur.fetchone()[0], starts
@@ -374,27 +382,12 @@ def test_the_claim_walks_the_index_in_id_order_and_skips_rows_marked_since_vacuu
 def test_a_short_claim_is_not_followed_by_claims_that_can_find_nothing(
     settings, db, worker_objects, monkeypatch
 ):
-    from workers import outbox
-
-    claims = []
-    claim, settle = outbox.claim, outbox.settle
-
-    def counted_claim(cur, limit, after=0):
-        claims.append("claim")
-        return claim(cur, limit, after)
-
-    def counted_settle(cur, acked, failures, claim_limit=0, **kwargs):
-        if claim_limit:
-            claims.append("settle+claim")
-        return settle(cur, acked, failures, claim_limit, **kwargs)
-
-    monkeypatch.setattr(outbox, "claim", counted_claim)
-    monkeypatch.setattr(outbox, "settle", counted_settle)
+    claims = _record_claims(monkeypatch)
     relay = worker_objects.relay(settings)
     relay.run_once()  # connects; the outbox is empty
     for burst in range(3):  # bursts smaller than a batch, as under moderate load
         _seed(settings, 7)
-        relay.wait(5)  # idle, as the runner leaves it: the seed's NOTIFY wakes it
+        relay.wait(5)  # idle, as the runner leaves it: arming finds the seeded rows
         claims.clear()
         handled = [relay.run_once()]
         while handled[-1] and len(handled) < 10:  # the runner's loop: until an idle iteration
@@ -402,5 +395,5 @@ def test_a_short_claim_is_not_followed_by_claims_that_can_find_nothing(
         assert handled == [7, 7, 0], (burst, handled)
         # One claim takes the burst; the next iteration, with nothing in flight, looks once
         # more and finds nothing. Claiming ahead would have added three or four more.
-        assert claims == ["claim", "claim"], (burst, claims)
+        assert [kind for kind, _ in claims] == ["claim", "claim"], (burst, claims)
     assert pending_rows(settings.database_url) == 0
