@@ -231,14 +231,22 @@ def stop_marked(key: str, value: str, timeout: float = 10.0) -> None:
             stop_pid(pid, timeout=timeout)
 
 
-def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
-
-
 # Detached children outlive the call that started them; holding their Popen objects keeps
 # Python from warning that a "subprocess is still running" when they are garbage-collected.
 _CHILDREN: list[subprocess.Popen] = []
+
+
+def _reap(pid: int) -> None:
+    """Collect an exited child's status, through its Popen when spawn() started it."""
+    for proc in _CHILDREN:
+        if proc.pid == pid:
+            # Popen must see the exit itself: reaped behind its back, it would still warn
+            # at collection that the "subprocess is still running".
+            if proc.poll() is not None:
+                _CHILDREN.remove(proc)
+            return
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
 
 
 def spawn(
