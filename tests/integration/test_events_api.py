@@ -220,3 +220,58 @@ def test_bad_api_key_is_401_without_effect(client, db, make_events, header):
     assert resp.status_code == 401
     assert resp.headers["WWW-Authenticate"].startswith("ApiKey")
     assert _counts(db) == (0, 0, 0)
+
+
+def _rows(db, event_id: str) -> tuple:
+    """What the write stored for one event, with its own id taken out."""
+    with db.cursor() as cur:
+        cur.execute(
+            "SELECT e.client_id, e.user_id, e.item_id, e.kind, e.occurred_at, o.event_type,"
+            " o.routing_key, convert_from(o.payload, 'UTF8'), o.headers - 'request_id'"
+            " - 'correlation_id', o.published_at, o.attempts"
+            " FROM events e JOIN outbox o USING (event_id) WHERE e.event_id = %s",
+            (event_id,),
+        )
+        row = cur.fetchone()
+    return tuple(v.replace(event_id, "ID") if isinstance(v, str) else v for v in row)
+
+
+def test_a_one_event_batch_writes_what_a_larger_batch_writes(client, auth, db, make_events):
+    # One event takes the function's single-row path (0012); two take the batch statement.
+    alone, pair = make_events(1), make_events(2)
+    assert _post(client, auth, alone).status_code == 202
+    assert _post(client, auth, pair).status_code == 202
+    assert _rows(db, alone["events"][0]["event_id"]) == _rows(db, pair["events"][0]["event_id"])
+    with db.cursor() as cur:
+        cur.execute(
+            "SELECT count(*) FROM idempotency_keys"
+            " WHERE expires_at BETWEEN now() + interval '23 hours' AND now() + interval '25 hours'"
+        )
+        assert cur.fetchone()[0] == 2
+
+
+@pytest.mark.parametrize("known", [False, True], ids=["accepted", "duplicate"])
+def test_a_one_event_body_is_the_documented_result(client, auth, db, make_events, known):
+    body = make_events(1)
+    event_id = body["events"][0]["event_id"]
+    if known:
+        assert _post(client, auth, body).status_code == 202
+    resp = _post(client, auth, body)
+    status = "duplicate" if known else "accepted"
+    assert resp.status_code == 202
+    assert resp.data == orjson.dumps(
+        {
+            "accepted": 0 if known else 1,
+            "duplicates": 1 if known else 0,
+            "results": [{"event_id": event_id, "status": status, "href": f"/v1/events/{event_id}"}],
+        }
+    )
+    assert _counts(db) == (1, 1, 2 if known else 1)
+
+
+def test_one_unknown_item_is_422_without_effect(client, auth, db, make_events):
+    body = make_events(1, item_id=987_654_321)
+    resp = _post(client, auth, body)
+    assert resp.status_code == 422
+    assert [e["pointer"] for e in resp.json["errors"]] == ["/events/0/item_id"]
+    assert _counts(db) == (0, 0, 0)
