@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from psycopg2.extras import Json
+import orjson
 
 from service.db.connect import ensure_prepared
 
@@ -74,7 +74,9 @@ def accept(cur, request: dict[str, Any], events: list[dict[str, Any]], outbox: d
         {
             **request,
             "event_type": outbox["event_type"],
-            "headers": Json(outbox["headers"]),
+            # orjson, not psycopg2's Json adapter: that one runs the stdlib encoder (≈ 1.5 % of
+            # a worker's time per POST); the prepared statement casts the text to jsonb.
+            "headers": orjson.dumps(outbox["headers"]).decode(),
             "event_ids": [e["event_id"] for e in events],
             "user_ids": [e["user_id"] for e in events],
             "item_ids": [e["item_id"] for e in events],
