@@ -4,7 +4,8 @@
 gunicorn workers with py-spy while wrk drives one endpoint (where the CPU went, by frame
 and category); ``ablate`` and ``wsgi`` measure and cProfile one request in-process;
 ``relay|consumer`` run an in-process drain under cProfile; ``e2e`` measures end-to-end
-latency at fractions of the relay's rate; ``claim`` samples the claim query's plan during
+latency at fractions of the relay's rate and ``e2e-series [--share S]`` once, as a time series
+of latency beside each process tree's CPU; ``claim`` samples the claim query's plan during
 drains. py-spy is not a project dependency: ``pip install py-spy``.
 """
 
@@ -21,8 +22,9 @@ import subprocess
 import tempfile
 import uuid
 from pathlib import Path
+from typing import NamedTuple
 
-from harness.bench import wrk
+from harness.bench import cpu, wrk
 from harness.bench.http import prepare_database
 from harness.pytest_plugins.gunicorn import GunicornServer
 from harness.stack import PostgresServer, RabbitServer
@@ -340,6 +342,107 @@ def e2e_curve(shares: tuple[float, ...] = (0.1, 0.25, 0.5), seconds: float = 15)
         shutil.rmtree(root, ignore_errors=True)
 
 
+def e2e_series(share: float = 0.5, seconds: float = 15, window_s: float = 0.25) -> str:
+    """S4 once, as a time series: latency per commit window beside each process tree's CPU.
+
+    Tells an episode (a backlog forming and draining on a busy host) from a stall of one
+    component: what ran, or stopped running, in the windows where latency climbed.
+    """
+    import threading
+    import time
+
+    import psycopg2
+
+    from harness.bench import workers as bench
+
+    root = Path(tempfile.mkdtemp(prefix="reco-profile-"))
+    os.chmod(root, 0o755)  # noqa: S103 - service users traverse it
+    pg, rabbit, url = _servers(root)
+    samples: list[Sample] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        samples.append(
+            Sample(
+                time.time(),
+                cpu.host_busy(),
+                cpu.cumulative_seconds(pg.pid) if pg.pid else 0.0,
+                cpu.cumulative_seconds(rabbit.pid) if rabbit.pid else 0.0,
+            )
+        )
+
+    def loop() -> None:
+        while not stop.wait(window_s):
+            sample()
+
+    try:
+        settings = bench.bench_settings(url, rabbit.url)
+        capacity = bench.relay_drain(settings, 20_000).per_s
+        sample()
+        thread = threading.Thread(target=loop, name="e2e-series", daemon=True)
+        thread.start()
+        try:
+            result = bench.e2e_latency(settings, capacity * share, seconds, root)
+        finally:
+            stop.set()
+            thread.join(timeout=5)
+        conn = psycopg2.connect(url, connect_timeout=5)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(
+                    "SELECT EXTRACT(EPOCH FROM event_created),"
+                    " EXTRACT(EPOCH FROM applied_at - event_created) FROM inbox"
+                    " WHERE event_created >= to_timestamp(%s)",
+                    (samples[0].wall,),
+                )
+                latencies = [(float(t), float(lat)) for t, lat in cur.fetchall()]
+        finally:
+            conn.close()
+        head = (
+            f"relay alone {capacity:.0f}/s; offered {result['offered_per_s']:.0f}/s; "
+            f"p50 {result['p50_ms']} p99 {result['p99_ms']} max {result['max_ms']} ms; "
+            f"host busy {result['host_busy']}"
+        )
+        return "\n".join([head, *series_rows(samples, latencies, os.cpu_count() or 1)])
+    finally:
+        rabbit.stop()
+        pg.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+class Sample(NamedTuple):
+    """One reading of the clock, the host's CPU and two server trees' cumulative CPU."""
+
+    wall: float
+    host: tuple[int, int]  # cpu.host_busy(): (busy, total) jiffies
+    postgres_s: float
+    rabbitmq_s: float
+
+
+def series_rows(
+    samples: list[Sample], latencies: list[tuple[float, float]], ncpu: int
+) -> list[str]:
+    """One line per window: commit-to-applied p50/max of events committed in it, CPU in cores."""
+    rows = ["   t s  p50/max ms  | cores: host postgres rabbitmq rest (workers, producer)"]
+    for before, after in zip(samples, samples[1:], strict=False):
+        span = after.wall - before.wall
+        if span <= 0:
+            continue
+        window = sorted(lat for t, lat in latencies if before.wall <= t < after.wall)
+        lat = (
+            f"{1000 * window[len(window) // 2]:5.0f}/{1000 * window[-1]:5.0f}"
+            if window
+            else "    -/    -"
+        )
+        host = cpu.busy_share(before.host, after.host) * ncpu
+        pg = (after.postgres_s - before.postgres_s) / span
+        rmq = (after.rabbitmq_s - before.rabbitmq_s) / span
+        rest = max(0.0, host - pg - rmq)
+        t = after.wall - samples[0].wall
+        rows.append(f"{t:6.2f}  {lat}  |  {host:4.2f}  {pg:6.2f}  {rmq:6.2f}  {rest:6.2f}")
+    return rows
+
+
 def claim_cost(backlogs: tuple[int, ...] = (1_000, 100_000), every: int = 50) -> str:
     """EXPLAIN (ANALYZE, BUFFERS) of the relay's claim, sampled while a relay drains a backlog."""
     import json
@@ -397,14 +500,18 @@ def claim_cost(backlogs: tuple[int, ...] = (1_000, 100_000), every: int = 50) ->
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "target", choices=["http", "wsgi", "ablate", "relay", "consumer", "e2e", "claim"]
+        "target",
+        choices=["http", "wsgi", "ablate", "relay", "consumer", "e2e", "e2e-series", "claim"],
     )
+    parser.add_argument("--share", type=float, default=0.5, help="e2e-series: of relay capacity")
     parser.add_argument("--path", choices=sorted(ENDPOINTS), default="get")
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--events", type=int, default=20_000)
     args = parser.parse_args(argv)
     if args.target == "e2e":
         print(e2e_curve())
+    elif args.target == "e2e-series":
+        print(e2e_series(args.share, args.seconds))
     elif args.target == "claim":
         print(claim_cost())
     elif args.target == "ablate":
