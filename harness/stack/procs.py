@@ -181,6 +181,8 @@ def pid_alive(pid: int | None) -> bool:
 def stop_pid(pid: int | None, timeout: float = 15.0, sig: int = signal.SIGTERM) -> bool:
     """Signal ``pid``, wait for it to exit, SIGKILL after ``timeout``; return True if it ran."""
     if not pid_alive(pid):
+        if pid:
+            _reap(pid)  # a zombie child still needs collecting
         return False
     assert pid is not None
     with contextlib.suppress(ProcessLookupError):
@@ -206,6 +208,18 @@ def kill_group(pgid: int | None) -> None:
         return
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
+    _reap(pgid, wait_s=5)  # the group's leader is the child spawn() started (e.g. runuser)
+
+
+def spawned_group(pid: int | None) -> int | None:
+    """The process group ``pid`` runs in, when it is one spawn() made (never our own group)."""
+    if not pid:
+        return None
+    try:
+        pgid = os.getpgid(pid)
+    except OSError:
+        return None
+    return None if pgid == os.getpgrp() else pgid
 
 
 def pids_with_env(key: str, value: str) -> list[int]:
@@ -236,13 +250,18 @@ def stop_marked(key: str, value: str, timeout: float = 10.0) -> None:
 _CHILDREN: list[subprocess.Popen] = []
 
 
-def _reap(pid: int) -> None:
+def _reap(pid: int, wait_s: float = 0.0) -> None:
     """Collect an exited child's status, through its Popen when spawn() started it."""
     for proc in _CHILDREN:
         if proc.pid == pid:
             # Popen must see the exit itself: reaped behind its back, it would still warn
             # at collection that the "subprocess is still running".
-            if proc.poll() is not None:
+            if wait_s:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=wait_s)
+            else:
+                proc.poll()
+            if proc.returncode is not None:
                 _CHILDREN.remove(proc)
             return
     with contextlib.suppress(ChildProcessError, OSError):

@@ -16,6 +16,7 @@ from harness.stack.procs import (
     kill_group,
     pid_alive,
     spawn,
+    spawned_group,
     start_on_free_ports,
     stop_marked,
     stop_pid,
@@ -208,8 +209,10 @@ class RabbitServer:
 
     def stop(self, timeout: float = 30) -> None:
         """Stop the node gracefully (SIGTERM), then its private epmd."""
+        # A node another object (or process) started: its group is the one spawn() made.
+        pgid = self.pgid or spawned_group(self.pid)
         stop_pid(self.pid, timeout=timeout)
-        kill_group(self.pgid)
+        kill_group(pgid)
         self.stop_epmd()
         # epmd and inet_gethost detach into their own sessions; find them by our node's marker.
         stop_marked("RABBITMQ_NODENAME", self.nodename, timeout=5)
