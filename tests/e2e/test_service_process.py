@@ -6,6 +6,7 @@ import concurrent.futures
 import json
 import os
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -111,7 +112,8 @@ def test_readiness_follows_the_database(gunicorn_server, own_postgres):
 
 def test_sigterm_under_load_loses_no_in_flight_request(gunicorn_server, database_url):
     """Requests a worker took are answered; only never-accepted ones may be reset (no effect)."""
-    server = gunicorn_server(database_url, workers=2)
+    # The held request waits on a row lock across the SIGTERM: longer than the default 200 ms.
+    server = gunicorn_server(database_url, workers=2, RECO_LOCK_TIMEOUT_MS="900")
     signalled = threading.Event()
     stop_at = time.monotonic() + 20
     outcomes: list[tuple[bool, bool, int | str, list[str]]] = []
@@ -145,13 +147,50 @@ def test_sigterm_under_load_loses_no_in_flight_request(gunicorn_server, database
             if status == "refused" or (signalled.is_set() and not started_before):
                 return
 
-    with concurrent.futures.ThreadPoolExecutor(6) as pool:
-        futures = [pool.submit(client) for _ in range(6)]
-        wait_until(lambda: len(outcomes) > 30, 15, "load")
-        signalled.set()
-        assert server.terminate() == 0
-        for future in futures:
-            future.result(timeout=30)
+    # One request certainly in a worker at the SIGTERM: its event id is inserted, uncommitted,
+    # by another session, so the worker waits on that row until the session rolls back.
+    held_id = str(uuid.uuid4())
+    holder = psycopg2.connect(database_url, connect_timeout=5)
+    watcher = psycopg2.connect(database_url, connect_timeout=5)
+    watcher.autocommit = True
+
+    def held_post() -> int:
+        body = {"events": [{"event_id": held_id, "user_id": "u-held", "item_id": 5,
+                            "kind": "view", "occurred_at": "2026-11-29T10:00:00Z"}]}  # fmt: skip
+        return requests.post(
+            f"{server.url}/v1/events",
+            json=body,
+            timeout=10,
+            headers={**AUTH, "Idempotency-Key": f'"{uuid.uuid4()}"'},
+        ).status_code
+
+    def lock_waits() -> int:
+        with watcher.cursor() as cur:
+            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+            return cur.fetchone()[0]
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(7) as pool:
+            futures = [pool.submit(client) for _ in range(6)]
+            wait_until(lambda: len(outcomes) > 30, 15, "load")
+            with holder.cursor() as cur:
+                cur.execute(
+                    "INSERT INTO events (event_id, client_id, user_id, item_id, kind, occurred_at)"
+                    " VALUES (%s, 'holder', 'u-held', 5, 'view', now())",
+                    (held_id,),
+                )
+            held = pool.submit(held_post)
+            wait_until(lambda: lock_waits() > 0, 0.7, "the held request waiting on the row")
+            signalled.set()
+            server.proc.send_signal(signal.SIGTERM)
+            holder.rollback()  # the held request goes on, inside the stopping worker
+            assert server.proc.wait(timeout=40) == 0
+            assert held.result(timeout=30) == 202
+            for future in futures:
+                future.result(timeout=30)
+    finally:
+        holder.close()
+        watcher.close()
     conn = psycopg2.connect(database_url, connect_timeout=5)
     with conn, conn.cursor() as cur:
         cur.execute("SELECT event_id::text FROM events")
@@ -163,7 +202,7 @@ def test_sigterm_under_load_loses_no_in_flight_request(gunicorn_server, database
         else:
             # Reset while queued in the listen backlog, before any worker read it: no effect.
             assert status in ("refused", "reset") and not set(ids) & stored, status
-    assert [o for o in outcomes if o[0] and o[1] and o[2] == 202], "none spanned the SIGTERM"
+    assert held_id in stored  # answered 202 after the SIGTERM, and committed
     assert "WORKER TIMEOUT" not in server.log()
 
 
