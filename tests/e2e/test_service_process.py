@@ -166,7 +166,10 @@ def test_sigterm_under_load_loses_no_in_flight_request(gunicorn_server, database
 
     def lock_waits() -> int:
         with watcher.cursor() as cur:
-            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+            cur.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
             return cur.fetchone()[0]
 
     try:
