@@ -69,9 +69,13 @@ def validate(guardrails_file: str | None) -> int:
     for rule in ruleset.rules:
         exprs = ", ".join(e.text for e in rule.exprs)
         profiles = f" [{', '.join(rule.profiles)}]" if rule.profiles else ""
-        click.echo(f"{rule.line or '-':>4}  {rule.source}/{rule.scope}/{rule.phase.text}: "
+        where = f"{rule.line or '-':>4}"
+        if rule.file:  # inherited through extends: say from where
+            where = f"{where}  ({Path(rule.file).name})"
+        click.echo(f"{where}  {rule.source}/{rule.scope}/{rule.phase.text}: "
                    f"{exprs}{profiles}")  # fmt: skip
-    click.echo(f"{path}: {len(ruleset.rules)} rules OK")
+    bases = f", extending {', '.join(ruleset.extends)}" if ruleset.extends else ""
+    click.echo(f"{path}: {len(ruleset.rules)} rules OK{bases}")
     return guardrails.EXIT_OK
 
 

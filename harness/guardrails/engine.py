@@ -91,6 +91,7 @@ def _evaluate_rule(
             reason=reason,
             line=rule.line,
             window=kw.pop("window", None),
+            file=rule.file,
         )
 
     def missing(reason: str) -> list[Result]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -14,13 +16,14 @@ TIMED_SOURCES = frozenset({"locust", "server"})
 BUILTIN_SOURCES = TIMED_SOURCES | {"benchmark", "contract", "audit"}
 RULE_KEYS = frozenset(
     {"name", "source", "scope", "phase", "expr", "profiles", "abort_on_fail", "invariant",
-     "required", "description"}
+     "required", "description", "replaces"}
 )  # fmt: skip
 SETTINGS_KEYS = frozenset(
     {"tolerated_fail_ratio", "warmup", "abort_on_fail", "delay_abort_eval", "source"}
 )
 SLO_KEYS = frozenset({"p99_ms", "error_ratio", "throughput_ratio"})
-TOP_KEYS = frozenset({"settings", "slo", "rule"})
+TOP_KEYS = frozenset({"extends", "settings", "slo", "rule"})
+MAX_EXTENDS = 8  # files in one chain of ``extends``
 _RELATIVE_PHASE = re.compile(r"^(first|last)\s+(\S+)$")
 _NAMED_PHASE = re.compile(r"^[a-z][a-z0-9_\- ]*$")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|h|m|s)")
@@ -95,6 +98,7 @@ class Rule:
     invariant: bool = False
     required: bool = False
     description: str = ""
+    file: str | None = None  # where the rule is written, when inherited through ``extends``
 
     @property
     def timed(self) -> bool:
@@ -126,12 +130,13 @@ class Slo:
 
 @dataclass
 class RuleSet:
-    """Every rule of one guardrail file, plus its settings."""
+    """Every rule of one guardrail file (and of the files it extends), plus its settings."""
 
     path: str
     rules: list[Rule] = field(default_factory=list)
     settings: Settings = field(default_factory=Settings)
     slo: Slo = field(default_factory=Slo)
+    extends: tuple[str, ...] = ()  # the inherited files, nearest first
 
     def for_profile(self, profile: str | None) -> list[Rule]:
         return [r for r in self.rules if r.applies_to(profile)]
@@ -181,27 +186,120 @@ class _Locator:
 
 def load_rules(path: str | Path) -> RuleSet:
     """Read a guardrail file; raise GuardrailError with file, line and reason when malformed."""
-    path = Path(path)
+    return parse_rules(_read(Path(path)), path)
+
+
+def parse_rules(text: str, path: str | Path = "<guardrails>") -> RuleSet:
+    """Parse guardrail TOML text (``path`` names it in messages and anchors ``extends``)."""
+    builders = _chain(text, path, ())
+    for builder in builders:
+        builder.check_top_keys()
+    return _merge(builders)
+
+
+def _read(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except OSError as exc:
         raise GuardrailError(path, None, f"cannot read: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
         raise GuardrailError(path, None, f"not UTF-8 text: {exc.reason}") from None
-    return parse_rules(text, path)
 
 
-def parse_rules(text: str, path: str | Path = "<guardrails>") -> RuleSet:
-    """Parse guardrail TOML text (``path`` is only used in messages)."""
+def _toml(text: str, path: str | Path) -> dict:
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
         match = _TOML_POSITION.search(message)
         line = int(match[1]) if match else None
         reason = _TOML_POSITION.sub("", message) if match else message
         raise GuardrailError(path, line, f"invalid TOML: {reason}") from None
-    return _Builder(data, _Locator(text), path).build()
+
+
+def _chain(text: str, path: str | Path, seen: tuple[Path, ...]) -> list[_Builder]:
+    """The file and every file it extends, as builders, the furthest base first."""
+    builder = _Builder(_toml(text, path), _Locator(text), path)
+    if "extends" not in builder.data:
+        return [builder]
+    line = builder._top_key_line("extends")
+    target = builder.data["extends"]
+    if not isinstance(target, str) or not target.strip():
+        raise builder.fail(line, f"extends must be the path of a guardrail file, got {target!r}")
+    base = Path(os.path.normpath(Path(path).parent / target))  # relative to the extending file
+    here = (Path(path).resolve(),) if Path(path).is_file() else ()
+    chain = seen + here
+    if base.resolve() in chain:
+        names = " -> ".join(str(p.name) for p in (*chain, base.resolve()))
+        raise builder.fail(line, f"extends {target!r} makes a cycle: {names}")
+    if len(chain) >= MAX_EXTENDS:
+        raise builder.fail(line, f"extends: more than {MAX_EXTENDS} files in one chain")
+    try:
+        base_text = _read(base)
+    except GuardrailError as exc:
+        raise builder.fail(line, f"extends {target!r}: {exc.reason}") from None
+    return [*_chain(base_text, base, chain), builder]
+
+
+def _merge(builders: list[_Builder]) -> RuleSet:
+    """Settings and slo merge key by key; a rule replaces an inherited one it names, or adds."""
+    own = builders[-1]
+    merged_settings: dict = {}
+    merged_slo: dict = {}
+    setter = own
+    for builder in builders:
+        raw_settings, raw_slo = builder._table("settings"), builder._table("slo")
+        builder._settings(raw_settings)  # errors name the file that holds the key
+        builder._slo(raw_slo)
+        merged_settings.update(raw_settings)
+        merged_slo.update(raw_slo)
+        if "tolerated_fail_ratio" in raw_settings:
+            setter = builder
+    settings, slo = own._settings(merged_settings), own._slo(merged_slo)
+    rules: list[Rule] = []
+    for builder in builders:
+        inherited = {rule.name: index for index, rule in enumerate(rules)}
+        file = None if builder is own else str(builder.path)
+        replaced: set[str] = set()
+        for index, raw in enumerate(builder.raw_rules()):
+            rule = dataclasses.replace(builder._rule(index, raw, settings), file=file)
+            target = raw.get("replaces")
+            if rule.name in inherited and rule.name != target:
+                raise builder.fail(
+                    rule.line or 1,
+                    f"rule {rule.name!r} is inherited through extends: add "
+                    f"replaces = {rule.name!r} to change it, or give this rule another name",
+                )
+            if target is None:
+                rules.append(rule)
+                continue
+            where = builder.loc.line("rule", index, "replaces")
+            if builder is builders[0]:
+                raise builder.fail(
+                    where, "rule replaces: only a file with 'extends' inherits rules"
+                )
+            if target not in inherited or target in replaced:
+                why = "is replaced twice" if target in replaced else "names no inherited rule"
+                raise builder.fail(where, f"rule replaces {target!r}: {why}")
+            if "name" not in raw:
+                rule = dataclasses.replace(rule, name=target)  # the same check, changed
+            replaced.add(target)
+            rules[inherited[target]] = rule
+    if settings.tolerated_fail_ratio is not None:
+        rules.insert(
+            0,
+            Rule(
+                name="tolerated failure ratio",
+                source="locust",
+                scope="global",
+                phase=parse_phase("run"),
+                exprs=(parse_expr(f"fail_ratio <= {settings.tolerated_fail_ratio!r}"),),
+                line=setter.loc.line("settings", None, "tolerated_fail_ratio"),
+                file=None if setter is own else str(setter.path),
+            ),
+        )
+    bases = tuple(str(b.path) for b in reversed(builders[:-1]))
+    return RuleSet(str(own.path), rules, settings, slo, bases)
 
 
 class _Builder:
@@ -211,33 +309,21 @@ class _Builder:
     def fail(self, line: int, reason: str) -> GuardrailError:
         return GuardrailError(self.path, line, reason)
 
-    def build(self) -> RuleSet:
+    def check_top_keys(self) -> None:
         for key in self.data:
             if key not in TOP_KEYS:
                 line = self.loc.line(key) if isinstance(self.data[key], dict) else 1
                 if not isinstance(self.data[key], dict | list):
                     line = self._top_key_line(key)
-                raise self.fail(line, f"unknown key {key!r} (expected settings, slo or rule)")
-        settings = self._settings(self._table("settings"))
-        slo = self._slo(self._table("slo"))
+                raise self.fail(
+                    line, f"unknown key {key!r} (expected extends, settings, slo or rule)"
+                )
+
+    def raw_rules(self) -> list:
         raw_rules = self.data.get("rule", [])
         if not isinstance(raw_rules, list):
             raise self.fail(self._top_key_line("rule"), "'rule' must be an array: use [[rule]]")
-        rules = [self._rule(i, raw, settings) for i, raw in enumerate(raw_rules)]
-        if settings.tolerated_fail_ratio is not None:
-            ratio = settings.tolerated_fail_ratio
-            rules.insert(
-                0,
-                Rule(
-                    name="tolerated failure ratio",
-                    source="locust",
-                    scope="global",
-                    phase=parse_phase("run"),
-                    exprs=(parse_expr(f"fail_ratio <= {ratio!r}"),),
-                    line=self.loc.line("settings", None, "tolerated_fail_ratio"),
-                ),
-            )
-        return RuleSet(str(self.path), rules, settings, slo)
+        return raw_rules
 
     def _top_key_line(self, key: str) -> int:
         for i, line in enumerate(self.loc.lines):
@@ -328,6 +414,8 @@ class _Builder:
             name = _text(raw.get("name", ""), "name", allow_empty=True)
             key = "description"
             description = _text(raw.get("description", ""), "description", allow_empty=True)
+            key = "replaces"
+            _text(raw.get("replaces", "-"), "replaces")
         except ValueError as exc:
             raise self.fail(where(key) if key in raw else header, f"rule {key}: {exc}") from None
         if "expr" not in raw:

@@ -28,6 +28,7 @@ class Result:
     reason: str = ""
     line: int | None = None
     window: tuple[float, float] | None = None
+    file: str | None = None  # the rule's file when inherited through ``extends``
 
     @property
     def target(self) -> str:
