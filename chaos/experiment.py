@@ -9,6 +9,7 @@ an end-to-end delivery audit.
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -157,7 +158,7 @@ def load(path: Path) -> Experiment:
         load_profile=str(load_table.get("profile", "steady")),
         load_users=int(load_table.get("users", 10)),
         load_duration_s=_duration(path, "load.duration", load_table.get("duration", "60s")),
-        guardrails=(path.parent / guardrails) if guardrails else None,
+        guardrails=Path(os.path.normpath(path.parent / guardrails)) if guardrails else None,
         expected_dlq=int(data.get("expect", {}).get("dlq", 0)),
         negative_control=dict(data.get("negative_control", {})),
     )

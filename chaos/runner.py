@@ -37,6 +37,11 @@ DRAIN_TIMEOUT_S = 90.0
 STEADY_TIMEOUT_S = 30.0
 
 
+def guardrails_path(experiment: Experiment, default: Path | None = None) -> Path:
+    """The rule file that judges ``experiment``: its own, else ``default``, else ours."""
+    return experiment.guardrails or default or DEFAULT_GUARDRAILS
+
+
 class Interrupted(Exception):
     """The run was stopped by a signal; faults are still rolled back."""
 
@@ -55,8 +60,16 @@ class Window:
 class Run:
     """State of one experiment run; `execute()` returns the exit code."""
 
-    def __init__(self, experiment: Experiment, stack: Stack, run_dir: Path, echo=print):
+    def __init__(
+        self,
+        experiment: Experiment,
+        stack: Stack,
+        run_dir: Path,
+        echo=print,
+        guardrails_file: Path | None = None,
+    ):
         self.experiment = experiment
+        self.rules_path = guardrails_path(experiment, guardrails_file)
         self.stack = stack
         self.run_dir = run_dir
         self.echo = echo
@@ -385,7 +398,7 @@ class Run:
         (self.run_dir / "audit.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
         self._write_phases(healed_at)
         self._write_run_json()
-        rules = guardrails.load_rules(self.experiment.guardrails or DEFAULT_GUARDRAILS)
+        rules = guardrails.load_rules(self.rules_path)
         verdict = guardrails.check_dir(self.run_dir, rules, profile=self.experiment.load_profile)
         guardrails.write_verdict(verdict, self.run_dir)
         self.echo(verdict.table())
@@ -425,6 +438,7 @@ class Run:
             "kind": "chaos",
             "experiment": exp.name,
             "experiment_file": str(exp.path),
+            "guardrails": str(self.rules_path),
             "title": exp.title,
             "profile": exp.load_profile,
             "users": exp.load_users,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from harness import guardrails
 from harness.stack import Stack, StackError, default_state_dir
 
 
@@ -58,6 +59,12 @@ def list_experiments(as_json: bool) -> int:
 @click.option("--out", type=click.Path(file_okay=False), help="run directory (default runs/…)")
 @click.option("--state-dir", type=click.Path(file_okay=False), help="stack state directory")
 @click.option("--keep-up", is_flag=True, help="leave a stack this command started running")
+@click.option(
+    "--guardrails",
+    "guardrails_file",
+    type=click.Path(dir_okay=False),
+    help="rule file for experiments that name none (default chaos/guardrails.toml)",
+)
 def run(
     experiments: tuple[str, ...],
     run_all: bool,
@@ -65,10 +72,11 @@ def run(
     out: str | None,
     state_dir: str | None,
     keep_up: bool,
+    guardrails_file: str | None,
 ) -> int:
     """Run experiments; exit 0 pass, 1 guardrail breach, 2 error, 3 invariant violated."""
     from chaos.experiment import ExperimentError, catalogue, find
-    from chaos.runner import Run
+    from chaos.runner import Run, guardrails_path
 
     try:
         chosen = catalogue() if run_all else [find(name) for name in experiments]
@@ -79,6 +87,14 @@ def run(
         click.echo(
             "error: name an experiment or pass --all (see `reco-harness chaos list`)", err=True
         )
+        return 2
+    default_rules = Path(guardrails_file) if guardrails_file else None
+    try:
+        # Judged after the run, so read before it: a typo must not cost a whole experiment.
+        for experiment in chosen:
+            guardrails.load_rules(guardrails_path(experiment, default_rules))
+    except guardrails.GuardrailError as exc:
+        click.echo(f"error: {exc}", err=True)
         return 2
     stack = Stack(Path(state_dir) if state_dir else default_state_dir())
     # Judge by processes, not readiness: a stack still recovering from the last fault is ours
@@ -103,7 +119,13 @@ def run(
             run_dir = base / experiment.name if len(chosen) > 1 else base
             run_dir.mkdir(parents=True, exist_ok=True)
             click.echo(f"== {experiment.name}: {experiment.title} → {run_dir}")
-            code = Run(experiment.scaled(duration_scale), stack, run_dir, echo=click.echo).execute()
+            code = Run(
+                experiment.scaled(duration_scale),
+                stack,
+                run_dir,
+                echo=click.echo,
+                guardrails_file=default_rules,
+            ).execute()
             _report(run_dir)
             click.echo(f"== {experiment.name}: exit {code}")
             if experiment.negative_control and len(chosen) > 1:

@@ -16,7 +16,7 @@ import pytest
 from chaos.actions import Faults, commit_stall_active, set_commit_stall
 from chaos.experiment import find
 from chaos.faultproxy.client import Client
-from chaos.runner import Run
+from chaos.runner import Run, guardrails_path
 from harness.pytest_plugins.stack import private_stack
 from harness.stack import Stack, wait_until
 from harness.stack.procs import ephemeral_range
@@ -66,6 +66,11 @@ def test_quick_catalogue_passes(chaos_stack, tmp_path, name):
     verdict = json.loads((run_dir / "verdict.json").read_text())
     assert audit["lost_count"] == 0 and audit["duplicated_effects"] == 0, audit
     assert code == 0, json.dumps(verdict, indent=1)[:3000]
+    # The run names the rule file that judged it; db-commit-stall's extends the defaults.
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["guardrails"] == str(guardrails_path(find(name)))
+    rules = {result["rule"] for result in verdict["results"]}
+    assert ("504 for writes caught in the stall" in " ".join(rules)) == (name == "db-commit-stall")
     _assert_clean(chaos_stack)
 
 
