@@ -56,7 +56,10 @@ def write(
     paths = {"json": out / RESULT_FILE, "markdown": out / "benchmark-system.md"}
     paths["json"].write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
     # `reco-harness guardrails check OUT` reproduces the gate's verdict from run.json.
-    (out / "run.json").write_text(json.dumps({"profile": GATES[gate]}) + "\n", encoding="utf-8")
+    run = {"profile": GATES[gate]}
+    if verdicts[gate].guardrails:
+        run["guardrails"] = str(Path(verdicts[gate].guardrails).resolve())
+    (out / "run.json").write_text(json.dumps(run) + "\n", encoding="utf-8")
     guardrails.write_verdict(verdicts[gate], out)
     other = "target" if gate == "alarm" else "alarm"
     guardrails.write_verdict(verdicts[other], out / f"{other}s")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -20,7 +21,8 @@ def group() -> None:
     "--guardrails",
     "guardrails_file",
     type=click.Path(dir_okay=False),
-    help="guardrail file (default: guardrails.toml at the repository root)",
+    help="guardrail file (default: $RECO_GUARDRAILS, else the one the run recorded in run.json,"
+    " else guardrails.toml at the repository root)",
 )
 @click.option("--profile", help="judge as this profile (default: the one the run recorded)")
 @click.option(
@@ -40,8 +42,8 @@ def check(
     results_dir: str, guardrails_file: str | None, profile: str | None, out: str | None, fmt: str
 ) -> int:
     """Judge every source found in RESULTS_DIR and report every breach."""
-    path = Path(guardrails_file) if guardrails_file else guardrails.default_path()
     try:
+        path = _rules_for(results_dir, guardrails_file)
         ruleset = guardrails.load_rules(path)
         verdict = guardrails.check_dir(results_dir, ruleset, profile=profile)
     except guardrails.GuardrailError as exc:
@@ -54,6 +56,20 @@ def check(
     printed = {"table": verdict.table, "json": verdict.to_json, "junit": verdict.to_junit}[fmt]()
     click.echo(printed.rstrip("\n"))
     return verdict.exit_code
+
+
+def _rules_for(results_dir: str, explicit: str | None) -> Path:
+    """--guardrails, else $RECO_GUARDRAILS, else what the run recorded, else the default."""
+    if explicit:
+        return Path(explicit)
+    if not os.environ.get(guardrails.ENV_VAR) and Path(results_dir).is_dir():
+        recorded = guardrails.recorded_rules(results_dir)
+        if recorded is not None:
+            # A chaos run is judged by chaos/guardrails.toml (or its own file): judging it
+            # again by the repository's default would not reproduce its verdict.
+            click.echo(f"rules: {recorded} (recorded by the run)", err=True)
+            return recorded
+    return guardrails.default_path()
 
 
 @group.command("validate")

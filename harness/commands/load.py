@@ -127,7 +127,9 @@ def run(
             stack.down(log=lambda _m: None)
     if audit_note:
         click.echo(audit_note)
-    _write_run_json(run_dir, argv, profile, url, workers, started_at, locust_rc, started_stack)
+    _write_run_json(
+        run_dir, argv, profile, url, workers, started_at, locust_rc, started_stack, rules_path
+    )
     if not (run_dir / "timeline.jsonl").exists():
         click.echo(f"error: Locust wrote no timeline (exit {locust_rc}); see {run_dir}/locust.log",
                    err=True)  # fmt: skip
@@ -308,7 +310,9 @@ def _audit(stack: Stack | None, run_dir: Path, baseline: audit_module.Earlier | 
     return f"audit: {len(history)} writes reconciled in {result.drain_seconds}s: {state}"
 
 
-def _write_run_json(run_dir, argv, profile, url, workers, started_at, locust_rc, started_stack):
+def _write_run_json(
+    run_dir, argv, profile, url, workers, started_at, locust_rc, started_stack, rules_path
+):
     def version(name: str) -> str | None:
         try:
             return metadata.version(name)
@@ -335,6 +339,7 @@ def _write_run_json(run_dir, argv, profile, url, workers, started_at, locust_rc,
         "start": started_at,
         "end": time.time(),
         "locust_exit_code": locust_rc,
+        "guardrails": str(Path(rules_path).resolve()),  # `guardrails check` judges by it again
     }
     (run_dir / "run.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 

@@ -91,6 +91,22 @@ def load_results(root: str | Path) -> Results:
     return Results(_LazySources(root), phases, profile)
 
 
+def recorded_rules(root: str | Path) -> Path | None:
+    """The rule file a run recorded in its run.json as the one that judged it, if any."""
+    run = _json(Path(root) / RUN, {})
+    recorded = run.get("guardrails") if isinstance(run, dict) else None
+    if not recorded:
+        return None
+    path = Path(recorded)
+    if not path.is_file():
+        raise GuardrailError(
+            Path(root) / RUN,
+            None,
+            f"the run was judged by {recorded}, which is gone: pass --guardrails FILE",
+        )
+    return path
+
+
 def _json(path: Path, default: Any) -> Any:
     if not path.exists():
         return default

@@ -83,6 +83,24 @@ def test_the_results_directory_is_judged_the_same_by_guardrails_check(fake_run, 
     assert main(["guardrails", "check", str(tmp_path)]) == 1
 
 
+def test_a_run_judged_by_its_own_rules_is_judged_by_them_again(fake_run, tmp_path):
+    # Stricter than the shipped alarm (0.5): the fake's 0.9 passes one and breaches the other.
+    strict = tmp_path / "strict.toml"
+    strict.write_text(
+        f'extends = "{ROOT / "guardrails.toml"}"\n[[rule]]\n'
+        'replaces = "alarm: consumer / bare consume+insert+commit (R_consumer)"\n'
+        'source = "benchmark"\nexpr = "ratios.R_consumer.median >= 0.95"\n'
+        'profiles = ["bench-system"]\n'
+    )
+    fake_run(fake_report())
+    out = tmp_path / "run"
+    assert main(["bench", "system", "--out", str(out), "--guardrails", str(strict)]) == 1
+    assert json.loads((out / "run.json").read_text())["guardrails"] == str(strict.resolve())
+    assert main(["guardrails", "check", str(out)]) == 1  # the recorded file, not the default
+    shipped = str(ROOT / "guardrails.toml")
+    assert main(["guardrails", "check", str(out), "--guardrails", shipped]) == 0
+
+
 def test_a_failed_section_exits_2(fake_run, tmp_path):
     report = fake_report()
     report["errors"] = {"B3 pgbench": "RuntimeError: pgbench failed"}

@@ -68,7 +68,7 @@ def test_quick_catalogue_passes(chaos_stack, tmp_path, name):
     assert code == 0, json.dumps(verdict, indent=1)[:3000]
     # The run names the rule file that judged it; db-commit-stall's extends the defaults.
     meta = json.loads((run_dir / "run.json").read_text())
-    assert meta["guardrails"] == str(guardrails_path(find(name)))
+    assert meta["guardrails"] == str(guardrails_path(find(name)).resolve())
     rules = {result["rule"] for result in verdict["results"]}
     assert ("504 for writes caught in the stall" in " ".join(rules)) == (name == "db-commit-stall")
     _assert_clean(chaos_stack)

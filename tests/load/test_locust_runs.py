@@ -94,6 +94,7 @@ def assert_complete_run(out: Path, proc: subprocess.CompletedProcess) -> dict:
     assert audit["ok"] and audit["history_ops"] == len(ops)
     run = json.loads((out / "run.json").read_text())
     assert run["profile"] == "smoke" and run["git_commit"] and run["versions"]["locust"]
+    assert Path(run["guardrails"]).is_absolute() and Path(run["guardrails"]).is_file()
     suite = ET.parse(out / "junit.xml").getroot()  # noqa: S314 - our own output
     assert suite.get("failures") == "0" and int(suite.get("tests")) > 10
     assert len((out / "server_metrics.jsonl").read_text().splitlines()) >= 2
