@@ -55,16 +55,20 @@ def write(
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / RESULT_FILE, "markdown": out / "benchmark-system.md"}
     paths["json"].write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
-    # `reco-harness guardrails check OUT` reproduces the gate's verdict from run.json.
-    run = {"profile": GATES[gate]}
-    if verdicts[gate].guardrails:
-        run["guardrails"] = str(Path(verdicts[gate].guardrails).resolve())
-    (out / "run.json").write_text(json.dumps(run) + "\n", encoding="utf-8")
+    write_run_json(out, gate, verdicts[gate])
     guardrails.write_verdict(verdicts[gate], out)
     other = "target" if gate == "alarm" else "alarm"
     guardrails.write_verdict(verdicts[other], out / f"{other}s")
     paths["markdown"].write_text(markdown(report, verdicts), encoding="utf-8")
     return paths
+
+
+def write_run_json(out: Path, gate: str, verdict: guardrails.Verdict) -> None:
+    """Record the gate's profile and rule file: `guardrails check OUT` reproduces the verdict."""
+    run = {"profile": GATES[gate]}
+    if verdict.guardrails:
+        run["guardrails"] = str(Path(verdict.guardrails).resolve())
+    (out / "run.json").write_text(json.dumps(run) + "\n", encoding="utf-8")
 
 
 def _checks(verdicts: dict[str, guardrails.Verdict]) -> dict[str, dict[str, list]]:

@@ -99,6 +99,7 @@ def http_command(
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "benchmark-http.json").write_text(json.dumps(result, indent=2) + "\n")
     verdict = report.judge(result, ruleset, "alarm")
+    report.write_run_json(directory, "alarm", verdict)
     guardrails.write_verdict(verdict, directory)
     for name, ratio in result["ratios"].items():
         click.echo(

@@ -83,7 +83,8 @@ def test_the_results_directory_is_judged_the_same_by_guardrails_check(fake_run, 
     assert main(["guardrails", "check", str(tmp_path)]) == 1
 
 
-def test_a_run_judged_by_its_own_rules_is_judged_by_them_again(fake_run, tmp_path):
+def test_a_run_judged_by_its_own_rules_is_judged_by_them_again(fake_run, tmp_path, monkeypatch):
+    monkeypatch.delenv("RECO_GUARDRAILS", raising=False)
     # Stricter than the shipped alarm (0.5): the fake's 0.9 passes one and breaches the other.
     strict = tmp_path / "strict.toml"
     strict.write_text(
@@ -99,6 +100,19 @@ def test_a_run_judged_by_its_own_rules_is_judged_by_them_again(fake_run, tmp_pat
     assert main(["guardrails", "check", str(out)]) == 1  # the recorded file, not the default
     shipped = str(ROOT / "guardrails.toml")
     assert main(["guardrails", "check", str(out), "--guardrails", shipped]) == 0
+
+
+def test_bench_http_results_are_judged_the_same_by_guardrails_check(monkeypatch, tmp_path):
+    monkeypatch.delenv("RECO_GUARDRAILS", raising=False)
+    report = fake_report(R_write=0.2)  # below its 0.3 alarm
+    report["ratios"] = {k: report["ratios"][k] for k in ("R_http", "R_write")}
+    monkeypatch.setattr("harness.bench.http.run", lambda *a, **k: report)
+    assert main(["bench", "http", "--out", str(tmp_path)]) == 1
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run == {"profile": "bench-system", "guardrails": str(ROOT / "guardrails.toml")}
+    assert main(["guardrails", "check", str(tmp_path)]) == 1
+    verdict = json.loads((tmp_path / "verdict.json").read_text())
+    assert [b["metric"] for b in verdict["breaches"]] == ["ratios.R_write.median"]
 
 
 def test_a_failed_section_exits_2(fake_run, tmp_path):
