@@ -438,7 +438,7 @@ class Run:
             "kind": "chaos",
             "experiment": exp.name,
             "experiment_file": str(exp.path),
-            "guardrails": str(self.rules_path.resolve()),  # `guardrails check` reads it
+            **guardrails.rules_record(self.rules_path),  # `guardrails check` judges by it
             "title": exp.title,
             "profile": exp.load_profile,
             "users": exp.load_users,

@@ -67,7 +67,7 @@ def write_run_json(out: Path, gate: str, verdict: guardrails.Verdict) -> None:
     """Record the gate's profile and rule file: `guardrails check OUT` reproduces the verdict."""
     run = {"profile": GATES[gate]}
     if verdict.guardrails:
-        run["guardrails"] = str(Path(verdict.guardrails).resolve())
+        run.update(guardrails.rules_record(verdict.guardrails))
     (out / "run.json").write_text(json.dumps(run) + "\n", encoding="utf-8")
 
 

@@ -339,7 +339,7 @@ def _write_run_json(
         "start": started_at,
         "end": time.time(),
         "locust_exit_code": locust_rc,
-        "guardrails": str(Path(rules_path).resolve()),  # `guardrails check` judges by it again
+        **guardrails.rules_record(rules_path),  # `guardrails check` judges by it again
     }
     (run_dir / "run.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from harness.guardrails.engine import evaluate, resolve_phase, run_extent
 from harness.guardrails.expr import Expr, ExprError, parse_expr
-from harness.guardrails.results import Results, load_results, recorded_rules
+from harness.guardrails.results import Results, load_results, recorded_rules, rules_record
 from harness.guardrails.rules import (
     GuardrailError,
     Rule,
@@ -81,6 +81,7 @@ __all__ = [
     "load_results",
     "load_rules",
     "recorded_rules",
+    "rules_record",
     "parse_duration",
     "parse_expr",
     "parse_rules",

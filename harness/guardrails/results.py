@@ -91,10 +91,18 @@ def load_results(root: str | Path) -> Results:
     return Results(_LazySources(root), phases, profile)
 
 
+RULES_KEY = "guardrails"  # run.json: the rule file that judged the run
+
+
+def rules_record(path: str | Path) -> dict[str, str]:
+    """The run.json entry naming the rule file that judged a run (read by recorded_rules)."""
+    return {RULES_KEY: str(Path(path).resolve())}
+
+
 def recorded_rules(root: str | Path) -> Path | None:
     """The rule file a run recorded in its run.json as the one that judged it, if any."""
     run = _json(Path(root) / RUN, {})
-    recorded = run.get("guardrails") if isinstance(run, dict) else None
+    recorded = run.get(RULES_KEY) if isinstance(run, dict) else None
     if not recorded:
         return None
     path = Path(recorded)

@@ -228,9 +228,9 @@ def _chain(text: str, path: str | Path, seen: tuple[Path, ...]) -> list[_Builder
         raise builder.fail(line, f"extends must be the path of a guardrail file, got {target!r}")
     base = Path(os.path.normpath(Path(path).parent / target))  # relative to the extending file
     here = (Path(path).resolve(),) if Path(path).is_file() else ()
-    chain = seen + here
-    if base.resolve() in chain:
-        names = " -> ".join(str(p.name) for p in (*chain, base.resolve()))
+    chain, resolved = seen + here, base.resolve()
+    if resolved in chain:
+        names = " -> ".join(p.name for p in (*chain, resolved))
         raise builder.fail(line, f"extends {target!r} makes a cycle: {names}")
     if len(chain) >= MAX_EXTENDS:
         raise builder.fail(line, f"extends: more than {MAX_EXTENDS} files in one chain")

@@ -10,8 +10,13 @@ import warnings
 from harness.stack import procs
 
 
+def _sleeper(tmp_path):
+    """A spawned child that would run for 30 s unless stopped."""
+    return procs.spawn([sys.executable, "-c", "import time; time.sleep(30)"], tmp_path / "c.log")
+
+
 def test_a_stopped_child_is_known_to_its_popen_and_released(tmp_path):
-    proc = procs.spawn([sys.executable, "-c", "import time; time.sleep(30)"], tmp_path / "c.log")
+    proc = _sleeper(tmp_path)
     assert proc in procs._CHILDREN
     assert procs.stop_pid(proc.pid, timeout=10)
     # Reaped with os.waitpid alone, Popen would keep returncode None and warn when collected.
@@ -23,7 +28,7 @@ def test_a_stopped_child_is_known_to_its_popen_and_released(tmp_path):
 
 
 def test_a_child_still_running_stays_held(tmp_path):
-    proc = procs.spawn([sys.executable, "-c", "import time; time.sleep(30)"], tmp_path / "c.log")
+    proc = _sleeper(tmp_path)
     try:
         procs._reap(proc.pid)
         assert proc in procs._CHILDREN and proc.returncode is None
@@ -43,13 +48,13 @@ def test_a_child_that_died_unwatched_is_collected_when_stopped(tmp_path):
 
 def test_killing_a_group_collects_its_leader(tmp_path):
     # As for RabbitMQ: the spawned leader (runuser) is stopped with its group, not by pid.
-    proc = procs.spawn([sys.executable, "-c", "import time; time.sleep(30)"], tmp_path / "c.log")
+    proc = _sleeper(tmp_path)
     procs.kill_group(proc.pid)
     assert proc.returncode is not None and proc not in procs._CHILDREN
 
 
 def test_the_group_of_a_spawned_child_is_its_own_never_ours(tmp_path):
-    proc = procs.spawn([sys.executable, "-c", "import time; time.sleep(30)"], tmp_path / "c.log")
+    proc = _sleeper(tmp_path)
     try:
         assert procs.spawned_group(proc.pid) == proc.pid  # start_new_session: it leads a group
         assert procs.spawned_group(os.getpid()) is None  # never a group we would kill ourselves
