@@ -97,11 +97,10 @@ class AuditResult:
         """Describe each broken invariant in one line."""
         found = []
         if not self.drained:
-            found.append(
-                f"not drained: outbox pending {self.outbox_pending}, queue {self.queue_ready}"
-            )
+            queue = "missing" if self.queue_ready is None else self.queue_ready
+            found.append(f"not drained: outbox pending {self.outbox_pending}, queue {queue}")
         if self.lost:
-            found.append(f"lost {len(self.lost)} ok events, e.g. {self.lost[:3]}")
+            found.append(f"lost {len(self.lost)} accepted events, e.g. {self.lost[:3]}")
         if self.unexpected:
             found.append(f"unexpected {len(self.unexpected)} events, e.g. {self.unexpected[:3]}")
         if self.failed_but_applied:
@@ -191,8 +190,10 @@ def audit(
     With ``before`` (from ``earlier()``), events and effects the stack held already are not
     charged to this run: earlier events count as outcome unknown.
     """
+    baseline: set[str] = set()
     if before is not None and history is not None:
         history = [*history, {"op": "baseline", "outcome": "info", "event_ids": before.event_ids}]
+        baseline = {str(i).lower() for i in before.event_ids}
     ops = _validated(history) if history is not None else None
     conn = psycopg2.connect(database_url, connect_timeout=5)
     conn.autocommit = True
@@ -214,7 +215,7 @@ def audit(
         broker.close()
         conn.close()
     lost, unexpected, failed_applied, recovered, info_absent = _reconcile(
-        ops, applied_ids, event_ids, outbox_ids
+        ops, applied_ids, event_ids, outbox_ids, baseline
     )
     return AuditResult(
         drained=drained,
@@ -252,17 +253,23 @@ def _validated(history: Iterable[Mapping[str, Any]]) -> dict[str, set[str]]:
     return ops
 
 
-def _reconcile(ops, applied: set[str], events: set[str], outbox: set[str]):
+def _reconcile(
+    ops, applied: set[str], events: set[str], outbox: set[str], baseline: set[str] = frozenset()
+):
+    committed = events | outbox
     if ops is None:
         # No history: every accepted event (events table or outbox) must have been applied.
-        lost = sorted((events | outbox) - applied)
-        return lost, [], [], [], 0
+        return sorted(committed - applied), [], [], [], 0
     attempted = ops["ok"] | ops["info"] | ops["fail"]
-    lost = sorted(ops["ok"] - applied)
+    # A write whose answer was lost (info) but whose rows committed was accepted all the same:
+    # it is owed its effect like an acknowledged one. Earlier runs' events were judged then.
+    accepted = ops["ok"] | ((ops["info"] - baseline) & committed)
+    lost = sorted(accepted - applied)
     unexpected = sorted((applied | events) - attempted)
     failed_applied = sorted(ops["fail"] & applied)
     recovered = sorted(ops["info"] & applied)
-    return lost, unexpected, failed_applied, recovered, len(ops["info"] - applied)
+    # Unknown outcomes that never committed: the write did not happen, which is allowed.
+    return lost, unexpected, failed_applied, recovered, len(ops["info"] - applied - committed)
 
 
 def _drain(conn, broker: _Broker, queue: str, consumer: str, timeout_s: float, settle_s: float):
@@ -278,7 +285,8 @@ def _drain(conn, broker: _Broker, queue: str, consumer: str, timeout_s: float, s
             count = cur.fetchone()[0]
         ready, consumers = broker.state(queue)
         now = time.monotonic()
-        quiet = pending == 0 and not ready and count == last_count
+        # A missing queue is not an empty one: whatever was routed to it is gone.
+        quiet = pending == 0 and ready == 0 and count == last_count
         stable_since = (stable_since or now) if quiet else None
         last_count = count
         if stable_since is not None and now - stable_since >= settle_s:

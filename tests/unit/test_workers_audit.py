@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.audit import AuditResult, _reconcile, _validated
+from harness.audit import AuditResult, _drain, _reconcile, _validated
 
 
 def _result(**changes) -> AuditResult:
@@ -55,6 +55,28 @@ def test_reconcile_classifies_every_id():
     assert failed == ["oops"] and recovered == ["maybe"] and absent == 1
 
 
+def test_an_unknown_outcome_that_committed_is_owed_its_effect():
+    # A 504 whose transaction committed: its rows are in events and outbox, never applied.
+    ops = {"ok": set(), "info": {"committed", "outbox-only", "never", "landed"}, "fail": set()}
+    events = {"committed", "landed"}
+    lost, unexpected, failed, recovered, absent = _reconcile(
+        ops, {"landed"}, events, {"outbox-only"}
+    )
+    assert lost == ["committed", "outbox-only"]
+    assert recovered == ["landed"] and absent == 1 and unexpected == failed == []
+
+
+def test_earlier_runs_events_are_not_charged_as_lost():
+    ops = {"ok": {"a"}, "info": {"old", "new"}, "fail": set()}
+    lost, *_ = _reconcile(ops, {"a"}, {"a", "old", "new"}, set(), baseline={"old"})
+    assert lost == ["new"]
+
+
+def test_a_missing_queue_is_reported_as_not_drained():
+    result = _result(drained=False, queue_ready=None)
+    assert "queue missing" in result.violations()[0] and not result.ok
+
+
 def test_without_history_every_accepted_event_must_be_applied():
     lost, unexpected, *_ = _reconcile(None, {"a"}, {"a", "b"}, {"c"})
     assert lost == ["b", "c"] and unexpected == []
@@ -84,3 +106,37 @@ def test_broker_duplicates_and_recovered_writes_are_fine():
     report = result.to_dict()
     assert report["ok"] is True and report["recovered_count"] == 1
     assert report["queue_unacked"] is None
+
+
+class _Cursor:
+    """Answers the drain's two queries: nothing pending, a steady inbox."""
+
+    def __init__(self):
+        self.row = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def execute(self, sql, params=None):
+        self.row = (0,) if "published_at IS NULL" in sql else (5,)
+
+    def fetchone(self):
+        return self.row
+
+
+class _Conn:
+    def cursor(self):
+        return _Cursor()
+
+
+class _NoQueue:
+    def state(self, queue):
+        return None, None
+
+
+def test_the_drain_does_not_take_a_missing_queue_for_an_empty_one():
+    drained, pending, ready, _ = _drain(_Conn(), _NoQueue(), "q", "c", 0.3, 0.05)
+    assert not drained and pending == 0 and ready is None
