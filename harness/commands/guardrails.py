@@ -9,6 +9,9 @@ import click
 
 from harness import guardrails
 
+# Files every run directory holds one of (load, chaos and bench runs).
+RUN_FILES = ("run.json", "audit.json", "summary.json", "verdict.json")
+
 
 @click.group("guardrails")
 def group() -> None:
@@ -52,10 +55,28 @@ def check(
     if not verdict.results:
         click.echo(f"error: no rule applies to {results_dir} (profile {verdict.profile})", err=True)
         return guardrails.EXIT_USAGE
+    if len(verdict.skipped) == len(verdict.results):
+        # Every rule lacked its data: a wrong directory (or the parent of `chaos run --all`
+        # output) must not pass a gate on nothing.
+        click.echo(
+            f"error: no data for any rule in {results_dir}{_runs_below(results_dir)}", err=True
+        )
+        return guardrails.EXIT_USAGE
     guardrails.write_verdict(verdict, out or results_dir)
     printed = {"table": verdict.table, "json": verdict.to_json, "junit": verdict.to_junit}[fmt]()
     click.echo(printed.rstrip("\n"))
     return verdict.exit_code
+
+
+def _runs_below(results_dir: str) -> str:
+    """Name the run directories one level below, for a gate pointed at their parent."""
+    root = Path(results_dir)
+    if not root.is_dir():
+        return ""
+    below = sorted(
+        p.name for p in root.iterdir() if p.is_dir() and any((p / n).is_file() for n in RUN_FILES)
+    )
+    return f"; run directories below it: {', '.join(below)}" if below else ""
 
 
 def _rules_for(results_dir: str, explicit: str | None) -> Path:

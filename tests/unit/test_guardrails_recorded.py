@@ -70,3 +70,24 @@ def test_a_run_that_recorded_nothing_gets_the_default(tmp_path: Path, files) -> 
     code, output = check(run_dir(tmp_path, None))
     assert "recorded by the run" not in output
     assert json.loads(output)["guardrails"].endswith("guardrails.toml")
+
+
+def test_a_directory_without_data_for_any_rule_is_an_error_not_a_pass(tmp_path, files):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert check(empty, "--guardrails", str(files["passing"]))[0] == 2
+
+
+def test_the_parent_of_run_directories_names_them_instead_of_passing(tmp_path, files):
+    nightly = tmp_path / "nightly"
+    (nightly / "db-down").mkdir(parents=True)
+    (nightly / "db-down" / "audit.json").write_text(json.dumps({"lost_count": 5}))
+    result = CliRunner().invoke(
+        guardrails_command,
+        ["check", str(nightly), "--guardrails", str(files["passing"])],
+        standalone_mode=False,
+    )
+    assert result.return_value == 2
+    assert "run directories below it: db-down" in result.stderr
+    # The run itself is judged: its loss is an invariant violation.
+    assert check(nightly / "db-down", "--guardrails", str(files["passing"]))[0] == 3
