@@ -7,6 +7,7 @@ import time
 import uuid
 
 from flask import Blueprint, Response, g, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from service import idempotency, openapi, strict_json
 from service.api.common import client_id, json_response, runtime
@@ -24,6 +25,7 @@ def _read_body() -> dict:
     """Parse the JSON body strictly and validate it against the EventBatch schema."""
     _check_media_type()
     raw = request.get_data(cache=False)
+    _check_streamed_size(raw)
     try:
         body = strict_json.loads(raw)
     except strict_json.JsonRejected as exc:
@@ -31,6 +33,18 @@ def _read_body() -> dict:
     _check_batch_size(body)
     openapi.validate(body, BATCH)
     return body
+
+
+def _check_streamed_size(raw: bytes) -> None:
+    """Refuse a chunked body over the limit (413) instead of reading only its first part."""
+    # With a Content-Length over the limit werkzeug refuses before reading. A chunked body
+    # has none: werkzeug stops reading at the limit without complaint, so an over-long body
+    # would be judged (or even accepted) by its first MAX_CONTENT_LENGTH bytes.
+    limit = request.max_content_length
+    if limit is None or request.content_length is not None or len(raw) < limit:
+        return
+    if request.environ["wsgi.input"].read(1):  # the server's own reader: ends with the body
+        raise RequestEntityTooLarge()
 
 
 def _check_media_type() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import io
 import uuid
 
 import orjson
@@ -270,6 +271,30 @@ def test_body_over_the_limit_is_413(client, auth, db):
     )
     _assert_problem(resp, 413)
     _assert_no_rows(db)
+
+
+def _post_streamed(client, auth, raw: bytes):
+    """POST like a chunked upload: no Content-Length, the server ends the stream."""
+    return client.post(
+        "/v1/events",
+        input_stream=io.BytesIO(raw),
+        content_type="application/json",
+        # werkzeug takes the body's length as unknown when the transfer coding is chunked.
+        headers={**auth, "Idempotency-Key": idem_key(), "Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+
+
+def test_a_chunked_body_over_the_limit_is_413_not_read_in_part(client, auth, db):
+    # A valid batch padded past the limit: read only up to the limit, it would be accepted.
+    raw = _body()[:-1] + b" " * 300_000 + b"}"
+    resp = _post_streamed(client, auth, raw)
+    _assert_problem(resp, 413)
+    _assert_no_rows(db)
+
+
+def test_a_chunked_body_within_the_limit_is_accepted(client, auth, db):
+    assert _post_streamed(client, auth, _body()).status_code == 202
 
 
 @pytest.mark.parametrize(
