@@ -1,0 +1,136 @@
+"""Bad framing that HTTP clients refuse to send, over raw sockets to gunicorn (spec §4.1)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import uuid
+
+import orjson
+import psycopg2
+import pytest
+
+API_KEY = "dev-key"
+LIMIT = 262_144  # RECO_MAX_CONTENT_LENGTH's default
+
+
+def _batch(**overrides) -> bytes:
+    event = {
+        "event_id": str(uuid.uuid4()),
+        "user_id": "u-raw",
+        "item_id": 5,
+        "kind": "view",
+        "occurred_at": "2026-11-29T10:00:00Z",
+        **overrides,
+    }
+    return orjson.dumps({"events": [event]})
+
+
+def _head(port: int, framing: list[str]) -> bytes:
+    lines = [
+        "POST /v1/events HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        f"X-API-Key: {API_KEY}",
+        f'Idempotency-Key: "{uuid.uuid4()}"',
+        "Content-Type: application/json",
+        *framing,
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def _chunked(body: bytes, size: int = 65_536) -> bytes:
+    parts = [
+        b"%x\r\n%s\r\n" % (len(body[i : i + size]), body[i : i + size])
+        for i in range(0, len(body), size)
+    ]
+    return b"".join(parts) + b"0\r\n\r\n"
+
+
+def _exchange(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send ``data``, read the answer until the server closes (sync workers always do)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        try:
+            sock.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # answered and closed before reading all of it: the answer is still there
+        received = b""
+        while chunk := sock.recv(65_536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in header_lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+def _rows(database_url: str) -> int:
+    conn = psycopg2.connect(database_url, connect_timeout=5)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT (SELECT count(*) FROM events) + (SELECT count(*) FROM outbox)"
+                " + (SELECT count(*) FROM idempotency_keys)"
+            )
+            return cur.fetchone()[0]
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def server(gunicorn_server, database_url):
+    return gunicorn_server(database_url, workers=2)
+
+
+def test_a_chunked_body_over_the_limit_is_413_problem_json(server, database_url):
+    # A valid batch padded past the limit: judged by its first 256 KiB, it would be accepted.
+    body = _batch()[:-1] + b" " * (LIMIT + 50_000) + b"}"
+    status, headers, answer = _exchange(
+        server.port, _head(server.port, ["Transfer-Encoding: chunked"]) + _chunked(body)
+    )
+    assert status == 413, answer
+    assert headers["content-type"] == "application/problem+json"
+    assert json.loads(answer)["status"] == 413
+    assert _rows(database_url) == 0
+
+
+def test_a_chunked_body_within_the_limit_is_accepted(server, database_url):
+    status, _, answer = _exchange(
+        server.port,
+        _head(server.port, ["Transfer-Encoding: chunked"]) + _chunked(_batch(), size=16),
+    )
+    assert status == 202, answer
+    assert _rows(database_url) == 3  # the event, its outbox row, the idempotency record
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        ["Content-Length: 10", "Transfer-Encoding: chunked"],
+        ["Transfer-Encoding: chunked, identity"],
+        ["Transfer-Encoding: chunked", "Transfer-Encoding: chunked"],
+        ["Content-Length: 10", "Content-Length: 12"],
+        ["Content-Length: +10"],
+    ],
+    ids=["cl-and-te", "chunked-identity", "duplicate-te", "duplicate-cl", "signed-cl"],
+)
+def test_ambiguous_framing_is_refused_before_the_app(server, database_url, framing):
+    body = _batch()
+    data = _head(server.port, framing) + (_chunked(body) if "chunked" in str(framing) else body)
+    status, _, _ = _exchange(server.port, data)
+    assert status == 400
+    assert _rows(database_url) == 0
+
+
+def test_a_client_gone_mid_body_leaves_no_row_and_the_worker_serves_on(server, database_url):
+    body = _batch()
+    for _ in range(4):  # more than the workers: each one sees a truncated body
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            sock.sendall(_head(server.port, [f"Content-Length: {len(body)}"]) + body[:20])
+            # RST instead of FIN: the worker's next read fails at once.
+            sock.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+            )
+    status, _, answer = _exchange(
+        server.port, _head(server.port, [f"Content-Length: {len(body)}"]) + body
+    )
+    assert status == 202, answer
+    assert _rows(database_url) == 3
