@@ -67,7 +67,10 @@ def _check_text(text: str) -> None:
 
 def loads(raw: bytes) -> Any:
     """Decode UTF-8 JSON strictly or raise JsonRejected."""
-    if len(raw) - len(raw.lstrip(b"[{ \t\r\n")) > MAX_DEPTH * 2 + 8:
+    # Refuse deep nesting at the start before the recursive decoder descends into it; only
+    # the brackets count (whitespace between them is valid however long it is).
+    lead = raw[: len(raw) - len(raw.lstrip(b"[{ \t\r\n"))]
+    if lead.count(b"[") + lead.count(b"{") > MAX_DEPTH:
         raise JsonRejected(f"nesting deeper than {MAX_DEPTH}")
     try:
         text = raw.decode("utf-8")

@@ -88,6 +88,15 @@ def test_strict_json_accepts_ordinary_documents():
     }
 
 
+def test_strict_json_accepts_whitespace_however_long_between_leading_brackets():
+    body = b'{"events": [{"a": 1}]}'
+    assert strict_json.loads(b"\n" * 50 + body) == {"events": [{"a": 1}]}
+    assert strict_json.loads(b"{" + b" " * 40 + body[1:]) == {"events": [{"a": 1}]}
+    assert strict_json.loads(b"[" * 16 + b"]" * 16) == [[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]
+    with pytest.raises(strict_json.JsonRejected, match="nesting"):
+        strict_json.loads(b"[ " * 17 + b"]" * 17)
+
+
 @pytest.mark.parametrize("value", ['"abc-123"', "abc-123", '"' + "k" * 255 + '"'])
 def test_idempotency_key_accepts(value):
     assert idempotency.parse_key(value).startswith(("abc", "k"))
