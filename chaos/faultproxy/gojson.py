@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import decimal
 import json
+import math
 import re
 import struct
 from typing import Any
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# Go's ParseFloat(s, 32) overflows from half an ulp above the largest float32 (ties round up).
+FLOAT32_OVERFLOW = decimal.Decimal(2**128 - 2**103)
+FLOAT32_MAX = float(2**128 - 2**104)
 _INTEGER = re.compile(r"-?(0|[1-9][0-9]*)\Z")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -101,7 +105,7 @@ def convert(value: Any, kind: str, where: str) -> Any:
     if kind == "float32":
         if isinstance(value, Number):
             try:
-                return Float32(to_float32(float(value)))
+                return Float32(parse_float32(value))
             except OverflowError:
                 pass
         raise _type_error(value, where, "float32", literal=True)
@@ -144,8 +148,18 @@ def decode_struct(
     return target
 
 
+def parse_float32(literal: str) -> float:
+    """Read a JSON number as Go's ParseFloat(s, 32); raise OverflowError past float32's range."""
+    # Exact on the literal: struct.pack("f") turns an out-of-range double into infinity.
+    if decimal.Decimal(literal).copy_abs() >= FLOAT32_OVERFLOW:
+        raise OverflowError(f"{literal} is out of float32 range")
+    value = to_float32(float(literal))
+    # Rounding to a double first can land on the overflow tie; below it Go gives the maximum.
+    return math.copysign(FLOAT32_MAX, value) if math.isinf(value) else value
+
+
 def to_float32(number: float) -> float:
-    """Round a Python float to the nearest float32, raising OverflowError past its range."""
+    """Round a Python float to the nearest float32 (infinity past its range)."""
     return struct.unpack("f", struct.pack("f", number))[0]
 
 

@@ -71,6 +71,41 @@ def test_toxicity_printed_short_and_not_range_checked(api, make_proxy, value, te
     assert response.content.endswith(b'"toxicity":' + text + b"}")
 
 
+def float32_error(where: str, literal: str) -> str:
+    return (
+        f"bad request body: json: cannot unmarshal number {literal}"
+        f" into Go struct field {where}.toxicity of type float32"
+    )
+
+
+@pytest.mark.parametrize("literal", ["1e400", "-1e400", "3.5e38", "1e39"])
+def test_toxicity_beyond_float32_is_rejected(api, make_proxy, literal):
+    proxy = make_proxy()["name"]
+    body = b'{"type": "noop", "toxicity": ' + literal.encode() + b"}"
+    assert_error(post_toxic(api, proxy, body), 400, float32_error("ToxicWrapper", literal))
+    assert api.get(f"/proxies/{proxy}/toxics").json() == []
+    assert api.get("/proxies").status_code == 200
+
+
+@pytest.mark.parametrize("literal", ["1e39", "-1e400"])
+def test_toxicity_update_beyond_float32_is_rejected(api, make_proxy, literal):
+    proxy = make_proxy()["name"]
+    post_toxic(api, proxy, {"type": "noop", "toxicity": 0.5})
+    path = f"/proxies/{proxy}/toxics/noop_downstream"
+    body = b'{"toxicity": ' + literal.encode() + b"}"
+    # Go decodes updates into an anonymous struct, hence the bare ".toxicity".
+    assert_error(api.patch(path, data=body), 400, float32_error("", literal))
+    assert api.get(path).json()["toxicity"] == 0.5
+    assert api.get("/proxies").status_code == 200
+
+
+def test_largest_float32_toxicity_is_kept(api, make_proxy):
+    proxy = make_proxy()["name"]
+    response = post_toxic(api, proxy, b'{"type": "noop", "toxicity": 3.4028235e38}')
+    assert response.status_code == 200, response.text
+    assert response.content.endswith(b'"toxicity":3.4028235e+38}')
+
+
 def test_create_errors_in_go_order(api, make_proxy):
     proxy = make_proxy()["name"]
     assert_error(post_toxic(api, "nope", {"type": "latency"}), 404, "proxy not found")
