@@ -16,8 +16,12 @@ RECO_GUNICORN_THREADS=1
 RECO_GUNICORN_MAX_REQUESTS=0
 RECO_GUNICORN_BACKLOG=256
 RECO_GUNICORN_LOGLEVEL=info
-# Metrics of all gunicorn workers are aggregated through files here
-PROMETHEUS_MULTIPROC_DIR=/tmp/reco-prom
+# gunicorn's runtime control socket (resize, reload, stop): off unless a path is given
+# RECO_GUNICORN_CONTROL_SOCKET=
+# Metrics of all gunicorn workers are aggregated through files in this directory. Unset: a
+# temporary one the master makes and removes. A directory named here must exist and be
+# emptied before each start (stale files would be counted again).
+# PROMETHEUS_MULTIPROC_DIR=
 
 # Harness
 RECO_HARNESS_DIR=.harness

@@ -75,6 +75,20 @@ def test_env_example_lists_every_variable():
     assert text == env_example(), "regenerate: python -m service env-example > .env.example"
 
 
+def test_env_example_lists_what_the_gunicorn_config_reads_without_setting_it():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).parents[2]
+    config = (root / "service" / "gunicorn.conf.py").read_text()
+    read = set(re.findall(r'os\.environ(?:\.get\(|\[)"([A-Z_]+)"', config))
+    assert read >= {"RECO_GUNICORN_WORKERS", "PROMETHEUS_MULTIPROC_DIR"}
+    lines = (root / ".env.example").read_text().splitlines()
+    assert [n for n in sorted(read) if not any(n in line for line in lines)] == []
+    # An active line would make every copy of the file share one directory nobody creates.
+    assert not [line for line in lines if line.startswith("PROMETHEUS_MULTIPROC_DIR=")]
+
+
 def test_the_operations_guide_lists_every_setting_as_the_code_defines_it():
     from pathlib import Path
 
