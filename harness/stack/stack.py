@@ -315,7 +315,9 @@ class Stack:
     def down(self, purge: bool = False, log=print) -> None:
         """Stop every component this stack started; with ``purge`` delete its files too."""
         components = self.state.get("components", {})
-        for name in reversed(APP_PROCESSES):
+        # The API first (no new writes), then the relay, then the consumer: each stops after
+        # the one that feeds it, as docs/operations.md prescribes.
+        for name in APP_PROCESSES:
             info = components.get(name)
             if info:
                 stop_pid(info.get("pid"), timeout=35)
