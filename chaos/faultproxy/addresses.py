@@ -52,6 +52,9 @@ def _port(text: str) -> int:
 
 async def resolve(addr: str) -> tuple[str, int]:
     """Resolve "host:port" to (ip, port); ip is "" for a wildcard. IPv4 is preferred, as in Go."""
+    if addr == "":
+        # Go's resolver reads an empty address as ":0": every interface, a port from the OS.
+        return "", 0
     host, port = split_host_port(addr)
     if host == "":
         return "", port

@@ -57,12 +57,20 @@ class ProxyCollection:
 
     async def reset(self) -> None:
         """Enable every proxy and remove every toxic; open connections stay open."""
+        # A proxy that cannot start keeps its toxics and Go stops there, but Go's map order is
+        # random: resetting the others first, as if the failures came last, is one of its outcomes.
+        failure: ApiError | None = None
         for proxy in list(self.proxies.values()):
             try:
                 await proxy.start()
             except AlreadyStarted:
                 pass
+            except ApiError as exc:
+                failure = failure or exc
+                continue
             proxy.toxics.reset()
+        if failure is not None:
+            raise failure
 
     async def populate(self, body: bytes) -> tuple[list[Proxy], ApiError | None]:
         """Create or replace proxies from a JSON array; stop at the first failure."""

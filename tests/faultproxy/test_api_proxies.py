@@ -19,6 +19,8 @@ from faultproxy_support import (
 JSON = "application/json"
 PLAIN = "text/plain; charset=utf-8"
 PROXY_KEYS = ["name", "listen", "upstream", "enabled", "Logger", "toxics"]
+# An empty listen is Go's ":0": one dual-stack socket, or IPv4 on a host without IPv6.
+WILDCARD_LISTEN = re.compile(r"(\[::\]|0\.0\.0\.0):[1-9][0-9]*\Z")
 
 
 def ordered(response) -> list[str]:
@@ -171,6 +173,23 @@ def test_create_on_a_taken_port_is_500_with_go_message(api, unique, make_proxy, 
     assert api.get("/proxies").json().get(unique("x")) is None
 
 
+@pytest.mark.parametrize("listen", [None, ""])
+def test_create_without_listen_binds_every_interface(api, unique, echo_server, listen):
+    name = unique("any")
+    body = {"name": name, "upstream": echo_server.address}
+    if listen is not None:
+        body["listen"] = listen
+    try:
+        response = api.post("/proxies", json=body)
+        assert response.status_code == 201, response.text
+        proxy = response.json()
+        assert WILDCARD_LISTEN.match(proxy["listen"]), proxy["listen"]
+        with connect(listen_port(proxy)) as sock:
+            roundtrip(sock, b"any interface")
+    finally:
+        api.delete(f"/proxies/{name}")
+
+
 def test_create_with_bad_listen_is_500(api, unique, echo_server):
     name = unique("x")
     response = api.post(
@@ -278,6 +297,23 @@ def test_disable_closes_connections_and_enable_keeps_port(api, make_proxy):
         roundtrip(sock, b"again")
 
 
+def test_update_to_empty_listen_binds_every_interface(api, make_proxy):
+    proxy = make_proxy()
+    response = api.patch(f"/proxies/{proxy['name']}", json={"listen": ""})
+    assert response.status_code == 200, response.text
+    assert WILDCARD_LISTEN.match(response.json()["listen"])
+    with connect(listen_port(response.json())) as sock:
+        roundtrip(sock, b"moved")
+
+
+def test_enable_without_listen_binds_every_interface(api, make_proxy):
+    proxy = make_proxy(listen="", enabled=False)
+    assert proxy["listen"] == ""
+    response = api.post(f"/proxies/{proxy['name']}", json={"enabled": True})
+    assert response.status_code == 200, response.text
+    assert WILDCARD_LISTEN.match(response.json()["listen"])
+
+
 def test_update_to_port_zero_picks_a_new_port(api, make_proxy):
     proxy = make_proxy()
     moved = api.patch(f"/proxies/{proxy['name']}", json={"listen": "127.0.0.1:0"}).json()
@@ -329,6 +365,30 @@ def test_reset_enables_and_removes_toxics_but_keeps_connections(api, make_proxy,
     assert api.get(f"/proxies/{down['name']}").json()["enabled"] is True
 
 
+def test_reset_starts_a_disabled_proxy_without_listen(api, make_proxy, add_toxic):
+    down = make_proxy(listen="", enabled=False)
+    live = make_proxy()
+    add_toxic(live["name"], "noop")
+    assert api.post("/reset").status_code == 204
+    assert WILDCARD_LISTEN.match(api.get(f"/proxies/{down['name']}").json()["listen"])
+    assert api.get(f"/proxies/{live['name']}").json()["toxics"] == []
+
+
+def test_reset_goes_on_past_a_proxy_that_cannot_start(
+    api, make_proxy, add_toxic, echo_server, ours
+):
+    # Go stops at the failing proxy in random map order; the others may always be reset.
+    taken = make_proxy(listen=echo_server.address, enabled=False)
+    live = make_proxy()
+    for proxy in (taken, live):
+        add_toxic(proxy["name"], "noop")
+    message = f"listen tcp {echo_server.address}: bind: address already in use"
+    assert_error(api.post("/reset"), 500, message)
+    assert api.get(f"/proxies/{live['name']}").json()["toxics"] == []
+    stuck = api.get(f"/proxies/{taken['name']}").json()
+    assert stuck["enabled"] is False and len(stuck["toxics"]) == 1
+
+
 def test_populate_creates_in_order(api, unique, echo_server):
     names = [unique("pop"), unique("pop")]
     body = [{"name": n, "listen": "127.0.0.1:0", "upstream": echo_server.address} for n in names]
@@ -339,6 +399,24 @@ def test_populate_creates_in_order(api, unique, echo_server):
         assert [p["name"] for p in proxies] == names
         assert all(p["enabled"] for p in proxies)
         assert list(proxies[0]) == PROXY_KEYS
+    finally:
+        for name in names:
+            api.delete(f"/proxies/{name}")
+
+
+def test_populate_without_listen_binds_every_interface(api, unique, echo_server):
+    names = [unique("pop"), unique("pop")]
+    body = [
+        {"name": names[0], "upstream": echo_server.address},
+        {"name": names[1], "listen": "", "upstream": echo_server.address},
+    ]
+    try:
+        response = api.post("/populate", json=body)
+        assert response.status_code == 201, response.text
+        for proxy in response.json()["proxies"]:
+            assert WILDCARD_LISTEN.match(proxy["listen"]), proxy["listen"]
+            with connect(listen_port(proxy)) as sock:
+                roundtrip(sock, b"populated")
     finally:
         for name in names:
             api.delete(f"/proxies/{name}")

@@ -34,15 +34,19 @@ def test_harness_command_passes_go_flags_through():
 
 def test_config_file_is_populated_at_start(tmp_path, echo_server):
     config = tmp_path / "config.json"
-    entries = [{"name": "from_config", "listen": "127.0.0.1:0", "upstream": echo_server.address}]
+    entries = [
+        {"name": "from_config", "listen": "127.0.0.1:0", "upstream": echo_server.address},
+        {"name": "no_listen", "upstream": echo_server.address},  # Go's ":0"
+    ]
     config.write_text(json.dumps(entries))
     argv = [sys.executable, "-m", "chaos.faultproxy", "-config", str(config)]
     server = locate.start_server(argv, "faultproxy", log_path=str(tmp_path / "log"))
     try:
         with client.Client(server.url) as api:
-            proxy = api.get_proxy("from_config")
-        with connect(listen_port(proxy)) as sock:
-            roundtrip(sock, b"configured")
+            proxies = [api.get_proxy(entry["name"]) for entry in entries]
+        for proxy in proxies:
+            with connect(listen_port(proxy)) as sock:
+                roundtrip(sock, b"configured")
     finally:
         server.stop()
     assert server.process.returncode == 0  # SIGTERM is a clean shutdown
