@@ -29,13 +29,15 @@ TIMED_METRICS = frozenset(
     {
         "p", "shed_p", "avg", "min", "max", "count", "rps", "fail_count", "fail_ratio",
         "shed_count", "shed_ratio", "error_ratio", "offered_rps", "throughput_ratio", "saturated_s",
-        "knee_rps", "knee_users",
+        "knee_rps", "knee_users", "error_500_count",
     }
 )  # fmt: skip
+# Only the server sees statuses: a client's failures include its timeouts and resets.
+SERVER_ONLY_METRICS = frozenset({"error_500_count"})
 # Metrics a Prometheus histogram can answer (no exact min/max, no pacing knowledge).
 SERVER_METRICS = frozenset(
     {"p", "shed_p", "avg", "count", "rps", "fail_count", "fail_ratio", "shed_count", "shed_ratio",
-     "error_ratio"}
+     "error_ratio", "error_500_count"}
 )  # fmt: skip
 
 _EXPR = re.compile(

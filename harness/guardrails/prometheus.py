@@ -175,12 +175,21 @@ class Scrapes:
 
 
 def by_endpoint(series: dict[tuple[str, str, str], Series]) -> dict[str, dict[str, Series]]:
-    """Group series into endpoints, each split into ok / shed / fail by status."""
+    """Group series into endpoints, each split by status into ok, shed, fail and error.
+
+    ``error`` is a 500 (a bug: nothing the service answers on purpose); ``fail`` the other 5xx
+    but 503 (e.g. 504 outcome unknown). Failure metrics count both.
+    """
     out: dict[str, dict[str, Series]] = {}
     for (method, path, status), value in series.items():
         if path in IGNORED_PATHS or value.count <= 0:
             continue
-        kind = "shed" if status in SHED_STATUSES else "fail" if status >= "500" else "ok"
+        if status in SHED_STATUSES:
+            kind = "shed"
+        elif status == "500":
+            kind = "error"
+        else:
+            kind = "fail" if status >= "500" else "ok"
         groups = out.setdefault(endpoint_name(method, path), {})
         groups.setdefault(kind, Series()).add(value)
     return out

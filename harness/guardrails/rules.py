@@ -10,7 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.guardrails.expr import SERVER_METRICS, Expr, ExprError, parse_expr
+from harness.guardrails.expr import (
+    SERVER_METRICS,
+    SERVER_ONLY_METRICS,
+    Expr,
+    ExprError,
+    parse_expr,
+)
 
 TIMED_SOURCES = frozenset({"locust", "server"})
 BUILTIN_SOURCES = TIMED_SOURCES | {"benchmark", "contract", "audit"}
@@ -432,6 +438,8 @@ class _Builder:
                         f"{expr.label!r} is not available from server histograms "
                         f"(use one of: p(N), {', '.join(sorted(SERVER_METRICS - {'p'}))})"
                     )
+                if source != "server" and expr.metric in SERVER_ONLY_METRICS:
+                    raise ExprError(f'{expr.label!r} needs source = "server"')
                 exprs.append(expr)
             except ExprError as exc:
                 needle = text if isinstance(text, str) else None

@@ -126,12 +126,19 @@ class ServerSource:
         for series in kinds.values():
             total.add(series)
         n = total.count
-        fail = kinds.get("fail", Series()).count
+        errors = kinds.get("error", Series()).count
+        fail = kinds.get("fail", Series()).count + errors
         shed = kinds.get("shed", Series()).count
         duration = max(window[1] - window[0], 1e-9)
         metric = expr.metric
-        if metric in ("count", "rps", "fail_count", "shed_count"):
-            return {"count": n, "rps": n / duration, "fail_count": fail, "shed_count": shed}[metric]
+        if metric in ("count", "rps", "fail_count", "shed_count", "error_500_count"):
+            return {
+                "count": n,
+                "rps": n / duration,
+                "fail_count": fail,
+                "shed_count": shed,
+                "error_500_count": errors,
+            }[metric]
         if n <= 0:
             return None
         if metric in ("p", "shed_p"):

@@ -290,3 +290,33 @@ def test_locust_stats_history_csv_is_a_fallback_source(tmp_path: Path) -> None:
     )
     verdict = check_dir(tmp_path, ruleset)
     assert [r.observed for r in verdict.results] == [100, 1, 10, 90, 0.01, 10]
+
+
+def test_a_500_is_counted_apart_from_the_other_failures() -> None:
+    def text(ok: int, gateway: int, bug: int) -> str:
+        lines = []
+        for status, n in (("202", ok), ("504", gateway), ("500", bug)):
+            labels = f'method="POST",path="/v1/events",status="{status}"'
+            lines += [
+                f'{FAMILY}_bucket{{le="+Inf",{labels}}} {n}',
+                f"{FAMILY}_count{{{labels}}} {n}",
+                f"{FAMILY}_sum{{{labels}}} {n * 0.01}",
+            ]
+        return "\n".join(lines) + "\n"
+
+    source = ServerSource(
+        Scrapes([Snapshot(T0, parse(text(0, 0, 0))), Snapshot(T0 + 10, parse(text(96, 3, 1)))])
+    )
+
+    def value(expr: str) -> float | None:
+        return source.value(parse_expr(expr), None, (T0, T0 + 10))
+
+    assert value("fail_count < 1") == 4 and value("fail_ratio < 1") == pytest.approx(0.04)
+    assert value("error_500_count == 0") == 1
+    assert value("error_ratio < 1") == pytest.approx(0.04)
+
+
+def test_the_500_count_needs_the_server_source() -> None:
+    with pytest.raises(GuardrailError, match='needs source = "server"'):
+        parse_rules('[[rule]]\nexpr = "error_500_count == 0"\n')
+    assert parse_rules('[[rule]]\nsource = "server"\nexpr = "error_500_count == 0"\n').rules
