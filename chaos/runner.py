@@ -394,6 +394,7 @@ class Run:
             **server_health.worker_events(self.api_log),
             idle_in_transaction=server_health.idle_in_transaction(self.stack.database_url()),
             steady_state_after=all(r["ok"] for r in self.journal["steady_state"]["after"]),
+            **self._method_outcome(),
         )
         (self.run_dir / "audit.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
         self._write_phases(healed_at)
@@ -404,6 +405,17 @@ class Run:
         self.echo(verdict.table())
         self._write_journal("completed", verdict.exit_code)
         return verdict.exit_code
+
+    def _method_outcome(self) -> dict[str, int]:
+        """Whether the method ran as written: a fault that never applied proves nothing."""
+        method, rollbacks = self.journal["method"], self.journal["rollbacks"]
+        results = [r["result"] for r in rollbacks if isinstance(r.get("result"), dict)]
+        return {
+            "fault_errors": sum(1 for step in method if step.get("error")),
+            "rollback_failures": sum(1 for r in rollbacks if r["status"] != "ok"),
+            # A fault with its own check (concurrent migrations: each file applied once).
+            "fault_checks_failed": sum(1 for r in results if r.get("ok") is False),
+        }
 
     def _readiness_recovery(self, healed_at: float) -> float | None:
         """Seconds from the last heal to the first ready probe (sampled each second)."""

@@ -73,3 +73,39 @@ def test_an_experiments_bad_file_is_refused_before_the_stack_starts(
     )
     assert result.return_value == 2, result.output
     assert f"{tmp_path / 'rules.toml'}:3: rule expr: cannot parse" in result.output
+
+
+def test_a_fault_that_failed_to_apply_or_roll_back_is_counted_for_the_verdict() -> None:
+    from types import SimpleNamespace
+
+    from chaos.runner import Run
+
+    journal = {
+        "method": [{"label": "a", "error": None}, {"label": "b", "error": "rabbitmqctl failed"}],
+        "rollbacks": [
+            {"label": "a", "status": "ok", "result": None},
+            {"label": "b", "status": "failed: gone", "result": None},
+            {"label": "m", "status": "ok", "result": {"ok": False, "exit_codes": [0, 1]}},
+            {"label": "n", "status": "ok", "result": {"ok": True}},
+        ],
+    }
+    outcome = Run._method_outcome(SimpleNamespace(journal=journal))
+    assert outcome == {"fault_errors": 1, "rollback_failures": 1, "fault_checks_failed": 1}
+
+
+def test_worker_and_broker_faults_are_judged_on_the_api_during_the_fault() -> None:
+    from harness import guardrails
+
+    unaffected = ROOT / "chaos" / "guardrails-api-unaffected.toml"
+    for name in ("broker-down", "broker-alarm", "relay-kill", "relay-pause", "consumer-kill",
+                 "consumer-partition", "consumer-db-down", "unroutable", "poison"):  # fmt: skip
+        assert guardrails_path(find(name)).resolve() == unaffected, name
+    rules = guardrails.load_rules(unaffected).rules
+    during = [e.text for r in rules if r.phase.text == "fault" for e in r.exprs]
+    assert during == ["error_ratio < 2%"]
+    # Every rule the chaos defaults hold, including the method's own, is inherited.
+    names = {r.name for r in guardrails.load_rules(DEFAULT_GUARDRAILS).rules}
+    assert (
+        "the method ran as written: every fault applied, held its own checks, rolled back" in names
+    )
+    assert names < {r.name for r in rules}
