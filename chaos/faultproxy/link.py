@@ -16,6 +16,8 @@ CHUNK_SIZE = 32 * 1024
 # The input queue doubles as Go's 1024-chunk latency buffer; bytes are capped as well.
 QUEUE_CHUNKS = 1024
 QUEUE_BYTES = 8 * 1024 * 1024
+# A worker whose stages never wait hands the event loop (API, other links) back this often.
+TURN_SECONDS = 0.005
 
 
 class Chunk:
@@ -47,8 +49,9 @@ class Link:
         self.received = 0
         self.sent = 0
         self._pauses: set[str] = set()
-        self._waiter: tuple[Stage, asyncio.Future] | None = None
+        self._waiter: tuple[Stage | None, asyncio.Future] | None = None
         self._drain: asyncio.Future | None = None
+        self._turn_ends = 0.0
         self.stages: list[Stage] = []
         for toxic in toxics:
             self.stages.append(self._stage(toxic))
@@ -99,6 +102,7 @@ class Link:
             self.worker = self.loop.create_task(self._run())
 
     async def _run(self) -> None:
+        self._turn_ends = self.loop.time() + TURN_SECONDS
         try:
             while self.queue and not self.ended:
                 item = self.queue.popleft()
@@ -107,6 +111,8 @@ class Link:
                 if "queue" in self._pauses and self._below_low_water():
                     self._resume("queue")
                 await self._walk(item, 0)
+                if self.queue:
+                    await self.take_turn()
         finally:
             self.worker = None
             if self.ended:
@@ -156,11 +162,26 @@ class Link:
         handle = None
         if seconds is not None:
             handle = self.loop.call_later(seconds, _settle, future, True)
+        return await self._hold(stage, future, handle)
+
+    async def take_turn(self, stage: Stage | None = None) -> bool:
+        """Yield once this worker has run a turn without waiting; False if stage was interrupted."""
+        if self.loop.time() < self._turn_ends:
+            return True
+        future = self.loop.create_future()
+        # call_soon queues the resume behind the I/O callbacks of the next loop pass.
+        handle = self.loop.call_soon(_settle, future, True)
+        return await self._hold(stage, future, handle)
+
+    async def _hold(
+        self, stage: Stage | None, future: asyncio.Future, handle: asyncio.Handle | None
+    ) -> bool:
         self._waiter = (stage, future)
         try:
             return await future
         finally:
             self._waiter = None
+            self._turn_ends = self.loop.time() + TURN_SECONDS
             if handle is not None:
                 handle.cancel()
 

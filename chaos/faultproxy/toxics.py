@@ -231,9 +231,15 @@ class SlicerStage(Stage):
         last = len(bounds) - 1
         for i in range(1, len(bounds)):
             await self.forward(self.link.chunk(data[bounds[i - 1] : bounds[i]], ts))
-            if i < last and delay > 0 and not await self.link.wait(self, min(delay, MAX_SLEEP)):
+            if i < last and not await self._pause(delay):
                 await self.forward(self.link.chunk(data[bounds[i] :], ts))
                 return
+
+    async def _pause(self, delay: float) -> bool:
+        if delay > 0:
+            return await self.link.wait(self, min(delay, MAX_SLEEP))
+        # Without a delay a 32 KB chunk is thousands of writes; let the API and other links run.
+        return await self.link.take_turn(self)
 
 
 class LimitDataStage(Stage):

@@ -323,6 +323,31 @@ def test_slicer_with_variation_keeps_bytes(make_proxy, add_toxic):
     assert echoed == payload
 
 
+def test_api_answers_while_a_slicer_without_delay_cuts_one_byte_pieces(
+    api, make_proxy, add_toxic, tcp_server
+):
+    payload = os.urandom(512 * 1024)
+    proxy = make_proxy(upstream=tcp_server(greet_and_close(payload)).address)
+    add_toxic(proxy["name"], "slicer", attributes={"average_size": 1})
+    got = bytearray()
+    started = threading.Event()
+
+    def read_all() -> None:
+        with connect(listen_port(proxy), timeout=30) as sock:
+            while piece := sock.recv(65536):
+                got.extend(piece)
+                started.set()
+        started.set()
+
+    reader = threading.Thread(target=read_all, daemon=True)
+    reader.start()
+    assert started.wait(10)
+    waits = [timed(lambda: api.get("/version", timeout=10).raise_for_status()) for _ in range(3)]
+    reader.join(30)
+    assert bytes(got) == payload
+    assert max(waits) < 1.0, waits
+
+
 def test_limit_data_truncates_then_closes(make_proxy, add_toxic):
     proxy = make_proxy()
     add_toxic(proxy["name"], "limit_data", attributes={"bytes": 10})
