@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
 import threading
 import time
 
@@ -397,3 +399,55 @@ def test_a_short_claim_is_not_followed_by_claims_that_can_find_nothing(
         # more and finds nothing. Claiming ahead would have added three or four more.
         assert [kind for kind, _ in claims] == ["claim", "claim"], (burst, claims)
     assert pending_rows(settings.database_url) == 0
+
+
+def _relay_sessions(db) -> list[tuple[int, str]]:
+    with db.cursor() as cur:
+        cur.execute(
+            "SELECT pid, state FROM pg_stat_activity"
+            " WHERE application_name = 'reco-relay' AND pid <> pg_backend_pid()"
+        )
+        rows = cur.fetchall()
+    db.rollback()
+    return rows
+
+
+def test_a_relay_frozen_mid_transaction_loses_its_rows_to_another_and_recovers(
+    settings, db, tmp_path, worker_objects, worker_procs
+):
+    """Scenario 15: SIGSTOP past the idle-in-transaction timeout, with a second relay running."""
+    quick = dataclasses.replace(
+        settings,
+        relay_batch_size=100,
+        relay_confirm_timeout_s=0.5,
+        relay_idle_in_tx_timeout_ms=1500,
+    )
+    ids = _seed(settings, 6000)
+    frozen = WorkerProcess.start("relay", quick, tmp_path)
+    worker_procs.append(frozen)
+    wait_until(lambda: _published(db) >= 300, 30, "the relay draining", interval=0.01)
+    for _ in range(50):  # freeze it while it holds claimed rows (it nearly always does)
+        os.kill(frozen.pid, signal.SIGSTOP)
+        if any(state != "idle" for _, state in _relay_sessions(db)):
+            break
+        os.kill(frozen.pid, signal.SIGCONT)
+        time.sleep(0.005)
+    else:
+        pytest.fail("the relay was never frozen inside a transaction")
+    try:
+        held = {pid for pid, state in _relay_sessions(db) if state != "idle"}
+        # The server ends the frozen session once it sat idle in its transaction past 1.5 s,
+        # releasing its row locks; meanwhile a second relay publishes everything else.
+        other = worker_objects.relay(quick)
+        drain_relay(other, timeout=30)
+        assert pending_rows(settings.database_url) == 0
+        assert held and not held & {pid for pid, _ in _relay_sessions(db)}
+    finally:
+        os.kill(frozen.pid, signal.SIGCONT)
+    # Thawed, its commit fails on the dead session: it reconnects and carries on.
+    wait_until(frozen.healthy, 10, "the thawed relay healthy")
+    seed_outbox(settings.database_url, extra := make_events(50, users=5), with_events=True)
+    wait_until(lambda: pending_rows(settings.database_url) == 0, 30, "new rows published")
+    assert frozen.stop() == 0
+    drain_consumer(worker_objects.consumer(settings), len(ids) + len(extra), timeout=60)
+    assert_audit(settings)  # duplicates at the broker only; every event applied once
