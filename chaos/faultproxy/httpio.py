@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import email.utils
 import http
 from collections.abc import Awaitable, Callable
 
-# Go's http.Server settings used by Toxiproxy: ReadTimeout 15 s, IdleTimeout 60 s.
+# Go's http.Server settings used by Toxiproxy: ReadTimeout 15 s, WriteTimeout 30 s (counted
+# from the end of the request, so it covers the handler too), IdleTimeout 60 s.
 READ_TIMEOUT = 15.0
+WRITE_TIMEOUT = 30.0
 IDLE_TIMEOUT = 60.0
+CLOSE_TIMEOUT = 5.0
 MAX_HEADER_BYTES = 1 << 20
 MAX_BODY_BYTES = 64 << 20
 
@@ -159,16 +161,35 @@ async def serve_client(
                 break
             if request is None:
                 break
+            deadline = asyncio.get_running_loop().time() + WRITE_TIMEOUT
             response = await handler(request)
             keep = request.keep_alive
             writer.write(render(response, keep, head=request.method == "HEAD"))
-            await writer.drain()
-            if not keep:
+            if not await _flush(writer, deadline) or not keep:
                 break
     except (ConnectionError, asyncio.IncompleteReadError):
         pass
     finally:
-        writer.close()
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(5):
-                await writer.wait_closed()
+        await _close(writer)
+
+
+async def _flush(writer: asyncio.StreamWriter, deadline: float) -> bool:
+    """Wait for the response to leave; abort and return False once the deadline passes."""
+    try:
+        async with asyncio.timeout_at(deadline):
+            await writer.drain()
+    except TimeoutError:
+        # A client that stops reading would otherwise hold the connection and its buffer.
+        writer.transport.abort()
+        return False
+    return True
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    """Close the connection; abort it when what is left unsent cannot be flushed."""
+    writer.close()
+    try:
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            await writer.wait_closed()
+    except (TimeoutError, OSError):
+        writer.transport.abort()

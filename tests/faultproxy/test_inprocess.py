@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from types import SimpleNamespace
 
 import pytest
 
+from chaos.faultproxy import httpio
 from chaos.faultproxy import link as link_module
 from chaos.faultproxy.link import CHUNK_SIZE, Link
 from chaos.faultproxy.toxics import Toxic
@@ -74,3 +76,37 @@ def test_slicer_without_delay_yields_and_an_update_flushes_the_rest(monkeypatch)
         return transport.writes
 
     assert asyncio.run(scenario()) == [b"a", b"bcdefgh"]
+
+
+def test_api_drops_a_client_that_stops_reading(monkeypatch):
+    monkeypatch.setattr(httpio, "WRITE_TIMEOUT", 0.2)
+    body = b"x" * (32 << 20)  # far more than the socket buffers of a client that never reads
+
+    async def handler(request: httpio.Request) -> httpio.Response:
+        return httpio.Response(200, body)
+
+    async def scenario() -> None:
+        finished = asyncio.Event()
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                await httpio.serve_client(reader, writer, handler)
+            finally:
+                finished.set()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.setblocking(False)
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.sock_connect(client, server.sockets[0].getsockname())
+            await loop.sock_sendall(client, b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+            async with asyncio.timeout(5):
+                await finished.wait()
+        finally:
+            client.close()
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(scenario())
