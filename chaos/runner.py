@@ -89,6 +89,7 @@ class Run:
         self.before: Earlier | None = None
         self.api_log = server_health.LogMark(None, 0)
         self.readiness: list[tuple[float, int | None]] = []
+        self.liveness: list[tuple[float, int | None]] = []
 
     # -- the whole run -----------------------------------------------------------------------
     def execute(self) -> int:
@@ -342,6 +343,7 @@ class Run:
         active = [w.label for w in self.windows if w.end is None]
         phase = "fault" if active else ("baseline" if not self.windows else "recovery")
         self.readiness.append((now, probes.readiness(self.api_url)))
+        self.liveness.append((now, probes.readiness(self.api_url, "/healthz")))
         recent = self.tail.window(now - 5)
         backlog = probes.outbox_backlog(self.stack.database_url())
         self.echo(
@@ -395,6 +397,7 @@ class Run:
             idle_in_transaction=server_health.idle_in_transaction(self.stack.database_url()),
             steady_state_after=all(r["ok"] for r in self.journal["steady_state"]["after"]),
             **self._method_outcome(),
+            **self._probe_outcome(),
         )
         (self.run_dir / "audit.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
         self._write_phases(healed_at)
@@ -415,6 +418,19 @@ class Run:
             "rollback_failures": sum(1 for r in rollbacks if r["status"] != "ok"),
             # A fault with its own check (concurrent migrations: each file applied once).
             "fault_checks_failed": sum(1 for r in results if r.get("ok") is False),
+        }
+
+    def _probe_outcome(self) -> dict[str, int]:
+        """Liveness never failing, and readiness seen failing while a fault was on."""
+
+        def during_fault(t: float) -> bool:
+            return any(w.start <= t <= (w.end or t) for w in self.windows)
+
+        return {
+            "liveness_failures": sum(1 for _, status in self.liveness if status != 200),
+            "readiness_flipped": int(
+                any(status != 200 for t, status in self.readiness if during_fault(t))
+            ),
         }
 
     def _readiness_recovery(self, healed_at: float) -> float | None:

@@ -41,7 +41,7 @@ def no_stack(monkeypatch):
 
 
 def test_an_experiments_own_file_wins_then_the_default_then_ours(tmp_path: Path) -> None:
-    stall, plain = find("db-commit-stall"), find("db-down")
+    stall, plain = find("db-commit-stall"), find("db-slow")
     mine = tmp_path / "mine.toml"
     assert guardrails_path(stall, mine) == ROOT / "chaos" / "guardrails-commit-stall.toml"
     assert guardrails_path(plain, mine) == mine
@@ -53,7 +53,7 @@ def test_a_bad_default_file_is_refused_before_the_stack_starts(tmp_path: Path, n
     bad.write_text('extends = "guardrails.toml"\n[[rule]]\nexpr = "p(99) <"\n')
     result = CliRunner().invoke(
         chaos_command.command,
-        ["run", "db-down", "--guardrails", str(bad), "--state-dir", str(tmp_path / "state")],
+        ["run", "db-slow", "--guardrails", str(bad), "--state-dir", str(tmp_path / "state")],
         standalone_mode=False,
     )
     assert result.return_value == 2, result.output
@@ -109,3 +109,23 @@ def test_worker_and_broker_faults_are_judged_on_the_api_during_the_fault() -> No
         "the method ran as written: every fault applied, held its own checks, rolled back" in names
     )
     assert names < {r.name for r in rules}
+
+
+def test_probes_count_liveness_failures_and_readiness_failing_only_during_a_fault() -> None:
+    from types import SimpleNamespace
+
+    from chaos.runner import Run, Window
+
+    window = Window("db down", "down", 10.0)
+    window.end = 20.0
+    run = SimpleNamespace(
+        windows=[window],
+        liveness=[(5.0, 200), (15.0, None), (25.0, 200)],
+        readiness=[(5.0, 503), (15.0, 200), (25.0, 200)],  # the 503 came before the fault
+    )
+    assert Run._probe_outcome(run) == {"liveness_failures": 1, "readiness_flipped": 0}
+    run.readiness.append((12.0, 503))
+    assert Run._probe_outcome(run)["readiness_flipped"] == 1
+    unreachable = ROOT / "chaos" / "guardrails-db-unreachable.toml"
+    for name in ("db-down", "db-blackhole"):
+        assert guardrails_path(find(name)).resolve() == unreachable, name
