@@ -291,15 +291,16 @@ def worker_objects() -> Iterator[WorkerObjects]:
 
 def pending_rows(database_url: str) -> int:
     """Count unpublished outbox rows."""
-    return _scalar(database_url, "SELECT count(*) FROM outbox WHERE published_at IS NULL")
+    return scalar(database_url, "SELECT count(*) FROM outbox WHERE published_at IS NULL")
 
 
 def applied_count(database_url: str) -> int:
     """Count inbox rows (events applied by the feature consumer)."""
-    return _scalar(database_url, "SELECT count(*) FROM inbox")
+    return scalar(database_url, "SELECT count(*) FROM inbox")
 
 
-def _scalar(database_url: str, sql: str) -> int:
+def scalar(database_url: str, sql: str) -> int:
+    """The one value ``sql`` returns, on a connection of its own."""
     import psycopg2
 
     conn = psycopg2.connect(database_url, connect_timeout=5)

@@ -17,10 +17,10 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import orjson
-import psycopg2
 import pytest
 import requests
 
+from harness.pytest_plugins.rawhttp import chunked, written_rows
 from harness.stack.procs import StackError, free_port, stop_pid, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -208,14 +208,6 @@ def _batch(padding: int = 0) -> bytes:
     return orjson.dumps({"events": [event]})[:-1] + b" " * padding + b"}"
 
 
-def _chunked(body: bytes, size: int = 65_536) -> bytes:
-    parts = [
-        b"%x\r\n%s\r\n" % (len(body[i : i + size]), body[i : i + size])
-        for i in range(0, len(body), size)
-    ]
-    return b"".join(parts) + b"0\r\n\r\n"
-
-
 def _slow_body(port: int) -> socket.socket:
     """A POST that announces 100 body bytes and sends 4: a sync worker waits for the rest."""
     return _connect(port, _post_head(port, ["Content-Length: 100"]) + b'{"ev')
@@ -228,19 +220,6 @@ def _accept_queue(port: int) -> int:
         if fields[1].endswith(f":{port:04X}") and fields[3] == "0A":  # 0A: LISTEN
             return int(fields[4].split(":")[1], 16)  # rx_queue of a listener: its backlog
     raise AssertionError(f"nothing listens on port {port}")
-
-
-def _rows(database_url: str) -> int:
-    conn = psycopg2.connect(database_url, connect_timeout=5)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(
-                "SELECT (SELECT count(*) FROM events) + (SELECT count(*) FROM outbox)"
-                " + (SELECT count(*) FROM idempotency_keys)"
-            )
-            return cur.fetchone()[0]
-    finally:
-        conn.close()
 
 
 def _assert_problem(
@@ -317,7 +296,7 @@ def test_a_body_over_the_limit_is_413_from_nginx_and_writes_nothing(
     body = _batch(padding=LIMIT + 50_000)
     request_id = f"edge-413-{framing}"
     if framing == "chunked":
-        data = _post_head(edge.port, ["Transfer-Encoding: chunked"], request_id) + _chunked(body)
+        data = _post_head(edge.port, ["Transfer-Encoding: chunked"], request_id) + chunked(body)
     else:
         data = _post_head(edge.port, [f"Content-Length: {len(body)}"], request_id) + body
     status, headers, answer = _exchange(edge.port, data)
@@ -325,14 +304,14 @@ def test_a_body_over_the_limit_is_413_from_nginx_and_writes_nothing(
     doc = _assert_problem(status, headers, answer, "content-too-large")
     assert doc["request_id"] == request_id
     assert edge.access_line(request_id)["upstream_addr"] == "", "gunicorn saw the request"
-    assert _rows(database_url) == 0
+    assert written_rows(database_url) == 0
 
 
 def test_a_chunked_body_within_the_limit_reaches_the_app(api, edge, database_url):
-    data = _post_head(edge.port, ["Transfer-Encoding: chunked"]) + _chunked(_batch(), size=16)
+    data = _post_head(edge.port, ["Transfer-Encoding: chunked"]) + chunked(_batch(), size=16)
     status, _, answer = _exchange(edge.port, data)
     assert status == 202, answer
-    assert _rows(database_url) == 3  # the event, its outbox row, the idempotency record
+    assert written_rows(database_url) == 3  # the event, its outbox row, the idempotency record
 
 
 def test_the_app_sheds_what_queued_behind_busy_workers_by_nginx_clock(

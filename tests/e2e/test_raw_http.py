@@ -7,8 +7,9 @@ import socket
 import uuid
 
 import orjson
-import psycopg2
 import pytest
+
+from harness.pytest_plugins.rawhttp import chunked, written_rows
 
 API_KEY = "dev-key"
 LIMIT = 262_144  # RECO_MAX_CONTENT_LENGTH's default
@@ -38,14 +39,6 @@ def _head(port: int, framing: list[str]) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-def _chunked(body: bytes, size: int = 65_536) -> bytes:
-    parts = [
-        b"%x\r\n%s\r\n" % (len(body[i : i + size]), body[i : i + size])
-        for i in range(0, len(body), size)
-    ]
-    return b"".join(parts) + b"0\r\n\r\n"
-
-
 def _exchange(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:
     """Send ``data``, read the answer until the server closes (sync workers always do)."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
@@ -62,19 +55,6 @@ def _exchange(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:
     return int(status_line.split()[1]), headers, body
 
 
-def _rows(database_url: str) -> int:
-    conn = psycopg2.connect(database_url, connect_timeout=5)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(
-                "SELECT (SELECT count(*) FROM events) + (SELECT count(*) FROM outbox)"
-                " + (SELECT count(*) FROM idempotency_keys)"
-            )
-            return cur.fetchone()[0]
-    finally:
-        conn.close()
-
-
 @pytest.fixture
 def server(gunicorn_server, database_url):
     return gunicorn_server(database_url, workers=2)
@@ -84,21 +64,21 @@ def test_a_chunked_body_over_the_limit_is_413_problem_json(server, database_url)
     # A valid batch padded past the limit: judged by its first 256 KiB, it would be accepted.
     body = _batch()[:-1] + b" " * (LIMIT + 50_000) + b"}"
     status, headers, answer = _exchange(
-        server.port, _head(server.port, ["Transfer-Encoding: chunked"]) + _chunked(body)
+        server.port, _head(server.port, ["Transfer-Encoding: chunked"]) + chunked(body)
     )
     assert status == 413, answer
     assert headers["content-type"] == "application/problem+json"
     assert json.loads(answer)["status"] == 413
-    assert _rows(database_url) == 0
+    assert written_rows(database_url) == 0
 
 
 def test_a_chunked_body_within_the_limit_is_accepted(server, database_url):
     status, _, answer = _exchange(
         server.port,
-        _head(server.port, ["Transfer-Encoding: chunked"]) + _chunked(_batch(), size=16),
+        _head(server.port, ["Transfer-Encoding: chunked"]) + chunked(_batch(), size=16),
     )
     assert status == 202, answer
-    assert _rows(database_url) == 3  # the event, its outbox row, the idempotency record
+    assert written_rows(database_url) == 3  # the event, its outbox row, the idempotency record
 
 
 @pytest.mark.parametrize(
@@ -114,10 +94,10 @@ def test_a_chunked_body_within_the_limit_is_accepted(server, database_url):
 )
 def test_ambiguous_framing_is_refused_before_the_app(server, database_url, framing):
     body = _batch()
-    data = _head(server.port, framing) + (_chunked(body) if "chunked" in str(framing) else body)
+    data = _head(server.port, framing) + (chunked(body) if "chunked" in str(framing) else body)
     status, _, _ = _exchange(server.port, data)
     assert status == 400
-    assert _rows(database_url) == 0
+    assert written_rows(database_url) == 0
 
 
 def test_a_client_gone_mid_body_leaves_no_row_and_the_worker_serves_on(server, database_url):
@@ -133,4 +113,4 @@ def test_a_client_gone_mid_body_leaves_no_row_and_the_worker_serves_on(server, d
         server.port, _head(server.port, [f"Content-Length: {len(body)}"]) + body
     )
     assert status == 202, answer
-    assert _rows(database_url) == 3
+    assert written_rows(database_url) == 3
