@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import pika
@@ -254,7 +255,11 @@ def _validated(history: Iterable[Mapping[str, Any]]) -> dict[str, set[str]]:
 
 
 def _reconcile(
-    ops, applied: set[str], events: set[str], outbox: set[str], baseline: set[str] = frozenset()
+    ops,
+    applied: set[str],
+    events: set[str],
+    outbox: set[str],
+    baseline: AbstractSet[str] = frozenset(),
 ):
     committed = events | outbox
     if ops is None:
