@@ -97,7 +97,8 @@ def test_worker_and_broker_faults_are_judged_on_the_api_during_the_fault() -> No
     from harness import guardrails
 
     unaffected = ROOT / "chaos" / "guardrails-api-unaffected.toml"
-    for name in ("broker-down", "broker-alarm", "relay-kill", "relay-pause", "consumer-kill",
+    for name in ("broker-down", "broker-alarm", "relay-kill", "relay-pause", "relay-db-blackhole",
+                 "relay-amqp-reset", "consumer-kill",
                  "consumer-partition", "consumer-db-down", "unroutable", "poison"):  # fmt: skip
         assert guardrails_path(find(name)).resolve() == unaffected, name
     rules = guardrails.load_rules(unaffected).rules
