@@ -20,6 +20,40 @@ def readiness(api_url: str, path: str = "/readyz") -> int | None:
         return None
 
 
+def counter_value(text: str, name: str) -> float | None:
+    """Sum every sample of the counter ``name`` (``<name>_total``) in a Prometheus text page."""
+    total, found = 0.0, False
+    for line in text.splitlines():
+        head, _, value = line.partition(" ")
+        if head.split("{", 1)[0] == f"{name}_total":
+            total, found = total + float(value.split()[0]), True
+    return total if found else None
+
+
+def counter(metrics_url: str, name: str) -> float | None:
+    """A counter read from a worker's /metrics, None when it does not answer."""
+    try:
+        response = requests.get(metrics_url + "/metrics", timeout=2)
+    except requests.RequestException:
+        return None
+    return counter_value(response.text, name) if response.ok else None
+
+
+class CounterIncrease:
+    """A counter's increase over a run, sampled now and then; a drop means a restart from 0."""
+
+    def __init__(self) -> None:
+        self.last: float | None = None
+        self.total = 0.0
+
+    def observe(self, value: float | None) -> None:
+        if value is None:
+            return
+        if self.last is not None:
+            self.total += value - self.last if value >= self.last else value
+        self.last = value
+
+
 def outbox_backlog(database_url: str) -> int | None:
     """Unpublished outbox rows, None when the database is unreachable."""
     try:

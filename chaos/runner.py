@@ -90,6 +90,8 @@ class Run:
         self.api_log = server_health.LogMark(None, 0)
         self.readiness: list[tuple[float, int | None]] = []
         self.liveness: list[tuple[float, int | None]] = []
+        # Deliveries the consumer's inbox absorbed: duplicates at the broker (allowed, G3).
+        self.broker_duplicates = probes.CounterIncrease()
 
     # -- the whole run -----------------------------------------------------------------------
     def execute(self) -> int:
@@ -108,6 +110,7 @@ class Run:
             self.before = earlier(self.stack.database_url(), self.stack.amqp_url(), "reco")
             # Only this experiment's lines count: earlier runs on the stack logged to it too.
             self.api_log = server_health.mark(self.stack.state["components"]["api"].get("log"))
+            self._count_broker_duplicates()  # the starting point: earlier runs' are not ours
             if not self._settle(STEADY_TIMEOUT_S):
                 self.echo("steady state does not hold before the experiment: not running it")
                 return guardrails.EXIT_USAGE
@@ -344,6 +347,7 @@ class Run:
         phase = "fault" if active else ("baseline" if not self.windows else "recovery")
         self.readiness.append((now, probes.readiness(self.api_url)))
         self.liveness.append((now, probes.readiness(self.api_url, "/healthz")))
+        self._count_broker_duplicates()
         recent = self.tail.window(now - 5)
         backlog = probes.outbox_backlog(self.stack.database_url())
         self.echo(
@@ -351,6 +355,13 @@ class Run:
             f" fail={recent['fail']} info={recent['info']} backlog={backlog}"
             f" active={', '.join(active) or '-'}"
         )
+
+    def _count_broker_duplicates(self) -> None:
+        consumer = self.stack.state.get("components", {}).get("consumer", {})
+        if consumer.get("url"):
+            self.broker_duplicates.observe(
+                probes.counter(consumer["url"], "reco_consumer_duplicates")
+            )
 
     def _hypothesis(self, when: str) -> bool:
         results = []
@@ -389,7 +400,10 @@ class Run:
             expected_dlq=self.experiment.expected_dlq,
             before=self.before,
         )
+        self._count_broker_duplicates()  # after the drain: redeliveries it waited for count
         data = result.to_dict()
+        # At least this many (a killed consumer's count since the last sample is gone).
+        data["broker_duplicates"] = int(self.broker_duplicates.total)
         data["dlq_matches"] = int(result.dlq_run == self.experiment.expected_dlq)
         data.update(
             readiness_recovery_s=None if recovery is None else round(recovery, 2),

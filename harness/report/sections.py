@@ -222,6 +222,8 @@ def audit_section(data: RunData) -> str:
         if key in audit:
             add(title, audit[key], "0", audit[key] != 0)
     add("Recovered (unknown outcome, did land)", _count(audit, "recovered"))
+    if "broker_duplicates" in audit:
+        add("Duplicates at the broker, absorbed by the inbox", audit["broker_duplicates"])
     if "info_absent" in audit:
         add("Unknown outcome, did not land", audit["info_absent"])
     if "dlq_depth" in audit:

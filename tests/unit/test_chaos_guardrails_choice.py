@@ -130,3 +130,20 @@ def test_probes_count_liveness_failures_and_readiness_failing_only_during_a_faul
     unreachable = ROOT / "chaos" / "guardrails-db-unreachable.toml"
     for name in ("db-down", "db-blackhole"):
         assert guardrails_path(find(name)).resolve() == unreachable, name
+
+
+def test_broker_duplicates_sum_the_consumers_counter_across_restarts() -> None:
+    from chaos.probes import CounterIncrease, counter_value
+
+    page = (
+        "# TYPE reco_consumer_duplicates counter\n"
+        "reco_consumer_duplicates_total 7.0\n"
+        "reco_consumer_duplicates_created 1.8e9\n"
+        'reco_consumer_applied_total{stage="x"} 3.0\n'
+    )
+    assert counter_value(page, "reco_consumer_duplicates") == 7.0
+    assert counter_value(page, "reco_consumer_missing") is None
+    seen = CounterIncrease()
+    for value in (5.0, None, 9.0, 12.0, 2.0, 4.0):  # earlier runs' 5; a restart after 12
+        seen.observe(value)
+    assert seen.total == (12 - 5) + 4
