@@ -8,6 +8,7 @@ from typing import Any
 
 import psycopg2
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from chaos.experiment import Probe
 
@@ -22,12 +23,10 @@ def readiness(api_url: str, path: str = "/readyz") -> int | None:
 
 def counter_value(text: str, name: str) -> float | None:
     """Sum every sample of the counter ``name`` (``<name>_total``) in a Prometheus text page."""
-    total, found = 0.0, False
-    for line in text.splitlines():
-        head, _, value = line.partition(" ")
-        if head.split("{", 1)[0] == f"{name}_total":
-            total, found = total + float(value.split()[0]), True
-    return total if found else None
+    for family in text_string_to_metric_families(text):
+        if family.name == name:
+            return sum(s.value for s in family.samples if s.name == f"{name}_total")
+    return None
 
 
 def counter(metrics_url: str, name: str) -> float | None:

@@ -23,6 +23,20 @@ PACKAGES = (
 )
 
 
+# Files every run directory holds one of (load, chaos and bench runs).
+RUN_FILES = ("run.json", "audit.json", "summary.json", "verdict.json")
+
+
+def runs_below(root: Path) -> str:
+    """Name the run directories just below ``root`` (for a gate or report pointed at it), or ""."""
+    if not root.is_dir():
+        return ""
+    below = sorted(
+        p.name for p in root.iterdir() if p.is_dir() and any((p / n).is_file() for n in RUN_FILES)
+    )
+    return f"; run directories below it: {', '.join(below)}" if below else ""
+
+
 def _version(name: str) -> str | None:
     try:
         return metadata.version(name)

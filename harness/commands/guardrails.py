@@ -8,9 +8,7 @@ from pathlib import Path
 import click
 
 from harness import guardrails
-
-# Files every run directory holds one of (load, chaos and bench runs).
-RUN_FILES = ("run.json", "audit.json", "summary.json", "verdict.json")
+from harness.runmeta import runs_below
 
 
 @click.group("guardrails")
@@ -59,24 +57,13 @@ def check(
         # Every rule lacked its data: a wrong directory (or the parent of `chaos run --all`
         # output) must not pass a gate on nothing.
         click.echo(
-            f"error: no data for any rule in {results_dir}{_runs_below(results_dir)}", err=True
+            f"error: no data for any rule in {results_dir}{runs_below(Path(results_dir))}", err=True
         )
         return guardrails.EXIT_USAGE
     guardrails.write_verdict(verdict, out or results_dir)
     printed = {"table": verdict.table, "json": verdict.to_json, "junit": verdict.to_junit}[fmt]()
     click.echo(printed.rstrip("\n"))
     return verdict.exit_code
-
-
-def _runs_below(results_dir: str) -> str:
-    """Name the run directories one level below, for a gate pointed at their parent."""
-    root = Path(results_dir)
-    if not root.is_dir():
-        return ""
-    below = sorted(
-        p.name for p in root.iterdir() if p.is_dir() and any((p / n).is_file() for n in RUN_FILES)
-    )
-    return f"; run directories below it: {', '.join(below)}" if below else ""
 
 
 def _rules_for(results_dir: str, explicit: str | None) -> Path:

@@ -184,12 +184,12 @@ def by_endpoint(series: dict[tuple[str, str, str], Series]) -> dict[str, dict[st
     for (method, path, status), value in series.items():
         if path in IGNORED_PATHS or value.count <= 0:
             continue
-        if status in SHED_STATUSES:
-            kind = "shed"
-        elif status == "500":
-            kind = "error"
-        else:
-            kind = "fail" if status >= "500" else "ok"
+        kind = (
+            "shed" if status in SHED_STATUSES
+            else "error" if status == "500"
+            else "fail" if status >= "500"
+            else "ok"
+        )  # fmt: skip
         groups = out.setdefault(endpoint_name(method, path), {})
         groups.setdefault(kind, Series()).add(value)
     return out

@@ -50,25 +50,26 @@ def auth() -> dict[str, str]:
     return {"X-API-Key": API_KEY}
 
 
+def event_batch(n: int = 1, user_id: str = "u-1", item_id: int = 7, kind: str = "click") -> dict:
+    """A valid POST /v1/events body with fresh event ids."""
+    return {
+        "events": [
+            {
+                "event_id": str(uuid.uuid4()),
+                "user_id": user_id,
+                "item_id": item_id + i,
+                "kind": kind,
+                "occurred_at": "2026-11-29T10:00:00Z",
+            }
+            for i in range(n)
+        ]
+    }
+
+
 @pytest.fixture
 def make_events() -> Callable[..., dict]:
     """Build a valid event batch with fresh event ids."""
-
-    def build(n: int = 1, user_id: str = "u-1", item_id: int = 7, kind: str = "click") -> dict:
-        return {
-            "events": [
-                {
-                    "event_id": str(uuid.uuid4()),
-                    "user_id": user_id,
-                    "item_id": item_id + i,
-                    "kind": kind,
-                    "occurred_at": "2026-11-29T10:00:00Z",
-                }
-                for i in range(n)
-            ]
-        }
-
-    return build
+    return event_batch
 
 
 def idem_key() -> str:

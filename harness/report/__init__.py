@@ -30,6 +30,7 @@ from harness.report.sections import (
     run_name,
     verdict_section,
 )
+from harness.runmeta import runs_below
 
 REPORT_NAME = "report.html"
 FALLBACK_NAME = "reco-report.html"  # when report.html is someone else's (Locust's --html)
@@ -55,9 +56,8 @@ def read(run_dir: Path | str, strict: bool = True) -> RunData:
         raise ReportError(f"{root}: no such run directory")
     data = load_run(root)
     if strict and not data.found_anything:
-        below = sorted(p.parent.name for p in root.glob("*/verdict.json"))
-        hint = f"; run directories below it: {', '.join(below)}" if below else ""
-        raise ReportError(f"{root}: no run files (verdict.json, timeline.jsonl, …){hint}")
+        files = "verdict.json, timeline.jsonl, …"
+        raise ReportError(f"{root}: no run files ({files}){runs_below(root)}")
     return data
 
 

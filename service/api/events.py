@@ -40,8 +40,10 @@ def _check_streamed_size(raw: bytes) -> None:
     # With a Content-Length over the limit werkzeug refuses before reading. A chunked body
     # has none: werkzeug stops reading at the limit without complaint, so an over-long body
     # would be judged (or even accepted) by its first MAX_CONTENT_LENGTH bytes.
+    if request.content_length is not None:  # the usual case: werkzeug checked it
+        return
     limit = request.max_content_length
-    if limit is None or request.content_length is not None or len(raw) < limit:
+    if limit is None or len(raw) < limit:
         return
     if request.environ["wsgi.input"].read(1):  # the server's own reader: ends with the body
         raise RequestEntityTooLarge()

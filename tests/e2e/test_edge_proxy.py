@@ -12,15 +12,13 @@ import shutil
 import socket
 import subprocess
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
-import orjson
 import pytest
 import requests
 
-from harness.pytest_plugins.rawhttp import chunked, written_rows
+from harness.pytest_plugins.rawhttp import chunked, padded_batch, post_head, written_rows
 from harness.stack.procs import StackError, free_port, stop_pid, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -184,33 +182,9 @@ def _exchange(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:
         return _read_answer(sock)
 
 
-def _post_head(port: int, framing: list[str], request_id: str = "") -> bytes:
-    lines = [
-        "POST /v1/events HTTP/1.1",
-        f"Host: 127.0.0.1:{port}",
-        f"X-API-Key: {AUTH['X-API-Key']}",
-        f'Idempotency-Key: "{uuid.uuid4()}"',
-        "Content-Type: application/json",
-        *([f"X-Request-ID: {request_id}"] if request_id else []),
-        *framing,
-    ]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-def _batch(padding: int = 0) -> bytes:
-    event = {
-        "event_id": str(uuid.uuid4()),
-        "user_id": "u-edge",
-        "item_id": 5,
-        "kind": "view",
-        "occurred_at": "2026-11-29T10:00:00Z",
-    }
-    return orjson.dumps({"events": [event]})[:-1] + b" " * padding + b"}"
-
-
 def _slow_body(port: int) -> socket.socket:
     """A POST that announces 100 body bytes and sends 4: a sync worker waits for the rest."""
-    return _connect(port, _post_head(port, ["Content-Length: 100"]) + b'{"ev')
+    return _connect(port, post_head(port, ["Content-Length: 100"]) + b'{"ev')
 
 
 def _accept_queue(port: int) -> int:
@@ -293,12 +267,12 @@ def test_without_nginx_two_slow_bodies_stall_two_sync_workers(api):
 def test_a_body_over_the_limit_is_413_from_nginx_and_writes_nothing(
     api, edge, database_url, framing
 ):
-    body = _batch(padding=LIMIT + 50_000)
+    body = padded_batch(LIMIT + 50_000)
     request_id = f"edge-413-{framing}"
     if framing == "chunked":
-        data = _post_head(edge.port, ["Transfer-Encoding: chunked"], request_id) + chunked(body)
+        data = post_head(edge.port, ["Transfer-Encoding: chunked"], request_id) + chunked(body)
     else:
-        data = _post_head(edge.port, [f"Content-Length: {len(body)}"], request_id) + body
+        data = post_head(edge.port, [f"Content-Length: {len(body)}"], request_id) + body
     status, headers, answer = _exchange(edge.port, data)
     assert status == 413, answer
     doc = _assert_problem(status, headers, answer, "content-too-large")
@@ -308,7 +282,7 @@ def test_a_body_over_the_limit_is_413_from_nginx_and_writes_nothing(
 
 
 def test_a_chunked_body_within_the_limit_reaches_the_app(api, edge, database_url):
-    data = _post_head(edge.port, ["Transfer-Encoding: chunked"]) + chunked(_batch(), size=16)
+    data = post_head(edge.port, ["Transfer-Encoding: chunked"]) + chunked(padded_batch(), size=16)
     status, _, answer = _exchange(edge.port, data)
     assert status == 202, answer
     assert written_rows(database_url) == 3  # the event, its outbox row, the idempotency record

@@ -4,39 +4,12 @@ from __future__ import annotations
 
 import json
 import socket
-import uuid
 
-import orjson
 import pytest
 
-from harness.pytest_plugins.rawhttp import chunked, written_rows
+from harness.pytest_plugins.rawhttp import chunked, padded_batch, post_head, written_rows
 
-API_KEY = "dev-key"
 LIMIT = 262_144  # RECO_MAX_CONTENT_LENGTH's default
-
-
-def _batch(**overrides) -> bytes:
-    event = {
-        "event_id": str(uuid.uuid4()),
-        "user_id": "u-raw",
-        "item_id": 5,
-        "kind": "view",
-        "occurred_at": "2026-11-29T10:00:00Z",
-        **overrides,
-    }
-    return orjson.dumps({"events": [event]})
-
-
-def _head(port: int, framing: list[str]) -> bytes:
-    lines = [
-        "POST /v1/events HTTP/1.1",
-        f"Host: 127.0.0.1:{port}",
-        f"X-API-Key: {API_KEY}",
-        f'Idempotency-Key: "{uuid.uuid4()}"',
-        "Content-Type: application/json",
-        *framing,
-    ]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
 def _exchange(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:
@@ -62,9 +35,9 @@ def server(gunicorn_server, database_url):
 
 def test_a_chunked_body_over_the_limit_is_413_problem_json(server, database_url):
     # A valid batch padded past the limit: judged by its first 256 KiB, it would be accepted.
-    body = _batch()[:-1] + b" " * (LIMIT + 50_000) + b"}"
+    body = padded_batch(LIMIT + 50_000)
     status, headers, answer = _exchange(
-        server.port, _head(server.port, ["Transfer-Encoding: chunked"]) + chunked(body)
+        server.port, post_head(server.port, ["Transfer-Encoding: chunked"]) + chunked(body)
     )
     assert status == 413, answer
     assert headers["content-type"] == "application/problem+json"
@@ -75,7 +48,7 @@ def test_a_chunked_body_over_the_limit_is_413_problem_json(server, database_url)
 def test_a_chunked_body_within_the_limit_is_accepted(server, database_url):
     status, _, answer = _exchange(
         server.port,
-        _head(server.port, ["Transfer-Encoding: chunked"]) + chunked(_batch(), size=16),
+        post_head(server.port, ["Transfer-Encoding: chunked"]) + chunked(padded_batch(), size=16),
     )
     assert status == 202, answer
     assert written_rows(database_url) == 3  # the event, its outbox row, the idempotency record
@@ -93,24 +66,24 @@ def test_a_chunked_body_within_the_limit_is_accepted(server, database_url):
     ids=["cl-and-te", "chunked-identity", "duplicate-te", "duplicate-cl", "signed-cl"],
 )
 def test_ambiguous_framing_is_refused_before_the_app(server, database_url, framing):
-    body = _batch()
-    data = _head(server.port, framing) + (chunked(body) if "chunked" in str(framing) else body)
+    body = padded_batch()
+    data = post_head(server.port, framing) + (chunked(body) if "chunked" in str(framing) else body)
     status, _, _ = _exchange(server.port, data)
     assert status == 400
     assert written_rows(database_url) == 0
 
 
 def test_a_client_gone_mid_body_leaves_no_row_and_the_worker_serves_on(server, database_url):
-    body = _batch()
+    body = padded_batch()
     for _ in range(4):  # more than the workers: each one sees a truncated body
         with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
-            sock.sendall(_head(server.port, [f"Content-Length: {len(body)}"]) + body[:20])
+            sock.sendall(post_head(server.port, [f"Content-Length: {len(body)}"]) + body[:20])
             # RST instead of FIN: the worker's next read fails at once.
             sock.setsockopt(
                 socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
             )
     status, _, answer = _exchange(
-        server.port, _head(server.port, [f"Content-Length: {len(body)}"]) + body
+        server.port, post_head(server.port, [f"Content-Length: {len(body)}"]) + body
     )
     assert status == 202, answer
     assert written_rows(database_url) == 3

@@ -133,14 +133,14 @@ def test_probes_count_liveness_failures_and_readiness_failing_only_during_a_faul
 
 
 def test_broker_duplicates_sum_the_consumers_counter_across_restarts() -> None:
+    from prometheus_client import CollectorRegistry, Counter, generate_latest
+
     from chaos.probes import CounterIncrease, counter_value
 
-    page = (
-        "# TYPE reco_consumer_duplicates counter\n"
-        "reco_consumer_duplicates_total 7.0\n"
-        "reco_consumer_duplicates_created 1.8e9\n"
-        'reco_consumer_applied_total{stage="x"} 3.0\n'
-    )
+    registry = CollectorRegistry()
+    Counter("reco_consumer_duplicates", "d", registry=registry).inc(7)
+    Counter("reco_consumer_applied", "a", ["stage"], registry=registry).labels("x").inc(3)
+    page = generate_latest(registry).decode()
     assert counter_value(page, "reco_consumer_duplicates") == 7.0
     assert counter_value(page, "reco_consumer_missing") is None
     seen = CounterIncrease()
