@@ -118,3 +118,47 @@ def test_results_are_uploaded_even_when_a_job_fails(workflow):
 def test_ci_entry_point_runs_the_readme_command():
     text = (ROOT / ".ci" / "run").read_text()
     assert re.search(r"^exec scripts/test$", text, re.M)
+
+
+FAKE_DOCKER = """#!/bin/sh
+# Stands in for docker: answers the step's inspect calls from the environment.
+case "$*" in
+  *ps\\ -q*) echo cid ;;
+  *Config.User*) echo "$FAKE_USER" ;;
+  *ReadonlyRootfs*) echo "$FAKE_READONLY" ;;
+  *CapDrop*) echo "$FAKE_CAPDROP" ;;
+  *) exit 1 ;;
+esac
+"""
+
+
+def _step(workflow: dict, name: str) -> str:
+    steps = [s for job in workflow["jobs"].values() for s in _steps(job) if s.get("name") == name]
+    assert len(steps) == 1, f"one step named {name!r}"
+    return steps[0]["run"]
+
+
+@pytest.mark.parametrize(
+    ("user", "readonly", "capdrop", "passes"),
+    [
+        ("10001", "true", "ALL", True),
+        ("", "true", "ALL", False),
+        ("root", "true", "ALL", False),
+        ("0:0", "true", "ALL", False),
+        ("10001", "false", "ALL", False),
+        ("10001", "true", "NET_RAW", False),
+    ],
+)
+def test_the_hardening_step_fails_for_root_writable_or_capable_containers(
+    workflow, tmp_path: Path, user: str, readonly: str, capdrop: str, passes: bool
+) -> None:
+    docker = tmp_path / "docker"
+    docker.write_text(FAKE_DOCKER)
+    docker.chmod(0o755)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "FAKE_USER": user}
+    env |= {"FAKE_READONLY": readonly, "FAKE_CAPDROP": capdrop}
+    # GitHub runs a step's script with `bash -e {0}`.
+    script = tmp_path / "step.sh"
+    script.write_text(_step(workflow, "Containers run hardened"))
+    done = subprocess.run(["bash", "-e", str(script)], env=env, capture_output=True, timeout=10)
+    assert (done.returncode == 0) is passes, done.stderr
