@@ -9,6 +9,7 @@ import click
 
 from harness import guardrails
 from harness.runmeta import runs_below
+from loadtests import shapes
 
 
 @click.group("guardrails")
@@ -46,6 +47,7 @@ def check(
     try:
         path = _rules_for(results_dir, guardrails_file)
         ruleset = guardrails.load_rules(path)
+        _known_profile(profile, ruleset)
         verdict = guardrails.check_dir(results_dir, ruleset, profile=profile)
     except guardrails.GuardrailError as exc:
         click.echo(f"error: {exc}", err=True)
@@ -60,10 +62,23 @@ def check(
             f"error: no data for any rule in {results_dir}{runs_below(Path(results_dir))}", err=True
         )
         return guardrails.EXIT_USAGE
-    guardrails.write_verdict(verdict, out or results_dir)
+    written = guardrails.write_verdict(verdict, out or results_dir)
+    if written["junit"].name != "junit.xml":
+        click.echo(f"junit: {written['junit']} (junit.xml there is another tool's)", err=True)
     printed = {"table": verdict.table, "json": verdict.to_json, "junit": verdict.to_junit}[fmt]()
     click.echo(printed.rstrip("\n"))
     return verdict.exit_code
+
+
+def _known_profile(profile: str | None, ruleset: guardrails.RuleSet) -> None:
+    """Refuse a profile no rule names and no load profile has: a typo would drop rules."""
+    if profile is None:
+        return
+    known = set(shapes.PROFILES) | {name for rule in ruleset.rules for name in rule.profiles}
+    if profile not in known:
+        raise guardrails.GuardrailError(
+            ruleset.path, None, f"unknown profile {profile!r}; known: {', '.join(sorted(known))}"
+        )
 
 
 def _rules_for(results_dir: str, explicit: str | None) -> Path:

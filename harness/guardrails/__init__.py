@@ -8,6 +8,7 @@ the Verdict has ``exit_code``, ``breaches``, ``to_json()``, ``to_junit()`` and `
 from __future__ import annotations
 
 import os
+import xml.etree.ElementTree as ET  # noqa: S405 - reads a JUnit file in the run's directory
 from pathlib import Path
 
 from harness.guardrails.engine import evaluate, resolve_phase, run_extent
@@ -52,13 +53,31 @@ def check_dir(results_dir: str | Path, ruleset: RuleSet, profile: str | None = N
 
 
 def write_verdict(verdict: Verdict, out_dir: str | Path) -> dict[str, Path]:
-    """Write verdict.json and junit.xml into ``out_dir``; return their paths."""
+    """Write verdict.json and junit.xml into ``out_dir``; return their paths.
+
+    Another tool's junit.xml there (Schemathesis' report in a contract run) is kept: the
+    verdict's JUnit then goes to guardrails-junit.xml.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "verdict.json", "junit": out / "junit.xml"}
+    junit = out / "junit.xml"
+    if not _ours(junit):
+        junit = out / "guardrails-junit.xml"
+    paths = {"json": out / "verdict.json", "junit": junit}
     paths["json"].write_text(verdict.to_json() + "\n", encoding="utf-8")
     paths["junit"].write_text(verdict.to_junit(), encoding="utf-8")
     return paths
+
+
+def _ours(junit: Path) -> bool:
+    """May the verdict be written to this path: absent, or a verdict written before?"""
+    try:
+        root = ET.parse(junit).getroot()  # noqa: S314 - a file in the run's own directory
+    except FileNotFoundError:
+        return True
+    except (OSError, ET.ParseError):
+        return False
+    return root.tag == "testsuite" and root.get("name") == "guardrails"
 
 
 __all__ = [

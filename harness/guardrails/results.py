@@ -178,8 +178,10 @@ def junit_source(name: str, path: Path) -> NamedSource:
             }
     run = totals["tests"] - totals["skipped"]
     totals["passed"] = run - totals["failures"] - totals["errors"]
-    totals["fail_ratio"] = (totals["failures"] + totals["errors"]) / run if run else 0.0
-    return NamedSource(name, totals, scopes, time_unit_s=1.0)
+    # No test ran: no ratio at all (a rule on it is "no data"), never a perfect 0 %.
+    values: dict[str, float | None] = dict(totals)
+    values["fail_ratio"] = (totals["failures"] + totals["errors"]) / run if run else None
+    return NamedSource(name, values, scopes, time_unit_s=1.0)
 
 
 _PERCENTILE_COLUMNS = (

@@ -91,3 +91,31 @@ def test_the_parent_of_run_directories_names_them_instead_of_passing(tmp_path, f
     assert "run directories below it: db-down" in result.stderr
     # The run itself is judged: its loss is an invariant violation.
     assert check(nightly / "db-down", "--guardrails", str(files["passing"]))[0] == 3
+
+
+def test_another_tools_junit_is_kept_and_the_verdict_goes_beside_it(tmp_path, files) -> None:
+    out = run_dir(tmp_path, files["passing"])
+    theirs = '<testsuite name="schemathesis" tests="3" failures="1"/>\n'
+    (out / "junit.xml").write_text(theirs)
+    code, _ = check(out)
+    assert code == 0
+    assert (out / "junit.xml").read_text() == theirs
+    assert 'name="guardrails"' in (out / "guardrails-junit.xml").read_text()
+    check(out)  # and a verdict of ours is simply rewritten
+    assert (out / "junit.xml").read_text() == theirs
+
+
+def test_a_verdicts_own_junit_is_rewritten_in_place(tmp_path, files) -> None:
+    out = run_dir(tmp_path, files["passing"])
+    check(out)
+    check(out)
+    assert 'name="guardrails"' in (out / "junit.xml").read_text()
+    assert not (out / "guardrails-junit.xml").exists()
+
+
+def test_an_unknown_profile_is_an_error_not_a_smaller_rule_set(tmp_path, files) -> None:
+    out = run_dir(tmp_path, files["passing"])
+    code, output = check(out, "--profile", "stedy")
+    assert code == 2
+    assert "unknown profile 'stedy'" in output
+    assert check(out, "--profile", "steady")[0] == 0

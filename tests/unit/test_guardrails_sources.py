@@ -320,3 +320,14 @@ def test_the_500_count_needs_the_server_source() -> None:
     with pytest.raises(GuardrailError, match='needs source = "server"'):
         parse_rules('[[rule]]\nexpr = "error_500_count == 0"\n')
     assert parse_rules('[[rule]]\nsource = "server"\nexpr = "error_500_count == 0"\n').rules
+
+
+def test_a_junit_file_where_no_test_ran_has_no_fail_ratio(tmp_path: Path) -> None:
+    (tmp_path / "contract-junit.xml").write_text('<testsuite name="st" tests="0" failures="0"/>')
+    ruleset = parse_rules(
+        '[[rule]]\nsource = "contract"\nexpr = "fail_ratio == 0"\n'
+        '[[rule]]\nname = "r"\nsource = "contract"\nrequired = true\nexpr = "fail_ratio == 0"\n',
+        "g.toml",
+    )
+    statuses = [r.status for r in check_dir(tmp_path, ruleset).results]
+    assert statuses == ["skipped", "breach"]
