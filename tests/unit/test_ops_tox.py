@@ -6,6 +6,7 @@ from __future__ import annotations
 import configparser
 import os
 import re
+import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -91,3 +92,23 @@ def test_tier_runner_passes_results_through_with_a_junit_file(tmp_path):
     assert done.returncode == 0 and done.stderr == ""
     assert "--junitxml=" in done.stdout and "runs/junit/demo.xml" in done.stdout
     assert _tier(tmp_path, 1).returncode == 1
+
+
+def test_scripts_test_fails_when_a_tier_folder_has_no_tests(tmp_path: Path) -> None:
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(ROOT / "scripts" / "test", tmp_path / "scripts" / "test")
+    stubs = {"scripts/bootstrap": "exit 0", ".venv/bin/tox": "echo tox ran >> tox.log"}
+    stubs[".venv/bin/python"] = "cat >/dev/null"  # the closing summary reads its script
+    for name, body in stubs.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"#!/bin/sh\n{body}\n")
+        path.chmod(0o755)
+    (tmp_path / "tests" / "unit").mkdir(parents=True)
+    (tmp_path / "tests" / "unit" / "test_x.py").write_text("")
+    done = subprocess.run(
+        ["bash", str(tmp_path / "scripts" / "test")], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "tests/integration has no tests" in done.stderr
+    assert not (tmp_path / "tox.log").exists()
