@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 
+import psycopg2.errors
 from flask import Blueprint, Response
 
 from migrations.files import discover
@@ -39,8 +40,12 @@ def readyz() -> Response:
     """
     rt = runtime()
     known = _known()
-    with rt.db.unit_of_work(READINESS_BUDGET_S) as uow, uow.cursor() as cur:
-        top, applied = migrated(cur, known)
+    try:
+        with rt.db.unit_of_work(READINESS_BUDGET_S) as uow, uow.cursor() as cur:
+            top, applied = migrated(cur, known)
+    except psycopg2.errors.UndefinedTable:
+        # A database never migrated has no schema_migrations table: nothing is applied yet.
+        top, applied = 0, 0
     if applied != len(known):
         raise ApiProblem(
             503,
