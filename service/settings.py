@@ -249,6 +249,7 @@ class Settings:
         """Refuse impossible combinations and, in production, default or weak secrets."""
         if self.environment not in ENVIRONMENTS:
             raise ConfigError(f"RECO_ENV: must be one of {', '.join(ENVIRONMENTS)}")
+        self._validate_ranges()
         if self.lock_timeout_ms >= self.statement_timeout_ms:
             raise ConfigError("RECO_LOCK_TIMEOUT_MS: must be below RECO_STATEMENT_TIMEOUT_MS")
         if not 1 <= self.db_pool_size <= 64:
@@ -265,6 +266,16 @@ class Settings:
             )
         if self.environment == "production":
             self._validate_production(raw_api_keys)
+
+    def _validate_ranges(self) -> None:
+        # Zero turns most of these off (no timeout, unlimited prefetch, no heartbeat) or
+        # makes a worker spin on empty batches: refuse it by name instead.
+        for field in dataclasses.fields(self):
+            low, high = RANGES.get(field.name, (None, None))
+            value = getattr(self, field.name)
+            if low is not None and not low <= value <= high:
+                env = field.metadata["env"]
+                raise ConfigError(f"{env}: must be between {low:g} and {high:g}, got {value:g}")
 
     def _validate_production(self, raw_api_keys: str) -> None:
         # Messages name the variable (and a key's client id) but never the secret itself.
@@ -295,6 +306,39 @@ class Settings:
                 default = f"dev:{DEV_API_KEY}"
             rows.append((field.metadata["env"], str(default), field.metadata["doc"]))
         return rows
+
+
+MAX_INT = float(2**31 - 1)
+# Inclusive bounds of the numeric settings whose zero or negative value would switch off a
+# timeout or a bound the service and the workers rely on. AMQP limits are 16-bit fields.
+RANGES: dict[str, tuple[float, float]] = {
+    "db_checkout_timeout_ms": (1, MAX_INT),
+    "db_connect_timeout_s": (1, 3600),  # libpq: 0 waits for ever
+    "db_tcp_user_timeout_ms": (1, MAX_INT),
+    "statement_timeout_ms": (1, MAX_INT),
+    "lock_timeout_ms": (1, MAX_INT),
+    "idle_in_tx_timeout_ms": (1, MAX_INT),
+    "read_deadline_ms": (1, MAX_INT),
+    "write_deadline_ms": (1, MAX_INT),
+    "breaker_failure_threshold": (1, MAX_INT),
+    "breaker_reset_s": (0.001, 86_400),
+    "max_content_length": (1, MAX_INT),
+    "idempotency_ttl_s": (1, MAX_INT),
+    "retry_after_s": (1, 86_400),
+    "relay_batch_size": (1, 10_000),
+    "relay_poll_interval_ms": (1, MAX_INT),
+    "relay_confirm_timeout_s": (0.001, 3600),
+    "relay_idle_in_tx_timeout_ms": (1, MAX_INT),
+    "relay_retention_interval_s": (0.001, MAX_INT),
+    "queue_max_length": (1, MAX_INT),
+    "consumer_prefetch": (1, 65_535),
+    "consumer_batch_size": (1, 65_535),
+    "delivery_limit": (1, MAX_INT),
+    "amqp_heartbeat_s": (1, 65_535),
+    "amqp_blocked_timeout_s": (1, 86_400),
+    "amqp_socket_timeout_s": (0.001, 3600),
+    "backoff_max_s": (0.1, 86_400),  # the backoff starts at 0.1 s
+}
 
 
 def _default_digests() -> frozenset[str]:

@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from service.settings import ConfigError, Settings
+from service.settings import RANGES, ConfigError, Settings
 
 PROD = {
     "RECO_ENV": "production",
@@ -186,3 +186,28 @@ def test_relay_retry_base_must_not_exceed_its_cap():
     with pytest.raises(ConfigError, match="RECO_RELAY_RETRY_BASE_S"):
         Settings.from_env(env)
     assert Settings.from_env({"RECO_RELAY_RETRY_BASE_S": "0"}).relay_retry_base_s == 0
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("RECO_CONSUMER_PREFETCH", "0"),  # basic.qos 0 is unlimited prefetch
+        ("RECO_CONSUMER_PREFETCH", "70000"),  # beyond AMQP's 16-bit field
+        ("RECO_CONSUMER_BATCH_SIZE", "0"),  # the consumer would spin on empty batches
+        ("RECO_RELAY_BATCH_SIZE", "0"),
+        ("RECO_AMQP_HEARTBEAT_S", "0"),  # no heartbeats: a dead peer is never noticed
+        ("RECO_DB_CONNECT_TIMEOUT_S", "0"),  # libpq waits for ever
+        ("RECO_STATEMENT_TIMEOUT_MS", "0"),
+        ("RECO_RELAY_CONFIRM_TIMEOUT_S", "-1"),
+        ("RECO_BACKOFF_MAX_S", "0"),
+    ],
+)
+def test_a_setting_that_would_switch_off_a_bound_is_refused_by_name(variable, value):
+    with pytest.raises(ConfigError, match=f"^{variable}: must be between"):
+        Settings.from_env({variable: value})
+
+
+def test_every_bounded_setting_is_a_setting_and_its_default_is_in_bounds():
+    defaults = Settings.from_env({})
+    for name, (low, high) in RANGES.items():
+        assert low <= getattr(defaults, name) <= high, name
