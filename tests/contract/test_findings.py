@@ -51,6 +51,9 @@ def _outbox_payload(database_url: str, event_id: str) -> bytes:
         ("2026-11-29t10:00:00z", "2026-11-29T10:00:00+00:00"),
         ("2026-11-29T10:00:00.123456789Z", "2026-11-29T10:00:00.123456+00:00"),
         ("2026-11-29T10:00:00+02:00", "2026-11-29T10:00:00+02:00"),
+        # A leap second is schema-valid; Python has no second 60 (it was a 422 "out of range").
+        ("2016-12-31T23:59:60Z", "2016-12-31T23:59:59.999999+00:00"),
+        ("2016-12-31T22:59:60.25-01:00", "2016-12-31T22:59:59.999999-01:00"),
     ],
 )
 def test_rfc3339_timestamps_are_stored_in_a_form_every_reader_accepts(
@@ -88,6 +91,23 @@ def test_unrepresentable_timestamp_is_a_422_with_a_pointer(contract_app):
     ]
 
 
+def test_year_zero_is_outside_the_document_and_refused_by_its_schema(contract_app):
+    """RFC 3339 admits 0000; the document's pattern excludes it, and the service says so."""
+    import jsonschema_rs
+
+    from service.openapi import validator
+
+    event = _event(occurred_at="0000-01-01T00:00:00Z")
+    assert jsonschema_rs.validator_for({"format": "date-time"}, validate_formats=True).is_valid(
+        event["occurred_at"]
+    )
+    assert not validator("components/schemas/Event").is_valid(event)
+    response = _post(contract_app.test_client(), event)
+    assert response.status_code == 422
+    assert response.get_json()["type"] == "/problems/validation-error"
+    assert [e["pointer"] for e in response.get_json()["errors"]] == ["/events/0/occurred_at"]
+
+
 def test_any_request_id_is_tolerated_and_replaced(contract_app):
     """The document no longer bounds X-Request-ID: the server never rejects a tracing header."""
     response = contract_app.test_client().get(
@@ -112,3 +132,26 @@ def test_half_quoted_idempotency_keys_are_outside_the_documented_pattern(contrac
         headers={"X-API-Key": API_KEY, "Idempotency-Key": key},
     )
     assert response.status_code == 400
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        lambda u: u.replace("-", ""),
+        lambda u: "{" + u + "}",
+        lambda u: "urn:uuid:" + u,
+        lambda u: u[:7] + "-" + u[7] + u[9:],
+    ],
+    ids=["no-hyphens", "braces", "urn", "misplaced-hyphen"],
+)
+def test_event_ids_outside_the_documented_uuid_format_are_400(contract_app, spelling):
+    """uuid.UUID reads these spellings of a stored event's id; format: uuid does not."""
+    client = contract_app.test_client()
+    event = _event()
+    assert _post(client, event).status_code == 202
+    headers = {"X-API-Key": API_KEY}
+    assert client.get(f"/v1/events/{event['event_id'].upper()}", headers=headers).status_code == 200
+    response = client.get(f"/v1/events/{spelling(event['event_id'])}", headers=headers)
+    assert response.status_code == 400, response.get_json()
+    assert response.mimetype == "application/problem+json"
+    assert response.get_json()["type"] == "/problems/validation-error"
