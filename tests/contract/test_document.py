@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from harness.contract.links import resolve
 from service.openapi import document
 
 METHODS = {"get", "put", "post", "delete", "patch", "options", "head", "trace"}
@@ -19,12 +20,7 @@ UNSHED = {"/healthz", "/readyz", "/metrics"}
 
 
 def _resolve(node: dict) -> dict:
-    while "$ref" in node:
-        target = document()
-        for part in node["$ref"].removeprefix("#/").split("/"):
-            target = target[part]
-        node = target
-    return node
+    return resolve(document(), node)
 
 
 def _inline(node):
@@ -112,3 +108,46 @@ def test_the_served_document_is_the_file(contract_app):
     not_allowed = client.post("/openapi.json")
     assert not_allowed.status_code == 405 and "GET" in not_allowed.headers["Allow"]
     assert not_allowed.mimetype == "application/problem+json"
+
+
+LINKS = [
+    (op, _resolve(response), name, link)
+    for _path, _method, op in OPERATIONS
+    for response in op["responses"].values()
+    for name, link in _resolve(response).get("links", {}).items()
+]
+
+
+def _pointer(node, pointer: str):
+    for part in pointer.removeprefix("/").split("/") if pointer else []:
+        part = part.replace("~1", "/").replace("~0", "~")
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    return node
+
+
+def _evaluate(expression: str, op: dict, response: dict):
+    """A runtime expression evaluated on the operation's own request and response examples."""
+    source, _, pointer = expression.partition("#")
+    if source == "$response.body":
+        return _pointer(response["content"]["application/json"]["example"], pointer)
+    if source == "$request.body":
+        return _pointer(op["requestBody"]["content"]["application/json"]["example"], pointer)
+    raise AssertionError(f"{expression}: teach this test the expression before using it")
+
+
+@pytest.mark.parametrize(("op", "response", "name", "link"), LINKS, ids=[x[2] for x in LINKS])
+def test_link_expressions_resolve_on_the_examples_to_valid_parameters(op, response, name, link):
+    """A wrong pointer fails here, not only as a link the stateful run never follows."""
+    import jsonschema_rs
+
+    target = next(t for _p, _m, t in OPERATIONS if t["operationId"] == link["operationId"])
+    parameters = {p["name"]: p for p in map(_resolve, target.get("parameters", []))}
+    assert link["parameters"], name
+    for parameter, expression in link["parameters"].items():
+        assert parameter in parameters, f"{name}: {target['operationId']} has no {parameter}"
+        try:
+            value = _evaluate(expression, op, response)
+        except (KeyError, IndexError, TypeError):
+            raise AssertionError(f"{name}: {expression} finds nothing in the examples") from None
+        schema = _inline(parameters[parameter]["schema"])
+        jsonschema_rs.Draft202012Validator(schema, validate_formats=True).validate(value)
