@@ -11,6 +11,7 @@ from harness.contract.allowlist import Allowlist, Entry, load
 from harness.contract.config import in_process_config
 from harness.contract.hooks import failure_filter
 from harness.contract.paths import ALLOWLIST_PATH
+from harness.contract.steering import install as install_steering
 
 
 @dataclasses.dataclass
@@ -38,7 +39,7 @@ def load_schema(
     allowlist_path: Path = ALLOWLIST_PATH,
     today: dt.date | None = None,
 ) -> tuple[Any, Allowlist, Dropped]:
-    """Load the schema from ``/openapi.json`` via from_wsgi and install the allow-list filter.
+    """Load the schema from ``/openapi.json`` via from_wsgi; install the allow-list and steering.
 
     Tests pass their own app to each call (``case.call_and_validate(app=...)``) so one schema,
     built at collection time, can serve apps wired to per-module databases.
@@ -51,4 +52,5 @@ def load_schema(
         "/openapi.json", app or document_app(), config=in_process_config(api_key)
     )
     schema.hook(failure_filter(allowlist, dropped))
+    install_steering(schema.hook)
     return schema, allowlist, dropped

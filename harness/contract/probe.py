@@ -15,6 +15,20 @@ def operation(schema: Any, label: str) -> Any:
     return schema[path][method]
 
 
+def generate_only(max_examples: int) -> Any:
+    """Hypothesis settings for a probe: the same generated cases every run, nothing stored."""
+    import hypothesis
+
+    return hypothesis.settings(
+        max_examples=max_examples,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        phases=[hypothesis.Phase.generate],
+        suppress_health_check=list(hypothesis.HealthCheck),
+    )
+
+
 def collect_failures(schema: Any, label: str, app: Any, max_examples: int = 20) -> list[Any]:
     """Positive and negative cases for ``label`` against ``app``; return the failures seen."""
     import hypothesis
@@ -26,14 +40,7 @@ def collect_failures(schema: Any, label: str, app: Any, max_examples: int = 20) 
     strategy = st.one_of(op.as_strategy(mode) for mode in GenerationMode)
     failures: list[Any] = []
 
-    @hypothesis.settings(
-        max_examples=max_examples,
-        derandomize=True,
-        database=None,
-        deadline=None,
-        phases=[hypothesis.Phase.generate],
-        suppress_health_check=list(hypothesis.HealthCheck),
-    )
+    @generate_only(max_examples)
     @hypothesis.given(case=strategy)
     def run(case: Any) -> None:
         try:

@@ -1,5 +1,6 @@
 """Hooks module for the `st` CLI (`hooks = "harness.contract.st_hooks"` in schemathesis.toml).
 
+It installs the allow-list filter and the steering of valid event batches (steering.py).
 The allow-list comes from RECO_CONTRACT_ALLOWLIST; each dropped failure is appended as one JSON
 line to RECO_CONTRACT_ALLOWLIST_LOG so `reco-harness contract` can count allow-listed findings.
 """
@@ -16,6 +17,7 @@ import schemathesis
 from harness.contract.allowlist import Entry, load
 from harness.contract.hooks import failure_filter
 from harness.contract.paths import ALLOWLIST_PATH
+from harness.contract.steering import install as install_steering
 
 # This module is imported only by the `st` subprocess, so reading its environment here is the
 # documented hand-over from the parent command, not configuration of the service.
@@ -38,3 +40,4 @@ def _record(entry: Entry, failure: Any, case: Any, response: Any) -> None:
 
 
 schemathesis.hook(failure_filter(_ALLOWLIST, _record))
+install_steering(schemathesis.hook)

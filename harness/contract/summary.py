@@ -7,7 +7,11 @@ contract.json keys (stable; the guardrail contract source reads the numbers):
   allowlisted   failures dropped because an honoured allow-list entry covers them
   passed        true when the run completed with no failures and no errors
 plus details: errors, operations_total, check_names, failure_details, allowlist, run and
-reports, and `scopes` (per operation: checks, failures, allowlisted).
+reports, `scopes` (per operation: checks, failures, allowlisted), `warnings` (Schemathesis'
+warnings that fired, each with its operations; those listed under `fail-on` in
+schemathesis.toml make the run fail), `valid_rates` (per operation and phase, how many valid
+generated requests were accepted, and `accepted_share` over all phases) and `links` (per
+declared OpenAPI link, how often the stateful phase followed it to a 2xx).
 """
 
 from __future__ import annotations
@@ -16,6 +20,10 @@ import collections
 import json
 from pathlib import Path
 from typing import Any
+
+from harness.contract.config import raw_config
+from harness.contract.links import coverage, followed_in_ndjson
+from service.openapi import document
 
 STATEFUL = "Stateful tests"  # Schemathesis' label for scenarios that chain operations
 
@@ -80,6 +88,22 @@ def dropped_counts(log_path: Path) -> collections.Counter:
     return counts
 
 
+def failing_warnings() -> set[str]:
+    """The warnings schemathesis.toml lists under [warnings] fail-on."""
+    return set(raw_config().get("warnings", {}).get("fail-on", []))
+
+
+def valid_rates(report: dict[str, Any]) -> dict[str, Any]:
+    """Schemathesis' per-phase acceptance counts, with the share accepted over all phases."""
+    rates = {}
+    for label, phases in sorted((report.get("valid_rates") or {}).items()):
+        accepted = sum(p.get("accepted", 0) for p in phases.values())
+        total = sum(sum(p.values()) for p in phases.values())
+        share = round(accepted / total, 3) if total else None
+        rates[label] = {"accepted_share": share, "phases": phases}
+    return rates
+
+
 def summarise(
     report_path: Path,
     ndjson_path: Path,
@@ -107,6 +131,7 @@ def summarise(
     for (entry, _), n in dropped.items():
         matched[entry] += n
     check_names = sorted({name for c in per_operation.values() for name, _ in c})
+    warnings = {kind: labels for kind, labels in (report.get("warnings") or {}).items() if labels}
     return {
         "operations": int(operations.get("tested", 0)),
         "checks": sum(s["checks"] for s in scopes.values()),
@@ -117,6 +142,7 @@ def summarise(
             and failures == 0
             and errors == 0
             and operations.get("tested", 0) > 0
+            and not failing_warnings() & set(warnings)
         ),
         "errors": errors,
         "operations_total": int(operations.get("total", 0)),
@@ -125,4 +151,7 @@ def summarise(
         "allowlist": {**allowlist_state, "matched": dict(matched)},
         "run": {**run, "stop_reason": report.get("stop_reason")},
         "scopes": scopes,
+        "warnings": warnings,
+        "valid_rates": valid_rates(report),
+        "links": coverage(document(), followed_in_ndjson(ndjson_path)),
     }

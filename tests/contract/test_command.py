@@ -13,11 +13,15 @@ from werkzeug.serving import make_server
 from harness.cli import main
 from harness.contract.allowlist import load
 from harness.contract.fixtures import contract_settings
+from harness.contract.links import declared
 from harness.contract.paths import ALLOWLIST_PATH
 from harness.contract.runner import ContractRun, execute
 from harness.pytest_plugins.gunicorn import GunicornServer
 from harness.pytest_plugins.service import API_KEY, OTHER_API_KEY
+from service.api.common import client_id
 from service.app import create_app
+from service.openapi import document
+from service.problems import ApiProblem
 
 BUDGET = ["--max-examples", "5", "--timeout", "150"]
 
@@ -92,6 +96,10 @@ def test_passes_against_gunicorn_and_writes_reports(gunicorn_url, tmp_path, caps
     assert (out / "events.ndjson").stat().st_size > 0
     # The allow-list is printed with each entry's expiry.
     assert "events-unknown-item" in printed and "expires 20" in printed
+    # Valid generated batches mostly reach the 202 path; every declared link is reported.
+    assert summary["warnings"].get("validation_mismatch") is None, summary["warnings"]
+    assert summary["valid_rates"]["POST /v1/events"]["accepted_share"] >= 0.5, summary
+    assert set(summary["links"]) == set(declared(document()))
 
 
 def test_a_regression_fails_the_command(served_app, tmp_path, capsys):
@@ -118,15 +126,38 @@ def test_a_regression_fails_the_command(served_app, tmp_path, capsys):
     assert "curl -X GET" in printed and "st replay" in printed
 
 
+def every_item_unknown(app) -> None:
+    """Refuse every authenticated batch as unknown-item: a finding only the allow-list excuses."""
+
+    def refuse(**_kwargs):
+        client_id()
+        raise ApiProblem(422, "unknown-item", "events refer to items not in the catalogue")
+
+    app.view_functions["events.post_events"] = refuse
+
+
+def test_valid_requests_mostly_refused_fail_the_run(served_app, tmp_path, capsys):
+    """Allow-listed refusals of every valid batch: no failure, but validation_mismatch fails it."""
+    out = tmp_path / "refused"
+    code = main(["contract", "--url", served_app(every_item_unknown), "--out", str(out), *BUDGET])
+    printed = capsys.readouterr().out
+    summary = _summary(out)
+    assert code == 1, printed[-3000:]
+    assert summary["failures"] == 0 and summary["allowlisted"] > 0
+    assert summary["warnings"]["validation_mismatch"] == ["POST /v1/events"]
+    assert summary["valid_rates"]["POST /v1/events"]["accepted_share"] == 0
+
+
 def test_expired_entries_are_not_honoured(served_app, tmp_path, capsys):
     """Past its expiry an entry stops hiding its finding, and the command says so."""
+    # Generated batches are steered into the catalogue, so the refusal is injected.
+    url = served_app(every_item_unknown)
     expired = ALLOWLIST_PATH.read_text().replace("expires = 20", "expires = 19")
     allowlist = tmp_path / "allowlist.toml"
     allowlist.write_text(expired)
     out = tmp_path / "expired"
     code = main(
-        ["contract", "--url", served_app(), "--out", str(out), "--allowlist", str(allowlist)]
-        + BUDGET
+        ["contract", "--url", url, "--out", str(out), "--allowlist", str(allowlist)] + BUDGET
     )
     captured = capsys.readouterr()
     assert "EXPIRED, not honoured" in captured.out and "expired on 19" in captured.err
