@@ -31,6 +31,8 @@ CPU_KEY = "reco_cpu_percent"
 _greenlets: list[gevent.Greenlet] = []
 _worker_cpu: dict[str, float] = {}
 _PROCESS = psutil.Process()
+# Sources only `reco-harness load run` writes (after Locust exits), never a plain Locust run.
+LOAD_RUN_SOURCES = frozenset({"pipeline", "resources", "drift", "audit"})
 
 
 def report_lag_s() -> float:
@@ -281,12 +283,23 @@ def _finish(environment, gate: bool = False) -> None:
     if verdict is None:
         return
     sys.stdout.write("\n" + verdict.table() + "\n")
+    missing = sorted({b.source for b in verdict.breaches if b.observed is None} & LOAD_RUN_SOURCES)
+    if missing:
+        log.warning(
+            "guardrails: no %s results: `reco-harness load run` writes them after Locust exits",
+            ", ".join(missing),
+        )
+    scrape_error = outputs.scrape_error(STATE)
+    if scrape_error:
+        log.error("%s", scrape_error)
     if gate:
         code = verdict.exit_code
         runner = environment.runner
         if code != guardrails.EXIT_INVARIANT and runner is not None and runner.exceptions:
             log.error("user code raised exceptions: a harness error, not a service verdict")
             code = guardrails.EXIT_USAGE
+        if code != guardrails.EXIT_INVARIANT and scrape_error:
+            code = guardrails.EXIT_USAGE  # the server-side gate saw nothing: no verdict
         if code == guardrails.EXIT_OK and STATE.interrupted:
             log.error("interrupted by %s: a partial run is not a pass", STATE.interrupted)
             code = guardrails.EXIT_USAGE
@@ -324,6 +337,7 @@ def scrape() -> None:
         with urllib.request.urlopen(STATE.metrics_url, timeout=2.0) as resp:  # noqa: S310
             text = resp.read().decode("utf-8", "replace")
     except (OSError, ValueError) as exc:
+        STATE.scrape_failures += 1
         log.warning("metrics scrape of %s failed: %s", STATE.metrics_url, exc)
         return
     snapshot = Snapshot(time.time(), parse(text))

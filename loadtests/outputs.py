@@ -84,6 +84,18 @@ def saturation_message(summary: dict) -> str | None:
     )
 
 
+def scrape_error(state: RunState) -> str | None:
+    """Why the server-side gate has nothing to judge, when /metrics was meant to be scraped."""
+    if not state.metrics_url or len(state.scrapes) >= 2:
+        return None
+    tried = len(state.scrapes) + state.scrape_failures
+    return (
+        f"metrics: {len(state.scrapes)} of {tried} scrapes of {state.metrics_url} succeeded; "
+        "the server-side gate needs two (a window is the difference of the scrapes around "
+        "it): no verdict without them (exit 2)"
+    )
+
+
 def judge(state: RunState) -> guardrails.Verdict | None:
     """Evaluate the rule set against the run directory; write verdict.json and junit.xml."""
     if state.ruleset is None:

@@ -36,6 +36,7 @@ class RunState:
     aborted: str | None = None
     interrupted: str | None = None  # the signal that ended the run before its shape did
     ruleset: Any = None
+    scrape_failures: int = 0  # /metrics scrapes that failed during this test
     _history: History | None = None
 
     def history(self) -> History:
@@ -54,6 +55,7 @@ class RunState:
         self.shape = shape
         self.timeline = Timeline()
         self.scrapes = []
+        self.scrape_failures = 0
         self.t0 = time.time()
         self.stopping = False
         self.aborted = None

@@ -18,16 +18,23 @@ import click
 
 from harness import audit as audit_module
 from harness import drift, guardrails, pipeline_summary, resources, server_health
+from harness.guardrails.prometheus import unbounded_thresholds
 from harness.guardrails.timeline import Timeline
 from harness.pipeline_sampler import PipelineSampler
 from harness.report import write_report
 from harness.stack import Stack, StackError, default_state_dir
 from loadtests import shapes
+from service.metrics import HISTOGRAM_BUCKETS
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"
 STARTUP_MARGIN_S = 90.0  # Locust start, worker hand-shake, shutdown and final reports
 AUDIT_DRAIN_S = 30.0
+NO_AUDIT_HINT = "pass --no-audit to run without it"
+
+
+class AuditUnavailable(Exception):
+    """The invariant audit could not run: a harness error (exit 2), never a silent pass."""
 
 
 @click.group("load")
@@ -66,7 +73,7 @@ def load() -> None:
     help="guardrail file (default: guardrails.toml at the repository root)",
 )
 @click.option("--state-dir", type=click.Path(file_okay=False), help="stack state directory")
-@click.option("--no-audit", is_flag=True, help="skip the invariant audit")
+@click.option("--no-audit", is_flag=True, help="skip the invariant audit (required with --url)")
 @click.option("--locust-arg", "locust_args", multiple=True, help="extra Locust argument, verbatim")
 def run(
     profile: str,
@@ -94,6 +101,18 @@ def run(
     except ValueError as exc:
         click.echo(f"error: {exc}", err=True)
         return guardrails.EXIT_USAGE
+    unsafe = unbounded_thresholds(ruleset.for_profile(profile), HISTOGRAM_BUCKETS)
+    if unsafe:
+        for problem in unsafe:
+            click.echo(f"error: {rules_path}: {problem}", err=True)
+        return guardrails.EXIT_USAGE
+    if url is not None and not no_audit:
+        click.echo(
+            "error: the invariant audit needs the local stack's database and broker, which "
+            f"--url does not give; {NO_AUDIT_HINT}",
+            err=True,
+        )
+        return guardrails.EXIT_USAGE
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     run_dir = Path(out or ROOT / "runs" / f"{stamp}-{profile}").resolve()
     if run_dir.exists() and any(run_dir.glob("history*.jsonl")):
@@ -102,6 +121,7 @@ def run(
     run_dir.mkdir(parents=True, exist_ok=True)
 
     stack, started_stack = None, False
+    audit_error = None
     try:
         if url is None:
             stack = Stack(Path(state_dir) if state_dir else default_state_dir())
@@ -118,7 +138,15 @@ def run(
             if sampler is not None:
                 sampler.stop()
         _summarise_run(run_dir, stack if sampler is not None else None, api_log)
-        audit_note = None if no_audit else _audit(stack, run_dir, baseline)
+        audit_note = None
+        if stack is not None and baseline is not None:
+            try:
+                audit_note = _audit(stack, run_dir, baseline)
+            except AuditUnavailable as exc:
+                audit_error = str(exc)
+    except AuditUnavailable as exc:  # before the run: no load spent on an unjudgeable run
+        click.echo(f"error: {exc}; {NO_AUDIT_HINT}", err=True)
+        return guardrails.EXIT_USAGE
     except StackError as exc:
         click.echo(f"error: {exc}", err=True)
         return guardrails.EXIT_USAGE
@@ -148,6 +176,9 @@ def run(
     _echo_notes(summary, run_dir)
     if locust_rc == guardrails.EXIT_USAGE and verdict.exit_code != guardrails.EXIT_INVARIANT:
         click.echo("error: Locust reported a harness error (see locust.log)", err=True)
+        return guardrails.EXIT_USAGE
+    if audit_error:
+        click.echo(f"error: {audit_error}; no verdict without it ({NO_AUDIT_HINT})", err=True)
         return guardrails.EXIT_USAGE
     return verdict.exit_code
 
@@ -274,35 +305,48 @@ def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
-def _earlier(stack: Stack) -> audit_module.Earlier | None:
+def _earlier(stack: Stack) -> audit_module.Earlier:
     """What the stack holds before the run: earlier runs' events and effects are not this run's."""
     import pika.exceptions
     import psycopg2
 
+    components = stack.state.get("components", {})
+    missing = {"relay", "consumer"} - set(components)
+    if missing:
+        raise AuditUnavailable(
+            f"the audit cannot run: no {' or '.join(sorted(missing))} in the stack at "
+            f"{stack.state_dir}"
+        )
     try:
         return audit_module.earlier(
             stack.database_url(), stack.amqp_url(), os.environ.get("RECO_AMQP_NAMESPACE", "reco")
         )
-    except (psycopg2.Error, pika.exceptions.AMQPError, KeyError):  # no audit; reported later
-        return None
+    except (psycopg2.Error, pika.exceptions.AMQPError, OSError, KeyError, StackError) as exc:
+        raise AuditUnavailable(
+            f"the audit cannot read the stack's database or broker before the run: "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
 
 
-def _audit(stack: Stack | None, run_dir: Path, baseline: audit_module.Earlier | None) -> str:
+def _audit(stack: Stack, run_dir: Path, baseline: audit_module.Earlier) -> str:
     """Reconcile the history with the database once the pipeline drained; write audit.json."""
-    if stack is None or baseline is None:
-        return "audit skipped: needs the local stack's database and broker (not with --url)"
-    components = stack.state.get("components", {})
-    if not {"relay", "consumer"} <= set(components):
-        return "audit skipped: the relay and consumer are not running in this stack"
+    import pika.exceptions
+    import psycopg2
+
     history = []
     for path in sorted(run_dir.glob("history*.jsonl")):
         with open(path, encoding="utf-8") as fh:
             history.extend(json.loads(line) for line in fh if line.strip())
     # Earlier runs' events and effects are not this run's business (see harness.audit.Earlier).
-    result = audit_module.audit(
-        stack.database_url(), stack.amqp_url(), os.environ.get("RECO_AMQP_NAMESPACE", "reco"),
-        history=history, drain_timeout_s=AUDIT_DRAIN_S, before=baseline,
-    )  # fmt: skip
+    try:
+        result = audit_module.audit(
+            stack.database_url(), stack.amqp_url(), os.environ.get("RECO_AMQP_NAMESPACE", "reco"),
+            history=history, drain_timeout_s=AUDIT_DRAIN_S, before=baseline,
+        )  # fmt: skip
+    except (psycopg2.Error, pika.exceptions.AMQPError, OSError, KeyError, StackError) as exc:
+        raise AuditUnavailable(
+            f"the audit could not reconcile the run: {type(exc).__name__}: {exc}"
+        ) from None
     data = result.to_dict()
     data.update(preexisting_events=len(baseline.event_ids), history_ops=len(history))
     (run_dir / "audit.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

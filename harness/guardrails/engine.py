@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -102,6 +103,9 @@ def _evaluate_rule(
         return missing(f"no {rule.source} results in this run")
     source = as_source(rule.source, sources[rule.source])
     window: Window | None = None
+    if source.timed and source.extent() is None:
+        # E.g. a single scrape: no window to take a difference over, so no data at all.
+        return missing(f"no {rule.source} data in this run")
     if source.timed:
         source_extent = extent or source.extent()
         window = resolve_phase(rule.phase, source_extent, phases, ruleset.settings.warmup_s)
@@ -127,6 +131,12 @@ def _evaluate_rule(
                 status = "breach" if (named or rule.required) else "skipped"
                 where = f" for {target}" if target else ""
                 out.append(result(expr, status, f"no data{where} in {rule.source}", **common))
+                continue
+            if math.isnan(observed):
+                # A value that could not be computed: never a pass, and never "no data".
+                where = f" for {target}" if target else ""
+                out.append(result(expr, "breach", f"not a number{where} in {rule.source}",
+                                  **common))  # fmt: skip
                 continue
             status = "pass" if expr.holds(observed, unit_s) else "breach"
             out.append(result(expr, status, observed=observed, **common))

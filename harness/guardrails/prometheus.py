@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 DURATION = "flask_http_request_duration_seconds"
 # Probes and scrapes are not user traffic; leave them out of global and per-endpoint scopes.
@@ -118,6 +119,31 @@ def quantile(q: float, buckets: dict[float, float]) -> float | None:
             return lower + (le - lower) * (rank - below) / inside
         lower, below = le, cumulative
     return None
+
+
+def unbounded_thresholds(rules: Iterable[Any], bounds: Iterable[float]) -> list[str]:
+    """Server quantile rules whose threshold is not a bucket bound (their verdict is unsafe).
+
+    With the threshold at a bound, an interpolated quantile lies above it exactly when the
+    true one does; between bounds, a true p99 of 245 ms can be estimated at 114 ms.
+    """
+    finite = sorted(b for b in bounds if not math.isinf(b))
+    problems = []
+    for rule in rules:
+        if rule.source != "server":
+            continue
+        for expr in rule.exprs:
+            if expr.metric not in ("p", "shed_p"):
+                continue
+            seconds = expr.threshold(0.001) / 1000.0  # the server source counts milliseconds
+            if not any(math.isclose(seconds, b, rel_tol=1e-9) for b in finite):
+                problems.append(
+                    f"line {rule.line}: rule {rule.name!r}: {expr.text!r}: the server's "
+                    f"histogram has no bucket bound at {seconds * 1000:g} ms (bounds: "
+                    f"{', '.join(f'{b * 1000:g}' for b in finite)} ms), so an estimate "
+                    "could pass a true quantile above it"
+                )
+    return problems
 
 
 @dataclass

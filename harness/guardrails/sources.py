@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -200,8 +199,8 @@ def lookup(data: Mapping[str, Any], dotted: str) -> float | None:
             node = node[part]
     if isinstance(node, bool):
         return float(node)
-    if isinstance(node, int | float) and not (isinstance(node, float) and math.isnan(node)):
-        return float(node)
+    if isinstance(node, int | float):
+        return float(node)  # NaN stays NaN: a broken measurement is a breach, not "no data"
     if isinstance(node, list):
         return float(len(node))  # e.g. "lost": [ids...] counts the ids
     return None

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import http.server
 import json
+import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -280,7 +282,7 @@ def test_an_interrupted_run_stops_locust_too(tmp_path, sig) -> None:
     with _target_and_rules(tmp_path) as (url, rules):
         cli = subprocess.Popen(  # noqa: S603 - our own CLI
             [*CLI, "load", "run", "--profile", "steady", "--duration", "60s", "--url", url,
-             "--out", str(out), "--guardrails", str(rules)],
+             "--no-audit", "--out", str(out), "--guardrails", str(rules)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
         )  # fmt: skip
         locust, deadline = None, time.monotonic() + 60
@@ -312,3 +314,67 @@ def test_sigterm_ends_a_direct_locust_shape_run_with_outputs_and_exit_2(tmp_path
     summary = json.loads((out / "summary.json").read_text())
     assert summary["interrupted"] == "SIGTERM" and summary["duration_s"] < 30
     assert json.loads((out / "verdict.json").read_text())["counts"]["breaches"] == 0
+
+
+class _FakeApi(http.server.BaseHTTPRequestHandler):
+    """Accepts every write, then cannot find it; refuses reads with and without Retry-After."""
+
+    def _send(self, status: int, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for name, value in {"Content-Type": "application/json", **(headers or {})}.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        if self.path == "/metrics":
+            self._send(200)
+        elif self.path.startswith("/v1/events/"):
+            self._send(404)  # an accepted event the API cannot find
+        elif "surface=home" in self.path:
+            self._send(503, {"Retry-After": "0"})  # an intended shed
+        else:
+            self._send(503)  # a refusal without Retry-After: a failure
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self._send(202)
+
+    def log_message(self, *args) -> None:  # quiet
+        pass
+
+
+def _direct_run(tmp_path: Path, url: str, *extra: str) -> tuple[subprocess.CompletedProcess, Path]:
+    out = tmp_path / "direct"
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[rule]]\nname = "anything"\nexpr = "count >= 0"\n')
+    proc = subprocess.run(
+        [*LOCUST, "--headless", "--host", url, "--profile", "smoke", "-u", "10", "-t", "6s",
+         "--run-dir", str(out), "--guardrails", str(rules), "--replay-ratio", "0",
+         "--only-summary", *extra],
+        capture_output=True, text=True, timeout=90, cwd=ROOT,
+    )  # fmt: skip
+    return proc, out
+
+
+@contextlib.contextmanager
+def _fake_api() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeApi)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_run_whose_metrics_were_never_scraped_exits_2(tmp_path) -> None:
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    with _fake_api() as url:
+        proc, out = _direct_run(tmp_path, url, "--metrics-url", f"http://127.0.0.1:{closed}/m")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert re.search(r"metrics: 0 of \d+ scrapes of \S+ succeeded", proc.stderr)
+    assert (out / "verdict.json").exists()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pika.exceptions
+import psycopg2
 import pytest
 
 from harness.cli import main
+from harness.commands import load as load_command
 
 
 @pytest.fixture
@@ -31,3 +34,78 @@ def parsed(monkeypatch):
 def test_short_and_locust_spellings_mean_the_same(parsed, argv):
     assert main(["load", "run", "--profile", "steady", *argv]) == 2
     assert parsed == {"profile": "steady", "users": 7, "seconds": 90.0}
+
+
+class FakeStack:
+    """A ready stack as `load run` sees it, without processes behind it."""
+
+    def __init__(self, state_dir, components=("api", "relay", "consumer")):
+        self.state_dir = state_dir
+        self.state = {"components": {name: {} for name in components}}
+
+    def status(self):
+        return [{"name": "api", "state": "ready", "url": "http://127.0.0.1:1"}]
+
+    def database_url(self):
+        return "postgresql://127.0.0.1:1/none"
+
+    def amqp_url(self):
+        return "amqp://127.0.0.1:1/"
+
+
+@pytest.fixture
+def no_locust(monkeypatch):
+    def refuse(*_a, **_kw):
+        raise AssertionError("Locust must not start when the audit cannot run")
+
+    monkeypatch.setattr(load_command, "_run_locust", refuse)
+
+
+def test_url_without_no_audit_is_refused_before_any_load(no_locust, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["load", "run", "--url", "http://127.0.0.1:1", "--out", str(out)]
+    assert main(argv) == 2
+    assert "pass --no-audit" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("components", "earlier_error", "message"),
+    [
+        (("api",), None, "no consumer or relay in the stack"),
+        (("api", "relay", "consumer"), psycopg2.OperationalError("refused"), "OperationalError"),
+        (("api", "relay", "consumer"), pika.exceptions.AMQPConnectionError("no"), "AMQP"),
+    ],
+)
+def test_a_local_audit_that_cannot_run_exits_2(
+    monkeypatch, no_locust, tmp_path, capsys, components, earlier_error, message
+):
+    monkeypatch.setattr(load_command, "Stack", lambda d: FakeStack(d, components))
+
+    def earlier(*_a):
+        raise earlier_error
+
+    monkeypatch.setattr(load_command.audit_module, "earlier", earlier)
+    argv = ["load", "run", "--state-dir", str(tmp_path / "s"), "--out", str(tmp_path / "r")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "pass --no-audit" in err
+    assert "not with --url" not in err
+
+
+def test_an_audit_that_fails_after_the_run_is_reported_not_swallowed(monkeypatch, tmp_path):
+    def audit(*_a, **_kw):
+        raise psycopg2.OperationalError("server closed the connection")
+
+    monkeypatch.setattr(load_command.audit_module, "audit", audit)
+    with pytest.raises(load_command.AuditUnavailable, match="could not reconcile"):
+        load_command._audit(FakeStack(tmp_path), tmp_path, baseline=None)
+
+
+def test_a_server_threshold_between_buckets_is_refused(no_locust, tmp_path, capsys):
+    rules = tmp_path / "g.toml"
+    rules.write_text('[[rule]]\nsource = "server"\nexpr = "p(99) < 250"\n')
+    argv = ["load", "run", "--guardrails", str(rules), "--url", "http://127.0.0.1:1",
+            "--no-audit", "--out", str(tmp_path / "r")]  # fmt: skip
+    assert main(argv) == 2
+    assert "no bucket bound at 250 ms" in capsys.readouterr().err

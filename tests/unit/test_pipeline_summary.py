@@ -56,10 +56,27 @@ def judge(tmp_path: Path, summary: dict) -> list:
 
 def test_the_shipped_rule_breaches_on_a_lagging_pipeline(tmp_path) -> None:
     rows = samples([0.1] * 100)
-    good = pipeline_summary.summarise(rows, (100, 200), {"e2e_p99_ms": 60.0})
+    good = pipeline_summary.summarise(rows, (100, 200), {"e2e_count": 900, "e2e_p99_ms": 60.0})
     assert {r.status for r in judge(tmp_path, good)} == {"pass"}
     lagging = pipeline_summary.summarise(
-        samples([3.0] * 100, dlq=2), (100, 200), {"e2e_p99_ms": 7000.0}
+        samples([3.0] * 100, dlq=2), (100, 200), {"e2e_count": 900, "e2e_p99_ms": 7000.0}
     )
     breached = {r.expr for r in judge(tmp_path, lagging) if r.status == "breach"}
     assert breached == {"outbox_age_p99_s < 2", "e2e_p99_ms < 5000", "dlq_ready_max == 0"}
+
+
+def test_a_plateau_with_nothing_applied_breaches_instead_of_passing_on_null(tmp_path) -> None:
+    idle = pipeline_summary.summarise(
+        samples([0.1] * 100), (100, 200), {"e2e_count": 0, "e2e_p99_ms": None}
+    )
+    breached = {r.expr for r in judge(tmp_path, idle) if r.status == "breach"}
+    assert breached == {"e2e_count > 0", "e2e_p99_ms < 5000"}
+
+
+def test_a_run_without_pipeline_results_breaches_the_required_rule(tmp_path) -> None:
+    verdict = guardrails.check_dir(
+        tmp_path, guardrails.load_rules(ROOT / "guardrails.toml"), profile="steady"
+    )
+    results = [r for r in verdict.results if r.rule == RULE]
+    assert results and {r.status for r in results} == {"breach"}
+    assert all(r.reason == "no pipeline results in this run" for r in results)
