@@ -211,7 +211,9 @@ def on_request(request_type, name, response_time, response=None, exception=None,
     outcome = "ok"
     if exception is not None:
         status = getattr(response, "status_code", 0) or 0
-        outcome = "shed" if status in workload.SHED_STATUSES else "fail"
+        headers = getattr(response, "headers", None)
+        retry_after = headers.get("Retry-After") if headers else None
+        outcome = "shed" if workload.is_shed(status, retry_after) else "fail"
     STATE.timeline.record(time.time(), f"{request_type} {name}", response_time or 0.0, outcome)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import collections
 import random
 import time
-import uuid
 
 import gevent
 import orjson
@@ -76,10 +75,13 @@ class RecoUser(FastHttpUser):
     def judge(resp, expected: tuple[int, ...]) -> None:
         """Mark a response; sheds get their own message so they stay apart from errors."""
         status = resp.status_code or 0
+        retry_after = header(resp, "Retry-After")
         if status in expected:
             resp.success()
+        elif workload.is_shed(status, retry_after):
+            resp.failure(f"shed {status} (Retry-After {retry_after})")
         elif status in workload.SHED_STATUSES:
-            resp.failure(f"shed {status} (Retry-After {header(resp, 'Retry-After')})")
+            resp.failure(f"unexpected {status} without Retry-After (not a shed)")
         elif status == 0:
             resp.failure(f"no response: {type(resp.error).__name__}: {resp.error}")
         else:
@@ -182,17 +184,17 @@ class EventWriter(RecoUser):
 
 
 class StatusPoller(RecoUser):
-    """Polls the status of events this process wrote (404 is fine: maybe not committed)."""
+    """Polls the status of events this process wrote: each was accepted, so each must exist."""
 
     weight = 1
 
     @task
     def status(self) -> None:
-        event_id = self.rng.choice(RECENT_EVENTS) if RECENT_EVENTS else str(uuid.uuid4())
+        event_id, expected = workload.status_poll(self.rng, RECENT_EVENTS)
         with self.client.get(
             f"/v1/events/{event_id}",
             name=workload.STATUS_NAME,
             headers=self.headers(),
             catch_response=True,
         ) as resp:
-            self.judge(resp, (200, 404))
+            self.judge(resp, expected)

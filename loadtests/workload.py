@@ -10,6 +10,7 @@ import json
 import random
 import threading
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -21,7 +22,7 @@ LIMITS = (10, 20, 20, 50)
 KINDS = ("view", "click", "purchase")
 KIND_WEIGHTS = (80, 17, 3)
 ITEMS = 5000
-SHED_STATUSES = frozenset({429, 503})
+SHED_STATUSES = frozenset({429, 503})  # a shed when it carries Retry-After (is_shed)
 # Statuses whose outcome is unknown to the client: a proxy gave up, the write may have landed.
 UNKNOWN_STATUSES = frozenset({502, 504})
 
@@ -72,6 +73,23 @@ def event_batch(rng: random.Random, users: Zipf, items: Zipf, size: int) -> dict
 def batch_size(rng: random.Random) -> int:
     """Mostly single events, sometimes a burst from a client's buffer."""
     return rng.choice((1, 1, 1, 2, 3, 5, 10))
+
+
+def is_shed(status: int | None, retry_after: str | None) -> bool:
+    """An intended shed: 429 or 503 with Retry-After; without it the refusal is a failure."""
+    return status in SHED_STATUSES and bool(retry_after and retry_after.strip())
+
+
+def status_poll(rng: random.Random, recent: Sequence[str]) -> tuple[str, tuple[int, ...]]:
+    """The event id to poll and the statuses that are right for it.
+
+    An id from ``recent`` got a 202, and its row committed before that answer and is never
+    deleted: anything but 200 means an accepted write is invisible. Only the random id used
+    before any write was accepted may be unknown (404).
+    """
+    if recent:
+        return rng.choice(recent), (200,)
+    return str(uuid.uuid4()), (200, 404)
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:

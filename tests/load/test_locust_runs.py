@@ -369,6 +369,17 @@ def _fake_api() -> Iterator[str]:
         server.server_close()
 
 
+def test_sheds_need_retry_after_and_accepted_events_must_be_found(tmp_path) -> None:
+    with _fake_api() as url:
+        proc, out = _direct_run(tmp_path, url)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    endpoints = json.loads((out / "summary.json").read_text())["endpoints"]
+    reads, polls = endpoints["GET /v1/users/[id]/recommendations"], endpoints["GET /v1/events/[id]"]
+    assert reads["sheds"] > 0 and reads["failures"] > 0
+    assert reads["sheds"] + reads["failures"] == reads["count"]
+    assert polls["failures"] > 0  # 404 for an id that got a 202 is an invisible write
+
+
 def test_a_run_whose_metrics_were_never_scraped_exits_2(tmp_path) -> None:
     with socket.socket() as probe:  # a loopback port nobody listens on
         probe.bind(("127.0.0.1", 0))
