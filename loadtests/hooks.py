@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import gevent
-import psutil
 from locust import events
 from locust.runners import MasterRunner, WorkerRunner
 
@@ -30,7 +29,6 @@ TIMELINE_KEY = "reco_timeline"
 CPU_KEY = "reco_cpu_percent"
 _greenlets: list[gevent.Greenlet] = []
 _worker_cpu: dict[str, float] = {}
-_PROCESS = psutil.Process()
 # Sources only `reco-harness load run` writes (after Locust exits), never a plain Locust run.
 LOAD_RUN_SOURCES = frozenset({"pipeline", "resources", "drift", "audit"})
 
@@ -222,7 +220,7 @@ def on_report_to_master(client_id, data) -> None:
     """Ship everything recorded since the last report; the master adds partial seconds up."""
     # Same report as Locust's own stats, so the timeline is exactly as complete as they are.
     data[TIMELINE_KEY] = STATE.timeline.pop_rows()
-    data[CPU_KEY] = _PROCESS.cpu_percent()  # since the last report (Locust samples every 10 s)
+    data[CPU_KEY] = STATE.process().cpu_percent()  # since the last report (Locust: every 10 s)
 
 
 @events.worker_report.add_listener
@@ -243,6 +241,7 @@ def on_test_start(environment, **_kw) -> None:
         STATE._history = None
         STATE.timeline = type(STATE.timeline)()
         STATE.stopping = False
+        STATE.process().cpu_percent()  # this worker's own process, created after the fork
         return
     _kill_greenlets()
     _greenlets.extend(
@@ -316,12 +315,12 @@ def _kill_greenlets() -> None:
 def _sample_loop(runner):
     def loop() -> None:
         # Our own per-second CPU reading: Locust's monitor samples only every 10 s.
-        _PROCESS.cpu_percent()
+        STATE.process().cpu_percent()
         while True:
             gevent.sleep(1.0 - time.time() % 1.0 + 0.01)
             second = time.time() - 1.0  # the second that just ended
             users = runner.user_count
-            cpu = _PROCESS.cpu_percent()
+            cpu = STATE.process().cpu_percent()
             if isinstance(runner, MasterRunner):  # the generators are the workers
                 cpu = max([0.0, *_worker_cpu.values()])
             STATE.timeline.set_meta(

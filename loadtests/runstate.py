@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from harness.guardrails.prometheus import Snapshot
 from harness.guardrails.timeline import Timeline
@@ -38,6 +41,7 @@ class RunState:
     ruleset: Any = None
     scrape_failures: int = 0  # /metrics scrapes that failed during this test
     _history: History | None = None
+    _process: psutil.Process | None = None
 
     def history(self) -> History:
         """This process's operation history (one file per worker, merged by the audit)."""
@@ -49,6 +53,12 @@ class RunState:
     def close_history(self) -> None:
         if self._history is not None:
             self._history.close()
+
+    def process(self) -> psutil.Process:
+        """This process, for its CPU reading: Locust forks its --processes after import."""
+        if self._process is None or self._process.pid != os.getpid():
+            self._process = psutil.Process()
+        return self._process
 
     def begin(self, shape: Any) -> None:
         """Start a new test in the same process (the web UI can run several)."""

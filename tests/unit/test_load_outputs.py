@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import ast
+import os
 import random
+from pathlib import Path
 
 import pytest
 
 from loadtests import outputs, workload
 from loadtests.runstate import RunState
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(
@@ -33,3 +38,30 @@ def test_no_successful_scrape_is_reported_as_a_harness_error():
     message = outputs.scrape_error(state)
     assert message and "0 of 3 scrapes" in message
     assert outputs.scrape_error(RunState(metrics_url=None)) is None
+
+
+def test_the_process_is_the_current_one_even_after_a_fork():
+    state = RunState()
+    assert state.process().pid == os.getpid()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: what a Locust worker is after --processes forks
+        try:
+            os.write(write, str(state.process().pid).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    child = int(os.read(read, 32).decode())
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert child == pid
+
+
+def test_hooks_build_no_process_handle_at_import():
+    """Locust imports the locustfile before --processes forks: a handle then is the master's."""
+    tree = ast.parse((ROOT / "loadtests" / "hooks.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None:
+            calls = [n for n in ast.walk(node.value) if isinstance(n, ast.Call)]
+            names = {ast.unparse(c.func) for c in calls}
+            assert not any("Process" in name for name in names), ast.unparse(node)
