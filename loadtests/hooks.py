@@ -169,6 +169,10 @@ def begin_shape(runner) -> None:
     STATE.begin(shape)
     STATE.run_dir.mkdir(parents=True, exist_ok=True)
     (STATE.run_dir / "server_metrics.jsonl").unlink(missing_ok=True)
+    # A reused run directory (or the web UI's next test): earlier histories are not this
+    # test's operations. Users start after this first tick, so nothing of ours is lost.
+    for path in STATE.run_dir.glob("history*.jsonl"):
+        path.unlink(missing_ok=True)
     if isinstance(shape, shapes.StressShape):
         peak = shape.max_users
     else:

@@ -31,14 +31,25 @@ def endpoint_summary(state: RunState, start: float, end: float) -> dict:
     return out
 
 
-def merge_phases(path: Path, ours: dict[str, tuple[float, float]]) -> dict:
-    """Our shape's phases plus any a chaos runner recorded (theirs win on a name clash)."""
-    merged = {k: list(v) for k, v in ours.items()}
+def merge_phases(path: Path, ours: dict[str, tuple[float, float]], t0: float) -> dict:
+    """Our shape's phases plus those already in the file that overlap this run (ours win).
+
+    A reused run directory holds an earlier test's phases: judging this timeline against
+    their windows would be wrong, so a phase that ended before ``t0`` is dropped.
+    """
+    merged: dict = {}
     if path.exists():
         try:
-            merged.update(json.loads(path.read_text(encoding="utf-8")))
+            earlier = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            pass  # a half-written file must not cost us the run's own outputs
+            earlier = {}  # a half-written file must not cost us the run's own outputs
+        for name, window in earlier.items() if isinstance(earlier, dict) else ():
+            try:
+                if float(window[1]) > t0:
+                    merged[name] = [float(window[0]), float(window[1])]
+            except (TypeError, ValueError, IndexError):
+                continue
+    merged.update({k: list(v) for k, v in ours.items()})
     return merged
 
 
@@ -51,7 +62,7 @@ def write_outputs(state: RunState, warmup_s: float = 0.0) -> dict:
     end = extent[1] if extent else time.time()
     state.timeline.write_jsonl(out / "timeline.jsonl")
     state.timeline.write_csv(out / "timeline.csv")
-    phases = merge_phases(out / "phases.json", state.phases(end))
+    phases = merge_phases(out / "phases.json", state.phases(end), start)
     (out / "phases.json").write_text(json.dumps(phases, indent=2) + "\n", encoding="utf-8")
     # Judge pacing after warm-up and without the last (partial, stopping) second.
     sat = saturation(state.timeline, start + warmup_s, max(start + warmup_s, end - 1))

@@ -66,6 +66,8 @@ class RunState:
         self.timeline = Timeline()
         self.scrapes = []
         self.scrape_failures = 0
+        self.close_history()
+        self._history = None  # a fresh history file for every test
         self.t0 = time.time()
         self.stopping = False
         self.aborted = None

@@ -142,19 +142,25 @@ def classify(status: int | None, error: BaseException | str | None = None) -> st
 
 
 class History:
-    """Append one JSON line per operation; lines are flushed so a crash loses nothing."""
+    """One JSON line per operation, flushed so a crash loses nothing; one file per test.
+
+    The first write replaces what an earlier test left in the file; a write after ``close``
+    (a request that finished while the test stopped) appends to this test's lines.
+    """
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self._lock = threading.Lock()
         self._fh: TextIO | None = None
+        self._mode = "w"
 
     def record(self, **fields) -> None:
         line = json.dumps(fields, separators=(",", ":")) + "\n"
         with self._lock:
             if self._fh is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._fh = open(self.path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+                self._fh = open(self.path, self._mode, encoding="utf-8", buffering=1)  # noqa: SIM115
+                self._mode = "a"
             self._fh.write(line)
 
     def close(self) -> None:

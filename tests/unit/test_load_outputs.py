@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import os
 import random
 from pathlib import Path
@@ -30,6 +31,46 @@ def test_an_accepted_event_must_be_found_only_a_random_id_may_be_unknown():
     assert event_id in ("e-1", "e-2") and expected == (200,)
     event_id, expected = workload.status_poll(rng, [])
     assert len(event_id) == 36 and expected == (200, 404)
+
+
+def test_a_history_starts_fresh_for_each_test_but_keeps_late_writes(tmp_path):
+    path = tmp_path / "history.jsonl"
+    path.write_text('{"op": "write", "from": "an earlier test"}\n')
+    history = workload.History(path)
+    history.record(op="write", n=1)
+    history.close()
+    history.record(op="write", n=2)  # a request that finished while the test stopped
+    history.close()
+    assert [json.loads(line)["n"] for line in path.read_text().splitlines()] == [1, 2]
+
+
+def test_a_new_test_in_the_same_process_gets_a_new_history(tmp_path):
+    state = RunState(run_dir=tmp_path)
+    state.begin(shape=None)
+    first = state.history()
+    state.begin(shape=None)
+    assert state.history() is not first
+
+
+def test_this_runs_phases_win_and_an_earlier_runs_are_dropped(tmp_path):
+    path = tmp_path / "phases.json"
+    t0 = 1_800_000_000.0
+    path.write_text(
+        json.dumps(
+            {
+                "plateau": [t0 - 900, t0 - 300],  # an earlier test in this directory
+                "all": [t0 - 1000, t0 - 300],
+                "fault": [t0 + 10, t0 + 20],  # recorded for this run by another tool
+            }
+        )
+    )
+    ours = {"all": (t0, t0 + 60), "plateau": (t0 + 5, t0 + 60)}
+    merged = outputs.merge_phases(path, ours, t0)
+    assert merged == {
+        "all": [t0, t0 + 60],
+        "plateau": [t0 + 5, t0 + 60],
+        "fault": [t0 + 10, t0 + 20],
+    }
 
 
 def test_no_successful_scrape_is_reported_as_a_harness_error():
