@@ -242,7 +242,7 @@ class Run:
                 argv, cwd=ROOT, stdin=subprocess.DEVNULL, start_new_session=True,
                 stdout=sink, stderr=subprocess.STDOUT,
             )  # fmt: skip
-        self.journal["load"] = {"argv": argv, "started": self.load_started}
+        self.journal["load"] = {"argv": runmeta.redact(argv), "started": self.load_started}
         # Ledgered like a fault, so the guardian also stops the load if this runner dies.
         self._load_entry = self.ledger.opened({"action": "load", "pid": self.locust.pid})
 
@@ -406,6 +406,8 @@ class Run:
         data["broker_duplicates"] = int(self.broker_duplicates.total)
         data["dlq_matches"] = int(result.dlq_run == self.experiment.expected_dlq)
         data.update(
+            # Never ready again within RECOVERY_TIMEOUT_S: no number to judge, a plain "no".
+            readiness_recovered=recovery is not None,
             readiness_recovery_s=None if recovery is None else round(recovery, 2),
             **server_health.worker_events(self.api_log),
             idle_in_transaction=server_health.idle_in_transaction(self.stack.database_url()),
