@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import subprocess
 import sys
 from importlib import metadata
@@ -35,6 +36,33 @@ def runs_below(root: Path) -> str:
         p.name for p in root.iterdir() if p.is_dir() and any((p / n).is_file() for n in RUN_FILES)
     )
     return f"; run directories below it: {', '.join(below)}" if below else ""
+
+
+# Options whose value is a credential, and the password in a URL's user information.
+SECRET_OPTION = re.compile(r"^--?[\w-]*(api[-_]?key|password|passwd|secret|token)[\w-]*$", re.I)
+URL_PASSWORD = re.compile(r"(://[^/:@\s]*:)[^/@\s]+@")
+REDACTED = "***"
+
+
+def redact(argv: list[str]) -> list[str]:
+    """A command line fit to store: credential values and URL passwords replaced by ***."""
+    out: list[str] = []
+    hide_next = False
+    for arg in argv:
+        if hide_next:
+            out.append(REDACTED)
+            hide_next = False
+            continue
+        name, eq, value = arg.partition("=")
+        if SECRET_OPTION.match(name):
+            if eq:
+                arg = f"{name}={REDACTED}"
+            else:
+                hide_next = True
+        elif eq and value.startswith("-"):  # an option passed through: --locust-arg=--api-key=…
+            arg = f"{name}={redact([value])[0]}"
+        out.append(URL_PASSWORD.sub(rf"\g<1>{REDACTED}@", arg))
+    return out
 
 
 def _version(name: str) -> str | None:
@@ -71,7 +99,7 @@ def collect() -> dict[str, Any]:
     except (OSError, subprocess.TimeoutExpired):
         commit = None
     return {
-        "command": sys.argv,
+        "command": redact(sys.argv),
         "git_commit": commit,
         "versions": {
             "python": platform.python_version(),
