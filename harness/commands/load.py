@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import platform
 import signal
@@ -93,7 +94,7 @@ def run(
     rules_path = Path(guardrails_file) if guardrails_file else guardrails.default_path()
     try:
         ruleset = guardrails.load_rules(rules_path)
-        seconds = guardrails.parse_duration(duration) if duration else None
+        seconds = _whole_seconds(duration) if duration else None
         shape = shapes.build(profile, users, seconds, user_rps)
     except guardrails.GuardrailError as exc:
         click.echo(f"error: {exc}", err=True)
@@ -183,6 +184,14 @@ def run(
     return verdict.exit_code
 
 
+def _whole_seconds(duration: str) -> int:
+    """The run time in whole seconds, rounded up (Locust's --run-time takes whole seconds)."""
+    seconds = guardrails.parse_duration(duration)
+    if seconds < 1:
+        raise ValueError(f"--duration {duration!r}: a run lasts at least 1s")
+    return math.ceil(seconds)
+
+
 def _ensure_stack(stack: Stack) -> tuple[str, bool]:
     """Reuse a ready stack, else start one; return the API URL and whether we started it."""
     rows = {r["name"]: r for r in stack.status()}
@@ -211,7 +220,7 @@ def _locust_argv(url, profile, run_dir, rules_path, users, seconds, user_rps, wo
     if users:
         argv += ["--users", str(users)]
     if seconds:
-        argv += ["--run-time", f"{int(seconds)}s"]
+        argv += ["--run-time", f"{seconds}s"]
     if user_rps:
         argv += ["--user-rps", str(user_rps)]
     if workers:

@@ -36,6 +36,24 @@ def test_short_and_locust_spellings_mean_the_same(parsed, argv):
     assert parsed == {"profile": "steady", "users": 7, "seconds": 90.0}
 
 
+def test_a_run_time_below_one_second_is_a_usage_error(parsed, capsys):
+    assert main(["load", "run", "--profile", "smoke", "-t", "500ms"]) == 2
+    assert "a run lasts at least 1s" in capsys.readouterr().err
+    assert parsed == {}  # refused before any shape was built
+
+
+def test_a_fractional_run_time_rounds_up_to_whole_seconds(parsed):
+    assert main(["load", "run", "--profile", "smoke", "-t", "90.9s"]) == 2
+    assert parsed["seconds"] == 91
+
+
+def test_locust_gets_the_whole_seconds_the_shape_was_built_with(tmp_path):
+    argv = load_command._locust_argv(
+        "http://127.0.0.1:1", "smoke", tmp_path, tmp_path / "g.toml", None, 91, None, 0
+    )
+    assert argv[argv.index("--run-time") + 1] == "91s"
+
+
 class FakeStack:
     """A ready stack as `load run` sees it, without processes behind it."""
 
