@@ -8,7 +8,8 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 
-from flask import Flask, Response, g, request
+from flask import Flask, Request, Response, g, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from service.metrics import UNMATCHED, ServiceMetrics, path
 from service.problems import problem_response
@@ -29,6 +30,22 @@ SECURITY_ITEMS = tuple(SECURITY_HEADERS.items())
 IDS_KEY = "reco.ids"  # WSGI environ key: (request id, correlation id) once the request starts
 ROUTE_KEY = "reco.route"  # WSGI environ key: the matched route template (the metrics' path)
 NO_IDS = ("-", "-")
+BODY_READERS = frozenset({"POST"})  # methods whose views read (and so size-check) the body
+
+
+def body_within_limit(req: Request) -> bytes:
+    """Read the whole body; 413 when it is over MAX_CONTENT_LENGTH, however it is framed."""
+    raw = req.get_data(cache=False)  # werkzeug refuses a Content-Length over the limit here
+    # A chunked body has no Content-Length: werkzeug stops reading at the limit without
+    # complaint, so an over-long body would be judged (or even accepted) by its first part.
+    if req.content_length is not None:  # the usual case: werkzeug checked it
+        return raw
+    limit = req.max_content_length
+    if limit is None or len(raw) < limit:
+        return raw
+    if req.environ["wsgi.input"].read(1):  # the server's own reader: ends with the body
+        raise RequestEntityTooLarge()
+    return raw
 
 
 def _well_formed(value: str | None) -> str | None:
@@ -70,6 +87,13 @@ def install(app: Flask) -> None:
         req.environ[IDS_KEY] = (ctx.request_id, ctx.correlation_id)
         req.environ[ROUTE_KEY] = path(req)
         ctx.entered = False
+        environ = req.environ
+        # Only POST views read a body; any other request may still carry one, and one over
+        # the limit is refused as documented (413 problem+json) rather than ignored. Two
+        # lookups when there is no body, which is every other request.
+        has_body = environ.get("CONTENT_LENGTH") or "HTTP_TRANSFER_ENCODING" in environ
+        if has_body and req.method not in BODY_READERS:
+            body_within_limit(req)
         if req.path in EXEMPT_PATHS:
             return None
         queued_ms = queue_time_ms(headers.get("X-Request-Start"), time.time())

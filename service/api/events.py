@@ -7,12 +7,12 @@ import time
 import uuid
 
 from flask import Blueprint, Response, g, request
-from werkzeug.exceptions import RequestEntityTooLarge
 
 from service import idempotency, openapi, strict_json
 from service.api.common import client_id, json_response, runtime
 from service.db import events as events_repo
 from service.events import InteractionRecorded
+from service.middleware import body_within_limit
 from service.problems import ApiProblem
 
 blueprint = Blueprint("events", __name__)
@@ -25,8 +25,7 @@ EVENT_ID = "paths/~1v1~1events~1{event_id}/get/parameters/0/schema"
 def _read_body() -> dict:
     """Parse the JSON body strictly and validate it against the EventBatch schema."""
     _check_media_type()
-    raw = request.get_data(cache=False)
-    _check_streamed_size(raw)
+    raw = body_within_limit(request._get_current_object())  # type: ignore[attr-defined]
     try:
         body = strict_json.loads(raw)
     except strict_json.JsonRejected as exc:
@@ -34,20 +33,6 @@ def _read_body() -> dict:
     _check_batch_size(body)
     openapi.validate(body, BATCH)
     return body
-
-
-def _check_streamed_size(raw: bytes) -> None:
-    """Refuse a chunked body over the limit (413) instead of reading only its first part."""
-    # With a Content-Length over the limit werkzeug refuses before reading. A chunked body
-    # has none: werkzeug stops reading at the limit without complaint, so an over-long body
-    # would be judged (or even accepted) by its first MAX_CONTENT_LENGTH bytes.
-    if request.content_length is not None:  # the usual case: werkzeug checked it
-        return
-    limit = request.max_content_length
-    if limit is None or len(raw) < limit:
-        return
-    if request.environ["wsgi.input"].read(1):  # the server's own reader: ends with the body
-        raise RequestEntityTooLarge()
 
 
 def _check_media_type() -> None:

@@ -151,3 +151,20 @@ def test_link_expressions_resolve_on_the_examples_to_valid_parameters(op, respon
             raise AssertionError(f"{name}: {expression} finds nothing in the examples") from None
         schema = _inline(parameters[parameter]["schema"])
         jsonschema_rs.Draft202012Validator(schema, validate_formats=True).validate(value)
+
+
+def test_the_api_page_lists_the_documented_error_statuses():
+    """docs/api.md's endpoint table names, per operation, exactly the document's 4xx and 5xx."""
+    import re
+
+    from harness.contract.paths import ROOT
+
+    listed = {}
+    for row in (ROOT / "docs" / "api.md").read_text(encoding="utf-8").splitlines():
+        found = re.match(r"\| `(GET|POST) (/[^ `?]*)[^|]*\|[^|]*\|(.*)\|$", row)
+        if found:
+            method, path, errors = found.groups()
+            listed[f"{method} {path}"] = set(re.findall(r"\b[45]\d\d\b", errors))
+    for path, method, op in OPERATIONS:
+        documented = {code for code in op["responses"] if code[0] in "45"}
+        assert listed.get(f"{method.upper()} {path}") == documented, (method, path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import uuid
 
 import psycopg2
@@ -155,3 +156,38 @@ def test_event_ids_outside_the_documented_uuid_format_are_400(contract_app, spel
     assert response.status_code == 400, response.get_json()
     assert response.mimetype == "application/problem+json"
     assert response.get_json()["type"] == "/problems/validation-error"
+
+
+GETS = [
+    "/v1/users/u-1/recommendations",
+    "/v1/events/6f1c2c4e-8c2a-4e0e-9a53-0c6b1b7b2a10",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+]
+
+
+def _get_with_body(client, path: str, body: bytes, chunked: bool):
+    if not chunked:
+        return client.get(path, data=body, headers={"X-API-Key": API_KEY})
+    return client.get(
+        path,
+        input_stream=io.BytesIO(body),
+        headers={"X-API-Key": API_KEY, "Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+@pytest.mark.parametrize("path", GETS)
+def test_a_get_with_a_body_over_the_limit_is_413_as_documented(contract_app, path, chunked):
+    """Every GET documents 413; views never read a body, so it is refused before them."""
+    client = contract_app.test_client()
+    limit = contract_app.config["MAX_CONTENT_LENGTH"]
+    response = _get_with_body(client, path, b"x" * (limit + 1), chunked)
+    assert response.status_code == 413
+    assert response.mimetype == "application/problem+json"
+    assert response.get_json()["type"] == "/problems/content-too-large"
+    # A body within the limit is read and ignored.
+    assert _get_with_body(client, path, b"x" * limit, chunked).status_code in (200, 404)
