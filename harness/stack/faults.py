@@ -8,7 +8,15 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from harness.stack.procs import PORT_ATTEMPTS, StackError, free_port, spawn, wait_until
+from harness.stack.identity import identity
+from harness.stack.procs import (
+    PORT_ATTEMPTS,
+    StackError,
+    free_port,
+    spawn,
+    stopped_on_failure,
+    wait_until,
+)
 
 # link name -> (client process, dependency)
 LINKS = {
@@ -21,8 +29,12 @@ LINKS = {
 ENV_FOR = {"postgres": "RECO_DATABASE_URL", "rabbitmq": "RECO_AMQP_URL"}
 
 
-def start_toxiproxy(state_dir: Path) -> dict:
-    """Use TOXIPROXY_URL, else a real toxiproxy-server on PATH, else chaos.faultproxy."""
+def start_toxiproxy(state_dir: Path, marker: tuple[str, str]) -> dict:
+    """Use TOXIPROXY_URL, else a real toxiproxy-server on PATH, else chaos.faultproxy.
+
+    A server started here carries ``marker`` in its environment and is stopped again when it
+    does not become ready.
+    """
     external = os.environ.get("TOXIPROXY_URL")
     if external:
         return {"url": external.rstrip("/"), "kind": "external", "pid": None}
@@ -33,6 +45,7 @@ def start_toxiproxy(state_dir: Path) -> dict:
     proc = spawn(
         argv + ["-host", "127.0.0.1", "-port", str(port)],
         state_dir / "toxiproxy.log",
+        env={**os.environ, marker[0]: marker[1]},
         cwd=Path(__file__).resolve().parents[2],
     )
     url = f"http://127.0.0.1:{port}"
@@ -45,12 +58,14 @@ def start_toxiproxy(state_dir: Path) -> dict:
             client.version()
         return True
 
-    wait_until(ready, 15, "toxiproxy")
+    with stopped_on_failure(proc, marker):
+        wait_until(ready, 15, "toxiproxy")
     return {
         "url": url,
         "kind": kind,
         "pid": proc.pid,
         "pgid": proc.pid,
+        "identity": identity(proc.pid),
         "log": str(state_dir / "toxiproxy.log"),
     }
 

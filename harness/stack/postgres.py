@@ -5,11 +5,13 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
 import psycopg2
 
+from harness.stack.identity import identity, is_ours
 from harness.stack.procs import (
     StackError,
     as_user,
@@ -17,7 +19,7 @@ from harness.stack.procs import (
     free_port,
     pid_alive,
     start_on_free_ports,
-    stop_pid,
+    stop_process,
     tail,
     wait_until,
 )
@@ -53,10 +55,40 @@ class PostgresServer:
 
     @property
     def pid(self) -> int | None:
+        """The pid postmaster.pid names (maybe stale: see ``liveness``)."""
+        text = self._lock_file()
         try:
-            return int((self.data_dir / "postmaster.pid").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
+            return int(text.split()[0]) if text else None
+        except (ValueError, IndexError):
             return None
+
+    def _lock_file(self) -> str | None:
+        try:
+            return (self.data_dir / "postmaster.pid").read_text()
+        except OSError:
+            return None
+
+    @property
+    def identity_path(self) -> Path:
+        """Where the identity of the postmaster this class started is kept (pg_ctl detaches it)."""
+        return self.state_dir / "postgres.identity"
+
+    def _recorded(self) -> tuple[int, str] | None:
+        try:
+            pid, ident = self.identity_path.read_text().split()
+            return int(pid), ident
+        except (OSError, ValueError):
+            return None
+
+    def liveness(self) -> str:
+        """Judge postmaster.pid: "running" (ours), "gone", or "unverified" (not vouched for)."""
+        pid = self.pid
+        if not pid_alive(pid):
+            return "gone"
+        recorded = self._recorded()
+        if recorded is None or recorded[0] != pid:
+            return "unverified"  # started before identities were kept, or not by this class
+        return "running" if is_ours(pid, recorded[1]) else "gone"
 
     def _bin(self, name: str) -> str:
         bindir = pg_bindir()
@@ -116,8 +148,24 @@ class PostgresServer:
 
     def _start_once(self, timeout: float) -> None:
         self.init()
-        if self.pid and pid_alive(self.pid) and self.ready():
+        if self.liveness() == "running" and self.ready():
             return
+        pid_before = self.pid
+        try:
+            self._pg_ctl_start(timeout)
+        except BaseException:
+            # pg_ctl may give up (or be interrupted) while the postmaster it forked lives on.
+            if self.pid != pid_before:
+                self._record_postmaster()
+                self.stop(timeout=10)
+            raise
+
+    def _record_postmaster(self) -> None:
+        pid = self.pid
+        if pid:
+            self.identity_path.write_text(f"{pid} {identity(pid)}\n")
+
+    def _pg_ctl_start(self, timeout: float) -> None:
         options = [
             f"-p {self.port}",
             f"-k {self.socket_dir}",
@@ -150,6 +198,7 @@ class PostgresServer:
             raise StackError(
                 f"PostgreSQL did not start: {result.stderr.strip()}\n{tail(self.log_path)}"
             )
+        self._record_postmaster()
         wait_until(self.ready, timeout, "PostgreSQL")
 
     def ready(self) -> bool:
@@ -180,25 +229,15 @@ class PostgresServer:
         return self.url(name)
 
     def stop(self, timeout: float = 20) -> None:
-        """Stop with a fast shutdown; SIGKILL the postmaster if that does not finish."""
-        pid = self.pid
-        if not pid or not pid_alive(pid):
-            return
-        self._run(
-            [
-                self._bin("pg_ctl"),
-                "-D",
-                str(self.data_dir),
-                "-m",
-                "fast",
-                "-w",
-                "-t",
-                str(int(timeout)),
-                "stop",
-            ],
-            timeout=timeout + 10,
-        )
-        stop_pid(pid, timeout=5)
+        """Stop our postmaster with a fast shutdown, SIGKILL if that does not finish in time.
+
+        Only the postmaster whose identity this class recorded is signalled: pg_ctl would
+        signal whatever process now has the pid of a stale postmaster.pid.
+        """
+        recorded = self._recorded()
+        if recorded is not None:
+            # SIGINT is PostgreSQL's fast shutdown, what `pg_ctl -m fast stop` sends.
+            stop_process(recorded[0], recorded[1], timeout=timeout, sig=signal.SIGINT)
 
     def destroy(self) -> None:
         """Stop and delete the state dir."""

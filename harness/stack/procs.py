@@ -12,8 +12,10 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from harness.stack.identity import group_carries, identity, is_ours, marked
 
 log = logging.getLogger("reco.stack")
 PORT_ATTEMPTS = 3
@@ -162,7 +164,7 @@ def user_exists(user: str) -> bool:
 
 
 def pid_alive(pid: int | None) -> bool:
-    """Tell whether a process with ``pid`` exists (zombies count as gone)."""
+    """Tell whether a process with ``pid`` exists (zombies count as gone); not that it is ours."""
     if not pid:
         return False
     try:
@@ -179,32 +181,82 @@ def pid_alive(pid: int | None) -> bool:
 
 
 def stop_pid(pid: int | None, timeout: float = 15.0, sig: int = signal.SIGTERM) -> bool:
-    """Signal ``pid``, wait for it to exit, SIGKILL after ``timeout``; return True if it ran."""
-    if not pid_alive(pid):
+    """Stop a child this process spawned and has not reaped (so the pid is still its own).
+
+    Signal it, wait for it to exit, SIGKILL after ``timeout``; return True if it ran.
+    """
+    # Its identity now: once reaped while we wait, its pid may pass to another process.
+    return stop_process(pid, identity(pid), timeout, sig)
+
+
+def stop_process(
+    pid: int | None, recorded: str | None, timeout: float = 15.0, sig: int = signal.SIGTERM
+) -> bool:
+    """Stop ``pid`` only while it is the process whose identity was ``recorded``.
+
+    Signal it, wait for it to exit, SIGKILL after ``timeout``; return True if it ran.
+    """
+    return _stop(pid, lambda: is_ours(pid, recorded), timeout, sig)
+
+
+def _stop(pid: int | None, running: Callable[[], bool], timeout: float, sig: int) -> bool:
+    if not pid or not running():
         if pid:
             _reap(pid)  # a zombie child still needs collecting
         return False
-    assert pid is not None
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, sig)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and pid_alive(pid):
-        _reap(pid)
-        time.sleep(0.05)
-    if pid_alive(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        kill_deadline = time.monotonic() + 5
-        while time.monotonic() < kill_deadline and pid_alive(pid):
-            _reap(pid)
-            time.sleep(0.05)
+    if not _send(pid, sig, running):
+        return False
+    _wait_gone(pid, running, timeout)
+    if running():
+        _send(pid, signal.SIGKILL, running)
+        _wait_gone(pid, running, 5)
     _reap(pid)
     return True
 
 
-def kill_group(pgid: int | None) -> None:
-    """SIGKILL a process group this harness created (start_new_session), if any remain."""
-    if not pgid:
+def _wait_gone(pid: int, running: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and running():
+        _reap(pid)
+        time.sleep(0.05)
+
+
+def _send(pid: int, sig: int, running: Callable[[], bool]) -> bool:
+    """Send ``sig`` to ``pid`` if ``running()`` still holds; return whether it was sent."""
+    # A pidfd pins the process: checked after opening it, the signal cannot reach a process
+    # that took the pid over in between.
+    try:
+        pidfd: int | None = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return False
+    except OSError:  # a kernel without pidfds
+        pidfd = None
+    try:
+        if not running():
+            return False
+        if pidfd is None:
+            os.kill(pid, sig)
+        else:
+            signal.pidfd_send_signal(pidfd, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        log.warning("pid %d belongs to another user: not ours, left alone", pid)
+        return False
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+    return True
+
+
+def kill_group(pgid: int | None, marker: tuple[str, str]) -> None:
+    """SIGKILL a process group spawn() made, once a live member shows the ``marker`` it got."""
+    if not pgid or pgid == os.getpgrp():
+        return
+    # The number of a group with a live member cannot pass to another group: one member
+    # carrying our marker makes the whole group ours.
+    if not group_carries(pgid, *marker):
+        _reap(pgid)
         return
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
@@ -222,27 +274,22 @@ def spawned_group(pid: int | None) -> int | None:
     return None if pgid == os.getpgrp() else pgid
 
 
-def pids_with_env(key: str, value: str) -> list[int]:
-    """Find processes whose environment holds ``key=value`` (marks the children we spawned)."""
-    needle = f"{key}={value}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if needle in environ.split(b"\0"):
-            found.append(int(entry.name))
-    return found
+@contextlib.contextmanager
+def stopped_on_failure(proc: subprocess.Popen, marker: tuple[str, str]) -> Iterator[None]:
+    """Stop ``proc`` and its group when the block raises (a failed or interrupted start)."""
+    try:
+        yield
+    except BaseException:
+        stop_pid(proc.pid, timeout=10)
+        kill_group(proc.pid, marker)
+        raise
 
 
 def stop_marked(key: str, value: str, timeout: float = 10.0) -> None:
     """Stop every process carrying the ``key=value`` marker, then wait until none remain."""
-    for pid in pids_with_env(key, value):
+    for pid, ident in marked(key, value):
         if pid != os.getpid():
-            stop_pid(pid, timeout=timeout)
+            stop_process(pid, ident, timeout=timeout)
 
 
 # Detached children outlive the call that started them; holding their Popen objects keeps
@@ -287,9 +334,12 @@ def spawn(
     return proc
 
 
-def tail(path: Path, lines: int = 20) -> str:
-    """Return the last lines of a log file, for error messages."""
+def tail(path: Path, lines: int = 20, offset: int = 0) -> str:
+    """Return the last lines of a log file written after byte ``offset``, for error messages."""
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        with open(path, "rb") as stream:
+            stream.seek(offset)
+            text = stream.read().decode(errors="replace")
     except OSError:
         return ""
+    return "\n".join(text.splitlines()[-lines:])

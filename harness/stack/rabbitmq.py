@@ -8,18 +8,18 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from harness.stack.identity import vouched
 from harness.stack.procs import (
     StackError,
     as_user,
     chown_tree,
     free_port,
     kill_group,
-    pid_alive,
     spawn,
     spawned_group,
     start_on_free_ports,
     stop_marked,
-    stop_pid,
+    stop_process,
     tail,
     wait_until,
 )
@@ -99,10 +99,20 @@ class RabbitServer:
 
     @property
     def pid(self) -> int | None:
+        """The pid rabbitmq.pid names (maybe stale: see ``running``)."""
         try:
             return int(self.pid_file.read_text().strip())
         except (OSError, ValueError):
             return None
+
+    @property
+    def marker(self) -> tuple[str, str]:
+        """The environment entry every process of this node inherits (its node name)."""
+        return ("RABBITMQ_NODENAME", self.nodename)
+
+    def running(self) -> bool:
+        """Tell whether rabbitmq.pid names a live Erlang VM of this node."""
+        return vouched(self.pid, *self.marker) is not None
 
     def env(self) -> dict[str, str]:
         """Environment that keeps every file and port of the node private."""
@@ -148,7 +158,6 @@ class RabbitServer:
         )
 
     def _reroll_ports(self) -> None:
-        self.stop(timeout=10)  # the failed node's epmd and leftovers
         self.port, self.dist_port, self.epmd_port = free_port(), free_port(), free_port()
         self.nodename = f"reco{self.port}@localhost"
 
@@ -156,7 +165,7 @@ class RabbitServer:
         script = rabbitmq_server_path()
         if script is None:
             raise StackError("rabbitmq-server not installed; run `reco-harness doctor`")
-        if self.pid and pid_alive(self.pid) and self.ready():
+        if self.running() and self.ready():
             return
         self._prepare()
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
@@ -164,6 +173,14 @@ class RabbitServer:
             as_user(RMQ_USER) + [str(script)], self.log_path, env=self.env(), cwd=self.base
         )
         self.pgid = proc.pid
+        try:
+            self._wait_booted(proc, offset, timeout)
+        except BaseException:
+            self.stop(timeout=10)  # the failed node, its epmd and leftovers
+            raise
+
+    def _wait_booted(self, proc: subprocess.Popen, offset: int, timeout: float) -> None:
+        """Wait until the node accepts AMQP; fail at once when its boot visibly failed."""
 
         def probe() -> bool:
             if proc.poll() is not None:
@@ -208,28 +225,19 @@ class RabbitServer:
         )
 
     def stop(self, timeout: float = 30) -> None:
-        """Stop the node gracefully (SIGTERM), then its private epmd."""
-        # A node another object (or process) started: its group is the one spawn() made.
-        pgid = self.pgid or spawned_group(self.pid)
-        stop_pid(self.pid, timeout=timeout)
-        kill_group(pgid)
-        self.stop_epmd()
-        # epmd and inet_gethost detach into their own sessions; find them by our node's marker.
-        stop_marked("RABBITMQ_NODENAME", self.nodename, timeout=5)
+        """Stop the node gracefully (SIGTERM), then whatever else carries its marker.
 
-    def stop_epmd(self) -> None:
-        """Stop the epmd daemon on this node's private port."""
-        epmd = shutil.which("epmd") or "/usr/lib/erlang/bin/epmd"
-        if not Path(epmd).exists():
-            return
-        env = {**os.environ, "ERL_EPMD_PORT": str(self.epmd_port)}
-        subprocess.run(
-            [epmd, "-port", str(self.epmd_port), "-kill"],
-            capture_output=True,
-            timeout=10,
-            env=env,
-            check=False,
-        )
+        rabbitmq.pid may be stale: its pid is signalled only when that process carries this
+        node's name in its environment, as every process of the node does.
+        """
+        pid = self.pid
+        ident = vouched(pid, *self.marker)
+        # A node another object (or process) started: its group is the one spawn() made.
+        pgid = self.pgid or (spawned_group(pid) if ident else None)
+        stop_process(pid, ident, timeout=timeout)
+        kill_group(pgid, self.marker)
+        # epmd and inet_gethost detach into their own sessions; find them by our node's marker.
+        stop_marked(*self.marker, timeout=5)
 
     def destroy(self) -> None:
         """Stop and delete the node's files."""

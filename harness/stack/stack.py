@@ -3,26 +3,35 @@
 from __future__ import annotations
 
 import concurrent.futures
-import importlib.util
 import json
 import os
 import shutil
-import socket
-import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from harness.stack import faults
+from harness.stack.apps import (
+    APP_PROCESSES,
+    PROCESS_MARKER,
+    REPO_ROOT,
+    app_argv,
+    app_available,
+    http_ok,
+    port_free,
+    readiness_url,
+    spawned_liveness,
+    unverified_note,
+)
+from harness.stack.identity import identity
 from harness.stack.postgres import PostgresServer
 from harness.stack.procs import (
     StackError,
     free_port,
     kill_group,
-    pid_alive,
     spawn,
-    stop_pid,
+    stop_process,
+    stopped_on_failure,
     tail,
     wait_until,
 )
@@ -30,30 +39,12 @@ from harness.stack.rabbitmq import RabbitServer
 
 STATE_FILE = "stack.json"
 DB_NAME = "reco"
-APP_PROCESSES = ("api", "relay", "consumer")
+APP_READY_TIMEOUT = 30.0  # seconds for an app to answer its readiness probe
 
 
 def default_state_dir() -> Path:
     """Where the stack keeps its files: RECO_HARNESS_DIR or ./.harness."""
     return Path(os.environ.get("RECO_HARNESS_DIR", ".harness")).resolve()
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _http_ok(url: str, timeout: float = 1.0) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback URL
-            return resp.status == 200
-    except OSError:
-        return False
 
 
 class Stack:
@@ -91,12 +82,28 @@ class Stack:
         tmp.replace(self.state_path)
 
     def stale(self) -> list[str]:
-        """Name recorded components whose process is gone (an unclean previous shutdown)."""
+        """Name recorded components not running as recorded (an unclean previous shutdown)."""
         gone = []
         for name, info in self.state.get("components", {}).items():
-            if info.get("pid") and not pid_alive(info["pid"]):
+            if info.get("pid") and self.liveness(name, info) != "running":
                 gone.append(name)
         return gone
+
+    def liveness(self, name: str, info: dict[str, Any]) -> str:
+        """Judge a component's record: "running" (as recorded), "gone" or "unverified"."""
+        if name == "postgres":
+            return self.postgres().liveness()
+        if name == "rabbitmq":
+            return "running" if self.rabbitmq().running() else "gone"
+        return spawned_liveness(info)
+
+    def unverified(self, name: str, info: dict[str, Any]) -> str:
+        """Say that a live pid recorded without an identity is left alone, and what to do."""
+        return unverified_note(name, self.postgres().pid if name == "postgres" else info["pid"])
+
+    def marker(self, name: str) -> tuple[str, str]:
+        """The environment entry that marks the processes of one component."""
+        return (PROCESS_MARKER, f"{self.state_dir}#{name}")
 
     # -- servers -----------------------------------------------------------------------
     def postgres(self) -> PostgresServer:
@@ -136,10 +143,18 @@ class Stack:
     # -- lifecycle -----------------------------------------------------------------------
     def up(self, apps: bool = True, log=print) -> dict[str, Any]:
         """Start whatever is not running yet, migrate, and record it; return the state."""
+        try:
+            self._up(apps, log)
+        finally:
+            # Whatever did start is on record, even when a later step failed or was interrupted.
+            self._save()
+        return self.state
+
+    def _up(self, apps: bool, log) -> None:
         gone = self.stale()
         if gone:
             log(f"stale state in {self.state_dir}: {', '.join(gone)} not running; restarting them")
-            self._forget_dead_apps()
+            self._forget_dead_apps(log)
         self.state.setdefault("components", {})
         self.state["state_dir"] = str(self.state_dir)
         started = time.monotonic()
@@ -171,40 +186,48 @@ class Stack:
             self._save()
         if apps:
             for name in APP_PROCESSES:
-                if self._app_available(name):
+                if app_available(name):
                     self._start_app(name)
                     self._save()
-        return self.state
 
     def _start_postgres(self) -> None:
         server = self.postgres()
-        server.start()
-        url = server.create_database(DB_NAME)
-        self.state["components"]["postgres"] = {
-            "port": server.port,
-            "pid": server.pid,
-            "url": url,
-            "log": str(server.log_path),
-        }
+        try:
+            server.start()
+            server.create_database(DB_NAME)
+        finally:
+            # On record when anything runs (start() stops what it started when it fails).
+            if server.liveness() == "running":
+                self.state["components"]["postgres"] = {
+                    "port": server.port,
+                    "pid": server.pid,
+                    "url": server.url(DB_NAME),
+                    "log": str(server.log_path),
+                }
 
     def _start_rabbitmq(self) -> None:
         server = self.rabbitmq()
-        server.start()
-        self.state["components"]["rabbitmq"] = {
-            "port": server.port,
-            "dist_port": server.dist_port,
-            "epmd_port": server.epmd_port,
-            "pid": server.pid,
-            "pgid": server.pgid,
-            "url": server.url,
-            "nodename": server.nodename,
-            "log": str(server.log_path),
-        }
+        try:
+            server.start()
+        finally:
+            if server.running():
+                self.state["components"]["rabbitmq"] = {
+                    "port": server.port,
+                    "dist_port": server.dist_port,
+                    "epmd_port": server.epmd_port,
+                    "pid": server.pid,
+                    "pgid": server.pgid,
+                    "url": server.url,
+                    "nodename": server.nodename,
+                    "log": str(server.log_path),
+                }
 
     def _start_fault_proxies(self) -> None:
         info = self.state["components"].get("toxiproxy")
-        if not info or (info.get("pid") and not pid_alive(info["pid"])):
-            info = faults.start_toxiproxy(self.state_dir)
+        if not info or (info.get("pid") and self.liveness("toxiproxy", info) != "running"):
+            if info:
+                kill_group(info.get("pgid"), self.marker("toxiproxy"))
+            info = faults.start_toxiproxy(self.state_dir, self.marker("toxiproxy"))
         upstreams = {"postgres": self.database_url(), "rabbitmq": self.amqp_url()}
         info["links"] = faults.create_links(info["url"], upstreams)
         self.state["components"]["toxiproxy"] = info
@@ -214,37 +237,22 @@ class Stack:
         info = self.state.get("components", {}).get("toxiproxy")
         return info["url"] if info else None
 
-    def _forget_dead_apps(self) -> None:
+    def _forget_dead_apps(self, log) -> None:
         components = self.state.get("components", {})
-        for name in list(components):
+        for name in [n for n in APP_PROCESSES if n in components]:
             info = components[name]
-            if name in APP_PROCESSES and not pid_alive(info.get("pid")):
-                kill_group(info.get("pgid"))
-                del components[name]
-
-    @staticmethod
-    def _app_available(name: str) -> bool:
-        module = {"api": "service.wsgi", "relay": "workers.relay", "consumer": "workers.consumer"}
-        try:
-            return importlib.util.find_spec(module[name]) is not None
-        except ModuleNotFoundError:
-            return False
+            liveness = self.liveness(name, info)
+            if liveness == "unverified":
+                log(f"{self.unverified(name, info)}; starting a new {name}")
+            elif liveness == "gone":
+                kill_group(info.get("pgid"), self.marker(name))  # orphans of the dead leader
+            else:
+                continue
+            del components[name]
 
     def app_argv(self, name: str, port: int) -> list[str]:
         """The command line of one application process."""
-        if name == "api":
-            conf = Path(__file__).resolve().parents[2] / "service" / "gunicorn.conf.py"
-            return [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "-c",
-                str(conf),
-                "--bind",
-                f"127.0.0.1:{port}",
-                "service.wsgi:app",
-            ]
-        return [sys.executable, "-m", f"workers.{name}"]
+        return app_argv(name, port)
 
     def set_app_env(self, name: str, env: dict[str, str] | None) -> None:
         """Extra environment for one application process on its next start (None clears it)."""
@@ -264,21 +272,37 @@ class Stack:
         """Stop one application process gracefully (SIGTERM, then SIGKILL after ``timeout``)."""
         info = self.state.get("components", {}).get(name)
         if info:
-            stop_pid(info.get("pid"), timeout=timeout)
-            kill_group(info.get("pgid"))
+            self._stop_recorded(name, info, timeout, log=lambda _line: None)
+
+    def _stop_recorded(self, name: str, info: dict[str, Any], timeout: float, log) -> None:
+        """Stop the process recorded for ``name`` if it is still that process, then its group."""
+        if self.liveness(name, info) == "unverified":
+            log(self.unverified(name, info))
+        else:
+            stop_process(info.get("pid"), info.get("identity"), timeout=timeout)
+            log(f"stopped {name}")
+        kill_group(info.get("pgid"), self.marker(name))
 
     def _start_app(self, name: str) -> None:
-        info = self.state["components"].get(name)
-        if info and pid_alive(info.get("pid")):
+        info = self.state.setdefault("components", {}).get(name)
+        liveness = self.liveness(name, info) if info else "gone"
+        if liveness == "running":
             return
+        if info and liveness == "unverified":
+            raise StackError(self.unverified(name, info))
         if info:
             # Orphans of a killed master still hold its listening socket: end the group, and
             # come back on the same port so clients (load generators) keep their URL.
-            kill_group(info.get("pgid"))
-            wait_until(lambda: _port_free(info["port"]), 10, f"port {info['port']} to be freed")
-        port = info["port"] if info else free_port()
+            kill_group(info.get("pgid"), self.marker(name))
+            wait_until(lambda: port_free(info["port"]), 10, f"port {info['port']} to be freed")
+            self._spawn_app(name, info["port"])
+            return
+        self._spawn_app(name, free_port())
+
+    def _spawn_app(self, name: str, port: int) -> None:
+        """Start ``name`` on ``port``, record it at once, and wait until it is ready."""
         log_path = self.state_dir / f"{name}.log"
-        extra = {"RECO_METRICS_PORT": str(port)}
+        extra = {"RECO_METRICS_PORT": str(port), PROCESS_MARKER: self.marker(name)[1]}
         if self.chaos:
             links = self.state["components"]["toxiproxy"]["links"]
             urls = {"postgres": self.database_url(), "rabbitmq": self.amqp_url()}
@@ -289,28 +313,34 @@ class Stack:
             shutil.rmtree(prom_dir, ignore_errors=True)
             prom_dir.mkdir(parents=True)
             extra["PROMETHEUS_MULTIPROC_DIR"] = str(prom_dir)
+        offset = log_path.stat().st_size if log_path.exists() else 0
         proc = spawn(
             self.app_argv(name, port),
             log_path,
             env=self.child_env(extra),
-            cwd=Path(__file__).resolve().parents[2],
+            cwd=REPO_ROOT,
         )
         url = f"http://127.0.0.1:{port}"
-        probe_url = f"{url}/readyz" if name == "api" else f"{url}/healthz"
-
-        def probe() -> bool:
-            if proc.poll() is not None:
-                raise StackError(f"{name} exited with {proc.returncode}:\n{tail(log_path)}")
-            return _http_ok(probe_url)
-
-        wait_until(probe, 30, name, interval=0.1)
+        # On record before the wait: `down` can stop it even if this process dies meanwhile.
         self.state["components"][name] = {
             "pid": proc.pid,
             "pgid": proc.pid,
+            "identity": identity(proc.pid),
             "port": port,
             "url": url,
             "log": str(log_path),
         }
+        self._save()
+        ready_url = readiness_url(name, url)
+
+        def probe() -> bool:
+            if proc.poll() is not None:
+                output = tail(log_path, offset=offset)
+                raise StackError(f"{name} exited with {proc.returncode}:\n{output}")
+            return http_ok(ready_url)
+
+        with stopped_on_failure(proc, self.marker(name)):
+            wait_until(probe, APP_READY_TIMEOUT, name, interval=0.1)
 
     def down(self, purge: bool = False, log=print) -> None:
         """Stop every component this stack started; with ``purge`` delete its files too."""
@@ -320,20 +350,19 @@ class Stack:
         for name in APP_PROCESSES:
             info = components.get(name)
             if info:
-                stop_pid(info.get("pid"), timeout=35)
-                kill_group(info.get("pgid"))
-                log(f"stopped {name}")
+                self._stop_recorded(name, info, 35, log)
         toxiproxy = components.get("toxiproxy")
         if toxiproxy and toxiproxy.get("pid"):
-            stop_pid(toxiproxy["pid"], timeout=10)
-            kill_group(toxiproxy.get("pgid"))
-            log("stopped toxiproxy")
+            self._stop_recorded("toxiproxy", toxiproxy, 10, log)
         if "rabbitmq" in components:
             self.rabbitmq().stop()
             log("stopped rabbitmq")
         if "postgres" in components:
-            self.postgres().stop()
-            log("stopped postgres")
+            if self.liveness("postgres", components["postgres"]) == "unverified":
+                log(self.unverified("postgres", components["postgres"]))
+            else:
+                self.postgres().stop()
+                log("stopped postgres")
         self.state["components"] = {}
         self.state.pop("chaos", None)
         if purge:
@@ -353,17 +382,18 @@ class Stack:
             info = components.get(name)
             if not info:
                 continue
-            running = pid_alive(info.get("pid"))
-            rows.append(
-                {
-                    "name": name,
-                    "url": info.get("url"),
-                    "port": info.get("port"),
-                    "pid": info.get("pid"),
-                    "log": info.get("log"),
-                    "state": self._probe(name, info) if running else "stopped",
-                }
-            )
+            liveness = self.liveness(name, info)
+            row = {
+                "name": name,
+                "url": info.get("url"),
+                "port": info.get("port"),
+                "pid": info.get("pid"),
+                "log": info.get("log"),
+                "state": self._probe(name, info) if liveness == "running" else "stopped",
+            }
+            if liveness == "unverified":
+                row.update(state="unverified", note=self.unverified(name, info))
+            rows.append(row)
         return rows
 
     def _probe(self, name: str, info: dict[str, Any]) -> str:
@@ -372,6 +402,5 @@ class Stack:
         if name == "rabbitmq":
             return "ready" if self.rabbitmq().ready() else "running"
         if name == "toxiproxy":
-            return "ready" if _http_ok(f"{info['url']}/version") else "running"
-        path = "/readyz" if name == "api" else "/healthz"
-        return "ready" if _http_ok(f"{info['url']}{path}") else "running"
+            return "ready" if http_ok(f"{info['url']}/version") else "running"
+        return "ready" if http_ok(readiness_url(name, info["url"])) else "running"

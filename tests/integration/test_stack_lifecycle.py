@@ -14,8 +14,9 @@ import psycopg2
 import pytest
 
 from harness.cli import main
-from harness.stack import Stack
-from harness.stack.procs import pid_alive, pids_with_env
+from harness.stack import PostgresServer, Stack, StackError
+from harness.stack.identity import pids_with_env
+from harness.stack.procs import pid_alive
 
 
 @pytest.fixture
@@ -105,3 +106,11 @@ def test_up_status_down_leaves_nothing_behind(state_dir, capsys):
 def test_status_of_an_empty_state_dir(state_dir, capsys):
     code, components = _status(state_dir, capsys)
     assert components == {} and code == 0
+
+
+def test_a_postgres_that_never_gets_ready_is_stopped(state_dir, monkeypatch):
+    server = PostgresServer(state_dir / "pg", test_mode=True)
+    monkeypatch.setattr(server, "ready", lambda: False)
+    with pytest.raises(StackError, match="PostgreSQL not ready"):
+        server.start(timeout=3)
+    assert not pid_alive(server.pid) and server.liveness() == "gone"

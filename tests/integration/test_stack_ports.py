@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from harness.stack import postgres, rabbitmq
+from harness.stack.identity import pids_with_env
 from harness.stack.postgres import PostgresServer
 from harness.stack.procs import StackError, free_port
 from harness.stack.rabbitmq import RabbitServer
@@ -73,6 +74,7 @@ def test_rabbitmq_fails_at_once_naming_a_taken_distribution_port(state_dir, take
     try:
         with pytest.raises(StackError) as failure:
             server.start(timeout=40)
+        assert pids_with_env(*server.marker) == []  # the failed node stopped what it started
     finally:
         server.stop(timeout=10)
     assert time.monotonic() - started < 30

@@ -9,10 +9,16 @@ import warnings
 
 from harness.stack import procs
 
+MARKER = ("RECO_TEST_SPAWN", "sleeper")
+
 
 def _sleeper(tmp_path):
     """A spawned child that would run for 30 s unless stopped."""
-    return procs.spawn([sys.executable, "-c", "import time; time.sleep(30)"], tmp_path / "c.log")
+    return procs.spawn(
+        [sys.executable, "-c", "import time; time.sleep(30)"],
+        tmp_path / "c.log",
+        env={**os.environ, MARKER[0]: MARKER[1]},
+    )
 
 
 def test_a_stopped_child_is_known_to_its_popen_and_released(tmp_path):
@@ -49,7 +55,7 @@ def test_a_child_that_died_unwatched_is_collected_when_stopped(tmp_path):
 def test_killing_a_group_collects_its_leader(tmp_path):
     # As for RabbitMQ: the spawned leader (runuser) is stopped with its group, not by pid.
     proc = _sleeper(tmp_path)
-    procs.kill_group(proc.pid)
+    procs.kill_group(proc.pid, MARKER)
     assert proc.returncode is not None and proc not in procs._CHILDREN
 
 
@@ -60,4 +66,4 @@ def test_the_group_of_a_spawned_child_is_its_own_never_ours(tmp_path):
         assert procs.spawned_group(os.getpid()) is None  # never a group we would kill ourselves
         assert procs.spawned_group(None) is None
     finally:
-        procs.kill_group(proc.pid)
+        procs.kill_group(proc.pid, MARKER)
