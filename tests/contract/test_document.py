@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from harness.contract.links import resolve
+from service.middleware import SECURITY_HEADERS
 from service.openapi import document
 
 METHODS = {"get", "put", "post", "delete", "patch", "options", "head", "trace"}
@@ -17,6 +18,10 @@ OPERATIONS = [
 IDS = [f"{m.upper()} {p}" for p, m, _ in OPERATIONS]
 # Everything behind the in-flight limiter can be shed with 503 (service/middleware.py).
 UNSHED = {"/healthz", "/readyz", "/metrics"}
+
+
+# Sent on every response by service/middleware.py, so declared on every response.
+COMMON_HEADERS = {"X-Request-ID", "X-Correlation-ID", *SECURITY_HEADERS}
 
 
 def _resolve(node: dict) -> dict:
@@ -49,12 +54,25 @@ def test_every_status_the_operation_can_return_is_documented(path, method, op):
 
 
 @pytest.mark.parametrize(("path", "method", "op"), OPERATIONS, ids=IDS)
-def test_errors_are_problem_documents_and_every_response_has_a_request_id(path, method, op):
+def test_errors_are_problem_documents_and_every_response_declares_the_common_headers(
+    path, method, op
+):
     for code, response in op["responses"].items():
         response = _resolve(response)
-        assert "X-Request-ID" in response.get("headers", {}), code
+        assert set(response.get("headers", {})) >= COMMON_HEADERS, code
         if code.startswith(("4", "5")):
             assert list(response["content"]) == ["application/problem+json"], code
+
+
+def test_the_declared_security_headers_are_the_ones_the_service_sends():
+    headers = document()["components"]["headers"]
+    declared = {}
+    for _path, _method, op in OPERATIONS:
+        for name, header in _resolve(op["responses"]["405"])["headers"].items():
+            if name in SECURITY_HEADERS:
+                declared[name] = _resolve(header)["schema"]["const"]
+    assert declared == SECURITY_HEADERS
+    assert headers["CorrelationId"]["schema"] == headers["RequestId"]["schema"]
 
 
 def test_request_and_response_schemas_are_bounded():

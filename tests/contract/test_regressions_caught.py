@@ -68,6 +68,21 @@ def challenge_header_dropped(app, _monkeypatch):
         return response
 
 
+def correlation_id_dropped(app, _monkeypatch):
+    """A header every response carries (X-Correlation-ID) no longer sent."""
+
+    inner = app.wsgi_app  # the header is added at the WSGI boundary, so removed there too
+
+    def without_correlation_id(environ, start_response):
+        def start(status, headers, exc_info=None):
+            kept = [(k, v) for k, v in headers if k != "X-Correlation-ID"]
+            return start_response(status, kept, exc_info)
+
+        return inner(environ, start)
+
+    app.wsgi_app = without_correlation_id
+
+
 def crashes(app, _monkeypatch):
     """An unhandled exception (a 500) in a view."""
 
@@ -82,6 +97,7 @@ REGRESSIONS = [
     (gone_instead_of_not_found, EVENT_READ, "status_code_conformance"),
     (auth_skipped, RECOMMENDATIONS, "ignored_auth"),
     (challenge_header_dropped, RECOMMENDATIONS, "response_headers_conformance"),
+    (correlation_id_dropped, EVENT_READ, "response_headers_conformance"),
     (crashes, RECOMMENDATIONS, "not_a_server_error"),
 ]
 
