@@ -17,6 +17,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # Every process the stack spawns carries PROCESS_MARKER=<state dir>#<component>, inherited by
 # its children: a process group is only killed once a member of it shows the marker.
 PROCESS_MARKER = "RECO_HARNESS_PROCESS"
+# gunicorn's and http.server's words when the port an app was given is taken.
+APP_PORT_CLASH = ("Connection in use", "Address already in use")
 _MODULES = {"api": "service.wsgi", "relay": "workers.relay", "consumer": "workers.consumer"}
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from harness.stack import faults
 from harness.stack.apps import (
+    APP_PORT_CLASH,
     APP_PROCESSES,
     PROCESS_MARKER,
     REPO_ROOT,
@@ -30,6 +31,7 @@ from harness.stack.procs import (
     free_port,
     kill_group,
     spawn,
+    start_on_free_ports,
     stop_process,
     stopped_on_failure,
     tail,
@@ -297,7 +299,14 @@ class Stack:
             wait_until(lambda: port_free(info["port"]), 10, f"port {info['port']} to be freed")
             self._spawn_app(name, info["port"])
             return
-        self._spawn_app(name, free_port())
+        port = free_port()
+
+        def reroll() -> None:
+            nonlocal port
+            port = free_port()
+
+        # free_port() releases the port before the app binds it: another socket may take it.
+        start_on_free_ports(lambda: self._spawn_app(name, port), APP_PORT_CLASH, reroll, name)
 
     def _spawn_app(self, name: str, port: int) -> None:
         """Start ``name`` on ``port``, record it at once, and wait until it is ready."""

@@ -1,9 +1,9 @@
 """A port taken between choosing it and binding it: servers with ports of their own retry.
 
 ``free_port()`` finds a port that binds and closes it; until the server binds it, any other
-socket may take the same port. PostgreSQL is handed, as its first choice, a port
-that a listening socket holds, and must come up on a fresh one. RabbitMQ must report such a
-clash within seconds; its retry decision is checked without a second boot. A port the
+socket may take the same port. PostgreSQL and an app are handed, as their first choice, a
+port that a listening socket holds, and must come up on a fresh one. RabbitMQ must report
+such a clash within seconds; its retry decision is checked without a second boot. A port the
 caller named is never swapped.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -20,10 +21,26 @@ from pathlib import Path
 import pytest
 
 from harness.stack import postgres, rabbitmq
+from harness.stack import stack as stack_module
 from harness.stack.identity import pids_with_env
 from harness.stack.postgres import PostgresServer
 from harness.stack.procs import StackError, free_port
 from harness.stack.rabbitmq import RabbitServer
+from harness.stack.stack import Stack
+
+# An app that answers every GET with 200 on the port it is given (it fails as apps do when
+# that port is taken: "Address already in use").
+TINY_APP = """
+import http.server, sys
+class Ok(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Ok).serve_forever()
+"""
 
 
 @pytest.fixture
@@ -102,3 +119,22 @@ def test_rabbitmq_retries_on_fresh_ports_only_when_they_were_its_own(monkeypatch
             with pytest.raises(StackError):
                 server.start()
         assert len(calls) == expected_calls
+
+
+def test_an_app_moves_off_a_port_taken_before_it_bound(monkeypatch, state_dir, taken_port):
+    monkeypatch.setenv("RECO_DATABASE_URL", "postgresql://postgres@127.0.0.1:1/reco")
+    monkeypatch.setenv("RECO_AMQP_URL", "amqp://guest:guest@127.0.0.1:1/%2F")
+    monkeypatch.setattr(stack_module, "free_port", _first_then_free(taken_port))
+    stack = Stack(state_dir)
+    stack.state["components"] = {}
+    monkeypatch.setattr(
+        stack, "app_argv", lambda _name, port: [sys.executable, "-c", TINY_APP, str(port)]
+    )
+    try:
+        stack.start_app("relay")
+        relay = stack.state["components"]["relay"]
+        assert relay["port"] != taken_port
+        assert [r["state"] for r in stack.status() if r["name"] == "relay"] == ["ready"]
+        assert "Address already in use" in Path(relay["log"]).read_text()
+    finally:
+        stack.down(log=lambda _line: None)
