@@ -28,6 +28,8 @@ RMQ_USER = "rabbitmq"
 RMQ_BIN = Path("/usr/lib/rabbitmq/bin")
 CONFIG = """\
 listeners.tcp.default = 127.0.0.1:{port}
+# Erlang distribution (inter-node and CLI traffic) listens on every address unless pinned.
+distribution.listener.interface = 127.0.0.1
 loopback_users.guest = true
 disk_free_limit.absolute = 50MB
 vm_memory_high_watermark.relative = 0.4
