@@ -265,7 +265,8 @@ def restart_component(stack: Stack, name: str) -> None:
         stack.rabbitmq().start()
     else:
         info = stack.state.get("components", {}).get(name, {})
-        if not pid_alive(info.get("pid")):
+        # A recorded pid may since belong to another process: only its identity says "ours".
+        if stack.liveness(name, info) != "running":
             stack.start_app(name)
 
 

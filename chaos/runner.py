@@ -26,7 +26,6 @@ from harness.audit import Earlier, audit, earlier
 from harness.pipeline_sampler import PipelineSampler
 from harness.resources import stack_roots
 from harness.stack import Stack
-from harness.stack.procs import pid_alive
 from harness.stack.stack import APP_PROCESSES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,9 +145,9 @@ class Run:
     def _leftover_faults(self) -> list[str]:
         components = self.stack.state.get("components", {})
         links = sorted(components.get("toxiproxy", {}).get("links", {}))
-        # Whether each app's process lives, from its pid: no readiness probes needed here.
+        # Whether each app's recorded process lives: no readiness probes needed here.
         apps = {
-            name: pid_alive(components[name].get("pid"))
+            name: self.stack.liveness(name, components[name]) == "running"
             for name in APP_PROCESSES
             if name in components
         }
