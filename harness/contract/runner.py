@@ -187,6 +187,7 @@ def execute(run: ContractRun, echo: Callable[[str], None] = print) -> tuple[int,
             "operations": 0,
             "checks": 0,
             "failures": 0,
+            "errors": 1,  # the run itself: a gate on "errors == 0" must not pass it
             "allowlisted": 0,
             "passed": False,
             "error": _why_no_result(code, timed_out),

@@ -16,6 +16,7 @@ from harness.contract.fixtures import contract_settings
 from harness.contract.links import declared
 from harness.contract.paths import ALLOWLIST_PATH
 from harness.contract.runner import ContractRun, execute
+from harness.guardrails import check_dir, parse_rules
 from harness.pytest_plugins.gunicorn import GunicornServer
 from harness.pytest_plugins.service import API_KEY, OTHER_API_KEY
 from service.api.common import client_id
@@ -194,3 +195,8 @@ def test_unreachable_service_is_a_harness_error(tmp_path):
     code, summary = execute(run, echo=lambda _line: None)
     assert code == 2 and summary["passed"] is False and "error" in summary
     assert json.loads((run.out_dir / "contract.json").read_text()) == summary
+    # Judged by a rule that knows only failures and errors, the run still fails.
+    rules = parse_rules(
+        '[[rule]]\nsource = "contract"\nexpr = ["failures == 0", "errors == 0"]\n', "g"
+    )
+    assert check_dir(run.out_dir, rules).exit_code != 0
