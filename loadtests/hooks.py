@@ -70,6 +70,11 @@ def add_arguments(parser) -> None:
         help="Prometheus endpoint to scrape (default: <host>/metrics; 'off' to skip)",
     )  # fmt: skip
     parser.add_argument(
+        "--capacity", default="", env_var="RECO_CAPACITY",
+        help="overload profile: capacity C in requests/s, or a stress run directory (its knee);"
+        " the peak offers 2 C (default: half of -u x --user-rps)",
+    )  # fmt: skip
+    parser.add_argument(
         "--replay-ratio", type=float, default=0.05,
         help="share of writes that deliberately resend the previous request (same key)",
     )  # fmt: skip
@@ -88,6 +93,12 @@ def on_init(environment, runner=None, **_kw) -> None:
         )
         sys.exit(guardrails.EXIT_USAGE)
     environment.profile = opts.profile
+    if opts.capacity:
+        try:
+            shapes.capacity_of(opts.capacity)
+        except ValueError as exc:
+            sys.stderr.write(f"error: --capacity: {exc}\n")
+            sys.exit(guardrails.EXIT_USAGE)
     # Headless Locust later defaults -u to 1; remember whether it was given at all.
     STATE.users_override = opts.num_users
     profile = shapes.PROFILES[opts.profile]
@@ -145,6 +156,9 @@ def _apply_options(opts) -> None:
     STATE.user_rps = float(opts.user_rps)
     STATE.api_key = opts.api_key
     STATE.replay_ratio = float(opts.replay_ratio)
+    # No proxy stamps arrival times on the local stack; overload stamps them as one would, so
+    # the service sees the listen-backlog wait and sheds (RECO_MAX_QUEUE_MS).
+    STATE.request_start = opts.profile == "overload"
     STATE.run_dir = Path(opts.run_dir)
     host = (opts.host or "").rstrip("/")
     if opts.metrics_url.lower() == "off":
@@ -160,7 +174,12 @@ def begin_shape(runner) -> None:
         opts.profile = runner.environment.profile
     _apply_options(opts)
     users = STATE.users_override if opts.headless else opts.num_users
-    shape = shapes.build(opts.profile, users or None, opts.run_time or None, STATE.user_rps)
+    capacity = shapes.capacity_of(opts.capacity) if opts.capacity else None
+    if opts.profile != "overload":
+        capacity = None
+    shape = shapes.build(
+        opts.profile, users or None, opts.run_time or None, STATE.user_rps, capacity
+    )
     if isinstance(shape, shapes.StressShape) and STATE.ruleset is not None:
         slo = STATE.ruleset.slo
         shape.p99_ms, shape.error_ratio, shape.throughput_ratio = (

@@ -80,7 +80,33 @@ def write_outputs(state: RunState, warmup_s: float = 0.0) -> dict:
         "interrupted": state.interrupted,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    capacity = getattr(state.shape, "capacity_rps", 0.0)
+    if capacity and "overload" in phases:
+        data = overload_summary(state, capacity, *phases["overload"])
+        (out / "overload.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     return summary
+
+
+def overload_summary(state: RunState, capacity_rps: float, start: float, end: float) -> dict:
+    """Goodput at twice the capacity: answers that were neither failures nor sheds, per second.
+
+    The ``overload`` guardrail source: spec 4.2 asks for goodput >= 90 % of capacity, so the
+    service sheds the excess instead of collapsing.
+    """
+    window = state.timeline.window(start, end)
+    total, scale = window.total(), state.timeline.scale
+    seconds = max(window.duration, 1e-9)
+    good = (total.hist.n - total.fail - total.shed) / scale
+    return {
+        "capacity_rps": capacity_rps,
+        "window": [start, end],
+        "offered_rps": round(window.offered / seconds, 3),
+        "achieved_rps": round(total.hist.n / scale / seconds, 3),
+        "goodput_rps": round(good / seconds, 3),
+        "goodput_ratio": round(good / seconds / capacity_rps, 4),
+        "shed_ratio": round(total.shed / total.hist.n, 4) if total.hist.n else None,
+        "fail_ratio": round(total.fail / total.hist.n, 4) if total.hist.n else None,
+    }
 
 
 def saturation_message(summary: dict) -> str | None:

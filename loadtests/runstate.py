@@ -27,6 +27,7 @@ class RunState:
     max_attempts: int = 3
     backoff_cap_s: float = 5.0
     replay_ratio: float = 0.05
+    request_start: bool = False  # send X-Request-Start, as a proxy in front would
     worker: str | None = None  # None: local runner or master
     metrics_url: str | None = None
     users_override: int | None = None  # -u as given on the command line

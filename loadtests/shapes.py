@@ -6,9 +6,11 @@ achieved RPS can be compared with what the shape asked for (coordinated omission
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 Tick = tuple[int, float] | None
 
@@ -44,6 +46,13 @@ class StagedShape:
 
     def offered_rps(self, users: int) -> float:
         return users * self.user_rps
+
+
+@dataclass
+class OverloadShape(StagedShape):
+    """Nominal load, then twice the capacity, then nominal again; goodput is judged on C."""
+
+    capacity_rps: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -232,6 +241,63 @@ def spike(users: int, duration: float, user_rps: float) -> StagedShape:
     return StagedShape("spike", stages, user_rps, phases)
 
 
+NOMINAL_SHARE = 0.6  # nominal load R = 0.6 x capacity (reliability spec 4.2)
+
+
+def overload(users: int, duration: float, user_rps: float) -> OverloadShape:
+    """R = 0.6 C, then 2 C (``users`` at peak) for most of the run, then back to R.
+
+    Spec 4.2 step 4: 5 min at 2 C by default; the SLO must be back within 30 s of the drop
+    (``settle``), judged on ``recovery``.
+    """
+    capacity = users * user_rps / 2
+    nominal = max(1, round(NOMINAL_SHARE * capacity / user_rps))
+    base = settle = min(30.0, duration / 7)
+    recovery = min(60.0, duration / 7)
+    start, end = base, duration - settle - recovery
+    stages = [
+        Stage(start, nominal, _ramp(nominal, base / 2)),
+        Stage(end, users, max(1.0, (users - nominal) / 5.0)),  # 2 C within 5 s
+        Stage(duration, nominal, float(users)),
+    ]
+    phases = {
+        "baseline": (base / 2, start),
+        "overload": (min(start + 5.0, end), end),  # at 2 C: after the 5 s ramp
+        "settle": (end, end + settle),
+        "recovery": (end + settle, duration),
+    }
+    return OverloadShape("overload", stages, user_rps, phases, capacity_rps=capacity)
+
+
+def overload_users(capacity_rps: float, user_rps: float) -> int:
+    """Peak users that offer twice ``capacity_rps`` at ``user_rps`` each."""
+    return max(1, math.ceil(2 * capacity_rps / user_rps))
+
+
+def capacity_of(text: str) -> float:
+    """Capacity in requests/s: a number, or a stress run directory (its knee's achieved rps)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = _knee_rps(text)
+    if not value > 0:
+        raise ValueError(f"capacity must be positive, got {text!r}")
+    return value
+
+
+def _knee_rps(run_dir: str) -> float:
+    summary = Path(run_dir) / "summary.json"
+    try:
+        knee = json.loads(summary.read_text(encoding="utf-8")).get("knee") or {}
+    except (OSError, ValueError) as exc:
+        raise ValueError(
+            f"capacity {run_dir!r}: not a number of requests/s nor a stress run ({exc})"
+        ) from None
+    if not knee.get("rps"):
+        raise ValueError(f"capacity {run_dir!r}: {summary} records no stress knee")
+    return float(knee["rps"])
+
+
 def stress(users: int, duration: float, user_rps: float) -> StressShape:
     steps = 20
     return StressShape(users, user_rps, steps=steps, step_s=max(duration / steps, 4.0))
@@ -249,6 +315,10 @@ PROFILES: dict[str, Profile] = {
         Profile("spike", "R -> 3R in 10 s, then back; shedding and recovery", 180, 180, 2, spike),
         Profile("soak", "hours at R: leaks, pool exhaustion, drift", 60, 7200, 2, soak),
         Profile("stress", "ramp until p99 or errors break the SLO; the knee", 400, 300, 2, stress),
+        Profile(
+            "overload", "2 x capacity for 5 min, then nominal: goodput, sheds, recovery",
+            400, 420, 1, overload,
+        ),
     )
 }  # fmt: skip
 
@@ -258,15 +328,28 @@ def build(
     users: int | None = None,
     duration: float | None = None,
     user_rps: float | None = None,
+    capacity_rps: float | None = None,
 ) -> StagedShape | StressShape:
-    """Build a profile's shape, scaled to ``users`` (peak) and ``duration`` when given."""
+    """Build a profile's shape, scaled to ``users`` (peak) and ``duration`` when given.
+
+    ``capacity_rps`` sizes the overload profile (its peak offers twice that) instead of users.
+    """
     try:
         profile = PROFILES[name]
     except KeyError:
         raise ValueError(f"unknown profile {name!r}; choose from {', '.join(PROFILES)}") from None
-    users = profile.users if users is None else users
     duration = profile.duration_s if duration is None else duration
     rate = profile.user_rps if user_rps is None else user_rps
+    if capacity_rps is not None:
+        if name != "overload":
+            raise ValueError("a capacity sizes only the overload profile")
+        if capacity_rps <= 0 or rate <= 0:
+            raise ValueError("capacity and user rate must be positive")
+        users = overload_users(capacity_rps, rate)
+    users = profile.users if users is None else users
     if users < 1 or duration <= 0 or rate <= 0:
         raise ValueError("users, duration and user rate must be positive")
-    return profile.build(users, float(duration), float(rate))
+    shape = profile.build(users, float(duration), float(rate))
+    if capacity_rps is not None and isinstance(shape, OverloadShape):
+        shape.capacity_rps = capacity_rps  # the peak users round 2 C up
+    return shape

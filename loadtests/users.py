@@ -58,6 +58,8 @@ class RecoUser(FastHttpUser):
         return self._paced_at - now
 
     def headers(self, **extra: str) -> dict[str, str]:
+        if STATE.request_start:
+            extra["X-Request-Start"] = f"t={time.time():.6f}"
         return {"X-API-Key": STATE.api_key, "Accept": "application/json", **extra}
 
     def backoff(self, attempt: int, resp) -> bool:

@@ -59,6 +59,11 @@ def load() -> None:
 )
 @click.option("--user-rps", type=click.FloatRange(min=0.01), help="requests/s per user")
 @click.option(
+    "--capacity",
+    help="overload profile: capacity C (requests/s, or a stress run directory: its knee);"
+    " the peak offers 2 C",
+)
+@click.option(
     "--workers",
     type=click.IntRange(min=0),
     default=0,
@@ -81,6 +86,7 @@ def run(
     users: int | None,
     duration: str | None,
     user_rps: float | None,
+    capacity: str | None,
     workers: int,
     out: str | None,
     url: str | None,
@@ -95,7 +101,8 @@ def run(
     try:
         ruleset = guardrails.load_rules(rules_path)
         seconds = _whole_seconds(duration) if duration else None
-        shape = shapes.build(profile, users, seconds, user_rps)
+        capacity_rps = shapes.capacity_of(capacity) if capacity else None
+        shape = shapes.build(profile, users, seconds, user_rps, capacity_rps)
     except guardrails.GuardrailError as exc:
         click.echo(f"error: {exc}", err=True)
         return guardrails.EXIT_USAGE
@@ -129,6 +136,8 @@ def run(
             url, started_stack = _ensure_stack(stack)
         baseline = _earlier(stack) if stack and not no_audit else None
         argv = _locust_argv(url, profile, run_dir, rules_path, users, seconds, user_rps, workers)
+        if capacity_rps is not None:
+            argv += ["--capacity", repr(capacity_rps)]
         argv += list(locust_args)
         click.echo(f"load: {profile} against {url} -> {run_dir}")
         sampler = _start_sampler(stack, run_dir) if stack else None

@@ -15,8 +15,10 @@ def parsed(monkeypatch):
     """Stop the run where the profile is built; keep what the options parsed to."""
     seen: dict = {}
 
-    def build(profile, users, seconds, user_rps):
+    def build(profile, users, seconds, user_rps, capacity_rps=None):
         seen.update(profile=profile, users=users, seconds=seconds)
+        if capacity_rps is not None:
+            seen["capacity_rps"] = capacity_rps
         raise ValueError("stop here")
 
     monkeypatch.setattr("harness.commands.load.shapes.build", build)
@@ -127,3 +129,15 @@ def test_a_server_threshold_between_buckets_is_refused(no_locust, tmp_path, caps
             "--no-audit", "--out", str(tmp_path / "r")]  # fmt: skip
     assert main(argv) == 2
     assert "no bucket bound at 250 ms" in capsys.readouterr().err
+
+
+def test_overload_takes_its_capacity_from_a_stress_run(parsed, tmp_path):
+    (tmp_path / "summary.json").write_text('{"knee": {"rps": 180.5}}')
+    argv = ["load", "run", "--profile", "overload", "--capacity", str(tmp_path)]
+    assert main(argv) == 2  # stopped where the shape is built
+    assert parsed["capacity_rps"] == 180.5
+
+
+def test_a_capacity_for_another_profile_is_a_usage_error(capsys):
+    assert main(["load", "run", "--profile", "steady", "--capacity", "100"]) == 2
+    assert "only the overload profile" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from pathlib import Path
@@ -9,10 +10,11 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
-from harness.guardrails import evaluate, load_rules, parse_rules
+from harness.guardrails import check_dir, evaluate, load_rules, parse_rules
 from harness.guardrails.prometheus import Scrapes, Snapshot, quantile, unbounded_thresholds
 from harness.guardrails.timeline import Timeline
-from loadtests import shapes
+from loadtests import outputs, shapes
+from loadtests.runstate import RunState
 from service.metrics import HISTOGRAM_BUCKETS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -155,3 +157,32 @@ def test_nan_in_a_json_source_is_a_breach_not_missing_data() -> None:
     assert [r.status for r in verdict.results] == ["breach", "breach"]
     assert verdict.results[0].reason == "not a number in pipeline"
     assert verdict.exit_code == 1
+
+
+@pytest.mark.parametrize(("served", "passes"), [(10, True), (5, False)])
+def test_overload_goodput_is_judged_against_the_capacity(tmp_path, served, passes) -> None:
+    """Offered 2 C = 20 rps; a service that keeps serving C passes, one that collapses fails."""
+    shape = shapes.build("overload", duration=70, capacity_rps=10, user_rps=1)
+    state = RunState(run_dir=tmp_path, profile="overload", shape=shape, t0=T0)
+    for s in range(70):
+        state.timeline.set_meta(T0 + s, users=20, offered_rps=20.0)
+        for i in range(20):
+            outcome = "ok" if i < served else ("shed" if i % 2 else "fail")
+            state.timeline.record(T0 + s, READ, 12.0, outcome)
+    outputs.write_outputs(state)
+    goodput = json.loads((tmp_path / "overload.json").read_text())
+    assert goodput["goodput_ratio"] == served / 10
+    rules = [r for r in RULES.for_profile("overload") if r.source == "overload"]
+    verdict = check_dir(tmp_path, RULES, profile="overload")
+    results = [r for r in verdict.results if r.rule == rules[0].name]
+    assert [r.status for r in results] == ["pass" if passes else "breach"]
+
+
+def test_overload_without_sheds_fails_the_required_shed_rule() -> None:
+    scrapes = Scrapes([Snapshot(T0, {}), Snapshot(T0 + 60, {})])
+    verdict = evaluate(
+        RULES, {"locust": healthy(60), "server": scrapes}, phases=phases("overload", 60),
+        profile="overload",
+    )  # fmt: skip
+    shed = [r for r in verdict.results if r.rule == "overload: shedding stays cheap (server)"]
+    assert [r.status for r in shed] == ["breach"]

@@ -194,3 +194,27 @@ def test_history_appends_one_line_per_operation(tmp_path) -> None:
     history.close()
     lines = (tmp_path / "run" / "history.jsonl").read_text().splitlines()
     assert [json.loads(x)["outcome"] for x in lines] == ["ok", "info"]
+
+
+def test_overload_holds_twice_the_capacity_for_five_minutes_then_nominal() -> None:
+    shape = shapes.build("overload", capacity_rps=150, user_rps=1)
+    assert shape.duration == 420 and shape.capacity_rps == 150
+    assert shape.tick(10) == (90, shape.stages[0].spawn_rate)  # R = 0.6 C
+    assert shape.tick(200)[0] == 300  # 2 C
+    assert shape.tick(400)[0] == 90
+    start, end = shape.phases["overload"]
+    assert end - start == 295 and shape.phases["settle"] == (330.0, 360.0)
+    assert shape.phases["recovery"] == (360.0, 420.0)
+
+
+def test_overload_capacity_from_a_number_or_a_stress_runs_knee(tmp_path) -> None:
+    assert shapes.capacity_of("212.5") == 212.5
+    (tmp_path / "summary.json").write_text(json.dumps({"knee": {"rps": 240.0, "users": 120}}))
+    assert shapes.capacity_of(str(tmp_path)) == 240.0
+    (tmp_path / "summary.json").write_text(json.dumps({"knee": None}))
+    with pytest.raises(ValueError, match="records no stress knee"):
+        shapes.capacity_of(str(tmp_path))
+    with pytest.raises(ValueError, match="positive"):
+        shapes.capacity_of("0")
+    with pytest.raises(ValueError, match="only the overload profile"):
+        shapes.build("steady", capacity_rps=100)
