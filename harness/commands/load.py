@@ -24,7 +24,7 @@ from harness.guardrails.timeline import Timeline
 from harness.pipeline_sampler import PipelineSampler
 from harness.report import write_report
 from harness.stack import Stack, StackError, default_state_dir
-from loadtests import shapes
+from loadtests import outputs, shapes
 from service.metrics import HISTOGRAM_BUCKETS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -174,7 +174,11 @@ def run(
         _echo_tail(run_dir / "locust.out")
         return guardrails.EXIT_USAGE
     try:
-        verdict = guardrails.check_dir(run_dir, ruleset, profile=profile)
+        # Without the local stack there is no pipeline, resources, drift or audit data.
+        out_of_scope = outputs.LOAD_RUN_SOURCES if stack is None else frozenset()
+        verdict = guardrails.check_dir(
+            run_dir, ruleset, profile=profile, without_sources=out_of_scope
+        )
     except guardrails.GuardrailError as exc:
         click.echo(f"error: {exc}", err=True)
         return guardrails.EXIT_USAGE

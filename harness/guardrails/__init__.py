@@ -44,12 +44,21 @@ def default_path() -> Path:
     return Path(__file__).resolve().parents[2] / DEFAULT_FILE
 
 
-def check_dir(results_dir: str | Path, ruleset: RuleSet, profile: str | None = None) -> Verdict:
-    """Evaluate a rule set against everything found in a results directory."""
+def check_dir(
+    results_dir: str | Path,
+    ruleset: RuleSet,
+    profile: str | None = None,
+    without_sources: frozenset[str] = frozenset(),
+) -> Verdict:
+    """Evaluate a rule set against everything found in a results directory.
+
+    ``without_sources`` leaves out the rules on sources this kind of run cannot produce (a
+    plain Locust run has no audit): they are out of its scope, not skipped or breached.
+    """
     results = load_results(results_dir)
-    return evaluate(
-        ruleset, results.sources, phases=results.phases, profile=profile or results.profile
-    )
+    profile = profile or results.profile
+    rules = [r for r in ruleset.for_profile(profile) if r.source not in without_sources]
+    return evaluate(ruleset, results.sources, phases=results.phases, profile=profile, rules=rules)
 
 
 def write_verdict(verdict: Verdict, out_dir: str | Path) -> dict[str, Path]:

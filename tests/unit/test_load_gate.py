@@ -186,3 +186,14 @@ def test_overload_without_sheds_fails_the_required_shed_rule() -> None:
     )  # fmt: skip
     shed = [r for r in verdict.results if r.rule == "overload: shedding stays cheap (server)"]
     assert [r.status for r in shed] == ["breach"]
+
+
+def test_a_plain_locust_run_is_judged_on_what_it_recorded(tmp_path) -> None:
+    """Client and server rules bind it; the load-run sources are out of its scope."""
+    healthy(600).write_jsonl(tmp_path / "timeline.jsonl")
+    (tmp_path / "phases.json").write_text(json.dumps(phases("soak", 600)))
+    plain = check_dir(tmp_path, RULES, profile="soak", without_sources=outputs.LOAD_RUN_SOURCES)
+    assert {r.source for r in plain.results} <= {"locust", "server"}
+    assert {r.source for r in plain.breaches} == {"server"}  # required, and not scraped
+    full = check_dir(tmp_path, RULES, profile="soak")
+    assert {"pipeline", "resources", "drift"} <= {r.source for r in full.breaches}
