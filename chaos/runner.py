@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import heapq
 import json
+import math
 import os
 import signal
 import subprocess
@@ -224,7 +225,7 @@ class Run:
             "--users",
             str(exp.load_users),
             "--run-time",
-            f"{int(exp.load_duration_s)}s",
+            f"{math.ceil(exp.load_duration_s)}s",  # whole seconds; never shorter than asked
             "--csv",
             str(self.run_dir / "locust"),
             "--csv-full-history",

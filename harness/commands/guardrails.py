@@ -52,6 +52,11 @@ def check(
     except guardrails.GuardrailError as exc:
         click.echo(f"error: {exc}", err=True)
         return guardrails.EXIT_USAGE
+    if not guardrails.load_results(results_dir).sources:
+        # No results file at all: a wrong directory (or the parent of `chaos run --all`
+        # output), whatever the rules' required flags would make of it.
+        click.echo(f"error: no results in {results_dir}{runs_below(Path(results_dir))}", err=True)
+        return guardrails.EXIT_USAGE
     if not verdict.results:
         click.echo(f"error: no rule applies to {results_dir} (profile {verdict.profile})", err=True)
         return guardrails.EXIT_USAGE

@@ -119,3 +119,13 @@ def test_an_unknown_profile_is_an_error_not_a_smaller_rule_set(tmp_path, files) 
     assert code == 2
     assert "unknown profile 'stedy'" in output
     assert check(out, "--profile", "steady")[0] == 0
+
+
+def test_the_parent_of_runs_is_an_error_under_the_shipped_required_rules(tmp_path) -> None:
+    below = tmp_path / "runs" / "db-down"
+    below.mkdir(parents=True)
+    (below / "audit.json").write_text(json.dumps({"lost_count": 0}))
+    shipped = Path(__file__).resolve().parents[2] / "chaos" / "guardrails.toml"
+    code, output = check(tmp_path / "runs", "--guardrails", str(shipped))
+    assert code == 2
+    assert "no results in" in output and "run directories below it: db-down" in output
