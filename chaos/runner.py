@@ -177,7 +177,7 @@ class Run:
         ]
         with open(self.run_dir / "guardian.log", "ab") as sink:
             # Its own session: a Ctrl-C aimed at the runner must not stop the guardian too.
-            return subprocess.Popen(
+            return subprocess.Popen(  # noqa: S603 - our own interpreter and module
                 argv,
                 cwd=ROOT,
                 start_new_session=True,
@@ -238,7 +238,7 @@ class Run:
         ]
         self.load_started = time.time()
         with open(self.run_dir / "locust.out", "wb") as sink:
-            self.locust = subprocess.Popen(
+            self.locust = subprocess.Popen(  # noqa: S603 - Locust with arguments built here
                 argv, cwd=ROOT, stdin=subprocess.DEVNULL, start_new_session=True,
                 stdout=sink, stderr=subprocess.STDOUT,
             )  # fmt: skip

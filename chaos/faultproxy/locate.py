@@ -89,7 +89,7 @@ def start_server(
         url = f"http://{host}:{chosen}"
         log = open(log_path, "ab") if log_path else None  # noqa: SIM115 - owned by Located
         out = log if log is not None else subprocess.DEVNULL
-        proc = subprocess.Popen(
+        proc = subprocess.Popen(  # noqa: S603 - the fault proxy binary found or built here
             [*argv, "-host", host, "-port", str(chosen)],
             stdout=out,
             stderr=subprocess.STDOUT,

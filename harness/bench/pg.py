@@ -33,7 +33,7 @@ def fsync_rate(directory: Path, seconds: int = 2, timeout: float = 60) -> dict[s
     """
     argv = [_tool("pg_test_fsync"), "-s", str(seconds), "-f", str(directory / "fsync.test")]
     methods: dict[str, float] = {}
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # noqa: S603 - pg_test_fsync from the server's bin dir
     watchdog = threading.Timer(timeout, proc.kill)
     watchdog.start()
     try:
@@ -62,7 +62,7 @@ def pgbench_init(pg: PostgresServer, dbname: str, scale: int) -> None:
     pg.create_database(dbname)
     argv = [_tool("pgbench"), "-i", "-q", "-s", str(scale), "-h", "127.0.0.1"]
     argv += ["-p", str(pg.port), "-U", "postgres", dbname]
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)  # noqa: S603 - pgbench from the server's bin dir
     if result.returncode != 0:
         raise RuntimeError(f"pgbench -i failed: {result.stderr.strip()[-500:]}")
 
@@ -82,7 +82,7 @@ def pgbench_select(
     argv += ["-U", "postgres", "-n", dbname]
     pg_before = cpu.cumulative_seconds(pg.pid) if pg.pid else 0.0
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)  # noqa: S603 - pgbench from the server's bin dir
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     pg_used = (cpu.cumulative_seconds(pg.pid) if pg.pid else 0.0) - pg_before
     tps = _TPS.search(result.stdout)

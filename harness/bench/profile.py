@@ -104,7 +104,7 @@ def profile_http(path: str, seconds: float, rate: int = 250, app: str = "service
         endpoint, lua = ENDPOINTS[path]
         wrk.run(server.url + endpoint, 2, 16, lua)  # warm-up
         raw = root / "profile.txt"
-        spy_proc = subprocess.Popen(
+        spy_proc = subprocess.Popen(  # noqa: S603 - py-spy from PATH, our pid
             [spy, "record", "--pid", str(server.proc.pid), "--subprocesses", "--format", "raw",
              "--rate", str(rate), "--duration", str(int(seconds)), "--output", str(raw),
              "--gil"],  # only threads holding the GIL: Python CPU, not waits on I/O

@@ -103,7 +103,7 @@ def run(
             script = Path(tmp, "script.lua")
             script.write_text(lua)
             argv += ["-s", str(script)]
-        result = subprocess.run(
+        result = subprocess.run(  # noqa: S603 - wrk with a loopback URL built here
             argv + [url], capture_output=True, text=True, timeout=duration_s + 30, check=False
         )
     if result.returncode != 0:

@@ -6,19 +6,17 @@ import contextlib
 import json
 import math
 import os
-import platform
 import signal
 import subprocess
 import sys
 import time
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 
 import click
 
 from harness import audit as audit_module
-from harness import drift, guardrails, pipeline_summary, resources, server_health
+from harness import drift, guardrails, pipeline_summary, resources, runmeta, server_health
 from harness.guardrails.prometheus import unbounded_thresholds
 from harness.guardrails.timeline import Timeline
 from harness.pipeline_sampler import PipelineSampler
@@ -379,29 +377,13 @@ def _audit(stack: Stack, run_dir: Path, baseline: audit_module.Earlier) -> str:
 def _write_run_json(
     run_dir, argv, profile, url, workers, started_at, locust_rc, started_stack, rules_path
 ):
-    def version(name: str) -> str | None:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return None
-
-    commit = subprocess.run(  # noqa: S603
-        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
-    ).stdout.strip()
     data = {
-        "command": sys.argv,
-        "locust_command": argv,
+        **runmeta.collect(),  # command (redacted), commit, versions, machine
+        "locust_command": runmeta.redact(argv),
         "profile": profile,
         "url": url,
         "workers": workers,
         "started_stack": started_stack,
-        "git_commit": commit or None,
-        "versions": {
-            "python": platform.python_version(),
-            "locust": version("locust"),
-            "reco-harness": version("reco-harness"),
-            "platform": platform.platform(),
-        },
         "start": started_at,
         "end": time.time(),
         "locust_exit_code": locust_rc,

@@ -119,7 +119,7 @@ def _tee(
     echo: Callable[[str], None],
 ) -> tuple[int, bool]:
     """Run ``argv``, copying its output to ``echo`` and ``log_path``; kill it after the timeout."""
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # noqa: S603 - the st CLI with arguments built here
         argv,
         cwd=cwd,
         env=env,

@@ -59,7 +59,7 @@ class GunicornServer:
             app,
         ]
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
+            self.proc = subprocess.Popen(  # noqa: S603 - our interpreter running gunicorn
                 argv,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -60,7 +60,7 @@ class WorkerProcess:
             "PYTHONUNBUFFERED": "1",
         }
         with open(log_path, "ab") as log:
-            proc = subprocess.Popen(
+            proc = subprocess.Popen(  # noqa: S603 - our interpreter running a worker module
                 [sys.executable, "-m", f"workers.{name}"],
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -97,7 +97,7 @@ class PostgresServer:
         return str(bindir / name)
 
     def _run(self, argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
-        return subprocess.run(
+        return subprocess.run(  # noqa: S603 - PostgreSQL's own tools from its bin dir
             as_user(PG_USER) + argv,
             capture_output=True,
             text=True,

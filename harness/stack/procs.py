@@ -321,7 +321,7 @@ def spawn(
     """Start a detached child in its own session, stdout and stderr appended to ``log_path``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
+        proc = subprocess.Popen(  # noqa: S603 - argv of a stack component built here
             argv,
             stdout=log,
             stderr=subprocess.STDOUT,
