@@ -44,24 +44,31 @@ URL_PASSWORD = re.compile(r"(://[^/:@\s]*:)[^/@\s]+@")
 REDACTED = "***"
 
 
+PASS_THROUGH = "--locust-arg"  # load run's option carrying one Locust argument
+
+
 def redact(argv: list[str]) -> list[str]:
     """A command line fit to store: credential values and URL passwords replaced by ***."""
     out: list[str] = []
-    hide_next = False
+    hide_next = False  # the previous argument (perhaps passed through) was a credential option
     for arg in argv:
+        if arg == PASS_THROUGH:
+            out.append(arg)  # the next argument is Locust's: judged as if it stood alone
+            continue
+        prefix = ""
+        if arg.startswith(PASS_THROUGH + "="):
+            prefix, arg = PASS_THROUGH + "=", arg[len(PASS_THROUGH) + 1 :]
         if hide_next:
-            out.append(REDACTED)
+            out.append(prefix + REDACTED)
             hide_next = False
             continue
-        name, eq, value = arg.partition("=")
+        name, eq, _value = arg.partition("=")
         if SECRET_OPTION.match(name):
             if eq:
                 arg = f"{name}={REDACTED}"
             else:
                 hide_next = True
-        elif eq and value.startswith("-"):  # an option passed through: --locust-arg=--api-key=…
-            arg = f"{name}={redact([value])[0]}"
-        out.append(URL_PASSWORD.sub(rf"\g<1>{REDACTED}@", arg))
+        out.append(prefix + URL_PASSWORD.sub(rf"\g<1>{REDACTED}@", arg))
     return out
 
 

@@ -68,6 +68,8 @@ def write_outputs(state: RunState, warmup_s: float = 0.0) -> dict:
     sat = saturation(state.timeline, start + warmup_s, max(start + warmup_s, end - 1))
     summary = {
         "profile": state.profile,
+        # What Locust alone cannot record; `load run` on the local stack overrides it in run.json.
+        guardrails.JUDGED_WITHOUT: sorted(LOAD_RUN_SOURCES),
         "user_rps": state.user_rps,
         "start": start,
         "end": end,
@@ -143,9 +145,7 @@ def judge(state: RunState) -> guardrails.Verdict | None:
         return None
     # Locust records the timeline and the server's histograms; the other sources come from
     # `reco-harness load run`, which judges them itself once it has written them.
-    verdict = guardrails.check_dir(
-        state.run_dir, state.ruleset, profile=state.profile, without_sources=LOAD_RUN_SOURCES
-    )
+    verdict = guardrails.check_dir(state.run_dir, state.ruleset, profile=state.profile)
     verdict.aborted = state.aborted
     guardrails.write_verdict(verdict, state.run_dir)
     return verdict

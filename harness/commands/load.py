@@ -163,20 +163,20 @@ def run(
             stack.down(log=lambda _m: None)
     if audit_note:
         click.echo(audit_note)
+    # Without the local stack there is no pipeline, resources, drift or audit data: those
+    # rules are out of this run's scope (recorded, so `guardrails check` judges it the same).
+    out_of_scope = outputs.LOAD_RUN_SOURCES if stack is None else frozenset()
     _write_run_json(
-        run_dir, argv, profile, url, workers, started_at, locust_rc, started_stack, rules_path
-    )
+        run_dir, argv, profile, url, workers, started_at, locust_rc, started_stack, rules_path,
+        out_of_scope,
+    )  # fmt: skip
     if not (run_dir / "timeline.jsonl").exists():
         click.echo(f"error: Locust wrote no timeline (exit {locust_rc}); see {run_dir}/locust.log",
                    err=True)  # fmt: skip
         _echo_tail(run_dir / "locust.out")
         return guardrails.EXIT_USAGE
     try:
-        # Without the local stack there is no pipeline, resources, drift or audit data.
-        out_of_scope = outputs.LOAD_RUN_SOURCES if stack is None else frozenset()
-        verdict = guardrails.check_dir(
-            run_dir, ruleset, profile=profile, without_sources=out_of_scope
-        )
+        verdict = guardrails.check_dir(run_dir, ruleset, profile=profile)
     except guardrails.GuardrailError as exc:
         click.echo(f"error: {exc}", err=True)
         return guardrails.EXIT_USAGE
@@ -375,13 +375,15 @@ def _audit(stack: Stack, run_dir: Path, baseline: audit_module.Earlier) -> str:
 
 
 def _write_run_json(
-    run_dir, argv, profile, url, workers, started_at, locust_rc, started_stack, rules_path
-):
+    run_dir, argv, profile, url, workers, started_at, locust_rc, started_stack, rules_path,
+    out_of_scope,
+):  # fmt: skip
     data = {
         **runmeta.collect(),  # command (redacted), commit, versions, machine
         "locust_command": runmeta.redact(argv),
         "profile": profile,
-        "url": url,
+        "url": runmeta.redact([url])[0] if url else url,
+        guardrails.JUDGED_WITHOUT: sorted(out_of_scope),
         "workers": workers,
         "started_stack": started_stack,
         "start": started_at,

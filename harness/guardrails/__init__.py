@@ -13,7 +13,13 @@ from pathlib import Path
 
 from harness.guardrails.engine import evaluate, resolve_phase, run_extent
 from harness.guardrails.expr import Expr, ExprError, parse_expr
-from harness.guardrails.results import Results, load_results, recorded_rules, rules_record
+from harness.guardrails.results import (
+    JUDGED_WITHOUT,
+    Results,
+    load_results,
+    recorded_rules,
+    rules_record,
+)
 from harness.guardrails.rules import (
     GuardrailError,
     Rule,
@@ -48,15 +54,18 @@ def check_dir(
     results_dir: str | Path,
     ruleset: RuleSet,
     profile: str | None = None,
-    without_sources: frozenset[str] = frozenset(),
+    without_sources: frozenset[str] | None = None,
 ) -> Verdict:
     """Evaluate a rule set against everything found in a results directory.
 
-    ``without_sources`` leaves out the rules on sources this kind of run cannot produce (a
-    plain Locust run has no audit): they are out of its scope, not skipped or breached.
+    ``without_sources`` (default: what the run recorded) leaves out the rules on sources this
+    kind of run cannot produce (a plain Locust run has no audit): they are out of its scope,
+    not skipped or breached.
     """
     results = load_results(results_dir)
     profile = profile or results.profile
+    if without_sources is None:
+        without_sources = results.without_sources
     rules = [r for r in ruleset.for_profile(profile) if r.source not in without_sources]
     return evaluate(ruleset, results.sources, phases=results.phases, profile=profile, rules=rules)
 
@@ -91,6 +100,7 @@ def _ours(junit: Path) -> bool:
 
 __all__ = [
     "EXIT_BREACH",
+    "JUDGED_WITHOUT",
     "EXIT_INVARIANT",
     "EXIT_OK",
     "EXIT_USAGE",

@@ -63,7 +63,7 @@ def evaluate(
     selected = list(rules) if rules is not None else ruleset.for_profile(profile)
     verdict = Verdict(guardrails=ruleset.path, profile=profile)
     for rule in selected:
-        verdict.results.extend(_evaluate_rule(rule, sources, extent, phases, ruleset))
+        verdict.results.extend(_evaluate_rule(rule, sources, extent, phases, ruleset, profile))
     return verdict
 
 
@@ -73,7 +73,12 @@ def _evaluate_rule(
     extent: Window | None,
     phases: Mapping[str, Window],
     ruleset: RuleSet,
+    profile: str | None = None,
 ) -> list[Result]:
+    # A rule scoped to profiles demands its data only from a run known to be one of them:
+    # a results directory without a profile (a contract run) is not a failed soak.
+    required = rule.required and (not rule.profiles or profile in rule.profiles)
+
     def result(expr: Expr, status: str, reason: str = "", **kw: Any) -> Result:
         unit = "ms" if expr.is_latency and rule.timed else ""
         return Result(
@@ -96,7 +101,7 @@ def _evaluate_rule(
         )
 
     def missing(reason: str) -> list[Result]:
-        status = "breach" if rule.required else "skipped"
+        status = "breach" if required else "skipped"
         return [result(e, status, reason) for e in rule.exprs]
 
     if rule.source not in sources:
@@ -128,7 +133,7 @@ def _evaluate_rule(
             if observed is None:
                 # A named endpoint without data is likely a typo: fail loudly.
                 named = target is not None and rule.scope != "each"
-                status = "breach" if (named or rule.required) else "skipped"
+                status = "breach" if (named or required) else "skipped"
                 where = f" for {target}" if target else ""
                 out.append(result(expr, status, f"no data{where} in {rule.source}", **common))
                 continue

@@ -31,6 +31,9 @@ class Results:
     sources: Mapping[str, Any]
     phases: dict[str, tuple[float, float]] = field(default_factory=dict)
     profile: str | None = None
+    # Sources this kind of run cannot produce, recorded by the run (JUDGED_WITHOUT): their
+    # rules are out of its scope, so judging it again reproduces its verdict.
+    without_sources: frozenset[str] = frozenset()
 
 
 class _LazySources(Mapping):
@@ -88,10 +91,13 @@ def load_results(root: str | Path) -> Results:
     run = _json(root / RUN, {})
     summary = _json(root / SUMMARY, {})
     profile = run.get("profile") or summary.get("profile")
-    return Results(_LazySources(root), phases, profile)
+    # load run's run.json overrides the summary Locust's hook wrote inside it.
+    without = run[JUDGED_WITHOUT] if JUDGED_WITHOUT in run else summary.get(JUDGED_WITHOUT, [])
+    return Results(_LazySources(root), phases, profile, frozenset(without))
 
 
 RULES_KEY = "guardrails"  # run.json: the rule file that judged the run
+JUDGED_WITHOUT = "judged_without"  # run.json or summary.json: sources out of the run's scope
 
 
 def rules_record(path: str | Path) -> dict[str, str]:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
+from harness import guardrails
 from harness.guardrails import check_dir, evaluate, load_rules, parse_rules
 from harness.guardrails.prometheus import Scrapes, Snapshot, quantile, unbounded_thresholds
 from harness.guardrails.timeline import Timeline
@@ -189,11 +190,25 @@ def test_overload_without_sheds_fails_the_required_shed_rule() -> None:
 
 
 def test_a_plain_locust_run_is_judged_on_what_it_recorded(tmp_path) -> None:
-    """Client and server rules bind it; the load-run sources are out of its scope."""
+    """Client and server rules bind it; the load-run sources are out of its scope, and a
+    second judgement (guardrails check) reads that scope from the run, so it agrees."""
     healthy(600).write_jsonl(tmp_path / "timeline.jsonl")
     (tmp_path / "phases.json").write_text(json.dumps(phases("soak", 600)))
-    plain = check_dir(tmp_path, RULES, profile="soak", without_sources=outputs.LOAD_RUN_SOURCES)
-    assert {r.source for r in plain.results} <= {"locust", "server"}
-    assert {r.source for r in plain.breaches} == {"server"}  # required, and not scraped
     full = check_dir(tmp_path, RULES, profile="soak")
     assert {"pipeline", "resources", "drift"} <= {r.source for r in full.breaches}
+    scope = {guardrails.JUDGED_WITHOUT: sorted(outputs.LOAD_RUN_SOURCES)}
+    (tmp_path / "summary.json").write_text(json.dumps({"profile": "soak"} | scope))
+    plain = check_dir(tmp_path, RULES)
+    assert {r.source for r in plain.results} <= {"locust", "server"}
+    assert {r.source for r in plain.breaches} == {"server"}  # required, and not scraped
+    # load run on the local stack judges everything: its run.json overrides the summary.
+    (tmp_path / "run.json").write_text(json.dumps({guardrails.JUDGED_WITHOUT: []}))
+    assert {"pipeline", "resources"} <= {r.source for r in check_dir(tmp_path, RULES).breaches}
+
+
+def test_a_directory_without_a_profile_is_not_held_to_profile_scoped_rules(tmp_path) -> None:
+    """A contract run's directory holds contract.json only: no load rule may demand data."""
+    (tmp_path / "contract.json").write_text(json.dumps({"passed": True, "failures": 0}))
+    verdict = check_dir(tmp_path, RULES)
+    assert verdict.breaches == []
+    assert verdict.exit_code == 0

@@ -21,6 +21,16 @@ def test_credential_options_and_url_passwords_are_replaced() -> None:
     assert "http://u:***@127.0.0.1:8000/" in redacted
 
 
+def test_a_credential_passed_through_in_two_parts_is_hidden() -> None:
+    for argv in (
+        ["load", "--locust-arg=--api-key", "--locust-arg=k-1"],
+        ["load", "--locust-arg", "--api-key", "--locust-arg", "k-1"],
+    ):
+        redacted = runmeta.redact(argv)
+        assert "k-1" not in " ".join(redacted), redacted
+        assert redacted[:-1] == argv[:-1]
+
+
 def test_run_metadata_stores_the_redacted_command(monkeypatch) -> None:
     monkeypatch.setattr(sys, "argv", ["reco-harness", "smoke", "--api-key", "canary-secret"])
     assert "canary-secret" not in json.dumps(runmeta.collect())
