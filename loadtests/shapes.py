@@ -295,6 +295,13 @@ def _knee_rps(run_dir: str) -> float:
         ) from None
     if not knee.get("rps"):
         raise ValueError(f"capacity {run_dir!r}: {summary} records no stress knee")
+    if knee.get("found") is not True:
+        # The SLO held up to the last step: its rps is a lower bound, and twice a lower bound
+        # may not overload anything.
+        raise ValueError(
+            f"capacity {run_dir!r}: that stress run never broke its SLO ({knee['rps']} rps is a"
+            " lower bound); run stress with more users, or give the capacity as a number"
+        )
     return float(knee["rps"])
 
 

@@ -30,7 +30,7 @@ SECURITY_ITEMS = tuple(SECURITY_HEADERS.items())
 IDS_KEY = "reco.ids"  # WSGI environ key: (request id, correlation id) once the request starts
 ROUTE_KEY = "reco.route"  # WSGI environ key: the matched route template (the metrics' path)
 NO_IDS = ("-", "-")
-BODY_READERS = frozenset({"POST"})  # methods whose views read (and so size-check) the body
+BODY_READERS = frozenset({"events.post_events"})  # endpoints whose views read (and size-check) it
 
 
 def body_within_limit(req: Request) -> bytes:
@@ -88,11 +88,12 @@ def install(app: Flask) -> None:
         req.environ[ROUTE_KEY] = path(req)
         ctx.entered = False
         environ = req.environ
-        # Only POST views read a body; any other request may still carry one, and one over
-        # the limit is refused as documented (413 problem+json) rather than ignored. Two
-        # lookups when there is no body, which is every other request.
+        # Only POST /v1/events reads a body; any other request (a GET, a POST to a path
+        # without a POST view) may still carry one, and one over the limit is refused as
+        # documented (413 problem+json) rather than ignored. Two lookups when there is no
+        # body, which is every other request.
         has_body = environ.get("CONTENT_LENGTH") or "HTTP_TRANSFER_ENCODING" in environ
-        if has_body and req.method not in BODY_READERS:
+        if has_body and req.endpoint not in BODY_READERS:
             body_within_limit(req)
         if req.path in EXEMPT_PATHS:
             return None

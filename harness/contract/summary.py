@@ -6,7 +6,8 @@ contract.json keys (stable; the guardrail contract source reads the numbers):
   failures      unique failures Schemathesis reported after the allow-list
   allowlisted   failures dropped because an honoured allow-list entry covers them
   passed        true when the run completed with no failures and no errors
-plus details: errors, operations_total, check_names, failure_details, allowlist, run and
+plus details: errors (Schemathesis' errors, plus one per fired warning listed under fail-on),
+operations_total, check_names, failure_details, allowlist, run and
 reports, `scopes` (per operation: checks, failures, allowlisted), `warnings` (Schemathesis'
 warnings that fired, each with its operations; those listed under `fail-on` in
 schemathesis.toml make the run fail), `valid_rates` (per operation and phase, how many valid
@@ -132,6 +133,9 @@ def summarise(
         matched[entry] += n
     check_names = sorted({name for c in per_operation.values() for name, _ in c})
     warnings = {kind: labels for kind, labels in (report.get("warnings") or {}).items() if labels}
+    # A warning listed under fail-on fails the run: count it as an error, so a gate on
+    # "failures == 0" and "errors == 0" alone fails it too.
+    errors += len(failing_warnings() & set(warnings))
     return {
         "operations": int(operations.get("tested", 0)),
         "checks": sum(s["checks"] for s in scopes.values()),
@@ -142,7 +146,6 @@ def summarise(
             and failures == 0
             and errors == 0
             and operations.get("tested", 0) > 0
-            and not failing_warnings() & set(warnings)
         ),
         "errors": errors,
         "operations_total": int(operations.get("total", 0)),

@@ -147,6 +147,7 @@ def test_valid_requests_mostly_refused_fail_the_run(served_app, tmp_path, capsys
     assert summary["failures"] == 0 and summary["allowlisted"] > 0
     assert summary["warnings"]["validation_mismatch"] == ["POST /v1/events"]
     assert summary["valid_rates"]["POST /v1/events"]["accepted_share"] == 0
+    assert summary["errors"] == 1  # the fired fail-on warning: a failures/errors gate fails too
 
 
 def test_expired_entries_are_not_honoured(served_app, tmp_path, capsys):

@@ -191,3 +191,14 @@ def test_a_get_with_a_body_over_the_limit_is_413_as_documented(contract_app, pat
     assert response.get_json()["type"] == "/problems/content-too-large"
     # A body within the limit is read and ignored.
     assert _get_with_body(client, path, b"x" * limit, chunked).status_code in (200, 404)
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/v1/users/u1/recommendations"])
+def test_a_post_body_over_the_limit_to_a_path_without_a_post_view_is_413(contract_app, path):
+    """Only POST /v1/events reads a body: a POST elsewhere is size-checked like a GET."""
+    client = contract_app.test_client()
+    limit = contract_app.config["MAX_CONTENT_LENGTH"]
+    response = client.post(path, data=b"x" * (limit + 1), headers={"X-API-Key": API_KEY})
+    assert response.status_code == 413
+    assert response.mimetype == "application/problem+json"
+    assert client.post(path, data=b"x", headers={"X-API-Key": API_KEY}).status_code == 405

@@ -209,8 +209,13 @@ def test_overload_holds_twice_the_capacity_for_five_minutes_then_nominal() -> No
 
 def test_overload_capacity_from_a_number_or_a_stress_runs_knee(tmp_path) -> None:
     assert shapes.capacity_of("212.5") == 212.5
-    (tmp_path / "summary.json").write_text(json.dumps({"knee": {"rps": 240.0, "users": 120}}))
+    knee = {"found": True, "rps": 240.0, "users": 120}
+    (tmp_path / "summary.json").write_text(json.dumps({"knee": knee}))
     assert shapes.capacity_of(str(tmp_path)) == 240.0
+    # A stress run whose SLO held to the last step only bounds the capacity from below.
+    (tmp_path / "summary.json").write_text(json.dumps({"knee": knee | {"found": False}}))
+    with pytest.raises(ValueError, match="never broke its SLO"):
+        shapes.capacity_of(str(tmp_path))
     (tmp_path / "summary.json").write_text(json.dumps({"knee": None}))
     with pytest.raises(ValueError, match="records no stress knee"):
         shapes.capacity_of(str(tmp_path))
