@@ -148,8 +148,16 @@ class PostgresServer:
 
     def _start_once(self, timeout: float) -> None:
         self.init()
-        if self.liveness() == "running" and self.ready():
+        state = self.liveness()
+        if state == "running" and self.ready():
             return
+        if state == "unverified":
+            # pg_ctl would only fail on the lock file: say what runs there and what to do.
+            raise StackError(
+                f"a PostgreSQL postmaster (pid {self.pid}) already runs on {self.data_dir}, "
+                "started before this stack kept process identities (or by someone else); "
+                f"stop it with `pg_ctl -D {self.data_dir} stop -m fast` and start again"
+            )
         pid_before = self.pid
         try:
             self._pg_ctl_start(timeout)

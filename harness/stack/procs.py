@@ -280,8 +280,11 @@ def stopped_on_failure(proc: subprocess.Popen, marker: tuple[str, str]) -> Itera
     try:
         yield
     except BaseException:
-        stop_pid(proc.pid, timeout=10)
-        kill_group(proc.pid, marker)
+        # poll() may have reaped it already (a readiness probe saw it exit): its pid may then
+        # belong to another process, so only a child not yet collected is signalled.
+        if proc.returncode is None:
+            stop_pid(proc.pid, timeout=10)
+        kill_group(proc.pid, marker)  # its group, only while a member carries our marker
         raise
 
 

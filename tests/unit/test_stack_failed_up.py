@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from harness.stack import identity
+from harness.stack import identity, procs
 from harness.stack import stack as stack_module
 from harness.stack.procs import StackError
 from harness.stack.stack import Stack
@@ -82,3 +83,22 @@ def test_rabbitmq_is_on_record_when_postgres_fails_beside_it(tmp_path, monkeypat
     with pytest.raises(StackError, match="PostgreSQL"):
         Stack(tmp_path).up(log=lambda _line: None)
     assert _saved(Stack(tmp_path))["rabbitmq"]["nodename"] == "reco5672@localhost"
+
+
+def test_a_failed_start_signals_only_a_child_not_yet_reaped(monkeypatch) -> None:
+    """Once poll() collected the child, its pid may be another process's: never signal it."""
+    stopped: list[int] = []
+    monkeypatch.setattr(procs, "stop_pid", lambda pid, timeout: stopped.append(pid))
+    gone = subprocess.Popen(["true"])
+    gone.wait(timeout=10)  # reaped, as a readiness probe's poll() does
+    with pytest.raises(RuntimeError), procs.stopped_on_failure(gone, ("RECO_X", "y")):
+        raise RuntimeError("not ready")
+    assert stopped == []
+    alive = subprocess.Popen(["sleep", "30"])
+    try:
+        with pytest.raises(RuntimeError), procs.stopped_on_failure(alive, ("RECO_X", "y")):
+            raise RuntimeError("not ready")
+        assert stopped == [alive.pid]
+    finally:
+        alive.kill()
+        alive.wait(timeout=10)

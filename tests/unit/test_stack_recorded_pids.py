@@ -15,6 +15,7 @@ import pytest
 from harness.stack import identity, procs
 from harness.stack import stack as stack_module
 from harness.stack.postgres import PostgresServer
+from harness.stack.procs import StackError
 from harness.stack.rabbitmq import RabbitServer
 from harness.stack.stack import Stack
 
@@ -215,3 +216,14 @@ def test_a_stale_rabbitmq_pid_file_is_never_signalled(tmp_path, stranger):
     time.sleep(0.2)
     assert _alive(pids) == pids
     assert not server.running()
+
+
+def test_starting_over_an_unvouched_postmaster_says_what_to_do(tmp_path, stranger):
+    pid, pids = stranger
+    server = PostgresServer(tmp_path, port=1)
+    server.data_dir.mkdir()
+    (server.data_dir / "PG_VERSION").write_text("15\n")  # an initialised cluster
+    (server.data_dir / "postmaster.pid").write_text(f"{pid}\n{server.data_dir}\n0\n1\n")
+    with pytest.raises(StackError, match=f"already runs on {server.data_dir}.*pg_ctl -D"):
+        server.start()
+    assert _alive(pids) == pids
