@@ -33,6 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"
 DEFAULT_GUARDRAILS = Path(__file__).with_name("guardrails.toml")
 RECOVERY_TIMEOUT_S = 60.0
+# After readiness returns, the breaker's reset period and the pools' reconnects may still
+# turn away a few requests: "settled" load begins this long after it.
+SETTLE_S = 2.0
 DRAIN_TIMEOUT_S = 90.0
 STEADY_TIMEOUT_S = 30.0
 
@@ -416,7 +419,7 @@ class Run:
             **self._probe_outcome(),
         )
         (self.run_dir / "audit.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
-        self._write_phases(healed_at)
+        self._write_phases(healed_at, recovery)
         self._write_run_json()
         rules = guardrails.load_rules(self.rules_path)
         verdict = guardrails.check_dir(self.run_dir, rules, profile=self.experiment.load_profile)
@@ -461,7 +464,7 @@ class Run:
             return None
         return time.time() - healed_at
 
-    def _write_phases(self, healed_at: float) -> None:
+    def _write_phases(self, healed_at: float, recovery: float | None) -> None:
         path = self.run_dir / "phases.json"
         phases = json.loads(path.read_text()) if path.exists() else {}
         starts = [w.start for w in self.windows]
@@ -471,6 +474,12 @@ class Run:
             phases["baseline"] = [self.load_started, max(self.load_started, min(starts) - 1.0)]
             phases["fault"] = [min(starts), healed_at]
             phases["recovery"] = [healed_at, max(end, healed_at)]
+            # Whole seconds of load once ready again and settled, if the run lasted that long
+            # (scaled-down runs may not): where "recovered" is judged, sheds included.
+            if recovery is not None:
+                settled = math.ceil(healed_at + recovery + SETTLE_S)
+                if end - settled >= 1.0:
+                    phases["settled"] = [settled, end]
         path.write_text(json.dumps(phases, indent=2) + "\n")
         windows = [dataclasses.asdict(w) for w in self.windows]
         (self.run_dir / "faults.json").write_text(json.dumps(windows, indent=2) + "\n")

@@ -44,7 +44,7 @@ URL_PASSWORD = re.compile(r"(://[^/:@\s]*:)[^/@\s]+@")
 REDACTED = "***"
 
 
-PASS_THROUGH = "--locust-arg"  # load run's option carrying one Locust argument
+LOCUST_ARG = "--locust-arg"  # load run's option carrying one Locust argument
 
 
 def redact(argv: list[str]) -> list[str]:
@@ -52,12 +52,12 @@ def redact(argv: list[str]) -> list[str]:
     out: list[str] = []
     hide_next = False  # the previous argument (perhaps passed through) was a credential option
     for arg in argv:
-        if arg == PASS_THROUGH:
+        if arg == LOCUST_ARG:
             out.append(arg)  # the next argument is Locust's: judged as if it stood alone
             continue
         prefix = ""
-        if arg.startswith(PASS_THROUGH + "="):
-            prefix, arg = PASS_THROUGH + "=", arg[len(PASS_THROUGH) + 1 :]
+        if arg.startswith(LOCUST_ARG + "="):
+            prefix, arg = LOCUST_ARG + "=", arg[len(LOCUST_ARG) + 1 :]
         if hide_next:
             out.append(prefix + REDACTED)
             hide_next = False

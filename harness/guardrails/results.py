@@ -91,8 +91,9 @@ def load_results(root: str | Path) -> Results:
     run = _json(root / RUN, {})
     summary = _json(root / SUMMARY, {})
     profile = run.get("profile") or summary.get("profile")
-    # load run's run.json overrides the summary Locust's hook wrote inside it.
-    without = run[JUDGED_WITHOUT] if JUDGED_WITHOUT in run else summary.get(JUDGED_WITHOUT, [])
+    # The summary's scope is a plain Locust run's. A run.json means a harness run (load run,
+    # chaos, bench) around Locust, with data of its own: only its own record narrows it.
+    without = run.get(JUDGED_WITHOUT, []) if run else summary.get(JUDGED_WITHOUT, [])
     return Results(_LazySources(root), phases, profile, frozenset(without))
 
 

@@ -132,7 +132,7 @@ def test_a_server_threshold_between_buckets_is_refused(no_locust, tmp_path, caps
 
 
 def test_overload_takes_its_capacity_from_a_stress_run(parsed, tmp_path):
-    (tmp_path / "summary.json").write_text('{"knee": {"rps": 180.5}}')
+    (tmp_path / "summary.json").write_text('{"knee": {"found": true, "rps": 180.5}}')
     argv = ["load", "run", "--profile", "overload", "--capacity", str(tmp_path)]
     assert main(argv) == 2  # stopped where the shape is built
     assert parsed["capacity_rps"] == 180.5
