@@ -172,9 +172,8 @@ def begin_shape(runner) -> None:
         opts.profile = runner.environment.profile
     _apply_options(opts)
     users = STATE.users_override if opts.headless else opts.num_users
-    capacity = shapes.capacity_of(opts.capacity) if opts.capacity else None
-    if opts.profile != "overload":
-        capacity = None
+    overload = opts.capacity and opts.profile == "overload"
+    capacity = shapes.capacity_of(opts.capacity) if overload else None
     shape = shapes.build(
         opts.profile, users or None, opts.run_time or None, STATE.user_rps, capacity
     )

@@ -11,6 +11,9 @@ from harness import guardrails
 from harness.guardrails.timeline import saturation
 from loadtests.runstate import RunState
 
+# Sources only `reco-harness load run` writes (after Locust exits, from the local stack).
+LOAD_RUN_SOURCES = frozenset({"pipeline", "resources", "drift", "audit"})
+
 
 def endpoint_summary(state: RunState, start: float, end: float) -> dict:
     """Per-endpoint totals over [start, end): counts, failures, sheds, rps and percentiles."""
@@ -133,10 +136,6 @@ def scrape_error(state: RunState) -> str | None:
         "the server-side gate needs two (a window is the difference of the scrapes around "
         "it): no verdict without them (exit 2)"
     )
-
-
-# Sources only `reco-harness load run` writes (after Locust exits, from the local stack).
-LOAD_RUN_SOURCES = frozenset({"pipeline", "resources", "drift", "audit"})
 
 
 def judge(state: RunState) -> guardrails.Verdict | None:

@@ -252,14 +252,8 @@ class Settings:
         self._validate_ranges()
         if self.lock_timeout_ms >= self.statement_timeout_ms:
             raise ConfigError("RECO_LOCK_TIMEOUT_MS: must be below RECO_STATEMENT_TIMEOUT_MS")
-        if not 1 <= self.db_pool_size <= 64:
-            raise ConfigError("RECO_DB_POOL_SIZE: must be between 1 and 64")
-        if self.max_inflight < 1:
-            raise ConfigError("RECO_MAX_INFLIGHT: must be at least 1")
         if self.auth_failure_rate_per_s > 0 and self.auth_failure_burst < 1:
             raise ConfigError("RECO_AUTH_FAILURE_BURST: must be at least 1 (or the rate 0)")
-        if self.event_max_future_s < 0:
-            raise ConfigError("RECO_EVENT_MAX_FUTURE_S: must not be negative")
         if not 0 <= self.relay_retry_base_s <= self.relay_retry_max_s:
             raise ConfigError(
                 "RECO_RELAY_RETRY_BASE_S: must be between 0 and RECO_RELAY_RETRY_MAX_S"
@@ -270,12 +264,14 @@ class Settings:
     def _validate_ranges(self) -> None:
         # Zero turns most of these off (no timeout, unlimited prefetch, no heartbeat) or
         # makes a worker spin on empty batches: refuse it by name instead.
-        for field in dataclasses.fields(self):
-            low, high = RANGES.get(field.name, (None, None))
-            value = getattr(self, field.name)
-            if low is not None and not low <= value <= high:
-                env = field.metadata["env"]
-                raise ConfigError(f"{env}: must be between {low:g} and {high:g}, got {value:g}")
+        fields = {field.name: field for field in dataclasses.fields(self)}
+        for name, (low, high) in RANGES.items():
+            value = getattr(self, name)
+            if not low <= value <= high:
+                env = fields[name].metadata["env"]
+                raise ConfigError(
+                    f"{env}: must be between {_plain(low)} and {_plain(high)}, got {_plain(value)}"
+                )
 
     def _validate_production(self, raw_api_keys: str) -> None:
         # Messages name the variable (and a key's client id) but never the secret itself.
@@ -308,10 +304,18 @@ class Settings:
         return rows
 
 
+def _plain(number: float) -> str:
+    """A bound as people write it: 2147483647, 0.1 (never 2.14748e+09)."""
+    return str(int(number)) if number == int(number) else f"{number:g}"
+
+
 MAX_INT = float(2**31 - 1)
 # Inclusive bounds of the numeric settings whose zero or negative value would switch off a
 # timeout or a bound the service and the workers rely on. AMQP limits are 16-bit fields.
 RANGES: dict[str, tuple[float, float]] = {
+    "db_pool_size": (1, 64),
+    "max_inflight": (1, MAX_INT),
+    "event_max_future_s": (0, MAX_INT),
     "db_checkout_timeout_ms": (1, MAX_INT),
     "db_connect_timeout_s": (1, 3600),  # libpq: 0 waits for ever
     "db_tcp_user_timeout_ms": (1, MAX_INT),

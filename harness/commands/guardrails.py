@@ -48,11 +48,12 @@ def check(
         path = _rules_for(results_dir, guardrails_file)
         ruleset = guardrails.load_rules(path)
         _known_profile(profile, ruleset)
-        verdict = guardrails.check_dir(results_dir, ruleset, profile=profile)
+        results = guardrails.load_results(results_dir)
+        verdict = guardrails.check_results(results, ruleset, profile=profile)
     except guardrails.GuardrailError as exc:
         click.echo(f"error: {exc}", err=True)
         return guardrails.EXIT_USAGE
-    if not guardrails.load_results(results_dir).sources:
+    if not results.sources:
         # No results file at all: a wrong directory (or the parent of `chaos run --all`
         # output), whatever the rules' required flags would make of it.
         click.echo(f"error: no results in {results_dir}{runs_below(Path(results_dir))}", err=True)

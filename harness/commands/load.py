@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -325,11 +326,20 @@ def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
-def _earlier(stack: Stack) -> audit_module.Earlier:
-    """What the stack holds before the run: earlier runs' events and effects are not this run's."""
+@contextlib.contextmanager
+def _audit_errors(what: str) -> Iterator[None]:
+    """Turn the database's or broker's failure into AuditUnavailable (exit 2, never a pass)."""
     import pika.exceptions
     import psycopg2
 
+    try:
+        yield
+    except (psycopg2.Error, pika.exceptions.AMQPError, OSError, KeyError, StackError) as exc:
+        raise AuditUnavailable(f"{what}: {type(exc).__name__}: {exc}") from None
+
+
+def _earlier(stack: Stack) -> audit_module.Earlier:
+    """What the stack holds before the run: earlier runs' events and effects are not this run's."""
     components = stack.state.get("components", {})
     missing = {"relay", "consumer"} - set(components)
     if missing:
@@ -337,36 +347,24 @@ def _earlier(stack: Stack) -> audit_module.Earlier:
             f"the audit cannot run: no {' or '.join(sorted(missing))} in the stack at "
             f"{stack.state_dir}"
         )
-    try:
+    with _audit_errors("the audit cannot read the stack's database or broker before the run"):
         return audit_module.earlier(
             stack.database_url(), stack.amqp_url(), os.environ.get("RECO_AMQP_NAMESPACE", "reco")
         )
-    except (psycopg2.Error, pika.exceptions.AMQPError, OSError, KeyError, StackError) as exc:
-        raise AuditUnavailable(
-            f"the audit cannot read the stack's database or broker before the run: "
-            f"{type(exc).__name__}: {exc}"
-        ) from None
 
 
 def _audit(stack: Stack, run_dir: Path, baseline: audit_module.Earlier) -> str:
     """Reconcile the history with the database once the pipeline drained; write audit.json."""
-    import pika.exceptions
-    import psycopg2
-
     history = []
     for path in sorted(run_dir.glob("history*.jsonl")):
         with open(path, encoding="utf-8") as fh:
             history.extend(json.loads(line) for line in fh if line.strip())
     # Earlier runs' events and effects are not this run's business (see harness.audit.Earlier).
-    try:
+    with _audit_errors("the audit could not reconcile the run"):
         result = audit_module.audit(
             stack.database_url(), stack.amqp_url(), os.environ.get("RECO_AMQP_NAMESPACE", "reco"),
             history=history, drain_timeout_s=AUDIT_DRAIN_S, before=baseline,
         )  # fmt: skip
-    except (psycopg2.Error, pika.exceptions.AMQPError, OSError, KeyError, StackError) as exc:
-        raise AuditUnavailable(
-            f"the audit could not reconcile the run: {type(exc).__name__}: {exc}"
-        ) from None
     data = result.to_dict()
     data.update(preexisting_events=len(baseline.event_ids), history_ops=len(history))
     (run_dir / "audit.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

@@ -13,24 +13,23 @@ import json
 from pathlib import Path
 from typing import Any
 
+from service import openapi
+
 METHODS = {"get", "put", "post", "delete", "patch", "options", "head", "trace"}
 
 
-def resolve(document: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
-    """Follow local $refs until the node itself."""
+def resolve(node: dict[str, Any]) -> dict[str, Any]:
+    """Follow local $refs (into the service's own document) until the node itself."""
     while "$ref" in node:
-        target: Any = document
-        for part in node["$ref"].removeprefix("#/").split("/"):
-            target = target[part]
-        node = target
+        node = openapi.resolve(node["$ref"].removeprefix("#/"))
     return node
 
 
-def declared(document: dict[str, Any]) -> list[str]:
+def declared() -> list[str]:
     """Each declared link as Schemathesis names its transition: 'SOURCE -> [202] NAME -> TARGET'."""
     operations = [
         (f"{method.upper()} {path}", op)
-        for path, item in document["paths"].items()
+        for path, item in openapi.document()["paths"].items()
         for method, op in item.items()
         if method in METHODS
     ]
@@ -38,7 +37,7 @@ def declared(document: dict[str, Any]) -> list[str]:
     names = []
     for label, op in operations:
         for status, response in op["responses"].items():
-            for name, link in resolve(document, response).get("links", {}).items():
+            for name, link in resolve(response).get("links", {}).items():
                 target = labels.get(link.get("operationId"), "?")
                 names.append(f"{label} -> [{status}] {name} -> {target}")
     return names
@@ -71,6 +70,6 @@ def followed_in_ndjson(ndjson_path: Path) -> collections.Counter:
     return counts
 
 
-def coverage(document: dict[str, Any], counts: collections.Counter) -> dict[str, int]:
+def coverage(counts: collections.Counter) -> dict[str, int]:
     """How often each declared link was followed (0 for one never followed)."""
-    return {name: counts.get(name, 0) for name in declared(document)}
+    return {name: counts.get(name, 0) for name in declared()}

@@ -24,7 +24,6 @@ from typing import Any
 
 from harness.contract.config import raw_config
 from harness.contract.links import coverage, followed_in_ndjson
-from service.openapi import document
 
 STATEFUL = "Stateful tests"  # Schemathesis' label for scenarios that chain operations
 
@@ -156,5 +155,5 @@ def summarise(
         "scopes": scopes,
         "warnings": warnings,
         "valid_rates": valid_rates(report),
-        "links": coverage(document(), followed_in_ndjson(ndjson_path)),
+        "links": coverage(followed_in_ndjson(ndjson_path)),
     }

@@ -50,23 +50,19 @@ def default_path() -> Path:
     return Path(__file__).resolve().parents[2] / DEFAULT_FILE
 
 
-def check_dir(
-    results_dir: str | Path,
-    ruleset: RuleSet,
-    profile: str | None = None,
-    without_sources: frozenset[str] | None = None,
-) -> Verdict:
-    """Evaluate a rule set against everything found in a results directory.
+def check_dir(results_dir: str | Path, ruleset: RuleSet, profile: str | None = None) -> Verdict:
+    """Evaluate a rule set against everything found in a results directory."""
+    return check_results(load_results(results_dir), ruleset, profile)
 
-    ``without_sources`` (default: what the run recorded) leaves out the rules on sources this
-    kind of run cannot produce (a plain Locust run has no audit): they are out of its scope,
-    not skipped or breached.
+
+def check_results(results: Results, ruleset: RuleSet, profile: str | None = None) -> Verdict:
+    """Evaluate a rule set against results already loaded.
+
+    Rules on sources the run recorded as out of its scope (a plain Locust run has no audit)
+    are left out: they are neither skipped nor breached.
     """
-    results = load_results(results_dir)
     profile = profile or results.profile
-    if without_sources is None:
-        without_sources = results.without_sources
-    rules = [r for r in ruleset.for_profile(profile) if r.source not in without_sources]
+    rules = [r for r in ruleset.for_profile(profile) if r.source not in results.without_sources]
     return evaluate(ruleset, results.sources, phases=results.phases, profile=profile, rules=rules)
 
 
@@ -100,10 +96,10 @@ def _ours(junit: Path) -> bool:
 
 __all__ = [
     "EXIT_BREACH",
-    "JUDGED_WITHOUT",
     "EXIT_INVARIANT",
     "EXIT_OK",
     "EXIT_USAGE",
+    "JUDGED_WITHOUT",
     "Expr",
     "ExprError",
     "GuardrailError",
@@ -114,6 +110,7 @@ __all__ = [
     "Slo",
     "Verdict",
     "check_dir",
+    "check_results",
     "default_path",
     "evaluate",
     "load_results",

@@ -10,14 +10,16 @@ environment marker their members inherit from the process spawn() started.
 from __future__ import annotations
 
 import contextlib
+import functools
 from pathlib import Path
 
 BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
 PROC = Path("/proc")
 
 
+@functools.cache
 def boot_id() -> str:
-    """The id of the running boot (start times count from it)."""
+    """The id of the running boot (start times count from it); fixed until the next boot."""
     return BOOT_ID_FILE.read_text().strip()
 
 
@@ -74,7 +76,8 @@ def marked(key: str, value: str) -> list[tuple[int, str]]:
     """Find live processes whose environment holds ``key=value``, with their identities."""
     found = []
     for pid in _pids():
-        ident = vouched(pid, key, value)
+        # The environment first: most processes fail it, and only ours need an identity.
+        ident = vouched(pid, key, value) if carries(pid, key, value) else None
         if ident:
             found.append((pid, ident))
     return found

@@ -25,7 +25,7 @@ COMMON_HEADERS = {"X-Request-ID", "X-Correlation-ID", *SECURITY_HEADERS}
 
 
 def _resolve(node: dict) -> dict:
-    return resolve(document(), node)
+    return resolve(node)
 
 
 def _inline(node):
