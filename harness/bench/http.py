@@ -108,6 +108,18 @@ def prepare_database(url: str) -> None:
         conn.close()
 
 
+def worker_env(worker_class: str | None, workers: int | None) -> dict[str, str]:
+    """The gunicorn worker settings every app of one run gets (the method: one config)."""
+    env: dict[str, str] = {}
+    if worker_class:
+        env["RECO_GUNICORN_WORKER_CLASS"] = worker_class
+        if worker_class == "gthread":
+            env.update(RECO_GUNICORN_WORKERS="2", RECO_GUNICORN_THREADS="4")
+    if workers:
+        env["RECO_GUNICORN_WORKERS"] = str(workers)
+    return env
+
+
 def summary(values: list[float]) -> dict[str, Any]:
     """Median, min, max, the values and the noise flag of one ratio's rounds."""
     median = statistics.median(values)
@@ -127,6 +139,8 @@ def run(
     connections: int = 16,
     worker_class: str | None = None,
     out: Path | None = None,
+    *,
+    workers: int | None = None,
     pg: PostgresServer | None = None,
     warmup: float = 2.0,
     log_level: str = "INFO",
@@ -158,10 +172,7 @@ def run(
             "RECO_LOG_LEVEL": log_level,  # as deployed: one JSON access line per request
             "RECO_GUNICORN_LOGLEVEL": "warning",
         }
-        if worker_class:
-            env["RECO_GUNICORN_WORKER_CLASS"] = worker_class
-            if worker_class == "gthread":
-                env.update(RECO_GUNICORN_WORKERS="2", RECO_GUNICORN_THREADS="4")
+        env.update(worker_env(worker_class, workers))
         workers = int(env.get("RECO_GUNICORN_WORKERS", "4"))
         plain_server: GunicornServer | None = None
         if plain:

@@ -76,6 +76,11 @@ def system_command(
 @click.option(
     "--worker-class", type=click.Choice(["sync", "gthread"]), help="gunicorn worker class"
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 32),
+    help="gunicorn workers for every app (default: the config's 4; gthread 2)",
+)
 @click.option("--out", type=click.Path(file_okay=False), help="results directory (default runs/…)")
 @click.option("--guardrails", "guardrails_file", type=click.Path(dir_okay=False))
 def http_command(
@@ -83,6 +88,7 @@ def http_command(
     duration: float,
     connections: int,
     worker_class: str | None,
+    workers: int | None,
     out: str | None,
     guardrails_file: str | None,
 ) -> int:
@@ -95,7 +101,7 @@ def http_command(
         click.echo(f"error: {exc}", err=True)
         return guardrails.EXIT_USAGE
     directory = _out_dir(out, "bench-http")
-    result = http.run(rounds, duration, connections, worker_class)
+    result = http.run(rounds, duration, connections, worker_class, workers=workers)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "benchmark-http.json").write_text(json.dumps(result, indent=2) + "\n")
     verdict = report.judge(result, ruleset, "alarm")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.bench.http import Measurement, _report
+from harness.bench.http import Measurement, _report, worker_env
 
 
 def _runs(*rps: float) -> list[Measurement]:
@@ -42,3 +42,14 @@ def test_without_plain_runs_the_report_has_only_the_gated_ratios():
     assert report["ratios"]["R_http"]["median"] == 0.775
     assert report["ratios"]["R_hello"]["median"] == 0.5  # then /db and /hello are observed
     assert "B2_db_plain_rps" not in report["absolute"]
+
+
+def test_every_app_of_a_run_gets_the_same_worker_settings():
+    assert worker_env(None, None) == {}  # the config's own: 4 sync workers
+    assert worker_env(None, 2) == {"RECO_GUNICORN_WORKERS": "2"}
+    assert worker_env("gthread", None) == {
+        "RECO_GUNICORN_WORKER_CLASS": "gthread",
+        "RECO_GUNICORN_WORKERS": "2",
+        "RECO_GUNICORN_THREADS": "4",
+    }
+    assert worker_env("gthread", 3)["RECO_GUNICORN_WORKERS"] == "3"  # an explicit count wins
