@@ -48,6 +48,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
     logs.configure(settings.log_level, settings.log_batch_lines, settings.log_batch_flush_ms)
     app = SyncFlask(__name__)
+    # Werkzeug answers a path with a doubled slash (/v1//events) with a 308 text/html redirect
+    # whose Location is built from the client's Host header: no route of ours has one, so
+    # such a path is a 404 problem like any other unknown path.
+    app.url_map.merge_slashes = False
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_content_length, PROVIDE_AUTOMATIC_OPTIONS=False
     )

@@ -54,8 +54,14 @@ def _pointer(path: Any) -> str:
     return "/" + "/".join(str(p) for p in path) if path else ""
 
 
-def validate(value: Any, pointer: str, where: str = "body", status: int = 422) -> None:
-    """Raise a 422 (or ``status``) problem listing every violation with its JSON pointer."""
+def validate(
+    value: Any, pointer: str, where: str = "body", status: int = 422, at: str = ""
+) -> None:
+    """Raise a 422 (or ``status``) problem listing every violation with its JSON pointer.
+
+    ``at`` prefixes each pointer: a parameter's errors point at ``/<its name>``, as the
+    refusals of unknown or repeated query parameters do, not at the empty pointer.
+    """
     checker = validator(pointer)
     if checker.is_valid(value):
         return
@@ -67,7 +73,9 @@ def validate(value: Any, pointer: str, where: str = "body", status: int = 422) -
         status,
         "validation-error",
         f"the {where} does not match the schema",
-        errors=[{"pointer": _pointer(e.instance_path), "detail": e.message[:300]} for e in errors],
+        errors=[
+            {"pointer": at + _pointer(e.instance_path), "detail": e.message[:300]} for e in errors
+        ],
     )
 
 

@@ -227,7 +227,7 @@ def get_event(event_id: str) -> Response:
     client = client_id()
     # The document's format: uuid is the hyphenated 8-4-4-4-12 form; uuid.UUID alone would
     # also take hex without hyphens, braces and urn:uuid: spellings the contract excludes.
-    openapi.validate(event_id, EVENT_ID, "path parameter event_id", 400)
+    openapi.validate(event_id, EVENT_ID, "path parameter event_id", 400, "/event_id")
     canonical = str(uuid.UUID(event_id))
     rt = runtime()
     with rt.db.unit_of_work(rt.settings.read_deadline_ms / 1000) as uow, uow.cursor() as cur:

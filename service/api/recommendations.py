@@ -32,9 +32,9 @@ def _query_params() -> tuple[int, str]:
     raw = args.get("limit", str(DEFAULT_LIMIT))
     # Query strings are text: coerce only plain digit strings, let the schema judge the rest.
     limit: object = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 6 else raw
-    openapi.validate(limit, f"{PARAMS}/1/schema", "query parameter limit", 400)
+    openapi.validate(limit, f"{PARAMS}/1/schema", "query parameter limit", 400, "/limit")
     surface = args.get("surface", DEFAULT_SURFACE)
-    openapi.validate(surface, f"{PARAMS}/2/schema", "query parameter surface", 400)
+    openapi.validate(surface, f"{PARAMS}/2/schema", "query parameter surface", 400, "/surface")
     return int(limit), surface  # type: ignore[call-overload]
 
 
@@ -54,7 +54,9 @@ def _refuse(names: list[str], detail: str) -> None:
 def recommendations(user_id: str) -> Response:
     """Rank the popular pool for the user; unknown users get the popular items."""
     client_id()
-    openapi.validate(user_id, openapi.parameter_schema("UserId"), "path parameter user_id", 400)
+    openapi.validate(
+        user_id, openapi.parameter_schema("UserId"), "path parameter user_id", 400, "/user_id"
+    )
     limit, surface = _query_params()
     rt = runtime()
     cache = rt.popular

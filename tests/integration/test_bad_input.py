@@ -362,6 +362,36 @@ def test_repeated_and_unknown_query_parameters_are_named(client, auth, query, po
     assert [e["pointer"] for e in resp.json["errors"]] == pointers
 
 
+@pytest.mark.parametrize(
+    ("url", "pointer"),
+    [
+        ("/v1/users/u-1/recommendations?limit=0", "/limit"),
+        ("/v1/users/u-1/recommendations?surface=" + "s" * 65, "/surface"),
+        ("/v1/users/u%201/recommendations", "/user_id"),
+        ("/v1/events/123", "/event_id"),
+    ],
+)
+def test_a_bad_parameter_is_named_by_its_pointer(client, auth, url, pointer):
+    resp = client.get(url, headers=auth)
+    _assert_problem(resp, 400)
+    assert [e["pointer"] for e in resp.json["errors"]] == [pointer]
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1//events", "//v1/events", "/v1/users/u-1//recommendations", "/v1/events//x"]
+)
+def test_a_doubled_slash_is_404_never_a_redirect(client, auth, db, path):
+    # Werkzeug's default merges slashes with a 308 text/html redirect built from the Host
+    # header; a POST there must not be redirected (or stored) either.
+    for resp in (
+        client.get(path, headers={**auth, "Host": "evil.example"}),
+        client.post(path, data=_body(), headers=auth, content_type="application/json"),
+    ):
+        _assert_problem(resp, 404)
+        assert "Location" not in resp.headers
+    _assert_no_rows(db)
+
+
 @pytest.mark.parametrize("user_id", ["u%201", "u" * 129, "%C3%A9", "a%00b", "..%2F..%2Fetc"])
 def test_bad_user_id_is_4xx(client, auth, user_id):
     resp = client.get(f"/v1/users/{user_id}/recommendations", headers=auth)
