@@ -20,6 +20,7 @@ import requests
 
 from harness.pytest_plugins.rawhttp import chunked, padded_batch, post_head, written_rows
 from harness.stack.procs import StackError, free_port, stop_pid, wait_until
+from service.middleware import SECURITY_HEADERS
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "deploy/nginx/reco-api.conf"
@@ -205,6 +206,8 @@ def _assert_problem(
     assert doc["type"] == f"/problems/{problem_type}"
     assert doc["title"] and doc["detail"]
     assert doc["request_id"] == headers["x-request-id"]
+    for name, value in SECURITY_HEADERS.items():  # as on every answer the app makes
+        assert headers[name.lower()] == value, name
     return doc
 
 
@@ -362,6 +365,17 @@ def test_errors_nginx_makes_itself_are_problem_json(dead_edge, request_bytes, st
     got, headers, body = _exchange(dead_edge.port, request_bytes)
     assert got == status, body
     _assert_problem(status, headers, body, problem_type)
+
+
+def test_the_edge_log_keeps_the_path_and_drops_the_query_string(dead_edge):
+    request = (
+        b"GET /metrics?api_key=canary-secret HTTP/1.1\r\n"
+        b"Host: edge\r\nX-Request-ID: edge-log\r\n\r\n"
+    )
+    assert _exchange(dead_edge.port, request)[0] == 404
+    line = dead_edge.access_line("edge-log")
+    assert line["path"] == "/metrics" and line["method"] == "GET"
+    assert "canary-secret" not in (dead_edge.prefix / "logs/access.log").read_text()
 
 
 def test_too_many_requests_from_one_address_is_429(dead_edge):
