@@ -147,8 +147,7 @@ def test_quick_system_benchmark_meets_every_alarm(request, tmp_path):
         assert {"median", "min", "max"} <= set(report["ratios"][name]), name
     assert report["latency"]["e2e"]["p99_ms"] > 0
     assert 0 < report["latency"]["e2e"]["host_busy"] <= 1
-    half = report["latency"]["e2e_half_pipeline"]
-    assert half["pipeline_capacity_per_s"] > 0 and half["p99_ms"] > 0
+    assert "e2e_half_pipeline" not in report["latency"]  # S4' is left out of the quick plan
     assert all(0 < b <= 1 for b in report["absolute"]["relays_1_host_busy"])
     assert report["cpu_s_per_1k"]["S2 relay"]["postgres"] > 0
     assert "noisy" in report["noise"]
