@@ -53,3 +53,10 @@ def child_exit(server, worker):
     from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
 
     GunicornInternalPrometheusMetrics.mark_process_dead_on_child_exit(worker.pid)
+
+
+def post_worker_init(worker):
+    """Answer gunicorn's own errors (requests it cannot parse) as problem+json, like the app."""
+    from service import gunicorn_errors
+
+    gunicorn_errors.install()

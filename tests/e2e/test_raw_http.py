@@ -8,6 +8,7 @@ import socket
 import pytest
 
 from harness.pytest_plugins.rawhttp import chunked, padded_batch, post_head, written_rows
+from service.middleware import SECURITY_HEADERS
 
 LIMIT = 262_144  # RECO_MAX_CONTENT_LENGTH's default
 
@@ -68,9 +69,42 @@ def test_a_chunked_body_within_the_limit_is_accepted(server, database_url):
 def test_ambiguous_framing_is_refused_before_the_app(server, database_url, framing):
     body = padded_batch()
     data = post_head(server.port, framing) + (chunked(body) if "chunked" in str(framing) else body)
-    status, _, _ = _exchange(server.port, data)
+    status, headers, answer = _exchange(server.port, data)
     assert status == 400
+    _assert_gunicorn_problem(status, headers, answer, "bad-request")
     assert written_rows(database_url) == 0
+
+
+def _assert_gunicorn_problem(status: int, headers: dict, answer: bytes, problem_type: str) -> None:
+    """Gunicorn's own refusals look like the app's: problem+json, request id, security headers."""
+    assert headers["content-type"] == "application/problem+json", answer[:300]
+    doc = json.loads(answer)
+    assert doc["status"] == status and doc["type"] == f"/problems/{problem_type}"
+    assert doc["title"] and doc["detail"] and doc["request_id"] == headers["x-request-id"]
+    for name, value in SECURITY_HEADERS.items():
+        assert headers[name.lower()] == value, name
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "problem_type"),
+    [
+        (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: t\r\n\r\n", 414, "uri-too-long"),
+        (
+            b"GET /healthz HTTP/1.1\r\nHost: t\r\n"
+            + b"".join(b"X-H%d: v\r\n" % i for i in range(120))
+            + b"\r\n",
+            431,
+            "headers-too-large",
+        ),
+        (b"GET /healthz HTTP/1.1\r\nHost: t\r\nBad Name: v\r\n\r\n", 400, "bad-request"),
+        (b"NOT A REQUEST\r\n\r\n", 400, "bad-request"),
+    ],
+    ids=["long-request-line", "too-many-headers", "bad-header-name", "bad-request-line"],
+)
+def test_requests_gunicorn_refuses_get_problem_json(server, request_bytes, status, problem_type):
+    got, headers, answer = _exchange(server.port, request_bytes)
+    assert got == status, answer[:300]
+    _assert_gunicorn_problem(status, headers, answer, problem_type)
 
 
 def test_a_client_gone_mid_body_leaves_no_row_and_the_worker_serves_on(server, database_url):
