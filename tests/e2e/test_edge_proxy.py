@@ -351,6 +351,7 @@ def test_the_app_sheds_what_queued_behind_busy_workers_by_nginx_clock(
             "not-found",
         ),
         (b"GET / HTTP/1.1\r\nHost: edge\r\n\r\n", 502, "bad-gateway"),
+        (b"TRACE /v1/events HTTP/1.1\r\nHost: edge\r\n\r\n", 405, "method-not-allowed"),
     ],
     ids=[
         "bad-request-line",
@@ -359,12 +360,14 @@ def test_the_app_sheds_what_queued_behind_busy_workers_by_nginx_clock(
         "unknown-encoding",
         "metrics",
         "upstream-down",
+        "trace",
     ],
 )
 def test_errors_nginx_makes_itself_are_problem_json(dead_edge, request_bytes, status, problem_type):
     got, headers, body = _exchange(dead_edge.port, request_bytes)
     assert got == status, body
     _assert_problem(status, headers, body, problem_type)
+    assert ("allow" in headers) == (status == 405)  # RFC 9110: a 405 names what is allowed
 
 
 def test_the_edge_log_keeps_the_path_and_drops_the_query_string(dead_edge):
