@@ -50,11 +50,14 @@ def json_response(status: int, value: object) -> Response:
     return Response(status, encode(value), [("Content-Type", "application/json")])
 
 
+def plain_error(status: int, body: bytes) -> Response:
+    """Answer like Go's http.Error: text/plain with nosniff (body ends in a newline)."""
+    return Response(status, body, [("Content-Type", PLAIN), ("X-Content-Type-Options", "nosniff")])
+
+
 def error_response(status: int, message: str) -> Response:
-    """Answer like Go's http.Error: text/plain, nosniff, and a trailing newline."""
-    body = encode({"error": message, "status": status}) + b"\n"
-    headers = [("Content-Type", PLAIN), ("X-Content-Type-Options", "nosniff")]
-    return Response(status, body, headers)
+    """Answer an API error as Go's apiError: its JSON object through http.Error."""
+    return plain_error(status, encode({"error": message, "status": status}) + b"\n")
 
 
 def clean_path(path: str) -> str:
@@ -100,15 +103,11 @@ class Api:
         if handler is None:
             if path_known:
                 return Response(405)
-            return Response(
-                404,
-                b"404 page not found\n",
-                [("Content-Type", PLAIN), ("X-Content-Type-Options", "nosniff")],
-            )
+            return plain_error(404, b"404 page not found\n")
         rid = request_id()
         log.debug("Request", method=request.method, path=cleaned, request_id=rid)
         if request.headers.get("user-agent", "").startswith("Mozilla/"):
-            response = Response(403, b"User agent not allowed\n", [("Content-Type", PLAIN)])
+            response = plain_error(403, b"User agent not allowed\n")
         else:
             response = await self._run(handler, request, params)
         response.headers.insert(0, ("X-Toxiproxy-Request-Id", rid))

@@ -49,7 +49,9 @@ class Link:
         self.received = 0
         self.sent = 0
         self._pauses: set[str] = set()
-        self._waiter: tuple[Stage | None, asyncio.Future] | None = None
+        # The worker and any end of stream a closed timeout sends on can each be waiting.
+        self._waiters: list[tuple[Stage | None, asyncio.Future]] = []
+        self._tails: set[asyncio.Task] = set()
         self._drain: asyncio.Future | None = None
         self._turn_ends = 0.0
         self.stages: list[Stage] = []
@@ -137,6 +139,22 @@ class Link:
             index = self.stages.index(stage) + 1
         await self._walk(item, index)
 
+    def end_after(self, stage: Stage) -> None:
+        """Send end of stream on from stage, as Go's stage closing its output does.
+
+        The stages after it still act on the end (slow_close delays it, reset_peer waits);
+        it travels beside the worker, which the closed stage keeps from reaching them.
+        """
+        if self.ended:
+            return
+        index = self.stages.index(stage) + 1
+        if index >= len(self.stages):
+            self.end()
+            return
+        tail = self.loop.create_task(self._walk(None, index))
+        self._tails.add(tail)
+        tail.add_done_callback(self._tails.discard)
+
     async def _emit(self, item: Chunk | None) -> None:
         if item is None:
             self.end()
@@ -176,20 +194,21 @@ class Link:
     async def _hold(
         self, stage: Stage | None, future: asyncio.Future, handle: asyncio.Handle | None
     ) -> bool:
-        self._waiter = (stage, future)
+        waiter = (stage, future)
+        self._waiters.append(waiter)
         try:
             return await future
         finally:
-            self._waiter = None
+            self._waiters.remove(waiter)
             self._turn_ends = self.loop.time() + TURN_SECONDS
             if handle is not None:
                 handle.cancel()
 
     def interrupt(self, stage: Stage) -> None:
         """Cut short the wait of stage, if the chunk in flight is waiting there."""
-        waiter = self._waiter
-        if waiter is not None and waiter[0] is stage:
-            _settle(waiter[1], False)
+        for waiting, future in self._waiters:
+            if waiting is stage:
+                _settle(future, False)
 
     # -- live chain changes (called by the API, never waits) -----------------------------
 
@@ -230,14 +249,15 @@ class Link:
         stage = self._find(toxic)
         if stage is None:
             return
+        if stage.cleanup():
+            # As in Go, a stage its cleanup closed stays where it is, passing nothing again.
+            return
         index = self.stages.index(stage)
         del self.stages[index]
         stage.removed = True
         stage.removed_at = index
         stage.close()
         self.interrupt(stage)
-        if stage.cleanup_closes:
-            self.end()
         if index > 0:
             self._restart(self.stages[index - 1])
 
@@ -295,13 +315,15 @@ class Link:
             stage.close()
         if self.worker is not None:
             self.worker.cancel()
+        for tail in list(self._tails):
+            tail.cancel()
         if self._drain is not None:
             _settle(self._drain, None)
             self._drain = None
 
     @property
     def busy(self) -> bool:
-        return self.worker is not None
+        return self.worker is not None or bool(self._tails)
 
 
 def _settle(future: asyncio.Future, value: object) -> None:

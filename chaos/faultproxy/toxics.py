@@ -75,8 +75,6 @@ def _seconds(milliseconds: float) -> float:
 class Stage:
     """One toxic running on one link; every chain change restarts it and re-rolls toxicity."""
 
-    cleanup_closes = False
-
     def __init__(self, toxic: Toxic, link: Link):
         self.toxic = toxic
         self.link = link
@@ -98,6 +96,10 @@ class Stage:
 
     def close(self) -> None:
         """Release timers when the stage leaves the link."""
+
+    def cleanup(self) -> bool:
+        """Run as the toxic is removed; True if that closed the stage (Go's CleanupToxic)."""
+        return False
 
     async def process(self, item: Chunk | None) -> None:
         """Handle one chunk (None is end of stream) and forward what survives."""
@@ -161,8 +163,12 @@ class SlowCloseStage(Stage):
 
 
 class TimeoutStage(Stage):
-    cleanup_closes = True
     timer: asyncio.TimerHandle | None = None
+
+    def __init__(self, toxic: Toxic, link: Link):
+        super().__init__(toxic, link)
+        self.shut = False  # its output is closed: nothing passes it again, as in Go
+        self.passing = False  # a chunk that got past it (inactive roll) is still on its way
 
     def reset(self) -> None:
         self.close()
@@ -171,22 +177,45 @@ class TimeoutStage(Stage):
 
     def _arm(self) -> None:
         timeout = self.attr("timeout")
-        if timeout > 0 and not self.link.ended:
-            self.timer = self.link.loop.call_later(_seconds(timeout), self.link.end)
+        if timeout > 0 and not self.shut and not self.link.ended:
+            self.timer = self.link.loop.call_later(_seconds(timeout), self.close_output)
 
     def close(self) -> None:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
 
-    async def process(self, item: Chunk | None) -> None:
-        if not self.active or item is None:
-            self.close()
-            await self.forward(item)
-            return
-        # Data is dropped, and each chunk restarts the timer (Go re-arms it every loop).
+    def cleanup(self) -> bool:
+        # Removal closes the output whatever the roll, as Go's Cleanup does.
+        self.close_output()
+        return True
+
+    def close_output(self) -> None:
+        """End the stream from here on: the stages after this one still act on the end."""
         self.close()
-        self._arm()
+        if self.shut:
+            return
+        self.shut = True
+        if not self.passing:
+            self.link.end_after(self)
+
+    async def process(self, item: Chunk | None) -> None:
+        if self.shut:
+            return  # Go's stage has returned and nothing reads its input any more
+        if self.active and item is not None:
+            # Data is dropped, and each chunk restarts the timer (Go re-arms it every loop).
+            self.close()
+            self._arm()
+            return
+        self.close()
+        self.passing = True
+        try:
+            await self.forward(item)
+        finally:
+            self.passing = False
+        if self.shut:
+            # Closed while a chunk was past it: the end follows that chunk, never overtakes it.
+            self.link.end_after(self)
 
 
 class ResetPeerStage(Stage):
@@ -228,11 +257,12 @@ class SlicerStage(Stage):
         data, ts = item.data, item.ts
         bounds = self.cuts(len(data))
         delay = self.attr("delay") / 1_000_000
-        last = len(bounds) - 1
         for i in range(1, len(bounds)):
             await self.forward(self.link.chunk(data[bounds[i - 1] : bounds[i]], ts))
-            if i < last and not await self._pause(delay):
-                await self.forward(self.link.chunk(data[bounds[i] :], ts))
+            # Go waits after every piece, the last one too, so the next chunk waits as well.
+            if not await self._pause(delay):
+                if bounds[i] < len(data):
+                    await self.forward(self.link.chunk(data[bounds[i] :], ts))
                 return
 
     async def _pause(self, delay: float) -> bool:

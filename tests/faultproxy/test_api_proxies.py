@@ -95,6 +95,7 @@ def test_browser_user_agent_gets_403(api, agent):
     assert response.status_code == 403
     assert response.content == b"User agent not allowed\n"
     assert response.headers["Content-Type"] == PLAIN
+    assert response.headers.get("X-Content-Type-Options") == "nosniff"  # Go's http.Error
 
 
 @pytest.mark.parametrize("agent", ["python-requests/2.0", "Wget/1.21", "curl/8.0"])
@@ -481,6 +482,48 @@ def test_populate_stops_at_first_start_failure(api, unique, echo_server):
         assert api.get(f"/proxies/{three}").status_code == 404
     finally:
         api.delete(f"/proxies/{one}")
+
+
+def test_populate_never_deletes_proxies_missing_from_the_input(
+    api, make_proxy, add_toxic, unique, echo_server
+):
+    absent = make_proxy()
+    add_toxic(absent["name"], "noop")
+    name = unique("pop")
+    body = [{"name": name, "listen": "127.0.0.1:0", "upstream": echo_server.address}]
+    try:
+        assert api.post("/populate", json=body).status_code == 201
+        kept = api.get(f"/proxies/{absent['name']}")
+        assert kept.status_code == 200
+        assert kept.json()["enabled"] is True and len(kept.json()["toxics"]) == 1
+        with connect(listen_port(absent)) as sock:
+            roundtrip(sock, b"still here")
+    finally:
+        api.delete(f"/proxies/{name}")
+
+
+def test_populate_keeps_the_old_proxy_disabled_when_its_replacement_cannot_start(
+    api, make_proxy, add_toxic, echo_server
+):
+    """Go stops the old proxy before starting the new one, which fails: the old one stays."""
+    old = make_proxy()
+    add_toxic(old["name"], "noop")
+    body = [{"name": old["name"], "listen": echo_server.address, "upstream": old["upstream"]}]
+    response = api.post("/populate", json=body)
+    assert response.status_code == 500 and response.headers["Content-Type"] == JSON
+    assert response.json() == {
+        "error": f"listen tcp {echo_server.address}: bind: address already in use",
+        "status": 500,
+        "proxies": None,
+    }
+    stuck = api.get(f"/proxies/{old['name']}").json()
+    assert stuck["enabled"] is False
+    assert stuck["listen"] == old["listen"] and stuck["upstream"] == old["upstream"]
+    assert [toxic["type"] for toxic in stuck["toxics"]] == ["noop"]
+    enabled = api.post(f"/proxies/{old['name']}", json={"enabled": True})
+    assert enabled.status_code == 200 and enabled.json()["listen"] == old["listen"]
+    with connect(listen_port(old)) as sock:
+        roundtrip(sock, b"the old proxy")
 
 
 def test_populate_empty_and_bad_bodies(api):

@@ -29,12 +29,13 @@ class RecordingTransport:
         return False
 
 
-def make_link(toxic: Toxic) -> tuple[Link, RecordingTransport]:
-    """A downstream link through one toxic, writing to a recording transport."""
+def make_link(*toxics: Toxic) -> tuple[Link, RecordingTransport]:
+    """A downstream link through toxics, writing to a recording transport."""
     transport = RecordingTransport()
     source = SimpleNamespace(transport=None, lost=False)
     dest = SimpleNamespace(transport=transport, lost=False)
-    return Link(SimpleNamespace(), "downstream", source, dest, [toxic]), transport
+    conn = SimpleNamespace(close_endpoint=lambda endpoint: transport.writes.append(b"<closed>"))
+    return Link(conn, "downstream", source, dest, list(toxics)), transport
 
 
 async def until_idle(link: Link) -> None:
@@ -43,6 +44,13 @@ async def until_idle(link: Link) -> None:
             return
         await asyncio.sleep(0)
     raise AssertionError("the link worker did not finish")
+
+
+async def until(probe, timeout: float = 5.0) -> None:
+    """Wait, bounded, until probe() is true."""
+    async with asyncio.timeout(timeout):
+        while not probe():
+            await asyncio.sleep(0.001)
 
 
 def test_link_worker_yields_between_chunks(monkeypatch):
@@ -76,6 +84,30 @@ def test_slicer_without_delay_yields_and_an_update_flushes_the_rest(monkeypatch)
         return transport.writes
 
     assert asyncio.run(scenario()) == [b"a", b"bcdefgh"]
+
+
+def test_timeout_closing_behind_a_chunk_lets_that_chunk_out_first():
+    """A chunk past a timeout (rolled inactive) leaves before the end the timeout then sends."""
+
+    async def scenario() -> list[bytes]:
+        timeout = Toxic("timeout_downstream", "timeout", "downstream", 0.0, {"timeout": 50})
+        latency = Toxic(
+            "latency_downstream", "latency", "downstream", 1.0, {"latency": 300, "jitter": 0}
+        )
+        link, transport = make_link(timeout, latency)
+        stage = link.stages[0]
+        link.feed(b"early")
+        await until(lambda: stage.passing)  # the chunk waits in the latency stage
+        timeout.toxicity = 1.0
+        link.update_toxic(timeout)  # re-rolled active: its timer fires while the chunk waits
+        await until(lambda: stage.shut)
+        link.feed(b"dropped")
+        assert transport.writes == []
+        await until(lambda: b"<closed>" in transport.writes)
+        await until_idle(link)
+        return transport.writes
+
+    assert asyncio.run(scenario()) == [b"early", b"<closed>"]
 
 
 def test_api_drops_a_client_that_stops_reading(monkeypatch):

@@ -252,6 +252,32 @@ def test_reset_removes_timeout_and_closes_its_connections(api, make_proxy, add_t
     assert how in ("eof", "reset")
 
 
+def test_timeout_close_passes_through_later_toxics(make_proxy, add_toxic):
+    """When the timer fires, the end of stream still goes through the toxics after it."""
+    proxy = make_proxy()
+    add_toxic(proxy["name"], "timeout", stream="upstream", attributes={"timeout": 300})
+    add_toxic(proxy["name"], "slow_close", stream="upstream", attributes={"delay": 1000})
+    start = time.monotonic()
+    with connect(listen_port(proxy)) as sock:
+        data, how = read_until_closed(sock, timeout=6)
+    assert how in ("eof", "reset") and data == b""
+    assert 1.3 - SLACK <= time.monotonic() - start < 4.0
+
+
+def test_timeout_removal_close_passes_through_later_toxics(api, make_proxy, add_toxic):
+    proxy = make_proxy()
+    with connect(listen_port(proxy)) as sock:
+        roundtrip(sock, b"linked")  # the links exist, so the toxics below are on this one
+        add_toxic(proxy["name"], "timeout", attributes={"timeout": 0})
+        add_toxic(proxy["name"], "slow_close", attributes={"delay": 500})
+        path = f"/proxies/{proxy['name']}/toxics/timeout_downstream"
+        start = time.monotonic()
+        assert api.delete(path).status_code == 204
+        data, how = read_until_closed(sock, timeout=5)
+    assert how in ("eof", "reset") and data == b""
+    assert 0.5 - SLACK <= time.monotonic() - start < 3.0
+
+
 def test_latency_before_timeout_can_be_removed_without_hanging(api, make_proxy, add_toxic):
     proxy = make_proxy()
     add_toxic(proxy["name"], "latency", attributes={"latency": 1000})
@@ -286,6 +312,22 @@ def test_reset_peer_waits_its_timeout(make_proxy, add_toxic):
     assert 0.3 - SLACK <= time.monotonic() - start < 3.0
 
 
+def test_reset_peer_with_toxicity_zero_still_turns_a_close_into_rst(
+    make_proxy, add_toxic, tcp_server
+):
+    """Go sets SO_LINGER 0 whenever the chain holds a reset_peer at connect (issue #603)."""
+
+    def echo_once_and_close(conn, stopping):
+        conn.sendall(conn.recv(65536))
+
+    proxy = make_proxy(upstream=tcp_server(echo_once_and_close).address)
+    add_toxic(proxy["name"], "reset_peer", toxicity=0, attributes={"timeout": 0})
+    with connect(listen_port(proxy)) as sock:
+        assert roundtrip(sock, b"passes") < 1.0  # the toxic itself never acts
+        data, how = read_until_closed(sock, timeout=3)
+    assert data == b"" and how == "reset"
+
+
 def test_reset_peer_needs_traffic(make_proxy, add_toxic):
     proxy = make_proxy()
     add_toxic(proxy["name"], "reset_peer", attributes={"timeout": 0})
@@ -312,6 +354,18 @@ def test_slicer_cuts_into_delayed_pieces_without_changing_bytes(make_proxy, add_
         elapsed = time.monotonic() - start
     assert elapsed >= 23 * 0.01 - SLACK  # 24 one-byte pieces, 10 ms apart
     assert len(recorder.pieces) > 4
+
+
+def test_slicer_delays_after_every_piece_even_a_chunk_of_one(make_proxy, add_toxic):
+    """Go waits delay after each piece, the last too: small chunks are spaced by it as well."""
+    proxy = make_proxy()
+    attributes = {"average_size": 16, "size_variation": 0, "delay": 200_000}
+    add_toxic(proxy["name"], "slicer", stream="upstream", attributes=attributes)
+    with connect(listen_port(proxy)) as sock:
+        # One write at a time (each echoed before the next), so each is a chunk of one piece.
+        elapsed = [roundtrip(sock, b"%02d" % n) for n in range(5)]
+    assert sum(elapsed) >= 4 * 0.2 - SLACK, elapsed
+    assert sum(elapsed) < 4.0
 
 
 def test_slicer_with_variation_keeps_bytes(make_proxy, add_toxic):
