@@ -23,6 +23,7 @@ class Runtime:
     limiter: InflightLimiter
     rate_limit: TokenBucket
     auth_failures: TokenBucket  # per client address, spent only by failed authentications
+    user_events: TokenBucket  # per user_id, spent by each event posted for the user
     metrics: metrics.ServiceMetrics
     popular: PopularPool
 
@@ -65,6 +66,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         ),
         auth_failures=TokenBucket(
             settings.auth_failure_rate_per_s, settings.auth_failure_burst, time.monotonic
+        ),
+        user_events=TokenBucket(
+            settings.user_event_rate_per_s, settings.user_event_burst, time.monotonic
         ),
         metrics=service_metrics,
         popular=PopularPool(settings.popular_cache_s),

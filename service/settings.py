@@ -143,6 +143,13 @@ class Settings:
     rate_limit_burst: float = _field(
         "RECO_RATE_LIMIT_BURST", 50.0, float, "requests a client may send at once"
     )
+    # Recommendation poisoning (OWASP API6): bulk events for one user_id from any key.
+    user_event_rate_per_s: float = _field(
+        "RECO_USER_EVENT_RATE_PER_S", 0.0, float, "events/s per user_id and worker; 0 = off"
+    )
+    user_event_burst: float = _field(
+        "RECO_USER_EVENT_BURST", 200.0, float, "events one user_id may get at once (>= 100)"
+    )
     # Generous: a misconfigured client or a test suite must not meet it (Schemathesis' auth
     # checks alone make ~200 failures in 4 s from one client); keys of 32+ characters are not
     # guessed at any rate, so it only caps floods of bad keys.
@@ -329,6 +336,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "max_content_length": (1, MAX_INT),
     "idempotency_ttl_s": (1, MAX_INT),
     "retry_after_s": (1, 86_400),
+    "user_event_rate_per_s": (0, MAX_INT),
+    "user_event_burst": (100, MAX_INT),  # a whole batch (maxItems 100) for one user must fit
     "relay_batch_size": (1, 10_000),
     "relay_poll_interval_ms": (1, MAX_INT),
     "relay_confirm_timeout_s": (0.001, 3600),

@@ -41,16 +41,26 @@ class TokenBucket:
         self._lock = threading.Lock()
 
     def allow(self, client: str) -> bool:
+        return self.take({client: 1})
+
+    def take(self, costs: dict[str, int]) -> bool:
+        """Spend ``costs[key]`` tokens from each key's bucket: all of them, or none."""
         if self.rate <= 0:
             return True
         now = self._clock()
         with self._lock:
-            if client not in self._buckets and len(self._buckets) >= self.max_clients:
+            unknown = sum(1 for key in costs if key not in self._buckets)
+            if unknown and len(self._buckets) + unknown > self.max_clients:
                 self._forget(now)
-            tokens, stamp = self._buckets.get(client, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - stamp) * self.rate)
-            allowed = tokens >= 1
-            self._buckets[client] = (tokens - 1 if allowed else tokens, now)
+            refilled = {
+                key: min(self.burst, tokens + (now - stamp) * self.rate)
+                for key, (tokens, stamp) in (
+                    (key, self._buckets.get(key, (self.burst, now))) for key in costs
+                )
+            }
+            allowed = all(refilled[key] >= cost for key, cost in costs.items())
+            for key, tokens in refilled.items():
+                self._buckets[key] = (tokens - costs[key] if allowed else tokens, now)
             return allowed
 
     def _forget(self, now: float) -> None:

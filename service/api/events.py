@@ -81,6 +81,7 @@ def post_events() -> Response:
     fingerprint = idempotency.fingerprint(request.method, request.path, body)
     rt = runtime()
     _normalise_ids(body, rt.settings.event_max_future_s)
+    _cap_events_per_user(rt, events)
     messages = [
         InteractionRecorded(
             event_id=e["event_id"],
@@ -149,6 +150,26 @@ def post_events() -> Response:
         metrics.events.labels("duplicate").inc(len(events) - result.accepted)
     metrics.idempotency.labels("first").inc()
     return Response(result.body, status=202, mimetype="application/json")
+
+
+def _cap_events_per_user(rt, events: list[dict]) -> None:
+    """429 before any database work when a batch would push a user past its event rate.
+
+    Bulk events for one user_id skew its features and, through popularity, everyone's
+    (recommendation poisoning, OWASP API6); the whole batch is refused or none of it.
+    """
+    costs: dict[str, int] = {}
+    for event in events:
+        costs[event["user_id"]] = costs.get(event["user_id"], 0) + 1
+    if rt.user_events.take(costs):
+        return
+    rt.metrics.shed.labels("user_event_rate").inc()
+    raise ApiProblem(
+        429,
+        "user-event-rate",
+        "too many events for one user_id; retry later",
+        headers={"Retry-After": str(rt.settings.retry_after_s)},
+    )
 
 
 # RFC 3339 allows offsets up to ±23:59; PostgreSQL's timestamptz input stops at ±15:59.

@@ -261,6 +261,42 @@ def test_a_key_past_its_rate_gets_429_while_other_keys_go_on(app_settings, db, a
         assert 'reco_http_shed_total{reason="rate_limited"} 2.0' in metrics
 
 
+def test_events_past_a_users_rate_are_429_whole_and_other_users_go_on(app_settings, db, auth):
+    """reliability.md §3.1 API6: bulk events for one user are capped, from any key."""
+    now = [1000.0]
+    settings = {"user_event_rate_per_s": 1.0, "user_event_burst": 100.0}
+    with _app_with(app_settings, **settings) as app:
+        app.extensions["reco"].user_events._clock = lambda: now[0]
+        client = app.test_client()
+
+        def post(users: list[str], headers: dict) -> object:
+            events = [{**EVENT, "event_id": str(uuid.uuid4()), "user_id": user} for user in users]
+            return client.post(
+                "/v1/events",
+                data=orjson.dumps({"events": events}),
+                content_type="application/json",
+                headers={**headers, "Idempotency-Key": idem_key()},
+            )
+
+        assert post(["u-bulk"] * 99, auth).status_code == 202
+        # One event left for u-bulk: a batch giving it two is refused whole, even though
+        # u-other's event in it is within its own rate, and from another key too.
+        other_key = {"X-API-Key": OTHER_API_KEY}
+        for headers in (auth, other_key):
+            resp = post(["u-other", "u-bulk", "u-bulk"], headers)
+            _assert_problem(resp, 429)
+            assert resp.json["type"] == "/problems/user-event-rate"
+            assert int(resp.headers["Retry-After"]) >= 1
+        with db.cursor() as cur:
+            cur.execute("SELECT user_id, count(*) FROM events GROUP BY user_id")
+            assert dict(cur.fetchall()) == {"u-bulk": 99}  # nothing of the refused batches
+        assert post(["u-other"] * 100, other_key).status_code == 202  # other users go on
+        now[0] += 2.0  # two tokens back
+        assert post(["u-bulk", "u-bulk"], auth).status_code == 202
+        metrics = client.get("/metrics").get_data(as_text=True)
+        assert 'reco_http_shed_total{reason="user_event_rate"} 2.0' in metrics
+
+
 def test_body_over_the_limit_is_413(client, auth, db):
     raw = b'{"events":[' + b" " * 300_000 + b"]}"
     resp = client.post(

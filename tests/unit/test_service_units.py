@@ -166,6 +166,18 @@ def test_token_bucket_refills_over_time():
     assert TokenBucket(0, 0, clock).allow("x")
 
 
+def test_token_bucket_takes_a_batch_from_every_key_or_from_none():
+    clock = Clock()
+    bucket = TokenBucket(rate=1, burst=5, clock=clock)
+    assert bucket.take({"a": 3, "b": 5})
+    assert not bucket.take({"a": 1, "b": 1})  # b is empty: a keeps its two tokens
+    assert bucket.take({"a": 2}) and not bucket.take({"a": 1})
+    clock.now = 2.0
+    assert not bucket.take({"b": 3}) and bucket.take({"b": 2})  # refilled by the rate only
+    assert not bucket.take({"c": 6})  # more than a burst never passes
+    assert TokenBucket(0, 0, clock).take({"x": 100})  # rate 0: off
+
+
 def test_token_bucket_stays_bounded_and_keeps_clients_still_limited():
     clock = Clock()
     bucket = TokenBucket(rate=1, burst=2, clock=clock, max_clients=4)
