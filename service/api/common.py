@@ -25,14 +25,17 @@ def client_id() -> str:
         _throttle_auth_failures(rt)
         raise
     if not rt.rate_limit.allow(client):
-        rt.metrics.shed.labels("rate_limited").inc()
-        raise ApiProblem(
-            429,
-            "rate-limited",
-            "request rate limit exceeded for this API key",
-            headers={"Retry-After": str(rt.settings.retry_after_s)},
+        raise shed(
+            rt, "rate_limited", "rate-limited", "request rate limit exceeded for this API key"
         )
     return client
+
+
+def shed(rt, reason: str, problem_type: str, detail: str) -> ApiProblem:
+    """Count a request refused by a rate limit; its 429 problem tells when to come back."""
+    rt.metrics.shed.labels(reason).inc()
+    headers = {"Retry-After": str(rt.settings.retry_after_s)}
+    return ApiProblem(429, problem_type, detail, headers=headers)
 
 
 def _throttle_auth_failures(rt) -> None:

@@ -9,7 +9,7 @@ import uuid
 from flask import Blueprint, Response, g, request
 
 from service import idempotency, openapi, strict_json
-from service.api.common import client_id, json_response, runtime
+from service.api.common import client_id, json_response, runtime, shed
 from service.db import events as events_repo
 from service.events import InteractionRecorded
 from service.middleware import body_within_limit
@@ -163,13 +163,7 @@ def _cap_events_per_user(rt, events: list[dict]) -> None:
         costs[event["user_id"]] = costs.get(event["user_id"], 0) + 1
     if rt.user_events.take(costs):
         return
-    rt.metrics.shed.labels("user_event_rate").inc()
-    raise ApiProblem(
-        429,
-        "user-event-rate",
-        "too many events for one user_id; retry later",
-        headers={"Retry-After": str(rt.settings.retry_after_s)},
-    )
+    raise shed(rt, "user_event_rate", "user-event-rate", "too many events for one user_id")
 
 
 # RFC 3339 allows offsets up to ±23:59; PostgreSQL's timestamptz input stops at ±15:59.
