@@ -46,6 +46,9 @@ BODY_CASES = {
     "duplicate-keys": (_body().replace(b'"kind":"view"', b'"kind":"view","kind":"click"'), 400),
     "lone-surrogate": (_raw_event('"\\ud800"'), 400),
     "nul-byte": (_raw_event('"a\\u0000b"'), 400),
+    # Control characters that could forge a log line or a terminal escape: not an id.
+    "escape-character": (_raw_event('"u-1\\u001b[31m"'), 422),
+    "crlf-in-id": (_raw_event('"u-1\\r\\n{\\"forged\\": 1}"'), 422),
     "deep-nesting": (b'{"events":' + b"[" * 5000 + b"]" * 5000 + b"}", 400),
     "huge-integer": (_body().replace(b'"item_id":7', b'"item_id":' + b"9" * 5000), 400),
     "float-overflow": (_body().replace(b'"item_id":7', b'"item_id":1e999'), 400),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 from harness.pytest_plugins.service import API_KEY
@@ -92,6 +93,21 @@ def test_logs_never_contain_the_api_key(client, auth, caplog, make_events, capfd
     text = out + err + caplog.text + repr([r.__dict__ for r in caplog.records])
     assert "request" in text
     assert API_KEY not in text
+
+
+def test_a_forged_log_line_in_the_path_stays_inside_one_json_line(client, auth, caplog):
+    """Log injection (spec §3.10): CR/LF in a path cannot start a line of its own."""
+    reco = logging.getLogger("reco")
+    formatter = reco.handlers[0].formatter  # the JSON formatter every line goes through
+    reco.addHandler(caplog.handler)
+    try:
+        path = "/v1/users/u%0d%0a%7b%22forged%22:1%7d/recommendations"
+        assert client.get(path, headers=auth).status_code == 400
+    finally:
+        reco.removeHandler(caplog.handler)
+    lines = [formatter.format(r) for r in caplog.records if r.name == "reco.http"]
+    assert lines and all("\n" not in line and "\r" not in line for line in lines)
+    assert json.loads(lines[-1])["path"] == '/v1/users/u\r\n{"forged":1}/recommendations'
 
 
 def test_metrics_expose_service_series(client, auth):
