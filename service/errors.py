@@ -7,18 +7,9 @@ import logging
 from flask import Flask, Response, g
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from service.problems import ApiProblem, from_exception, problem_response
+from service.problems import OTHER_TYPE, TYPES, ApiProblem, from_exception, problem_response
 
 log = logging.getLogger("reco.http")
-
-TYPES = {
-    400: "bad-request",
-    404: "not-found",
-    405: "method-not-allowed",
-    413: "content-too-large",
-    415: "unsupported-media-type",
-    431: "headers-too-large",
-}
 
 
 def install(app: Flask) -> None:
@@ -39,7 +30,7 @@ def install(app: Flask) -> None:
             405: "method not allowed on this resource",
             413: "request body too large",
         }.get(status, exc.description or "")
-        return problem_response(status, TYPES.get(status, "http-error"), detail, headers=headers)
+        return problem_response(status, TYPES.get(status, OTHER_TYPE), detail, headers=headers)
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Response:

@@ -16,18 +16,8 @@ import orjson
 from gunicorn import util
 
 from service.middleware import SECURITY_ITEMS
-from service.problems import MEDIA_TYPE
+from service.problems import MEDIA_TYPE, OTHER_TYPE, TYPES
 
-# Type names as the app and the edge use them (service/errors.py, deploy/nginx/reco-api.conf).
-PROBLEM_TYPES = {
-    400: "bad-request",
-    403: "forbidden",
-    414: "uri-too-long",
-    417: "expectation-failed",
-    431: "headers-too-large",
-    500: "internal-error",
-    501: "not-implemented",
-}
 MAX_DETAIL = 300  # gunicorn's message quotes the bad input: keep the answer small
 
 
@@ -35,10 +25,9 @@ def problem_answer(status: int, reason: str, message: str, request_id: str) -> b
     """The whole HTTP answer gunicorn sends for one refused request, as problem+json."""
     # Gunicorn's message for a 500 is empty (the cause stays in its log).
     detail = (message or reason)[:MAX_DETAIL]
-    default = "bad-request" if status < 500 else "internal-error"
     body = orjson.dumps(
         {
-            "type": f"/problems/{PROBLEM_TYPES.get(status, default)}",
+            "type": f"/problems/{TYPES.get(status, OTHER_TYPE)}",
             "title": reason,
             "status": status,
             "detail": detail,

@@ -9,6 +9,23 @@ from flask import Response, g
 
 MEDIA_TYPE = "application/problem+json"
 
+# Problem type names by status, for errors raised outside our views (Werkzeug's, gunicorn's
+# own refusals); the edge uses the same names (deploy/nginx/reco-api.conf).
+TYPES = {
+    400: "bad-request",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    413: "content-too-large",
+    414: "uri-too-long",
+    415: "unsupported-media-type",
+    417: "expectation-failed",
+    431: "headers-too-large",
+    500: "internal-error",
+    501: "not-implemented",
+}
+OTHER_TYPE = "http-error"  # a status without a name above
+
 TITLES = {
     400: "Bad Request",
     401: "Unauthorized",

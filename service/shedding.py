@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 
 
 class InflightLimiter:
@@ -40,24 +41,27 @@ class TokenBucket:
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
 
+    @property
+    def off(self) -> bool:
+        """A rate of 0 switches the limit off: every request is allowed."""
+        return self.rate <= 0
+
     def allow(self, client: str) -> bool:
         return self.take({client: 1})
 
-    def take(self, costs: dict[str, int]) -> bool:
+    def take(self, costs: Mapping[str, int]) -> bool:
         """Spend ``costs[key]`` tokens from each key's bucket: all of them, or none."""
-        if self.rate <= 0:
+        if self.off:
             return True
         now = self._clock()
         with self._lock:
             unknown = sum(1 for key in costs if key not in self._buckets)
             if unknown and len(self._buckets) + unknown > self.max_clients:
                 self._forget(now)
-            refilled = {
-                key: min(self.burst, tokens + (now - stamp) * self.rate)
-                for key, (tokens, stamp) in (
-                    (key, self._buckets.get(key, (self.burst, now))) for key in costs
-                )
-            }
+            refilled = {}
+            for key in costs:
+                tokens, stamp = self._buckets.get(key, (self.burst, now))
+                refilled[key] = min(self.burst, tokens + (now - stamp) * self.rate)
             allowed = all(refilled[key] >= cost for key, cost in costs.items())
             for key, tokens in refilled.items():
                 self._buckets[key] = (tokens - costs[key] if allowed else tokens, now)
