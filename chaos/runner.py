@@ -45,8 +45,12 @@ def guardrails_path(experiment: Experiment, default: Path | None = None) -> Path
     return experiment.guardrails or default or DEFAULT_GUARDRAILS
 
 
-class Interrupted(Exception):
-    """The run was stopped by a signal; faults are still rolled back."""
+class Interrupted(BaseException):
+    """The run was stopped by a signal; faults are still rolled back.
+
+    A BaseException like KeyboardInterrupt, so that a step's ``except Exception`` (a fault that
+    failed to apply) cannot swallow it and carry the run on as if nothing had happened.
+    """
 
 
 @dataclasses.dataclass
@@ -95,6 +99,9 @@ class Run:
         self.liveness: list[tuple[float, int | None]] = []
         # Deliveries the consumer's inbox absorbed: duplicates at the broker (allowed, G3).
         self.broker_duplicates = probes.CounterIncrease()
+        # Set once cleanup starts: a signal then is remembered, not raised into the rollback.
+        self.cleaning_up = False
+        self.late_signal: str | None = None
 
     # -- the whole run -----------------------------------------------------------------------
     def execute(self) -> int:
@@ -134,6 +141,7 @@ class Run:
             interrupted = True
             self.echo("interrupted: rolling back every fault")
         finally:
+            self.cleaning_up = True
             self._stop_load()
             self._rollback_all()
             self._restore_negative_control()
@@ -141,7 +149,7 @@ class Run:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             guardian.wait(timeout=10)
-        if interrupted:
+        if interrupted or self.late_signal:
             self._write_journal("interrupted")
             return guardrails.EXIT_USAGE
         return self._conclude()
@@ -164,7 +172,14 @@ class Run:
         return problems
 
     def _on_signal(self, signum, _frame) -> None:
-        raise Interrupted(signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        if self.cleaning_up:
+            # Half a rollback is worse than a slow one; SIGKILL still leaves it to the guardian.
+            self.late_signal = name
+            self.echo(f"{name}: finishing the rollback first")
+            return
+        self.cleaning_up = True  # a second signal must not break into the rollback either
+        raise Interrupted(name)
 
     def _start_guardian(self) -> subprocess.Popen:
         argv = [

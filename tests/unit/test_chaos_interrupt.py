@@ -1,0 +1,49 @@
+"""A signal stops a chaos run even mid-step, and never breaks into its rollback."""
+
+import signal
+from types import SimpleNamespace
+
+import pytest
+
+from chaos.ledger import Ledger
+from chaos.runner import Interrupted, Run
+
+
+class _Faults:
+    """Faults whose apply is interrupted by a signal half-way (the HTTP call in flight)."""
+
+    def prepare(self, spec):
+        return dict(spec)
+
+    def apply(self, fault):
+        raise Interrupted("SIGTERM")
+
+
+def _run(tmp_path) -> Run:
+    run = object.__new__(Run)  # only the state the steps touch; no stack is needed
+    run.faults = _Faults()
+    run.ledger = Ledger(tmp_path / "faults.ledger")
+    run.windows = []
+    run.journal = {"method": [], "rollbacks": []}
+    run.load_started = 0.0
+    run.echo = lambda *_: None
+    run.cleaning_up = False
+    run.late_signal = None
+    return run
+
+
+def test_a_signal_while_a_fault_is_applied_is_not_taken_for_a_failed_step(tmp_path):
+    run = _run(tmp_path)
+    step = SimpleNamespace(label="db down", spec={"action": "link_down", "link": "api_postgres"})
+    with pytest.raises(Interrupted):
+        run._apply(step)
+    # The fault stays in the ledger: the cleanup (or the guardian) rolls it back.
+    assert [fault["link"] for _, fault in run.ledger.open_entries()] == ["api_postgres"]
+
+
+def test_the_first_signal_interrupts_and_later_ones_wait_for_the_rollback(tmp_path):
+    run = _run(tmp_path)
+    with pytest.raises(Interrupted):
+        run._on_signal(signal.SIGTERM, None)
+    run._on_signal(signal.SIGINT, None)  # during the rollback: remembered, not raised
+    assert run.late_signal == "SIGINT"
