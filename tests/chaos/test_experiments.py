@@ -95,7 +95,7 @@ def _runner(stack: Stack, run_dir: Path) -> subprocess.Popen:
             "run",
             "db-down",
             "--duration-scale",
-            "1",
+            str(QUICK_SCALE),  # the fault is on for seconds: the signal lands inside it
             "--state-dir",
             str(stack.state_dir),
             "--out",
