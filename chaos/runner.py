@@ -102,6 +102,7 @@ class Run:
         # Set once cleanup starts: a signal then is remembered, not raised into the rollback.
         self.cleaning_up = False
         self.late_signal: str | None = None
+        self.interrupted = False  # a signal stopped the run: a catalogue must stop too
 
     # -- the whole run -----------------------------------------------------------------------
     def execute(self) -> int:
@@ -150,6 +151,7 @@ class Run:
                 signal.signal(sig, handler)
             guardian.wait(timeout=10)
         if interrupted or self.late_signal:
+            self.interrupted = True
             self._write_journal("interrupted")
             return guardrails.EXIT_USAGE
         return self._conclude()

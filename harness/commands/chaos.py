@@ -115,19 +115,26 @@ def run(
     base = Path(out or f"runs/chaos-{dt.datetime.now():%Y%m%d-%H%M%S}")
     worst = 0
     try:
-        for experiment in chosen:
+        for position, experiment in enumerate(chosen, 1):
             run_dir = base / experiment.name if len(chosen) > 1 else base
             run_dir.mkdir(parents=True, exist_ok=True)
             click.echo(f"== {experiment.name}: {experiment.title} → {run_dir}")
-            code = Run(
+            runner = Run(
                 experiment.scaled(duration_scale),
                 stack,
                 run_dir,
                 echo=click.echo,
                 guardrails_file=default_rules,
-            ).execute()
+            )
+            code = runner.execute()
             _report(run_dir)
             click.echo(f"== {experiment.name}: exit {code}")
+            if runner.interrupted:
+                # Ctrl-C means stop: not the next experiment of a catalogue on the same stack.
+                left = len(chosen) - position
+                if left:
+                    click.echo(f"interrupted: {left} experiment(s) not started")
+                return _combine(worst, code)
             if experiment.negative_control and len(chosen) > 1:
                 expected = int(experiment.negative_control.get("expect_exit", 3))
                 caught = code == expected

@@ -85,7 +85,7 @@ def test_negative_controls_make_the_audit_fail(chaos_stack, tmp_path, name):
     assert not env, "the test-only switch must be removed after the run"
 
 
-def _runner(stack: Stack, run_dir: Path) -> subprocess.Popen:
+def _runner(stack: Stack, run_dir: Path, *names: str) -> subprocess.Popen:
     return subprocess.Popen(
         [
             sys.executable,
@@ -93,7 +93,7 @@ def _runner(stack: Stack, run_dir: Path) -> subprocess.Popen:
             "harness",
             "chaos",
             "run",
-            "db-down",
+            *names,
             "--duration-scale",
             str(QUICK_SCALE),  # the fault is on for seconds: the signal lands inside it
             "--state-dir",
@@ -114,13 +114,15 @@ def _proxy_down(stack: Stack) -> bool:
 
 @pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_an_interrupted_or_killed_run_rolls_back(chaos_stack, tmp_path, how):
-    proc = _runner(chaos_stack, tmp_path / "run")
+    # Two experiments: an interruption stops the catalogue, not only the experiment running.
+    proc = _runner(chaos_stack, tmp_path / "run", "db-down", "smoke-db-blip")
     try:
         wait_until(lambda: _proxy_down(chaos_stack), 60, "the fault to be applied")
         proc.send_signal(how)
         proc.wait(timeout=60)
         if how != signal.SIGKILL:
             assert proc.returncode == 2
+            assert not (tmp_path / "run" / "smoke-db-blip").exists(), "the next one started"
         # The runner's own cleanup (SIGINT) or its guardian (SIGKILL) heals the link.
         wait_until(lambda: not _proxy_down(chaos_stack), 30, "the rollback")
     finally:
