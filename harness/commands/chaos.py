@@ -114,6 +114,7 @@ def run(
         return 2
     base = Path(out or f"runs/chaos-{dt.datetime.now():%Y%m%d-%H%M%S}")
     worst = 0
+    rows = [_row(experiment, None, "not started", None) for experiment in chosen]
     try:
         for position, experiment in enumerate(chosen, 1):
             run_dir = base / experiment.name if len(chosen) > 1 else base
@@ -129,7 +130,9 @@ def run(
             code = runner.execute()
             _report(run_dir)
             click.echo(f"== {experiment.name}: exit {code}")
+            outcome = "interrupted" if runner.interrupted else OUTCOMES.get(code, "error")
             if runner.interrupted:
+                rows[position - 1] = _row(experiment, code, outcome, run_dir)
                 # Ctrl-C means stop: not the next experiment of a catalogue on the same stack.
                 left = len(chosen) - position
                 if left:
@@ -138,15 +141,44 @@ def run(
             if experiment.negative_control and len(chosen) > 1:
                 expected = int(experiment.negative_control.get("expect_exit", 3))
                 caught = code == expected
-                click.echo(
-                    f"   negative control {'caught as expected' if caught else 'NOT caught'}"
-                )
+                outcome = "caught as expected" if caught else f"NOT caught ({outcome})"
+                click.echo(f"   negative control {outcome}")
+                rows[position - 1] = _row(experiment, code, outcome, run_dir)
                 code = 0 if caught else 1
+            else:
+                rows[position - 1] = _row(experiment, code, outcome, run_dir)
             worst = _combine(worst, code)
     finally:
+        if len(chosen) > 1:
+            _summarise(base, rows)
         if started_here and not keep_up:
             stack.down(log=click.echo)
     return worst
+
+
+OUTCOMES = {0: "pass", 1: "guardrail breach", 2: "error", 3: "invariant violated"}
+
+
+def _row(experiment, code: int | None, outcome: str, run_dir: Path | None) -> dict:
+    return {
+        "experiment": experiment.name,
+        "exit": code,
+        "outcome": outcome,
+        "negative_control": bool(experiment.negative_control),
+        "run_dir": str(run_dir) if run_dir else None,
+    }
+
+
+def _summarise(base: Path, rows: list[dict]) -> None:
+    """A catalogue's one-look result: a table on stdout and summary.json beside the runs."""
+    base.mkdir(parents=True, exist_ok=True)
+    (base / "summary.json").write_text(json.dumps({"experiments": rows}, indent=2) + "\n")
+    width = max(len(row["experiment"]) for row in rows)
+    click.echo(f"\n{'experiment':<{width}}  exit  outcome")
+    for row in rows:
+        code = "-" if row["exit"] is None else str(row["exit"])
+        click.echo(f"{row['experiment']:<{width}}  {code:>4}  {row['outcome']}")
+    click.echo(f"summary: {base / 'summary.json'}")
 
 
 @command.command("rollback")
