@@ -123,6 +123,8 @@ def test_an_interrupted_or_killed_run_rolls_back(chaos_stack, tmp_path, how):
         if how != signal.SIGKILL:
             assert proc.returncode == 2
             assert not (tmp_path / "run" / "smoke-db-blip").exists(), "the next one started"
+            summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+            assert [r["outcome"] for r in summary["experiments"]] == ["interrupted", "not started"]
         # The runner's own cleanup (SIGINT) or its guardian (SIGKILL) heals the link.
         wait_until(lambda: not _proxy_down(chaos_stack), 30, "the rollback")
     finally:
