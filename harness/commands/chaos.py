@@ -179,6 +179,11 @@ def _summarise(base: Path, rows: list[dict]) -> None:
         code = "-" if row["exit"] is None else str(row["exit"])
         click.echo(f"{row['experiment']:<{width}}  {code:>4}  {row['outcome']}")
     click.echo(f"summary: {base / 'summary.json'}")
+    try:
+        from harness.report.index import write_index
+    except ImportError:
+        return
+    click.echo(f"report: {write_index(base, rows)}")
 
 
 @command.command("rollback")

@@ -24,9 +24,11 @@ def _fake_run(interrupt_at: str | None):
     class _Run:
         def __init__(self, experiment, stack, run_dir, echo, guardrails_file=None):
             self.name = experiment.name
+            self.run_dir = run_dir
             self.interrupted = False
 
         def execute(self) -> int:
+            (self.run_dir / "report.html").write_text("<html></html>")
             if self.name == interrupt_at:
                 self.interrupted = True
                 return 2
@@ -61,6 +63,11 @@ def test_every_experiment_gets_a_row_and_the_worst_exit_wins(
     assert rows[2]["negative_control"] and rows[0]["run_dir"].endswith("smoke-db-blip")
     printed = capsys.readouterr().out
     assert "poison" in printed.split("experiment", 1)[-1] and "summary.json" in printed
+    # One page over the catalogue: a breach fails it, each name links to its own report.
+    index = (tmp_path / "out" / "index.html").read_text()
+    assert "FAIL" in index and "index.html" in printed
+    for name in EXITS:
+        assert f'<a href="{name}/report.html">{name}</a>' in index
 
 
 def test_an_interrupted_catalogue_lists_what_never_started(
@@ -75,6 +82,15 @@ def test_an_interrupted_catalogue_lists_what_never_started(
         (None, "not started"),
     ]
     assert "1 experiment(s) not started" in capsys.readouterr().out
+    index = (tmp_path / "out" / "index.html").read_text()
+    assert "1 not started" in index and "nc-consumer-ack-before-commit/report.html" not in index
+
+
+def test_a_catalogue_that_passed_says_pass_on_its_page(fake_stack, monkeypatch, tmp_path):
+    monkeypatch.setattr(chaos.runner, "Run", _fake_run(None))
+    assert _run(tmp_path, "smoke-db-blip", "nc-consumer-ack-before-commit") == 0
+    index = (tmp_path / "out" / "index.html").read_text()
+    assert 'class="banner pass"' in index and "2 experiments: 2 passed, 0 did not" in index
 
 
 def test_a_single_experiment_writes_no_summary(fake_stack, monkeypatch, tmp_path):
