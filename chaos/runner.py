@@ -101,7 +101,6 @@ class Run:
         self.broker_duplicates = probes.CounterIncrease()
         # Set once cleanup starts: a signal then is remembered, not raised into the rollback.
         self.cleaning_up = False
-        self.late_signal: str | None = None
         self.interrupted = False  # a signal stopped the run: a catalogue must stop too
 
     # -- the whole run -----------------------------------------------------------------------
@@ -110,7 +109,6 @@ class Run:
         previous = {
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
         }
-        interrupted = False
         try:
             leftovers = self._leftover_faults()
             if leftovers:
@@ -139,7 +137,7 @@ class Run:
             finally:
                 sampler.stop()
         except Interrupted:
-            interrupted = True
+            self.interrupted = True
             self.echo("interrupted: rolling back every fault")
         finally:
             self.cleaning_up = True
@@ -150,8 +148,7 @@ class Run:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             guardian.wait(timeout=10)
-        if interrupted or self.late_signal:
-            self.interrupted = True
+        if self.interrupted:
             self._write_journal("interrupted")
             return guardrails.EXIT_USAGE
         return self._conclude()
@@ -177,7 +174,7 @@ class Run:
         name = signal.Signals(signum).name
         if self.cleaning_up:
             # Half a rollback is worse than a slow one; SIGKILL still leaves it to the guardian.
-            self.late_signal = name
+            self.interrupted = True
             self.echo(f"{name}: finishing the rollback first")
             return
         self.cleaning_up = True  # a second signal must not break into the rollback either

@@ -130,24 +130,23 @@ def run(
             code = runner.execute()
             _report(run_dir)
             click.echo(f"== {experiment.name}: exit {code}")
-            outcome = "interrupted" if runner.interrupted else OUTCOMES.get(code, "error")
+            outcome, counted = OUTCOMES.get(code, "error"), code
             if runner.interrupted:
-                rows[position - 1] = _row(experiment, code, outcome, run_dir)
-                # Ctrl-C means stop: not the next experiment of a catalogue on the same stack.
-                left = len(chosen) - position
-                if left:
-                    click.echo(f"interrupted: {left} experiment(s) not started")
-                return _combine(worst, code)
-            if experiment.negative_control and len(chosen) > 1:
+                outcome = "interrupted"
+            elif experiment.negative_control and len(chosen) > 1:
                 expected = int(experiment.negative_control.get("expect_exit", 3))
                 caught = code == expected
                 outcome = "caught as expected" if caught else f"NOT caught ({outcome})"
                 click.echo(f"   negative control {outcome}")
-                rows[position - 1] = _row(experiment, code, outcome, run_dir)
-                code = 0 if caught else 1
-            else:
-                rows[position - 1] = _row(experiment, code, outcome, run_dir)
-            worst = _combine(worst, code)
+                counted = 0 if caught else 1
+            rows[position - 1] = _row(experiment, code, outcome, run_dir, passed=counted == 0)
+            worst = _combine(worst, counted)
+            if runner.interrupted:
+                # Ctrl-C means stop: not the next experiment of a catalogue on the same stack.
+                left = len(chosen) - position
+                if left:
+                    click.echo(f"interrupted: {left} experiment(s) not started")
+                return worst
     finally:
         if len(chosen) > 1:
             _summarise(base, rows)
@@ -159,11 +158,14 @@ def run(
 OUTCOMES = {0: "pass", 1: "guardrail breach", 2: "error", 3: "invariant violated"}
 
 
-def _row(experiment, code: int | None, outcome: str, run_dir: Path | None) -> dict:
+def _row(
+    experiment, code: int | None, outcome: str, run_dir: Path | None, passed: bool = False
+) -> dict:
     return {
         "experiment": experiment.name,
         "exit": code,
         "outcome": outcome,
+        "passed": passed,  # a negative control passes by being caught
         "negative_control": bool(experiment.negative_control),
         "run_dir": str(run_dir) if run_dir else None,
     }
@@ -179,10 +181,8 @@ def _summarise(base: Path, rows: list[dict]) -> None:
         code = "-" if row["exit"] is None else str(row["exit"])
         click.echo(f"{row['experiment']:<{width}}  {code:>4}  {row['outcome']}")
     click.echo(f"summary: {base / 'summary.json'}")
-    try:
-        from harness.report.index import write_index
-    except ImportError:
-        return
+    from harness.report.index import write_index
+
     click.echo(f"report: {write_index(base, rows)}")
 
 

@@ -19,7 +19,7 @@ from harness.report.figures import (
     overlay,
     pipeline_section,
 )
-from harness.report.html import GENERATOR, esc, page, section
+from harness.report.html import GENERATOR, esc, page, section, write_atomic
 from harness.report.load import RunData, load_run
 from harness.report.metadata import metadata_section
 from harness.report.sections import (
@@ -73,12 +73,7 @@ def default_target(root: Path) -> Path:
 
 def save(data: RunData, out: Path | str | None = None) -> Path:
     """Write the report of ``data`` atomically to ``out`` (default RUN_DIR/report.html)."""
-    target = Path(out) if out else default_target(data.root)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(render(data), encoding="utf-8")
-    tmp.replace(target)  # a reader never sees half a report
-    return target
+    return write_atomic(Path(out) if out else default_target(data.root), render(data))
 
 
 def render(data: RunData) -> str:

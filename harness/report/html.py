@@ -6,11 +6,21 @@ import datetime as dt
 import json
 from collections.abc import Iterable, Sequence
 from html import escape
+from pathlib import Path
 from typing import Any
 
 from harness.report.styles import CSS
 
 GENERATOR = '<meta name="generator" content="reco-harness report">'
+
+
+def write_atomic(target: Path, text: str) -> Path:
+    """Write ``text`` to ``target`` through a temporary file: a reader never sees half a page."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(target)
+    return target
 
 
 def esc(value: Any) -> str:

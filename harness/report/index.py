@@ -6,25 +6,24 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from harness.report.html import esc, page, section
+from harness.report.html import esc, page, section, write_atomic
 
 INDEX_NAME = "index.html"
-PASSED = ("pass", "caught as expected")  # a negative control passes by being caught
-TAGS = {"pass": "pass", "caught as expected": "pass", "not started": "skipped"}
 
 
 def write_index(base: Path, rows: list[dict[str, Any]]) -> Path:
     """Write BASE/index.html for a catalogue's summary rows and return its path."""
-    ran = [row for row in rows if row["outcome"] != "not started"]
-    failed = [row for row in ran if row["outcome"] not in PASSED]
-    complete = ran and len(ran) == len(rows)  # an interrupted catalogue has not passed
-    word, cls = ("PASS", "pass") if complete and not failed else ("FAIL", "fail")
+    ran = [row for row in rows if row["exit"] is not None]
+    failed = [row for row in ran if not row["passed"]]
+    # An interrupted catalogue has not passed, whatever its finished experiments said.
+    word, cls = ("PASS", "pass") if len(ran) == len(rows) and not failed else ("FAIL", "fail")
     facts = f"{len(rows)} experiments: {len(ran) - len(failed)} passed, {len(failed)} did not"
     if len(ran) < len(rows):
         facts += f", {len(rows) - len(ran)} not started"
+    title = f"{base.resolve().name} — chaos catalogue"
     banner = (
         f'<div class="banner {cls}" role="status" aria-label="verdict">'
-        f"<h1>{esc(base.resolve().name)} — chaos catalogue</h1>"
+        f"<h1>{esc(title)}</h1>"
         f'<p class="verdict-word">{word}</p><p class="meta">{esc(facts)}</p></div>'
     )
     lines = "".join(_line(row) for row in rows)
@@ -34,16 +33,12 @@ def write_index(base: Path, rows: list[dict[str, Any]]) -> Path:
         "</table></div>"
     )
     html = page(
-        f"{base.resolve().name} — chaos catalogue — reco-harness",
+        f"{title} — reco-harness",
         banner,
         [("experiments", "Experiments")],
         [section("experiments", "Experiments", table)],
     )
-    target = base / INDEX_NAME
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(target)
-    return target
+    return write_atomic(base / INDEX_NAME, html)
 
 
 def _line(row: dict[str, Any]) -> str:
@@ -53,8 +48,10 @@ def _line(row: dict[str, Any]) -> str:
         # Relative, so the folder can be moved or archived whole.
         href = quote(f"{row['experiment']}/report.html")
         name = f'<a href="{esc(href)}">{name}</a>'
-    code = "—" if row["exit"] is None else esc(row["exit"])
-    tag = TAGS.get(row["outcome"], "breach")
+    if row["exit"] is None:
+        code, tag = "—", "skipped"
+    else:
+        code, tag = esc(row["exit"]), "pass" if row["passed"] else "breach"
     return (
         f"<tr><td>{name}</td><td>{code}</td>"
         f'<td><span class="tag {tag}">{esc(row["outcome"])}</span></td>'

@@ -61,6 +61,7 @@ def test_every_experiment_gets_a_row_and_the_worst_exit_wins(
         ("nc-consumer-ack-before-commit", 3, "caught as expected"),
     ]
     assert rows[2]["negative_control"] and rows[0]["run_dir"].endswith("smoke-db-blip")
+    assert [r["passed"] for r in rows] == [True, False, True]
     printed = capsys.readouterr().out
     assert "poison" in printed.split("experiment", 1)[-1] and "summary.json" in printed
     # One page over the catalogue: a breach fails it, each name links to its own report.
