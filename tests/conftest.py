@@ -2,6 +2,7 @@
 
 pytest_plugins = [
     "harness.pytest_plugins.folders",
+    "harness.pytest_plugins.distribution",
     "harness.pytest_plugins.services",
     "harness.pytest_plugins.service",
     "harness.pytest_plugins.gunicorn",
