@@ -65,9 +65,9 @@ class PipelineSampler:
         self.interval_s = interval_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="pipeline-sampler", daemon=True)
-        self._conn = None
-        self._channel = None
-        self._amqp = None
+        self._conn: Any = None  # a psycopg2 connection
+        self._channel: Any = None  # a pika BlockingChannel
+        self._amqp: Any = None  # its pika BlockingConnection
 
     def start(self) -> PipelineSampler:
         self._thread.start()

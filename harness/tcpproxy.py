@@ -82,7 +82,9 @@ class TcpProxy:
         self._stop.set()
         self._thread.join(timeout=2)
         for key in list(self._selector.get_map().values()):
-            key.fileobj.close()
+            sock = key.fileobj
+            if isinstance(sock, socket.socket):  # the selector holds only sockets
+                sock.close()
         for sock in self._held:
             sock.close()
         self._selector.close()

@@ -91,6 +91,13 @@ class Consumer:
         self._early_acked = (-1, 0)  # negative control only: (link generation, last tag acked)
         self._next_depths = 0.0
 
+    @property
+    def live(self) -> Link:
+        """The current link; run_once opens one before anything uses it."""
+        if self.link is None:
+            raise AmqpError("no AMQP link open")
+        return self.link
+
     # -- the loop body --------------------------------------------------------------------
     def run_once(self) -> int:
         """Take a batch, settle the previous one, start applying this one; 0 when idle."""
@@ -123,10 +130,10 @@ class Consumer:
         With the database idle, whatever is buffered goes at once (low latency); under load
         the batch fills while the previous one is being applied (high throughput).
         """
-        self.link.step(0)
+        self.live.step(0)
         size, pending = self.settings.consumer_batch_size, self.pending
         if pending is not None and len(self.buffer) < size and not self.stopping:
-            self.link.wait_for(
+            self.live.wait_for(
                 lambda: len(self.buffer) >= size or pending.future.done(),
                 self.settings.consumer_batch_wait_ms / 1000,
             )
@@ -135,7 +142,7 @@ class Consumer:
 
     def _triage(self, batch: list[Delivery]) -> list[tuple[Delivery, Delivered]]:
         """Drop deliveries of a dead channel, dead-letter poison, decode the rest."""
-        current = [d for d in batch if d.generation == self.link.generation]
+        current = [d for d in batch if d.generation == self.live.generation]
         if len(current) < len(batch):
             # Their channel is gone: the broker already requeued them. Never ack old tags.
             log.info(
@@ -161,11 +168,11 @@ class Consumer:
                 events.append(_interaction(item))
         last_tag = max(d.tag for d, _ in valid)
         early = self.settings.test_fault("consumer_ack_before_commit")
-        if early and (self.link.generation, last_tag) > self._early_acked:
+        if early and (self.live.generation, last_tag) > self._early_acked:
             # Negative control: ack on receipt, before the effect is durable, even while the
             # database is unreachable (a held batch is acked once, never twice).
             self._ack(last_tag)
-            self._early_acked = (self.link.generation, last_tag)
+            self._early_acked = (self.live.generation, last_tag)
         try:
             self.applier.ensure()
         except psycopg2.Error as exc:  # no message is involved yet: never poison
@@ -190,7 +197,7 @@ class Consumer:
             return 0
         try:
             # Bounded by the connection's statement timeouts; heartbeats flow meanwhile.
-            fresh = self.link.wait_result(pending.future)
+            fresh = self.live.wait_result(pending.future)
         except POISON_DB_ERRORS as exc:
             # A row the database refuses: find it, dead-letter only it.
             log.warning("batch refused; applying one by one", extra={"error": repr(exc)[:300]})
@@ -216,7 +223,7 @@ class Consumer:
             except psycopg2.Error as exc:
                 self._hold([d for d, _ in valid[index:]] + then, exc)
                 raise PausedForDatabase(f"database failed, consuming paused: {exc!r}") from exc
-            self.link.require().basic_ack(delivery.tag)
+            self.live.require().basic_ack(delivery.tag)
             self._account([(delivery, item)], fresh, time.perf_counter() - started)
 
     def _account(self, valid, fresh: set, seconds: float) -> None:
@@ -237,8 +244,8 @@ class Consumer:
     def _ack(self, last_tag: int) -> None:
         # multiple=True settles every unacked tag up to last_tag: all of them are in this batch
         # (earlier batches were acked, poison was acked singly, held batches come first).
-        self.link.require().basic_ack(last_tag, multiple=True)
-        self.link.step(0)
+        self.live.require().basic_ack(last_tag, multiple=True)
+        self.live.step(0)
 
     def _hold(self, deliveries: list[Delivery], exc: BaseException) -> None:
         self.metrics.errors.labels("db").inc()
@@ -253,7 +260,7 @@ class Consumer:
     # -- poison ---------------------------------------------------------------------------
     def _dead_letter(self, delivery: Delivery, reason: str) -> None:
         """Publish a copy with the reason to the DLX under a confirm, then ack the original."""
-        channel = self.link.require()
+        channel = self.live.require()
         headers = dead_letter_headers(
             delivery.properties, reason, delivery.routing_key, delivery.exchange
         )
@@ -261,7 +268,7 @@ class Consumer:
         channel.basic_publish(self.topo.dlx, delivery.routing_key, delivery.body, props, True)
         self.tracker.published(delivery.tag)
         self._dead_letter_tag = delivery.tag
-        confirmed = self.link.wait_for(
+        confirmed = self.live.wait_for(
             lambda: self.tracker.outstanding == 0, self.settings.relay_confirm_timeout_s
         )
         if not confirmed:
@@ -317,13 +324,16 @@ class Consumer:
         if now < self._next_depths:
             return
         self._next_depths = now + DEPTH_EVERY_S
-        channel = self.link.require()
         for queue in (self.topo.queue, self.topo.dlq):
-            frame = self.link.call(
-                lambda cb, q=queue: channel.queue_declare(q, passive=True, callback=cb),
-                self.settings.amqp_socket_timeout_s,
-            )
-            self.metrics.queue_depth.labels(queue).set(frame.method.message_count)
+            self.metrics.queue_depth.labels(queue).set(self._ready_count(queue))
+
+    def _ready_count(self, queue: str) -> int:
+        channel = self.live.require()
+        frame = self.live.call(
+            lambda cb: channel.queue_declare(queue, passive=True, callback=cb),
+            self.settings.amqp_socket_timeout_s,
+        )
+        return frame.method.message_count
 
     def _abandon_link(self) -> None:
         self.applier.wait_idle()
@@ -335,7 +345,7 @@ class Consumer:
     def _on_message(self, _channel, method, properties, body: bytes) -> None:
         self.buffer.append(
             Delivery(
-                self.link.generation,
+                self.live.generation,
                 method.delivery_tag,
                 method.routing_key,
                 method.exchange,
@@ -363,7 +373,7 @@ class Consumer:
         if self.link is not None and self.link.alive and self.consumer_tag:
             tag, self.consumer_tag = self.consumer_tag, None
             try:
-                self.link.call(lambda cb: self.link.require().basic_cancel(tag, callback=cb), 2.0)
+                self.live.call(lambda cb: self.live.require().basic_cancel(tag, callback=cb), 2.0)
             except (AmqpError, pika.exceptions.AMQPError):
                 pass  # the channel is going away anyway; its deliveries get requeued
 

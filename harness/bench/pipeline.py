@@ -6,6 +6,7 @@ and the component it is compared with, interleaved rounds (perf spec §3.3, §4.
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from pathlib import Path
@@ -170,7 +171,7 @@ def backlog_sweep(
 
     before = pooled("drain small")
     large = {
-        size: sampler.wrap(f"drain {size}", lambda s=size: bench.relay_drain(settings, s))()
+        size: sampler.wrap(f"drain {size}", functools.partial(bench.relay_drain, settings, size))()
         for size in sizes
     }
     after = pooled("drain small")
@@ -208,7 +209,8 @@ def relay_instances(
     """
     drain = lambda k, rows=n: bench.relay_processes_drain(settings, rows, k, workdir)  # noqa: E731
     drain(1, max(1, n // 4))  # warm-up (discarded): the first drain after a sweep is slow
-    solo, sized = [drain(1)], {k: [] for k in counts if k != 1}
+    solo = [drain(1)]
+    sized: dict[int, list[float]] = {k: [] for k in counts if k != 1}
     for _ in range(rounds):
         for k in sized:
             sized[k].append(drain(k).per_s)
@@ -252,7 +254,8 @@ def inbox_sweep(
         )().per_s
 
     sizes = sorted(m for m in settings if m)
-    reference, sized = [drain(0)], {m: [] for m in sizes}
+    reference = [drain(0)]
+    sized: dict[int, list[float]] = {m: [] for m in sizes}
     for _ in range(rounds):
         for m in sizes:
             sized[m].append(drain(m))

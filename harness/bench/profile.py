@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 import uuid
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from harness.bench import cpu, wrk
 from harness.bench.http import prepare_database
@@ -211,10 +211,14 @@ def ablate_wsgi(requests: int = 2000, repeats: int = 3) -> str:
         settings = Settings.from_env({"RECO_DATABASE_URL": url, "RECO_ENV": "development"})
         app = create_app(settings)
         for handler in logging.getLogger("reco").handlers:  # a worker writes to a log file
-            handler.stream = open(os.devnull, "w")  # noqa: SIM115
+            if isinstance(handler, logging.StreamHandler):
+                handler.setStream(open(os.devnull, "w"))  # noqa: SIM115
         client, bare = app.test_client(), bare_app.app.test_client()
         headers = {"X-API-Key": "dev-key"}
-        hooks = {"before": dict(app.before_request_funcs), "after": dict(app.after_request_funcs)}
+        hooks: dict[str, dict[Any, list]] = {
+            "before": dict(app.before_request_funcs),
+            "after": dict(app.after_request_funcs),
+        }
         validate = openapi.validate
 
         def without(module: str) -> None:

@@ -177,9 +177,12 @@ class Publisher:
 
     def purge(self) -> None:
         """Empty the feature queue and the DLQ."""
-        channel = self.link.require()
         for queue in (self.topo.queue, self.topo.dlq):
-            self.link.call(lambda cb, q=queue: channel.queue_purge(q, callback=cb), 30)
+            self._purge(queue)
+
+    def _purge(self, queue: str) -> None:
+        channel = self.link.require()
+        self.link.call(lambda cb: channel.queue_purge(queue, callback=cb), 30)
 
     def depth(self) -> int:
         channel = self.link.require()
@@ -307,8 +310,11 @@ def relay_drain(settings: Settings, n: int) -> Rate:
                 break
         seconds = time.perf_counter() - start
         done = int(relay.metrics.registry.get_sample_value("reco_relay_published_total") or 0)
-        channel = relay.link.require()
-        relay.link.call(lambda cb: channel.queue_purge(relay.topo.queue, callback=cb), 30)
+        link = relay.link
+        if link is None:
+            raise RuntimeError("the relay closed its link while draining")
+        channel = link.require()
+        link.call(lambda cb: channel.queue_purge(relay.topo.queue, callback=cb), 30)
     finally:
         relay.close()
     return Rate(f"S2 relay drain {n}", done, seconds, time.process_time() - cpu)

@@ -355,7 +355,7 @@ def _earlier(stack: Stack) -> audit_module.Earlier:
 
 def _audit(stack: Stack, run_dir: Path, baseline: audit_module.Earlier) -> str:
     """Reconcile the history with the database once the pipeline drained; write audit.json."""
-    history = []
+    history: list[dict] = []
     for path in sorted(run_dir.glob("history*.jsonl")):
         with open(path, encoding="utf-8") as fh:
             history.extend(json.loads(line) for line in fh if line.strip())

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
-from harness.stack import Stack, StackError, default_state_dir
+from harness.stack import Stack, StackError
 
 state_dir_option = click.option(
     "--state-dir",
-    type=click.Path(file_okay=False),
+    type=click.Path(file_okay=False, path_type=Path),
     default=None,
     help="where the stack keeps its files (default: $RECO_HARNESS_DIR or ./.harness)",
 )
@@ -22,9 +23,9 @@ state_dir_option = click.option(
 @click.option(
     "--chaos", is_flag=True, help="route every client→dependency link through a fault proxy"
 )
-def up(state_dir: str | None, deps_only: bool, chaos: bool) -> int:
+def up(state_dir: Path | None, deps_only: bool, chaos: bool) -> int:
     """Start PostgreSQL, RabbitMQ, migrate, then the API, relay and consumer."""
-    stack = Stack(state_dir or default_state_dir(), chaos=chaos or None)
+    stack = Stack(state_dir, chaos=chaos or None)
     try:
         stack.up(apps=not deps_only, log=click.echo)
     except StackError as exc:
@@ -37,18 +38,18 @@ def up(state_dir: str | None, deps_only: bool, chaos: bool) -> int:
 @click.command("down")
 @state_dir_option
 @click.option("--purge", is_flag=True, help="also delete the state dir (databases, logs)")
-def down(state_dir: str | None, purge: bool) -> int:
+def down(state_dir: Path | None, purge: bool) -> int:
     """Stop every process the stack started."""
-    Stack(state_dir or default_state_dir()).down(purge=purge, log=click.echo)
+    Stack(state_dir).down(purge=purge, log=click.echo)
     return 0
 
 
 @click.command("status")
 @state_dir_option
 @click.option("--json", "as_json", is_flag=True, help="print components as JSON for scripts")
-def status(state_dir: str | None, as_json: bool) -> int:
+def status(state_dir: Path | None, as_json: bool) -> int:
     """Show what runs where; exit 1 if a recorded component is not ready."""
-    stack = Stack(state_dir or default_state_dir())
+    stack = Stack(state_dir)
     rows = stack.status()
     if as_json:
         click.echo(json.dumps({"state_dir": str(stack.state_dir), "components": rows}, indent=2))

@@ -37,7 +37,7 @@ def collect_failures(schema: Any, label: str, app: Any, max_examples: int = 20) 
     from schemathesis.core.failures import FailureGroup
 
     op = operation(schema, label)
-    strategy = st.one_of(op.as_strategy(mode) for mode in GenerationMode)
+    strategy = st.one_of([op.as_strategy(mode) for mode in GenerationMode])
     failures: list[Any] = []
 
     @generate_only(max_examples)

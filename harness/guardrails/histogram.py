@@ -11,10 +11,10 @@ def bucket(ms: float) -> int:
     if ms < 100:
         return round(ms)
     if ms < 1000:
-        return round(ms, -1)
+        return int(round(ms, -1))
     if ms < 10000:
-        return round(ms, -2)
-    return round(ms, -3)
+        return int(round(ms, -2))
+    return int(round(ms, -3))
 
 
 class Histogram:

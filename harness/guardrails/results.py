@@ -226,8 +226,11 @@ def timeline_from_stats_history(path: Path) -> Timeline:
         new, new_failed = int(total - before_total), int(failed - before_failed)
         if new <= 0:
             continue
-        points = [(float(c[:-1]) / 100, _number(row.get(c))) for c in _PERCENTILE_COLUMNS]
-        points = [(q, v) for q, v in points if v is not None]
+        points = [
+            (float(c[:-1]) / 100, value)
+            for c in _PERCENTILE_COLUMNS
+            if (value := _number(row.get(c))) is not None
+        ]
         if not points:
             points = [(1.0, _number(row.get("Total Median Response Time")) or 0.0)]
         below = 0.0

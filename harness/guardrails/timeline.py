@@ -175,7 +175,8 @@ class Timeline:
 
     def write_csv(self, path: Path) -> None:
         """Write the human-readable per-second table (one row per endpoint and an aggregate)."""
-        start = self.extent()[0] if self.extent() else 0.0
+        extent = self.extent()
+        start = extent[0] if extent else 0.0
         header = [
             "time", "offset_s", "endpoint", "requests", "failures", "sheds", "rps",
             "p50_ms", "p95_ms", "p99_ms", "max_ms", "users", "offered_rps", "cpu_percent",
