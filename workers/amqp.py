@@ -202,6 +202,19 @@ class Link:
             raise AmqpError(self._why("operation timed out"))
         return box[0]
 
+    def ready_count(self, queue: str, timeout: float) -> int:
+        """Messages ready in ``queue``, read with a passive declare."""
+        channel = self.require()
+        frame = self.call(
+            lambda cb: channel.queue_declare(queue, passive=True, callback=cb), timeout
+        )
+        return frame.method.message_count
+
+    def purge(self, queue: str, timeout: float) -> None:
+        """Drop every ready message of ``queue``."""
+        channel = self.require()
+        self.call(lambda cb: channel.queue_purge(queue, callback=cb), timeout)
+
     def require(self) -> pika.channel.Channel:
         """Return the open channel or raise AmqpError."""
         if not self.alive:

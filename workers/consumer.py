@@ -130,10 +130,11 @@ class Consumer:
         With the database idle, whatever is buffered goes at once (low latency); under load
         the batch fills while the previous one is being applied (high throughput).
         """
-        self.live.step(0)
+        link = self.live
+        link.step(0)
         size, pending = self.settings.consumer_batch_size, self.pending
         if pending is not None and len(self.buffer) < size and not self.stopping:
-            self.live.wait_for(
+            link.wait_for(
                 lambda: len(self.buffer) >= size or pending.future.done(),
                 self.settings.consumer_batch_wait_ms / 1000,
             )
@@ -142,7 +143,8 @@ class Consumer:
 
     def _triage(self, batch: list[Delivery]) -> list[tuple[Delivery, Delivered]]:
         """Drop deliveries of a dead channel, dead-letter poison, decode the rest."""
-        current = [d for d in batch if d.generation == self.live.generation]
+        generation = self.live.generation
+        current = [d for d in batch if d.generation == generation]
         if len(current) < len(batch):
             # Their channel is gone: the broker already requeued them. Never ack old tags.
             log.info(
@@ -168,11 +170,12 @@ class Consumer:
                 events.append(_interaction(item))
         last_tag = max(d.tag for d, _ in valid)
         early = self.settings.test_fault("consumer_ack_before_commit")
-        if early and (self.live.generation, last_tag) > self._early_acked:
+        acked = (self.live.generation, last_tag)
+        if early and acked > self._early_acked:
             # Negative control: ack on receipt, before the effect is durable, even while the
             # database is unreachable (a held batch is acked once, never twice).
             self._ack(last_tag)
-            self._early_acked = (self.live.generation, last_tag)
+            self._early_acked = acked
         try:
             self.applier.ensure()
         except psycopg2.Error as exc:  # no message is involved yet: never poison
@@ -244,8 +247,9 @@ class Consumer:
     def _ack(self, last_tag: int) -> None:
         # multiple=True settles every unacked tag up to last_tag: all of them are in this batch
         # (earlier batches were acked, poison was acked singly, held batches come first).
-        self.live.require().basic_ack(last_tag, multiple=True)
-        self.live.step(0)
+        link = self.live
+        link.require().basic_ack(last_tag, multiple=True)
+        link.step(0)
 
     def _hold(self, deliveries: list[Delivery], exc: BaseException) -> None:
         self.metrics.errors.labels("db").inc()
@@ -260,7 +264,8 @@ class Consumer:
     # -- poison ---------------------------------------------------------------------------
     def _dead_letter(self, delivery: Delivery, reason: str) -> None:
         """Publish a copy with the reason to the DLX under a confirm, then ack the original."""
-        channel = self.live.require()
+        link = self.live
+        channel = link.require()
         headers = dead_letter_headers(
             delivery.properties, reason, delivery.routing_key, delivery.exchange
         )
@@ -268,7 +273,7 @@ class Consumer:
         channel.basic_publish(self.topo.dlx, delivery.routing_key, delivery.body, props, True)
         self.tracker.published(delivery.tag)
         self._dead_letter_tag = delivery.tag
-        confirmed = self.live.wait_for(
+        confirmed = link.wait_for(
             lambda: self.tracker.outstanding == 0, self.settings.relay_confirm_timeout_s
         )
         if not confirmed:
@@ -324,16 +329,9 @@ class Consumer:
         if now < self._next_depths:
             return
         self._next_depths = now + DEPTH_EVERY_S
+        link, timeout = self.live, self.settings.amqp_socket_timeout_s
         for queue in (self.topo.queue, self.topo.dlq):
-            self.metrics.queue_depth.labels(queue).set(self._ready_count(queue))
-
-    def _ready_count(self, queue: str) -> int:
-        channel = self.live.require()
-        frame = self.live.call(
-            lambda cb: channel.queue_declare(queue, passive=True, callback=cb),
-            self.settings.amqp_socket_timeout_s,
-        )
-        return frame.method.message_count
+            self.metrics.queue_depth.labels(queue).set(link.ready_count(queue, timeout))
 
     def _abandon_link(self) -> None:
         self.applier.wait_idle()
@@ -370,10 +368,11 @@ class Consumer:
         self.metrics.paused.set(1)
         level = logging.INFO if reason == "stopping" else logging.WARNING
         log.log(level, "consuming paused", extra={"reason": reason})
-        if self.link is not None and self.link.alive and self.consumer_tag:
+        link = self.link
+        if link is not None and link.alive and self.consumer_tag:
             tag, self.consumer_tag = self.consumer_tag, None
             try:
-                self.live.call(lambda cb: self.live.require().basic_cancel(tag, callback=cb), 2.0)
+                link.call(lambda cb: link.require().basic_cancel(tag, callback=cb), 2.0)
             except (AmqpError, pika.exceptions.AMQPError):
                 pass  # the channel is going away anyway; its deliveries get requeued
 

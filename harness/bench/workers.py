@@ -178,18 +178,10 @@ class Publisher:
     def purge(self) -> None:
         """Empty the feature queue and the DLQ."""
         for queue in (self.topo.queue, self.topo.dlq):
-            self._purge(queue)
-
-    def _purge(self, queue: str) -> None:
-        channel = self.link.require()
-        self.link.call(lambda cb: channel.queue_purge(queue, callback=cb), 30)
+            self.link.purge(queue, 30)
 
     def depth(self) -> int:
-        channel = self.link.require()
-        frame = self.link.call(
-            lambda cb: channel.queue_declare(self.topo.queue, passive=True, callback=cb), 10
-        )
-        return frame.method.message_count
+        return self.link.ready_count(self.topo.queue, 10)
 
     def close(self) -> None:
         self.link.close()
@@ -310,11 +302,9 @@ def relay_drain(settings: Settings, n: int) -> Rate:
                 break
         seconds = time.perf_counter() - start
         done = int(relay.metrics.registry.get_sample_value("reco_relay_published_total") or 0)
-        link = relay.link
-        if link is None:
+        if relay.link is None:
             raise RuntimeError("the relay closed its link while draining")
-        channel = link.require()
-        link.call(lambda cb: channel.queue_purge(relay.topo.queue, callback=cb), 30)
+        relay.link.purge(relay.topo.queue, 30)
     finally:
         relay.close()
     return Rate(f"S2 relay drain {n}", done, seconds, time.process_time() - cpu)

@@ -116,7 +116,7 @@ def run(
     worst = 0
     rows = [_row(experiment, None, "not started", None) for experiment in chosen]
     try:
-        for position, experiment in enumerate(chosen, 1):
+        for position, experiment in enumerate(chosen):
             run_dir = base / experiment.name if len(chosen) > 1 else base
             run_dir.mkdir(parents=True, exist_ok=True)
             click.echo(f"== {experiment.name}: {experiment.title} → {run_dir}")
@@ -139,11 +139,11 @@ def run(
                 outcome = "caught as expected" if caught else f"NOT caught ({outcome})"
                 click.echo(f"   negative control {outcome}")
                 counted = 0 if caught else 1
-            rows[position - 1] = _row(experiment, code, outcome, run_dir, passed=counted == 0)
+            rows[position] = _row(experiment, code, outcome, run_dir, passed=counted == 0)
             worst = _combine(worst, counted)
             if runner.interrupted:
                 # Ctrl-C means stop: not the next experiment of a catalogue on the same stack.
-                left = len(chosen) - position
+                left = len(chosen) - position - 1
                 if left:
                     click.echo(f"interrupted: {left} experiment(s) not started")
                 return worst
