@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from harness.contract.inprocess import load_schema
 from harness.pytest_plugins.service import API_KEY
 
@@ -25,3 +27,17 @@ def test_every_documented_operation_is_tested():
         "GET /readyz",
         "GET /metrics",
     }
+
+
+def test_each_operation_is_a_test_of_its_own(request):
+    """One node id per operation: selecting, re-running and reporting an operation need it."""
+    ids = [
+        item.nodeid
+        for item in request.session.items
+        if getattr(item, "originalname", "").startswith("test_operation_keeps_the_contract")
+    ]
+    if not ids:
+        pytest.skip("the operations' tests were not collected in this run")
+    labels = {op.ok().label for op in schema.get_all_operations()}
+    assert len(ids) == len(set(ids)) == len(labels), ids
+    assert all(any(f"[{label}]" in i for i in ids) for label in labels), ids
