@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import orjson
-from flask import Response, g
+from flask import Response, g, has_request_context, request
 
 MEDIA_TYPE = "application/problem+json"
 
@@ -81,12 +82,21 @@ def problem_response(
         "detail": detail,
         "request_id": getattr(g, "request_id", None) or "-",
     }
+    if has_request_context():
+        body["instance"] = instance_of(request.path)
     if errors:
         body["errors"] = errors
     response = Response(orjson.dumps(body), status=status, mimetype=MEDIA_TYPE)
     for name, value in (headers or {}).items():
         response.headers[name] = value
     return response
+
+
+def instance_of(path: str) -> str:
+    """The request's path as a relative URI reference, for the problem's ``instance``."""
+    encoded = quote(path, safe="/")
+    # "//host/..." would read as a reference to another host: keep it a path.
+    return "/%2F" + encoded[2:] if encoded.startswith("//") else encoded
 
 
 def from_exception(exc: ApiProblem) -> Response:

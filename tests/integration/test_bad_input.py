@@ -7,6 +7,7 @@ import dataclasses
 import datetime as dt
 import io
 import uuid
+from urllib.parse import unquote
 
 import orjson
 import pytest
@@ -105,6 +106,7 @@ def _assert_problem(resp, status: int) -> None:
     assert resp.mimetype == "application/problem+json"
     body = resp.json
     assert body["status"] == status and body["request_id"] and body["type"].startswith("/problems/")
+    assert unquote(body["instance"]) == resp.request.path  # the occurrence: this request's path
 
 
 @pytest.mark.parametrize("case", sorted(BODY_CASES))

@@ -7,7 +7,7 @@ import pytest
 from service import idempotency, strict_json
 from service.breaker import CircuitBreaker, CircuitOpen
 from service.popular_cache import PopularPool
-from service.problems import ApiProblem
+from service.problems import ApiProblem, instance_of
 from service.ranking import Candidate, RankingPool, rank, rank_popular
 from service.shedding import InflightLimiter, TokenBucket
 
@@ -209,3 +209,17 @@ def test_queue_time_from_x_request_start(header, expected):
     from service.middleware import queue_time_ms
 
     assert queue_time_ms(header, now=1_700_000_001.0) == expected
+
+
+@pytest.mark.parametrize(
+    ("path", "instance"),
+    [
+        ("/v1/events", "/v1/events"),
+        ("/v1/users/u 1/recommendations", "/v1/users/u%201/recommendations"),
+        ('/x"<y>?#', "/x%22%3Cy%3E%3F%23"),
+        ("/caf\u00e9", "/caf%C3%A9"),
+        ("//evil.example/x", "/%2Fevil.example/x"),  # never a reference to another host
+    ],
+)
+def test_problem_instance_is_the_path_as_a_relative_reference(path, instance):
+    assert instance_of(path) == instance
