@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from collections.abc import Callable
@@ -24,8 +25,16 @@ def main(
     make_metrics: Callable[[], Any],
     make_worker: Callable[[Settings, Any], Worker],
     idle_s: Callable[[Settings], float],
+    argv: list[str] | None = None,
 ) -> int:
     """Run one worker until SIGTERM/SIGINT; return the process exit code."""
+    # No options: settings come from the environment. --help says so instead of starting.
+    argparse.ArgumentParser(
+        prog=f"python -m workers.{name}",
+        description=f"Run the {name} until SIGTERM or SIGINT (a graceful stop).",
+        epilog="Settings come from RECO_* environment variables: docs/operations.md, or "
+        "`python -m service settings-table`. Metrics and /healthz on RECO_METRICS_PORT.",
+    ).parse_args(argv)
     try:
         settings = Settings.from_env()
     except ConfigError as exc:

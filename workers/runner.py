@@ -63,6 +63,7 @@ class Runner:
         backoff: Backoff,
         beat: Callable[..., None] = lambda **_: None,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
         max_iterations: int | None = None,
         max_seconds: float | None = None,
         pause_slice_s: float = 0.5,
@@ -72,6 +73,7 @@ class Runner:
         self.backoff = backoff
         self.beat = beat
         self.clock = clock
+        self.sleep = sleep
         self.max_iterations = max_iterations
         self.max_seconds = max_seconds
         self.pause_slice_s = pause_slice_s
@@ -140,13 +142,20 @@ class Runner:
     def pause(self, seconds: float) -> None:
         """Wait ``seconds`` in slices through worker.wait (heartbeats flow); stop cuts it short."""
         deadline = self.clock() + seconds
-        # Bounded even if waits return early (a wake-up); the deadline normally ends it.
+        # Bounded even if the clock stalls; the deadline normally ends it.
         for _ in range(4 * int(seconds / self.pause_slice_s) + 10):
             remaining = deadline - self.clock()
             if remaining <= 0 or self.stopping:
                 return
             self.beat(failures=self.failures)
-            self._safely(self.worker.wait, min(remaining, self.pause_slice_s))
+            slice_s = min(remaining, self.pause_slice_s)
+            slice_end = self.clock() + slice_s
+            self._safely(self.worker.wait, slice_s)
+            # A worker's wait may return at once: a wake-up, or a relay that lost its
+            # connections and means to look again. The backoff still takes its time.
+            rest = slice_end - self.clock()
+            if rest > 0 and not self.stopping:
+                self.sleep(rest)
 
     def _bound_reached(self, started: float) -> bool:
         if self.max_iterations is not None and self.iterations >= self.max_iterations:

@@ -173,3 +173,43 @@ def test_beats_report_liveness_on_success_and_during_backoff():
     runner.beat = lambda **details: beats.append(details)
     runner.run()
     assert {"failures": 1} in beats and beats[-1] == {"failures": 0}
+
+
+class ImpatientWorker(FakeWorker):
+    """A worker whose wait returns at once, as the relay's does after losing its connections."""
+
+    def wait(self, timeout: float) -> None:
+        self.calls.append(("wait", round(timeout, 3)))
+
+
+def test_a_backoff_takes_its_time_when_the_worker_wait_returns_at_once():
+    clock = FakeClock()
+    worker = ImpatientWorker(clock, [OSError("db down"), OSError("still down"), 2])
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock.now += seconds
+
+    runner = _runner(worker, clock, max_iterations=3, pause_slice_s=0.5, sleep=sleep)
+    runner.run()
+    # Delays 1 s, then 2 s (rng 1.0: the ceiling), in half-second slices.
+    assert clock.now == pytest.approx(3.0)
+    assert slept == pytest.approx([0.5] * 6)
+    assert [c for c in worker.calls if c[0] == "run_once"] == [("run_once",)] * 3
+
+
+@pytest.mark.parametrize(("argv", "code"), [(["--help"], 0), (["--bogus"], 2)])
+def test_a_worker_given_options_answers_them_instead_of_starting(argv, code, capsys):
+    from workers.main import main
+
+    def never(*_args):
+        raise AssertionError("the worker must not start")
+
+    with pytest.raises(SystemExit) as exited:
+        main("relay", never, never, never, argv=argv)
+    assert exited.value.code == code
+    out = capsys.readouterr()
+    assert "usage: python -m workers.relay" in out.out + out.err
+    if code == 0:
+        assert "RECO_" in out.out
