@@ -15,7 +15,8 @@ EXIT_OK, EXIT_USAGE = 0, 2
     "-o",
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="where to write the HTML (default: RUN_DIR/report.html)",
+    help="where to write the HTML (default: RUN_DIR/report.html, or RUN_DIR/reco-report.html"
+    " where report.html is another tool's, as in load runs: Locust writes one)",
 )
 def command(run_dir: Path, out: Path | None) -> int:
     """Write an offline HTML report of RUN_DIR: verdict, charts, audit, tables, metadata."""
