@@ -4,7 +4,7 @@
 (the soak's phases, else the plateau's first and last quarter) into ``drift.json``, the
 guardrail source ``drift``. ``p99_drift`` is the late p99's excess over the early one as a
 share of the early one; p99s under ``FLOOR_MS`` count as ``FLOOR_MS`` there, so a few
-milliseconds of scheduler noise on a fast endpoint are not a drift (reliability spec §4.2:
+milliseconds of scheduler noise on a fast endpoint are not a drift (the bar: the
 late p99 within 10–20 % of the early one).
 """
 

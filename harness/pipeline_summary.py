@@ -2,8 +2,8 @@
 
 ``summarise(samples, window, e2e)`` reduces the plateau's ``pipeline.jsonl`` lines (one a
 second) and the exact event-to-feature latencies read from the inbox (``e2e_latency``)
-into ``pipeline.json``, the guardrail source ``pipeline`` (reliability spec §4.2: outbox age
-p99 < 2 s, event-to-feature p99 < 5 s under sustained load).
+into ``pipeline.json``, the guardrail source ``pipeline`` (under sustained load: outbox age
+p99 < 2 s, event-to-feature p99 < 5 s).
 """
 
 from __future__ import annotations

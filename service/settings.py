@@ -16,7 +16,7 @@ KNOWN_DEFAULT_SECRETS = frozenset(
     {"", "admin", "changeme", "dev-key", "guest", "password", "postgres", "secret", "test"}
 )
 DEV_API_KEY = "dev-key"  # noqa: S105 - development default, refused in production
-# reliability.md §3.2: API-key secrets carry at least 32 bytes of entropy.
+# API-key secrets carry at least 32 bytes of entropy: guessing one is not a threat model.
 MIN_API_KEY_CHARS = 32
 
 

@@ -1,4 +1,4 @@
-"""The machine and software a benchmark ran on (perf spec §3.1 point 5)."""
+"""The machine and software a benchmark ran on (docs/performance.md, Method point 5)."""
 
 from __future__ import annotations
 

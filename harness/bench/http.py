@@ -3,10 +3,10 @@
 B1 ``/hello``, B2 ``/db`` (one indexed SELECT) and B2w ``/write`` (insert + commit) run on a
 bare Flask app under the service's own gunicorn config; GET recommendations and POST events
 run on the service. Each round measures B then S; one more baseline closes the last round,
-so ratio_r = S_r / mean(B_r, B_r+1) (performance spec §3.1).
+so ratio_r = S_r / mean(B_r, B_r+1) (docs/performance.md, Method).
 
 The gated baselines are the bare app with the service's access line and request series
-(spec §3.1: identical logging and metrics settings); the same routes without them give the
+(identical logging and metrics settings); the same routes without them give the
 informational ``*_plain`` ratios, which charge the log line and the metrics to the service.
 """
 

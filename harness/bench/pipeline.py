@@ -1,7 +1,7 @@
 """Relay and consumer against their bare baselines (B4, B5), end-to-end latency and growth.
 
 Built on harness/bench/workers.py: the same messages, flags and queue type for a baseline
-and the component it is compared with, interleaved rounds (perf spec §3.3, §4.2).
+and the component it is compared with, interleaved rounds (docs/performance.md).
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ PLANS = {
                   half_pipeline=False),
     "default": Plan("default", 5, 10, 3, 10, 10, 2, 5, 20_000, 1_500, 10_000, 15,
                     (10_000, 100_000), 1_000, 10, 30_000, (1, 2, 4), (100_000,), 10_000, 2),
-    # The spec's full method: 20 s wrk rounds after warm-up, the 1e6 backlog and inbox.
+    # The full method: 20 s wrk rounds after warm-up, the 1e6 backlog and inbox.
     "full": Plan("full", 5, 20, 5, 10, 20, 2, 5, 20_000, 1_500, 10_000, 30,
                  (10_000, 100_000, 1_000_000), 1_000, 10, 30_000, (1, 2, 4),
                  (100_000, 1_000_000), 10_000, 3),

@@ -2,7 +2,7 @@
 
 Every function takes Settings (database, broker, namespace) and returns a Rate or a dict, so
 pytest-benchmark tests and ``reco-harness bench system`` can call the same code. Methods
-follow the performance spec §3: same message bytes, properties, flags and queue type for a
+follow docs/performance.md: same message bytes, properties, flags and queue type for a
 baseline and the component compared with it; ratios come from interleaved rounds.
 """
 
@@ -311,7 +311,7 @@ def relay_drain(settings: Settings, n: int) -> Rate:
 
 
 def backlog_growth(settings: Settings, small=1_000, large=100_000, repeats=10) -> dict:
-    """Drain rate with a ``large`` backlog over the rate with ``small`` ones (spec §4.2).
+    """Drain rate with a ``large`` backlog over the rate with ``small`` ones.
 
     Small drains are short and noisy: ``repeats`` of them are pooled (rows / seconds) just
     before and just after the large one, and the large rate is compared with their mean.

@@ -1,4 +1,4 @@
-"""Relay and consumer speed as ratios to bare baselines measured in the same run (perf spec §3).
+"""Relay and consumer speed as ratios to bare baselines measured in the same run.
 
 Run with ``pytest tests/benchmarks/test_workers_bench.py --benchmark-enable``. Every ratio
 and absolute number is printed and written to ``.benchmarks/workers.json``; only the alarm

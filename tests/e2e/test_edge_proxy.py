@@ -1,4 +1,4 @@
-"""nginx running deploy/nginx/reco-api.conf in front of gunicorn's sync workers (spec §4.1)."""
+"""nginx running deploy/nginx/reco-api.conf in front of gunicorn's sync workers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Bad framing that HTTP clients refuse to send, over raw sockets to gunicorn (spec §4.1)."""
+"""Bad framing that HTTP clients refuse to send, over raw sockets to gunicorn."""
 
 from __future__ import annotations
 

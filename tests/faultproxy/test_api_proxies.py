@@ -1,4 +1,4 @@
-"""HTTP API conformance (spec §1): transport, routing, proxies, populate and reset."""
+"""HTTP API conformance: transport, routing, proxies, populate and reset."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""HTTP API conformance (spec §1.3): toxic creation, listing, update, delete and decoding."""
+"""HTTP API conformance: toxic creation, listing, update, delete and decoding."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Data-plane conformance (spec §2): each toxic's effect on real TCP traffic.
+"""Data-plane conformance: each toxic's effect on real TCP traffic.
 
 Timing assertions hold lower bounds firmly and upper bounds loosely, for busy 2-core machines.
 """

@@ -1,4 +1,4 @@
-"""The calls toxiproxy-python 0.1.1 makes, driven through that client (spec §3)."""
+"""The calls toxiproxy-python 0.1.1 makes, driven through that client."""
 
 from __future__ import annotations
 

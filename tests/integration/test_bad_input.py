@@ -239,7 +239,7 @@ def test_auth_failures_are_throttled_per_address(app_settings, db, auth):
 
 
 def test_a_key_past_its_rate_gets_429_while_other_keys_go_on(app_settings, db, auth):
-    """reliability.md §3.8: a burst above the key's limit is 429; others unaffected; it recovers."""
+    """Rate limits: a burst above the key's limit is 429; others unaffected; it recovers."""
     now = [1000.0]
     with _app_with(app_settings, rate_limit_per_s=1.0, rate_limit_burst=3) as app:
         app.extensions["reco"].rate_limit._clock = lambda: now[0]  # the window passes on demand
@@ -267,7 +267,7 @@ def test_a_key_past_its_rate_gets_429_while_other_keys_go_on(app_settings, db, a
 
 
 def test_events_past_a_users_rate_are_429_whole_and_other_users_go_on(app_settings, db, auth):
-    """reliability.md §3.1 API6: bulk events for one user are capped, from any key."""
+    """Shilling (OWASP API6): bulk events for one user are capped, from any key."""
     now = [1000.0]
     settings = {"user_event_rate_per_s": 1.0, "user_event_burst": 100.0}
     with _app_with(app_settings, **settings) as app:

@@ -96,7 +96,7 @@ def test_logs_never_contain_the_api_key(client, auth, caplog, make_events, capfd
 
 
 def test_a_forged_log_line_in_the_path_stays_inside_one_json_line(client, auth, caplog):
-    """Log injection (spec §3.10): CR/LF in a path cannot start a line of its own."""
+    """Log injection: CR/LF in a path cannot start a line of its own."""
     reco = logging.getLogger("reco")
     formatter = reco.handlers[0].formatter  # the JSON formatter every line goes through
     reco.addHandler(caplog.handler)
