@@ -29,9 +29,7 @@ def group() -> None:
 
 @group.command("system")
 @click.option("--quick", "mode", flag_value="quick", help="CI size: a few minutes")
-@click.option(
-    "--full", "mode", flag_value="full", help="the full sizes (1e6 backlog, 20 s rounds)"
-)
+@click.option("--full", "mode", flag_value="full", help="the full sizes (1e6 backlog, 20 s rounds)")
 @click.option("--rounds", type=click.IntRange(1, 20), help="interleaved rounds per ratio")
 @click.option("--out", type=click.Path(file_okay=False), help="results directory (default runs/…)")
 @click.option("--guardrails", "guardrails_file", type=click.Path(dir_okay=False),
