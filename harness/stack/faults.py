@@ -62,6 +62,7 @@ def start_toxiproxy(state_dir: Path, marker: tuple[str, str]) -> dict:
         wait_until(ready, 15, "toxiproxy")
     return {
         "url": url,
+        "port": port,
         "kind": kind,
         "pid": proc.pid,
         "pgid": proc.pid,

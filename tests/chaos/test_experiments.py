@@ -169,3 +169,10 @@ def test_links_and_apps_listen_outside_the_ephemeral_range(chaos_stack):
     for name in ("api", "relay", "consumer"):
         ports[name] = chaos_stack.state["components"][name]["port"]
     assert all(not low <= port <= high for port in ports.values()), (ports, low, high)
+
+
+def test_status_names_every_component_port_including_the_fault_proxy(chaos_stack):
+    rows = {row["name"]: row for row in chaos_stack.status()}
+    assert set(rows) >= {"postgres", "rabbitmq", "toxiproxy", "api", "relay", "consumer"}
+    for name, row in rows.items():
+        assert row["port"] and f":{row['port']}" in row["url"], (name, row)
