@@ -95,6 +95,7 @@ class Relay:
         self._db = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="relay-db")
         self.stopping = False
         self.probing = False  # after a refused batch: each batch settles before more are claimed
+        self.resting = False  # between a reset and the next run_once: the runner's backoff
         # Claim pacing: a claim that came back short took every visible row, so claiming
         # again while its batch is in flight finds nothing unless new rows committed
         # (NOTIFY) or claimed rows were given back. Without this, each small batch cost five
@@ -113,6 +114,7 @@ class Relay:
     # -- the loop body --------------------------------------------------------------------
     def run_once(self) -> int:
         """Publish the next claimed batch, then settle the previous one; return rows handled."""
+        self.resting = False
         self._ensure_connections()
         if not self.ready:
             if self.inflight is None:
@@ -454,8 +456,12 @@ class Relay:
         """Sleep until NOTIFY outbox, ``timeout`` or stop, keeping AMQP heartbeats flowing.
 
         Writers notify only while the relay sleeps here (armed); a row committed while it
-        armed is found by the arming's own check, and then it does not sleep at all.
+        armed is found by the arming's own check, and then it does not sleep at all. After a
+        reset it only rests: the runner is backing off, and a wake-up must not cut that short.
         """
+        if self.resting:
+            self._rest(timeout)
+            return
         listener = self.listener
         if not listener.woken and not self.fresh and not self.stopping:
             if listener.arm():
@@ -469,9 +475,18 @@ class Relay:
         listener.woken = False
         self.fresh = True  # woken by NOTIFY, or the poll: look again
 
+    def _rest(self, timeout: float) -> None:
+        """Sit out a backoff: no claims and no wake-ups, but heartbeats on a link still open."""
+        link = self.link
+        if link is not None and link.alive:
+            link.wait_for(lambda: self.stopping, timeout)
+        else:
+            time.sleep(timeout)
+
     def reset(self, error: BaseException) -> None:
         """Roll back every open transaction (their rows stay pending) and drop what broke."""
         self.metrics.errors.labels(error_kind(error)).inc()
+        self.resting = True  # the runner backs off next: wait() sits it out
         self._gave_back()  # whatever was claimed is rolled back below
         self.inflight = None
         self._quiesce()

@@ -13,8 +13,11 @@ import time
 
 import pytest
 
+from chaos.faultproxy.client import Client
+from chaos.faultproxy.locate import find_server
+from harness.bench.workers import make_events, seed_outbox
 from harness.pytest_plugins import workers as plugin
-from harness.pytest_plugins.workers import WorkerProcess, wait_until
+from harness.pytest_plugins.workers import WorkerProcess, pending_rows, wait_until
 
 worker_procs = plugin.worker_procs
 
@@ -57,3 +60,44 @@ def test_a_refused_server_is_retried_on_the_backoff_schedule(
     assert 2 <= attempts <= MOST_ATTEMPTS, (attempts, time.monotonic() - first)
     assert worker.healthy()  # backing off is alive
     assert worker.stop(timeout=15) == 0
+
+
+@pytest.fixture
+def fault_proxy(tmp_path):
+    """A Toxiproxy-compatible server (TOXIPROXY_URL, toxiproxy-server, else ours)."""
+    server = find_server(log_path=str(tmp_path / "faultproxy.log"))
+    try:
+        with Client(server.url) as client:
+            yield client
+    finally:
+        server.stop()
+
+
+def test_the_relay_keeps_its_broker_link_alive_through_a_database_backoff(
+    settings, pg_instance, tmp_path, worker_procs, fault_proxy
+):
+    """Heartbeats keep flowing while the relay waits out a database outage.
+
+    With 1 s heartbeats the broker drops a client silent for about two seconds; the backoff
+    here grows to 4 s, so an unserviced link would be closed and reopened.
+    """
+    created = fault_proxy.create_proxy("relay_db", f"{pg_instance.host}:{pg_instance.port}")
+    port = created["listen"].rsplit(":", 1)[1]
+    proxied = dataclasses.replace(
+        settings,
+        database_url=settings.database_url.replace(f":{pg_instance.port}/", f":{port}/"),
+        amqp_heartbeat_s=1,
+        backoff_max_s=4.0,
+    )
+    relay = WorkerProcess.start("relay", proxied, tmp_path)
+    worker_procs.append(relay)
+    seed_outbox(settings.database_url, make_events(20, users=5), with_events=True)
+    wait_until(lambda: pending_rows(settings.database_url) == 0, 30, "the first drain")
+
+    with fault_proxy.down("relay_db"):
+        wait_until(lambda: len(_failures(relay)) >= 6, 30, "backoffs of several seconds")
+    seed_outbox(settings.database_url, make_events(20, users=5), with_events=True)
+    wait_until(lambda: pending_rows(settings.database_url) == 0, 30, "the drain after the outage")
+    connected = [r for r in relay.log_records() if r.get("msg") == "connected to broker"]
+    assert len(connected) == 1, [r.get("msg") for r in relay.log_records()][-30:]
+    assert relay.stop(timeout=15) == 0
