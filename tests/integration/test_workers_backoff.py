@@ -1,4 +1,4 @@
-"""A worker whose server refuses connections backs off as documented, not in a tight loop.
+"""Workers back off as documented: on schedule, and with their other connection kept alive.
 
 The backoff starts at 0.1 s and doubles (half fixed, half jitter), so three seconds hold at
 most seven attempts. The relay once retried thousands of times a second: its idle wait
