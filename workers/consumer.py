@@ -80,6 +80,7 @@ class Consumer:
         self.topo = topology(settings)
         self.applier = Applier(settings, FEATURE_CONSUMER)
         self.link: Link | None = None
+        self.link_failed = False  # the current link's loss was already raised as a failure
         self.buffer: list[Delivery] = []
         self.held: list[Delivery] = []  # a batch that failed on the DB, retried before new ones
         self.pending: Pending | None = None
@@ -102,8 +103,8 @@ class Consumer:
     def run_once(self) -> int:
         """Take a batch, settle the previous one, start applying this one; 0 when idle."""
         self._ensure_link()
-        self._refresh_depths()
         try:
+            self._refresh_depths()
             if self.held:
                 settled = self._finish_pending()
                 batch, self.held = self.held, []
@@ -295,15 +296,27 @@ class Consumer:
 
     # -- broker ---------------------------------------------------------------------------
     def _ensure_link(self) -> None:
-        if self.link is not None and self.link.alive:
+        """Open the link when there is none; fail the iteration when it died unnoticed.
+
+        A link lost between iterations (a heartbeat timeout, the broker or a proxy closing it)
+        is a failure like any other: reopening it at once, again and again on a flapping
+        network, would hand every unacked delivery back each time and burn the queue's
+        delivery limit in seconds. Raising lets the runner back off first.
+        """
+        link = self.link
+        if link is not None and link.alive:
             return
-        generation = self.link.generation if self.link is not None else 0
-        if self.link is not None:
-            self.link.close()
+        lost = link is not None and not self.link_failed
+        generation = link.generation if link is not None else 0
+        if link is not None:
+            link.close()
         self.applier.wait_idle()
         self.pending = None  # committed or not, its channel is gone: it will be redelivered
         self.buffer, self.held = [], []  # unacked deliveries died with their channel
         self.consumer_tag = None
+        if link is not None and lost:
+            self.link_failed = True
+            raise AmqpError(f"broker link lost: {link.error!r}")
         self.tracker = ConfirmTracker()
         self.link = Link(self.settings, self.name)
         self.link.generation = generation
@@ -321,6 +334,7 @@ class Consumer:
         )
         self.paused = True
         self._resume()
+        self.link_failed = False
         log.info("connected to broker", extra={"queue": self.topo.queue})
 
     def _refresh_depths(self) -> None:
@@ -407,6 +421,7 @@ class Consumer:
             self.applier.drop_connection()
         if self.link is not None and not self.link.alive:
             self.link.close()
+            self.link_failed = True  # this failure covers the loss: the next open is no new one
         elif isinstance(error, psycopg2.Error):
             self._pause()  # stop fetching until the database answers again
 

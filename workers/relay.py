@@ -417,7 +417,13 @@ class Relay:
                 conn.autocommit = True  # transactions are spelled out; see workers/outbox.py
                 self.conns[index] = conn
         self.listener.ensure()
-        if self.link is None or not self.link.alive:
+        if self.link is not None and not self.link.alive:
+            # Lost between iterations (a heartbeat timeout, a proxy or the broker closing it):
+            # a failure like any other, so the runner backs off before the next reopen instead
+            # of reconnecting at once, again and again, on a flapping network. A failure
+            # already raised for it closed it (reset), and then the link is None.
+            raise AmqpError(f"broker link lost: {self.link.error!r}")
+        if self.link is None:
             self._open_link()
 
     def _open_link(self) -> None:

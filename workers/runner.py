@@ -11,6 +11,10 @@ from typing import Protocol
 
 log = logging.getLogger("reco.worker")
 
+# Failures are forgotten only after this long without one: a dependency that comes back for a
+# moment and fails again (a flapping link) keeps the backoff growing instead of resetting it.
+STABLE_S = 10.0
+
 
 class Worker(Protocol):
     """What the runner drives. Tests call run_once() directly."""
@@ -67,6 +71,7 @@ class Runner:
         max_iterations: int | None = None,
         max_seconds: float | None = None,
         pause_slice_s: float = 0.5,
+        stable_s: float = STABLE_S,
     ):
         self.worker = worker
         self.idle_s = idle_s
@@ -77,9 +82,12 @@ class Runner:
         self.max_iterations = max_iterations
         self.max_seconds = max_seconds
         self.pause_slice_s = pause_slice_s
+        self.stable_s = stable_s
         self.stopping = False
         self.signal_name: str | None = None  # the first SIGTERM/SIGINT received
-        self.failures = 0
+        self.failures = 0  # since the loop last ran stable_s without a failure
+        self.last_failure = 0.0
+        self.recovered = True  # no failure since the last successful iteration
         self.iterations = 0
         self.handled = 0
 
@@ -117,6 +125,7 @@ class Runner:
             handled = self.worker.run_once()
         except Exception as exc:  # noqa: BLE001 - any failure means: reset, back off, retry
             self.failures += 1
+            self.last_failure, self.recovered = self.clock(), False
             delay = self.backoff.delay(self.failures)
             log.warning(
                 "worker iteration failed; backing off",
@@ -131,9 +140,11 @@ class Runner:
             self._safely(self.worker.reset, exc)
             self.pause(delay)
             return
-        if self.failures:
+        if not self.recovered:
             log.info("worker recovered", extra={"worker": self.worker.name})
-        self.failures = 0
+            self.recovered = True
+        if self.failures and self.clock() - self.last_failure >= self.stable_s:
+            self.failures = 0
         self.handled += handled
         self.beat(failures=0)
         if handled == 0 and not self.stopping:

@@ -19,6 +19,7 @@ from harness.pytest_plugins.workers import (
     wait_until,
 )
 from service.events import KIND_WEIGHTS
+from workers.amqp import AmqpError
 from workers.consumer import PausedForDatabase
 from workers.messages import properties_for
 from workers.topology import topology
@@ -270,7 +271,10 @@ def test_a_held_batch_of_a_dead_channel_is_dropped_not_acked(
     generation = consumer.link.generation
     consumer.link.close()  # the broker requeues everything unacked on that channel
     proxy.restore()
-    drain_consumer(consumer, 80)
+    with pytest.raises(AmqpError, match="broker link lost"):
+        consumer.run_once()  # a lost link fails the iteration (the runner backs off)...
+    assert not consumer.held
+    drain_consumer(consumer, 80)  # ...and the next one opens a new one
     assert consumer.link.generation == generation + 1 and consumer.link.alive
     _assert_features_match_events(db)
     assert_audit(settings)

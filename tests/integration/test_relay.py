@@ -21,6 +21,7 @@ from harness.pytest_plugins.workers import (
     pending_rows,
     wait_until,
 )
+from workers.amqp import AmqpError
 from workers.topology import topology
 
 # Fixtures of the workers plugin (until tests/conftest.py registers it for every module).
@@ -451,3 +452,19 @@ def test_a_relay_frozen_mid_transaction_loses_its_rows_to_another_and_recovers(
     assert frozen.stop() == 0
     drain_consumer(worker_objects.consumer(settings), len(ids) + len(extra), timeout=60)
     assert_audit(settings)  # duplicates at the broker only; every event applied once
+
+
+def test_a_link_lost_between_iterations_fails_one_then_the_next_reconnects(
+    settings, db, worker_objects
+):
+    """Reopening a lost link at once, on a flapping network, would never back off."""
+    relay = worker_objects.relay(settings)
+    seed_outbox(settings.database_url, make_events(10), with_events=True)
+    drain_relay(relay)
+    relay.link.close()  # as a heartbeat timeout or a proxy would, while the relay idled
+    with pytest.raises(AmqpError, match="broker link lost") as lost:
+        relay.run_once()
+    relay.reset(lost.value)  # what the runner does before it backs off
+    seed_outbox(settings.database_url, make_events(10), with_events=True)
+    drain_relay(relay)
+    assert relay.link.alive

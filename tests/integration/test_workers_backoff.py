@@ -17,7 +17,14 @@ from chaos.faultproxy.client import Client
 from chaos.faultproxy.locate import find_server
 from harness.bench.workers import make_events, seed_outbox
 from harness.pytest_plugins import workers as plugin
-from harness.pytest_plugins.workers import WorkerProcess, pending_rows, wait_until
+from harness.pytest_plugins.workers import (
+    WorkerProcess,
+    applied_count,
+    assert_audit,
+    drain_relay,
+    pending_rows,
+    wait_until,
+)
 
 worker_procs = plugin.worker_procs
 
@@ -101,3 +108,34 @@ def test_the_relay_keeps_its_broker_link_alive_through_a_database_backoff(
     connected = [r for r in relay.log_records() if r.get("msg") == "connected to broker"]
     assert len(connected) == 1, [r.get("msg") for r in relay.log_records()][-30:]
     assert relay.stop(timeout=15) == 0
+
+
+def test_a_flapping_broker_link_backs_the_consumer_off_without_burning_deliveries(
+    settings, rabbit_instance, tmp_path, worker_objects, worker_procs, fault_proxy
+):
+    """Each reconnect hands every unacked delivery back, one delivery attempt each.
+
+    The link here dies a few deliveries after each connect. Reopening it at once burned the
+    queue's delivery limit (20) within seconds and dead-lettered valid messages; on the
+    backoff schedule a few seconds hold a handful of reconnects.
+    """
+    upstream = f"{rabbit_instance.host}:{rabbit_instance.port}"
+    created = fault_proxy.create_proxy("consumer_amqp", upstream)
+    port = created["listen"].rsplit(":", 1)[1]
+    proxied = dataclasses.replace(
+        settings, amqp_url=settings.amqp_url.replace(f":{rabbit_instance.port}/", f":{port}/")
+    )
+    assert proxied.amqp_url != settings.amqp_url
+    seed_outbox(settings.database_url, make_events(300, users=20), with_events=True)
+    drain_relay(worker_objects.relay(settings))
+    fault_proxy.add_toxic("consumer_amqp", "limit_data", stream="downstream", bytes=6_000)
+    consumer = WorkerProcess.start("consumer", proxied, tmp_path)
+    worker_procs.append(consumer)
+    wait_until(lambda: len(_failures(consumer)) >= 2, 15, "the link to drop")
+    time.sleep(WINDOW_S)  # the measurement is how many reconnects fit in this window
+    fault_proxy.remove_toxic("consumer_amqp", "limit_data_downstream")
+    connects = [r for r in consumer.log_records() if r.get("msg") == "connected to broker"]
+    assert len(connects) <= MOST_ATTEMPTS, len(connects)
+    wait_until(lambda: applied_count(settings.database_url) == 300, 60, "the drain after it")
+    assert_audit(settings)  # nothing dead-lettered, lost or applied twice
+    assert consumer.stop(timeout=15) == 0

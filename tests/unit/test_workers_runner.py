@@ -95,7 +95,26 @@ def test_failures_reset_then_back_off_in_slices_and_recover():
     waits = [c[1] for c in worker.calls if c[0] == "wait"]
     assert waits == [1.0, 1.0, 1.0]  # 1 s after the first failure, 2 s after the second
     assert clock.now == pytest.approx(3.0)
-    assert runner.failures == 0 and runner.handled == 2
+    assert runner.recovered and runner.handled == 2
+    assert runner.failures == 2  # forgotten only after stable_s without a failure
+
+
+def test_a_flapping_dependency_keeps_the_backoff_growing_until_the_loop_is_stable():
+    clock = FakeClock()
+    # Up for one iteration between failures (a link that reconnects, then drops again).
+    script = [OSError("down"), 1, OSError("down"), 1, OSError("down"), 1]
+    worker = FakeWorker(clock, script)
+    runner = _runner(worker, clock, max_iterations=6, pause_slice_s=8.0)
+    runner.run()
+    pauses = [c[1] for c in worker.calls if c[0] == "wait" and c[1] != 0.1]
+    assert pauses == [1.0, 2.0, 4.0]  # not 1, 1, 1: each success did not reset the count
+    assert runner.failures == 3
+
+    clock.now += runner.stable_s  # a quiet spell that long...
+    worker.script = [2, OSError("down")]
+    runner.max_iterations += 2
+    runner.run()
+    assert worker.calls[-2:] == [("wait", 1.0), ("close",)]  # ...and the backoff starts over
 
 
 def test_request_stop_finishes_the_iteration_then_closes_once():
