@@ -102,6 +102,12 @@ class Link:
         if self.error is not None:
             error = self.error
             self.close()
+            if isinstance(error, pika.exceptions.IncompatibleProtocolError):
+                # pika's name for a connection that closed before the broker's first frame: a
+                # network, proxy or broker that went away, not a protocol mismatch.
+                raise AmqpError(
+                    f"AMQP connect failed: closed before the handshake ended ({error!r})"
+                ) from None
             raise AmqpError(f"AMQP connect failed: {error!r}") from None
         self.generation += 1
 

@@ -7,8 +7,10 @@ returns at once after it lost its connections, and the backoff waited through it
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import socket
+import threading
 import time
 
 import pytest
@@ -25,6 +27,7 @@ from harness.pytest_plugins.workers import (
     pending_rows,
     wait_until,
 )
+from workers.amqp import AmqpError, Link
 
 worker_procs = plugin.worker_procs
 
@@ -139,3 +142,22 @@ def test_a_flapping_broker_link_backs_the_consumer_off_without_burning_deliverie
     wait_until(lambda: applied_count(settings.database_url) == 300, 60, "the drain after it")
     assert_audit(settings)  # nothing dead-lettered, lost or applied twice
     assert consumer.stop(timeout=15) == 0
+
+
+def test_a_connection_closed_before_the_handshake_is_not_called_a_protocol_mismatch(settings):
+    """pika reports a peer that closes at once as IncompatibleProtocolError; say what it is."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def close_each() -> None:
+        with contextlib.suppress(OSError):
+            for _ in range(3):
+                server.accept()[0].close()
+
+    threading.Thread(target=close_each, daemon=True).start()
+    refused = dataclasses.replace(settings, amqp_url=f"amqp://guest:guest@127.0.0.1:{port}/%2F")
+    try:
+        with pytest.raises(AmqpError, match="closed before the handshake ended"):
+            Link(refused, "probe").open()
+    finally:
+        server.close()
