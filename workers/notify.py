@@ -16,6 +16,7 @@ import psycopg2.errors
 from pika.adapters.select_connection import IOLoop
 
 from service.db.connect import connect
+from service.db.deadline import DeadlineExceeded
 from service.settings import Settings
 from workers import outbox
 
@@ -38,6 +39,7 @@ class OutboxListener:
         self.conn = None
         self.woken = False
         self.armed = False  # this session holds (some of) the gate's stripes
+        self.silent = False  # a wait for the server ran out: the relay's next iteration fails
         self._watched: tuple[int, int] | None = None  # (id(ioloop), fd)
         self._ioloop: IOLoop | None = None
 
@@ -68,8 +70,9 @@ class OutboxListener:
                 (claimable,) = cur.fetchone()
         except psycopg2.errors.LockNotAvailable:
             return True
-        except psycopg2.Error:
+        except psycopg2.Error as exc:
             self.close()
+            self.silent = isinstance(exc, DeadlineExceeded)
             return False
         # Rows behind notifications that came with the answer were committed before the check.
         self.conn.notifies.clear()
@@ -85,8 +88,9 @@ class OutboxListener:
         try:
             with self.conn.cursor() as cur:
                 cur.execute(DISARM)
-        except psycopg2.Error:
+        except psycopg2.Error as exc:
             self.close()
+            self.silent = isinstance(exc, DeadlineExceeded)
 
     def watch(self, ioloop: IOLoop) -> None:
         """Have ``ioloop`` drain notifications as they arrive (they set ``woken``)."""

@@ -93,6 +93,7 @@ class Relay:
         # an open transaction on that connection, an empty one was already committed.
         self.ready: collections.deque[tuple[Any, concurrent.futures.Future]] = collections.deque()
         self._db = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="relay-db")
+        self._db_silent = False  # a job's wait ran out: the jobs queued behind it fail at once
         self.stopping = False
         self.probing = False  # after a refused batch: each batch settles before more are claimed
         self.resting = False  # between a reset and the next run_once: the runner's backoff
@@ -167,7 +168,7 @@ class Relay:
     def prepare(self) -> None:
         """Connect and run due housekeeping now (benchmarks keep it out of the timed part)."""
         self._ensure_connections()
-        self._db.submit(self._housekeeping, self.conns[0]).result()
+        self._submit(self._housekeeping, self.conns[0]).result()
 
     def flush(self) -> int:
         """Settle the batch in flight and give unpublished claims back; return rows settled."""
@@ -213,7 +214,7 @@ class Relay:
             if len(self.ready) >= wanted:
                 return
             if id(conn) not in busy:
-                future = self._db.submit(self._claim_rows, conn, self._housekeeping_due())
+                future = self._submit(self._claim_rows, conn, self._housekeeping_due())
                 self.ready.append((conn, future))
                 busy.add(id(conn))
                 self.fresh = False
@@ -314,7 +315,7 @@ class Relay:
             limit = 0  # the last claim took every visible row: wait for NOTIFY or the poll
         else:
             self.fresh = False
-        future = self._db.submit(
+        future = self._submit(
             self._settle_rows, batch.conn, acked, failed, limit, not batch.premarked
         )
         if limit:
@@ -325,6 +326,24 @@ class Relay:
         if error:
             raise AmqpError(error)
         return len(batch.rows)
+
+    def _submit(self, job, *args) -> concurrent.futures.Future:
+        """Queue a job for the DB thread (one at a time, in order)."""
+        return self._db.submit(self._guarded, job, *args)
+
+    def _guarded(self, job, *args) -> Any:
+        """On the DB thread: run ``job``, unless an earlier one found the server silent.
+
+        Each wait for the server is bounded, but jobs queue behind each other: without this,
+        a black hole cost a full bound per queued job before the iteration failed.
+        """
+        if self._db_silent:
+            raise DeadlineExceeded("an earlier database job found the server silent")
+        try:
+            return job(*args)
+        except DeadlineExceeded:
+            self._db_silent = True
+            raise
 
     def _wait(self, future: concurrent.futures.Future) -> Any:
         """A database job's result, with the AMQP link serviced meanwhile (heartbeats, confirms).
@@ -411,6 +430,11 @@ class Relay:
 
     # -- connections ----------------------------------------------------------------------
     def _ensure_connections(self) -> None:
+        if self._db_silent or self.listener.silent:
+            # A wait for the server ran out outside an iteration (the listener's, while idle)
+            # or in a job nobody waited for yet: fail now, not after reconnecting into the
+            # same silence and waiting out another bound.
+            raise DeadlineExceeded("the database stopped answering")
         for index, conn in enumerate(self.conns):
             if conn is None or conn.closed:
                 conn = connect(self.settings, "relay")
@@ -507,6 +531,7 @@ class Relay:
                 self.conns[index] = None
         if isinstance(error, psycopg2.Error):
             self.listener.close()
+        self._db_silent = self.listener.silent = False  # jobs ended (quiesced); reconnect next
         if self.link is not None and (isinstance(error, AmqpError) or not self.link.alive):
             self._close_link()
 

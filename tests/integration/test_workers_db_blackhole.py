@@ -46,7 +46,8 @@ def test_workers_fail_fast_stay_live_and_recover_while_the_database_is_black_hol
         started = time.monotonic()
         seed_outbox(settings.database_url, make_events(50, users=10), with_events=True)
         wait_until(lambda: _iteration_failures(relay), budget + 10, "the relay to give up a wait")
-        assert time.monotonic() - started < budget + 10
+        # One bound, not one per queued database job (two or three of them queue up).
+        assert time.monotonic() - started < budget + 3
         assert {r["error"] for r in _iteration_failures(relay)} <= {
             "DeadlineExceeded",
             "OperationalError",
