@@ -156,8 +156,9 @@ class Relay:
     def _probe(self, batch: Batch) -> int:
         """After a refusal, settle ``batch`` at once; fail again if it is refused too.
 
-        Left in flight, it would settle in the next iteration while this one succeeded, and
-        each success resets the runner's backoff: it would never grow past its first step.
+        Left in flight, it would settle in the next iteration while this one succeeded: every
+        other iteration a success, and the runner would log a recovery each time and forget
+        the failures after a quiet spell, though the route never came back.
         """
         self.flush()
         if batch.refused:
