@@ -157,8 +157,8 @@ class Relay:
         """After a refusal, settle ``batch`` at once; fail again if it is refused too.
 
         Left in flight, it would settle in the next iteration while this one succeeded: every
-        other iteration a success, and the runner would log a recovery each time and forget
-        the failures after a quiet spell, though the route never came back.
+        other iteration a success, and the runner would log a recovery each time, though the
+        route never came back.
         """
         self.flush()
         if batch.refused:
