@@ -80,7 +80,7 @@ class Consumer:
         self.topo = topology(settings)
         self.applier = Applier(settings, FEATURE_CONSUMER)
         self.link: Link | None = None
-        self.link_failed = False  # the current link's loss was already raised as a failure
+        self.generation = 0  # of the last link dropped: the next one counts on from it
         self.buffer: list[Delivery] = []
         self.held: list[Delivery] = []  # a batch that failed on the DB, retried before new ones
         self.pending: Pending | None = None
@@ -306,20 +306,16 @@ class Consumer:
         link = self.link
         if link is not None and link.alive:
             return
-        lost = link is not None and not self.link_failed
-        generation = link.generation if link is not None else 0
-        if link is not None:
-            link.close()
+        self._drop_link()
         self.applier.wait_idle()
         self.pending = None  # committed or not, its channel is gone: it will be redelivered
         self.buffer, self.held = [], []  # unacked deliveries died with their channel
         self.consumer_tag = None
-        if link is not None and lost:
-            self.link_failed = True
+        if link is not None:  # a failure that covered its loss would have dropped it (reset)
             raise AmqpError(f"broker link lost: {link.error!r}")
         self.tracker = ConfirmTracker()
         self.link = Link(self.settings, self.name)
-        self.link.generation = generation
+        self.link.generation = self.generation
         self.link.open()
         timeout = self.settings.amqp_socket_timeout_s
         declare(self.link, self.topo, timeout)
@@ -334,7 +330,6 @@ class Consumer:
         )
         self.paused = True
         self._resume()
-        self.link_failed = False
         log.info("connected to broker", extra={"queue": self.topo.queue})
 
     def _refresh_depths(self) -> None:
@@ -346,6 +341,13 @@ class Consumer:
         link, timeout = self.live, self.settings.amqp_socket_timeout_s
         for queue in (self.topo.queue, self.topo.dlq):
             self.metrics.queue_depth.labels(queue).set(link.ready_count(queue, timeout))
+
+    def _drop_link(self) -> None:
+        """Close and forget the link, keeping its generation for the next one."""
+        if self.link is not None:
+            self.generation = self.link.generation
+            self.link.close()
+            self.link = None
 
     def _abandon_link(self) -> None:
         self.applier.wait_idle()
@@ -420,8 +422,7 @@ class Consumer:
         if isinstance(error, psycopg2.Error):
             self.applier.drop_connection()
         if self.link is not None and not self.link.alive:
-            self.link.close()
-            self.link_failed = True  # this failure covers the loss: the next open is no new one
+            self._drop_link()  # this failure covers the loss: the next open is no new one
         elif isinstance(error, psycopg2.Error):
             self._pause()  # stop fetching until the database answers again
 

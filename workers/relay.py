@@ -507,12 +507,13 @@ class Relay:
         self.fresh = True  # woken by NOTIFY, or the poll: look again
 
     def _rest(self, timeout: float) -> None:
-        """Sit out a backoff: no claims and no wake-ups, but heartbeats on a link still open."""
+        """Sit out a backoff: no claims and no wake-ups, but heartbeats on a link still open.
+
+        Without one it returns at once; the runner sleeps out the rest of its pause.
+        """
         link = self.link
         if link is not None and link.alive:
             link.wait_for(lambda: self.stopping, timeout)
-        else:
-            time.sleep(timeout)
 
     def reset(self, error: BaseException) -> None:
         """Roll back every open transaction (their rows stay pending) and drop what broke."""
