@@ -107,13 +107,17 @@ class WorkerProcess:
                 continue
         return records
 
+    def logged(self, msg: str) -> list[dict]:
+        """The JSON log lines written so far with this ``msg``."""
+        return [r for r in self.log_records() if r.get("msg") == msg]
+
     def wait_for_log(self, msg: str, timeout: float = 30) -> dict:
         """Wait until a JSON log line with ``msg`` appears; return it."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for record in self.log_records():
-                if record.get("msg") == msg:
-                    return record
+            found = self.logged(msg)
+            if found:
+                return found[0]
             if self.proc.poll() is not None:
                 break
             time.sleep(0.05)

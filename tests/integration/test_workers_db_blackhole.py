@@ -20,9 +20,7 @@ worker_procs = plugin.worker_procs
 
 
 def _iteration_failures(worker: WorkerProcess) -> list[dict]:
-    return [
-        r for r in worker.log_records() if r.get("msg") == "worker iteration failed; backing off"
-    ]
+    return worker.logged("worker iteration failed; backing off")
 
 
 def test_workers_fail_fast_stay_live_and_recover_while_the_database_is_black_holed(
