@@ -28,7 +28,7 @@ from workers.confirms import ConfirmTracker
 from workers.messages import Delivered, dead_letter_headers, read_delivery
 from workers.metrics import ConsumerMetrics, error_kind
 from workers.testhooks import pause_point
-from workers.topology import FEATURE_CONSUMER, declare, topology
+from workers.topology import FEATURE_CONSUMER, open_confirming, topology
 
 log = logging.getLogger("reco.consumer")
 
@@ -316,13 +316,20 @@ class Consumer:
         self.tracker = ConfirmTracker()
         self.link = Link(self.settings, self.name)
         self.link.generation = self.generation
-        self.link.open()
+        try:
+            self._set_up(self.link)
+        except BaseException:
+            # A step that timed out leaves the connection open but the channel half set up
+            # (no qos, no consumer): kept, it would look alive and never deliver anything.
+            self._drop_link()
+            raise
+        log.info("connected to broker", extra={"queue": self.topo.queue})
+
+    def _set_up(self, link: Link) -> None:
+        """Open the link, declare the topology, then confirms, prefetch and the consumer."""
         timeout = self.settings.amqp_socket_timeout_s
-        declare(self.link, self.topo, timeout)
-        channel = self.link.require()
-        channel.add_on_return_callback(self._on_return)
-        self.link.call(lambda cb: channel.confirm_delivery(self._on_confirm, callback=cb), timeout)
-        self.link.call(
+        channel = open_confirming(link, self.topo, timeout, self._on_confirm, self._on_return)
+        link.call(
             lambda cb: channel.basic_qos(
                 prefetch_count=self.settings.consumer_prefetch, callback=cb
             ),
@@ -330,7 +337,6 @@ class Consumer:
         )
         self.paused = True
         self._resume()
-        log.info("connected to broker", extra={"queue": self.topo.queue})
 
     def _refresh_depths(self) -> None:
         """Export the ready depth of the feature queue and the DLQ, every few seconds."""

@@ -40,7 +40,7 @@ from workers.messages import OUTBOX_ID, properties
 from workers.metrics import RelayMetrics, error_kind
 from workers.notify import OutboxListener
 from workers.testhooks import pause_point
-from workers.topology import declare, topology
+from workers.topology import open_confirming, topology
 
 log = logging.getLogger("reco.relay")
 
@@ -460,12 +460,18 @@ class Relay:
         self._close_link()
         self.link = Link(self.settings, self.name)
         self.tracker = ConfirmTracker()  # delivery tags restart at 1 on a new channel
-        self.link.open()
-        timeout = self.settings.amqp_socket_timeout_s
-        declare(self.link, self.topo, timeout)
-        channel = self.link.require()
-        channel.add_on_return_callback(self._on_return)
-        self.link.call(lambda cb: channel.confirm_delivery(self._on_confirm, callback=cb), timeout)
+        try:
+            open_confirming(
+                self.link,
+                self.topo,
+                self.settings.amqp_socket_timeout_s,
+                self._on_confirm,
+                self._on_return,
+            )
+        except BaseException:
+            # Whatever failed, a half-set-up channel (not in confirm mode) must not be kept.
+            self._close_link()
+            raise
         log.info("connected to broker", extra={"exchange": self.topo.exchange})
 
     def _close_link(self) -> None:

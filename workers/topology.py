@@ -107,6 +107,16 @@ def declare(link: Any, topo: Topology, timeout: float) -> None:
     )
 
 
+def open_confirming(link: Any, topo: Topology, timeout: float, on_confirm, on_return) -> Any:
+    """Open ``link``, declare the topology, put its channel in confirm mode; return the channel."""
+    link.open()
+    declare(link, topo, timeout)
+    channel = link.require()
+    channel.add_on_return_callback(on_return)
+    link.call(lambda cb: channel.confirm_delivery(on_confirm, callback=cb), timeout)
+    return channel
+
+
 def _declare_dlq(link: Any, topo: Topology, timeout: float) -> Any:
     """Declare the DLQ; keep one declared before it had a delivery limit; return the channel.
 

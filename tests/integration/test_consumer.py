@@ -280,6 +280,34 @@ def test_a_held_batch_of_a_dead_channel_is_dropped_not_acked(
     assert_audit(settings)
 
 
+def test_a_link_whose_set_up_failed_is_dropped_not_kept_half_set_up(
+    settings, db, worker_objects, monkeypatch
+):
+    """A declare that timed out on a live connection must not leave a link that never consumes."""
+    from workers import topology as topology_module
+
+    _seed(settings, 50)
+    drain_relay(worker_objects.relay(settings))
+    declare, calls = topology_module.declare, []
+
+    def slow_once(link, topo, timeout):
+        calls.append(1)
+        if len(calls) == 1:
+            raise AmqpError("operation timed out")  # as a broker too slow to answer would
+        return declare(link, topo, timeout)
+
+    monkeypatch.setattr(topology_module, "declare", slow_once)
+    consumer = worker_objects.consumer(settings)
+    with pytest.raises(AmqpError, match="timed out") as failed:
+        consumer.run_once()
+    consumer.reset(failed.value)  # what the runner does before it backs off
+    assert consumer.link is None
+    drain_consumer(consumer, 50, timeout=10)
+    assert len(calls) == 2 and consumer.link.alive
+    _assert_features_match_events(db)
+    assert_audit(settings)
+
+
 def test_sigterm_finishes_in_flight_work_and_exits_cleanly(
     settings, tmp_path, worker_objects, worker_procs
 ):
