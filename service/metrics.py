@@ -76,8 +76,14 @@ class ServiceMetrics:
         )
         self.pool_wait = Histogram(
             "reco_db_pool_wait_seconds",
-            "Time to check out a connection",
+            "Time waiting for a free pooled connection (connecting not included)",
             buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.2, 0.5),
+            **kw,
+        )
+        self.db_connect = Histogram(
+            "reco_db_connect_seconds",
+            "Time to open a new database connection for the pool",
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0),
             **kw,
         )
         self.db_errors = Counter(
@@ -90,7 +96,7 @@ class ServiceMetrics:
         self.events = Counter("reco_events_total", "Events received by result", ["result"], **kw)
         self.breaker_open = Gauge(
             "reco_db_circuit_open",
-            "1 while the database breaker is open",
+            "1 while the database breaker is open (0 again once it lets a trial through)",
             multiprocess_mode="max",
             **kw,
         )

@@ -250,6 +250,29 @@ def tcp_proxy() -> Iterator[Callable[[str, int], TcpProxy]]:
 
 
 @pytest.fixture
+def refused_port() -> Iterator[int]:
+    """A loopback port that refuses connections: bound, never listening, held by this test."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    yield sock.getsockname()[1]
+    sock.close()
+
+
+@pytest.fixture
+def fault_proxy(tmp_path):
+    """A Toxiproxy-compatible server's client (TOXIPROXY_URL, toxiproxy-server, else ours)."""
+    from chaos.faultproxy.client import Client
+    from chaos.faultproxy.locate import find_server
+
+    server = find_server(log_path=str(tmp_path / "faultproxy.log"))
+    try:
+        with Client(server.url) as client:
+            yield client
+    finally:
+        server.stop()
+
+
+@pytest.fixture
 def amqp_channel(rabbit_instance) -> Iterator[pika.adapters.blocking_connection.BlockingChannel]:
     """A blocking channel to the test broker, for setup, inspection and fault injection."""
     params = pika.URLParameters(rabbit_instance.url)

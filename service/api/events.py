@@ -244,8 +244,9 @@ def get_event(event_id: str) -> Response:
     openapi.validate(event_id, EVENT_ID, "path parameter event_id", 400, "/event_id")
     canonical = str(uuid.UUID(event_id))
     rt = runtime()
-    with rt.db.unit_of_work(rt.settings.read_deadline_ms / 1000) as uow, uow.cursor() as cur:
-        status = events_repo.event_status(cur, client, canonical)
+    budget = rt.settings.read_deadline_ms / 1000
+    with rt.db.unit_of_work(budget, autocommit=True) as uow, uow.cursor() as cur:
+        status = events_repo.event_status(cur, client, canonical)  # one statement, one trip
     if status is None:
         raise ApiProblem(404, "not-found", "no such event for this API key")
     return json_response(status)

@@ -41,7 +41,9 @@ def readyz() -> Response:
     rt = runtime()
     known = _known()
     try:
-        with rt.db.unit_of_work(READINESS_BUDGET_S) as uow, uow.cursor() as cur:
+        # One round trip (no BEGIN or ROLLBACK), and a failure never opens the breaker.
+        probe = rt.db.unit_of_work(READINESS_BUDGET_S, autocommit=True, probe=True)
+        with probe as uow, uow.cursor() as cur:
             top, applied = migrated(cur, known)
     except psycopg2.errors.UndefinedTable:
         # A database never migrated has no schema_migrations table: nothing is applied yet.

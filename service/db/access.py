@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -58,12 +59,45 @@ class Database:
         log.warning("database circuit %s", state, extra={"breaker": state})
         if self.metrics:
             self.metrics.breaker_open.set(1 if state == "open" else 0)
+            if state == "open":  # called under the breaker's lock: only start a timer here
+                self._check_gauge_in(self.breaker.reset_s)
+
+    def _check_gauge_in(self, seconds: float) -> None:
+        timer = threading.Timer(seconds + 0.01, self._clear_gauge_when_half_open)
+        timer.daemon = True
+        timer.start()
+
+    def _clear_gauge_when_half_open(self) -> None:
+        """Set the open gauge back to 0 once the breaker would let a trial through.
+
+        The breaker turns half open by the clock alone; without a timer the gauge (and the
+        alert on it) would stay at 1 until a request happened to reach this worker.
+        """
+        metrics = self.metrics
+        if metrics is None:
+            return
+        # Under the breaker's lock: a trial failing meanwhile cannot set 1 just before this 0.
+        until = self.breaker.unless_open(lambda: metrics.breaker_open.set(0))
+        if until is not None:  # opened again meanwhile (a failure while open moves its end)
+            self._check_gauge_in(max(until - time.monotonic(), 0.0))
+
+    def _connect(self):
+        """Open one connection for the pool, timing it (reconnect churn shows here)."""
+        started = time.perf_counter()
+        conn = connect(self.settings, "api")
+        if self.metrics:
+            self.metrics.db_connect.observe(time.perf_counter() - started)
+        return conn
+
+    def _waited(self, seconds: float) -> None:
+        if self.metrics:
+            self.metrics.pool_wait.observe(seconds)
 
     @property
     def pool(self) -> Pool:
         # Pools must not cross fork(): create one lazily in each worker process.
         if self._pool is None or self._pid != os.getpid():
-            self._pool = Pool(lambda: connect(self.settings, "api"), self.settings.db_pool_size)
+            self._pool = Pool(self._connect, self.settings.db_pool_size)
             self._pid = os.getpid()
         return self._pool
 
@@ -85,35 +119,41 @@ class Database:
         )
 
     @contextmanager
-    def unit_of_work(self, budget_s: float, autocommit: bool = False) -> Iterator[UnitOfWork]:
-        """Yield a UnitOfWork bounded by ``budget_s``; map outages to 503 problems."""
+    def unit_of_work(
+        self, budget_s: float, autocommit: bool = False, probe: bool = False
+    ) -> Iterator[UnitOfWork]:
+        """Yield a UnitOfWork bounded by ``budget_s``; map outages to 503 problems.
+
+        A ``probe`` (readiness) is refused while the breaker is open and may be its trial,
+        but its failures never open it: its budget is shorter than a request's, so a probe
+        can fail where requests still succeed, and it must not shed them.
+        """
         try:
-            self.breaker.before_call()
+            trial = self.breaker.before_call()
         except CircuitOpen:
             if self.metrics:
                 self.metrics.shed.labels("circuit_open").inc()
             raise self._unavailable("database unavailable", self.breaker.retry_after_s()) from None
         with deadline_scope(budget_s):
-            started = time.perf_counter()
             checkout = min(self.settings.db_checkout_timeout_ms / 1000, max(remaining(), 0))
-            work = UnitOfWork(self.pool, checkout, autocommit, self.settings.lock_timeout_ms)
+            work = UnitOfWork(
+                self.pool, checkout, autocommit, self.settings.lock_timeout_ms, self._waited
+            )
             try:
                 with work as uow:
-                    if self.metrics:
-                        self.metrics.pool_wait.observe(time.perf_counter() - started)
                     yield uow
             except PoolTimeout:
-                self.breaker.neutral()
+                self.breaker.neutral(trial)
                 if self.metrics:
                     self.metrics.shed.labels("pool_exhausted").inc()
                 raise self._unavailable("no database connection free") from None
             except DeadlineExceeded:
-                self._failed("deadline")
+                self._failed("deadline", trial, probe)
                 if work.committing:
                     raise self._outcome_unknown() from None
                 raise self._unavailable("database did not answer within the deadline") from None
             except UNAVAILABLE as exc:
-                self._failed(type(exc).__name__)
+                self._failed(type(exc).__name__, trial, probe)
                 if work.committing and not _refused(exc):
                     raise self._outcome_unknown() from None
                 raise self._unavailable("database unavailable") from None
@@ -123,8 +163,11 @@ class Database:
                 raise
         self.breaker.success()
 
-    def _failed(self, kind: str) -> None:
-        self.breaker.failure()
+    def _failed(self, kind: str, trial: bool = False, probe: bool = False) -> None:
+        if probe:
+            self.breaker.neutral(trial)
+        else:
+            self.breaker.failure()
         if self.metrics:
             self.metrics.db_errors.labels(kind).inc()
         log.warning("database call failed", extra={"kind": kind})

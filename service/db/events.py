@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from service.db.connect import ensure_prepared
+from service.db.connect import with_prepare
 
 # Prepared once per connection: parsing and planning the call would cost a fifth of it.
 ACCEPT_STATEMENT = "reco_accept_events"
@@ -68,9 +68,9 @@ def accept(cur, request: dict[str, Any], events: list[dict[str, Any]], outbox: d
     ``request`` holds client_id, key, lock_key, fingerprint, ttl_s and request_id; ``outbox``
     the event_type, headers and, per event, routing_keys and payloads.
     """
-    ensure_prepared(cur, ACCEPT_STATEMENT, PREPARE_ACCEPT)
+    sql = ACCEPT_SMALL if len(events) <= GENERIC_PLAN_MAX_EVENTS else ACCEPT_LARGE
     cur.execute(
-        ACCEPT_SMALL if len(events) <= GENERIC_PLAN_MAX_EVENTS else ACCEPT_LARGE,
+        with_prepare(cur, ACCEPT_STATEMENT, PREPARE_ACCEPT, sql, after="BEGIN;"),
         {
             **request,
             "event_type": outbox["event_type"],

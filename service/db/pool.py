@@ -3,10 +3,27 @@
 from __future__ import annotations
 
 import queue
+import select
 import threading
+import time
 from collections.abc import Callable
 
+import psycopg2
 import psycopg2.extensions
+
+
+def _peer_spoke(conn: psycopg2.extensions.connection) -> bool:
+    """Tell whether the server sent anything to an idle connection: it closed it, or said why.
+
+    An idle connection gets nothing unasked (the service never LISTENs), so readable means
+    end of file or a FATAL before it (a restart, a terminated backend, a proxy that dropped
+    the link). One poll costs no round trip; handing the connection out would cost the
+    request its answer.
+    """
+    try:
+        return bool(select.select([conn.fileno()], [], [], 0)[0])
+    except (OSError, ValueError, psycopg2.Error):
+        return True
 
 
 class PoolTimeout(RuntimeError):
@@ -22,18 +39,27 @@ class Pool:
         self._slots = threading.BoundedSemaphore(size)
         self.size = size
 
-    def checkout(self, timeout_s: float) -> psycopg2.extensions.connection:
-        """Return an open connection, creating one if no idle one is left."""
+    def checkout(
+        self, timeout_s: float, on_wait: Callable[[float], None] | None = None
+    ) -> psycopg2.extensions.connection:
+        """Return an open connection, creating one if no idle one is left.
+
+        ``on_wait`` gets the seconds spent waiting for a free slot (not connecting).
+        """
+        started = time.perf_counter()
         if not self._slots.acquire(timeout=timeout_s):
             raise PoolTimeout(f"no database connection free within {timeout_s * 1000:.0f} ms")
+        if on_wait is not None:
+            on_wait(time.perf_counter() - started)
         try:
             while True:
                 try:
                     conn = self._idle.get_nowait()
                 except queue.Empty:
                     return self._factory()
-                if not conn.closed:
+                if not conn.closed and not _peer_spoke(conn):
                     return conn
+                conn.close()
         except BaseException:
             self._slots.release()
             raise

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.db.connect import ensure_prepared
+from service.db.connect import with_prepare
 from service.ranking import Candidate
 
 POPULAR = """
@@ -31,8 +31,8 @@ def popular(cur, pool: int) -> list[Candidate]:
 
 def history(cur, user_id: str, max_seen: int = 1000) -> tuple[dict[int, float], set[int]]:
     """Return the user's category affinities and the items they interacted with most recently."""
-    ensure_prepared(cur, HISTORY_STATEMENT, PREPARE_HISTORY)
-    cur.execute(EXECUTE_HISTORY, {"user_id": user_id, "max_seen": max_seen})
+    sql = with_prepare(cur, HISTORY_STATEMENT, PREPARE_HISTORY, EXECUTE_HISTORY)
+    cur.execute(sql, {"user_id": user_id, "max_seen": max_seen})
     affinity: dict[int, float] = {}
     seen: set[int] = set()
     for kind, key, value in cur.fetchall():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import psycopg2
 import psycopg2.extensions
 
@@ -22,9 +24,11 @@ class UnitOfWork:
         checkout_timeout_s: float,
         autocommit: bool = False,
         lock_timeout_ms: int = 0,
+        on_wait: Callable[[float], None] | None = None,
     ):
         self._pool = pool
         self._timeout = checkout_timeout_s
+        self._on_wait = on_wait
         self._lock_timeout_ms = lock_timeout_ms
         # Autocommit: a read is one statement, its own transaction, with no BEGIN or ROLLBACK
         # round trip; a write sends BEGIN in the same round trip as its first statement and
@@ -34,7 +38,7 @@ class UnitOfWork:
         self.committing = False
 
     def __enter__(self) -> UnitOfWork:
-        self.conn = self._pool.checkout(self._timeout)
+        self.conn = self._pool.checkout(self._timeout, self._on_wait)
         if self._autocommit:
             self.conn.autocommit = True
         return self

@@ -15,8 +15,6 @@ import time
 
 import pytest
 
-from chaos.faultproxy.client import Client
-from chaos.faultproxy.locate import find_server
 from harness.bench.workers import make_events, seed_outbox
 from harness.pytest_plugins import workers as plugin
 from harness.pytest_plugins.workers import (
@@ -30,18 +28,11 @@ from harness.pytest_plugins.workers import (
 from workers.amqp import AmqpError, Link
 
 worker_procs = plugin.worker_procs
+fault_proxy = plugin.fault_proxy
+refused_port = plugin.refused_port
 
 WINDOW_S = 3.0
 MOST_ATTEMPTS = 10  # seven by the schedule, with room for a slow start
-
-
-@pytest.fixture
-def refused_port():
-    """A loopback port that refuses connections: bound, never listening, held by this test."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    yield sock.getsockname()[1]
-    sock.close()
 
 
 def _failures(worker: WorkerProcess) -> list[dict]:
@@ -68,17 +59,6 @@ def test_a_refused_server_is_retried_on_the_backoff_schedule(
     assert 2 <= attempts <= MOST_ATTEMPTS, (attempts, time.monotonic() - first)
     assert worker.healthy()  # backing off is alive
     assert worker.stop(timeout=15) == 0
-
-
-@pytest.fixture
-def fault_proxy(tmp_path):
-    """A Toxiproxy-compatible server (TOXIPROXY_URL, toxiproxy-server, else ours)."""
-    server = find_server(log_path=str(tmp_path / "faultproxy.log"))
-    try:
-        with Client(server.url) as client:
-            yield client
-    finally:
-        server.stop()
 
 
 def test_the_relay_keeps_its_broker_link_alive_through_a_database_backoff(

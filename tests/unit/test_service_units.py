@@ -147,6 +147,32 @@ def test_failed_trial_reopens_the_breaker():
         breaker.before_call()
 
 
+def test_a_failed_trial_tells_that_the_breaker_opened_again():
+    clock, changes = Clock(), []
+    breaker = CircuitBreaker(threshold=1, reset_s=1, clock=clock, on_change=changes.append)
+    breaker.failure()
+    assert breaker.open_until() == 1
+    clock.now = 2
+    assert breaker.open_until() is None  # half open: the next call is a trial
+    assert breaker.before_call() is True
+    breaker.failure()
+    assert changes == ["open", "open"] and breaker.open_until() == 3
+
+
+def test_only_the_trial_ending_neutrally_lets_another_trial_through():
+    clock = Clock()
+    breaker = CircuitBreaker(threshold=1, reset_s=1, clock=clock)
+    assert breaker.before_call() is False  # admitted while closed
+    breaker.failure()
+    clock.now = 2
+    assert breaker.before_call() is True  # the trial
+    breaker.neutral(False)  # the earlier call ends with a pool timeout
+    with pytest.raises(CircuitOpen):
+        breaker.before_call()  # still one trial at a time
+    breaker.neutral(True)
+    assert breaker.before_call() is True
+
+
 def test_inflight_limiter_bounds_concurrency():
     limiter = InflightLimiter(2)
     assert limiter.try_enter() and limiter.try_enter()
