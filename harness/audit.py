@@ -272,9 +272,11 @@ def _reconcile(
     lost = sorted(accepted - applied)
     unexpected = sorted((applied | events) - attempted)
     failed_applied = sorted(ops["fail"] & applied)
-    recovered = sorted(ops["info"] & applied)
+    # This run's unknown outcomes only: earlier events are history, not writes it recovered.
+    unknown = ops["info"] - baseline
+    recovered = sorted(unknown & applied)
     # Unknown outcomes that never committed: the write did not happen, which is allowed.
-    return lost, unexpected, failed_applied, recovered, len(ops["info"] - applied - committed)
+    return lost, unexpected, failed_applied, recovered, len(unknown - applied - committed)
 
 
 def _drain(conn, broker: _Broker, queue: str, consumer: str, timeout_s: float, settle_s: float):

@@ -72,6 +72,15 @@ def test_earlier_runs_events_are_not_charged_as_lost():
     assert lost == ["new"]
 
 
+def test_earlier_runs_events_are_not_counted_as_recovered_writes():
+    ops = {"ok": {"a"}, "info": {"old", "lost-answer"}, "fail": set()}
+    applied = {"a", "old", "lost-answer"}
+    *_, recovered, absent = _reconcile(
+        ops, applied, {"a", "old", "lost-answer"}, set(), baseline={"old"}
+    )
+    assert recovered == ["lost-answer"] and absent == 0
+
+
 def test_a_missing_queue_is_reported_as_not_drained():
     result = _result(drained=False, queue_ready=None)
     assert "queue missing" in result.violations()[0] and not result.ok
