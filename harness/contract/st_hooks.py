@@ -1,4 +1,4 @@
-"""Hooks module for the `st` CLI (`hooks = "harness.contract.st_hooks"` in schemathesis.toml).
+"""Hooks module for the `st` CLI, loaded with `SCHEMATHESIS_HOOKS=harness.contract.st_hooks`.
 
 It installs the allow-list filter and the steering of valid event batches (steering.py).
 The allow-list comes from RECO_CONTRACT_ALLOWLIST; each dropped failure is appended as one JSON
