@@ -29,6 +29,19 @@ ACTIONS = (
     "stall_commits",
 )
 PROBES = ("http", "backlog", "error_ratio", "p99_ms")
+PROBE_KEYS = {"name", "type", "tolerance", "path"}
+STEP_KEYS = {"action", "start", "duration", "label"}  # besides the action's own (ACTION_KEYS)
+ACTION_KEYS = {
+    "toxic": {"link", "type", "stream", "toxicity", "attributes", "name"},
+    "down": {"link"},
+    "process": {"target", "mode"},
+    "unbind": set(),
+    "poison": {"count"},
+    "alarm": set(),
+    "lock": {"table", "rows", "name"},
+    "migrate": {"runners"},
+    "stall_commits": set(),
+}
 TOP_KEYS = {
     "title",
     "description",
@@ -51,6 +64,15 @@ TABLE_KEYS = {  # a key outside these is a typo or a misplaced line: refuse, nev
 
 class ExperimentError(ValueError):
     """An experiment file is malformed; the message names the file and the key."""
+
+
+def _refuse_unknown(path: Path, where: str, raw: Any, allowed: set[str]) -> None:
+    """Refuse a table that is not one, or holds a key outside ``allowed`` (a typo, never 0)."""
+    if not isinstance(raw, dict):
+        raise _fail(path, where, "must be a table")
+    unknown = set(raw) - allowed
+    if unknown:
+        raise _fail(path, where, f"unknown keys {sorted(unknown)}; allowed {sorted(allowed)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,21 +147,13 @@ def load(path: Path) -> Experiment:
     if unknown:
         raise _fail(path, "top level", f"unknown keys {sorted(unknown)}")
     for table, allowed in TABLE_KEYS.items():
-        value = data.get(table, {})
-        if not isinstance(value, dict):
-            raise _fail(path, table, "must be a table")
-        if set(value) - allowed:
-            # A top-level key written after a [table] header lands in that table in TOML.
-            raise _fail(
-                path,
-                table,
-                f"unknown keys {sorted(set(value) - allowed)}; allowed {sorted(allowed)}",
-            )
+        # A top-level key written after a [table] header lands in that table in TOML.
+        _refuse_unknown(path, table, data.get(table, {}), allowed)
     for key in ("title", "description"):
         if not isinstance(data.get(key), str) or not data[key].strip():
             raise _fail(path, key, "required text")
     load_table = data.get("load", {})
-    steps = tuple(_step(path, i, raw) for i, raw in enumerate(data.get("method", [])))
+    steps = tuple(_step(path, i, raw) for i, raw in enumerate(_array(path, data, "method")))
     if not steps and not data.get("negative_control"):
         raise _fail(path, "method", "at least one [[method]] fault is required")
     guardrails = data.get("guardrails")
@@ -152,7 +166,7 @@ def load(path: Path) -> Experiment:
         tags=tuple(data.get("tags", ())),
         probes=tuple(
             _probe(path, i, raw)
-            for i, raw in enumerate(data.get("steady_state", {}).get("probes", []))
+            for i, raw in enumerate(_array(path, data.get("steady_state", {}), "probes"))
         ),
         steps=steps,
         load_profile=str(load_table.get("profile", "steady")),
@@ -164,11 +178,23 @@ def load(path: Path) -> Experiment:
     )
 
 
+def _array(path: Path, table: dict[str, Any], key: str) -> list[Any]:
+    """An array of tables (``[[method]]``), refusing a plain value written in its place."""
+    value = table.get(key, [])
+    if not isinstance(value, list):
+        raise _fail(path, key, "must be an array of tables ([[...]])")
+    return value
+
+
 def _step(path: Path, index: int, raw: dict[str, Any]) -> Step:
     where = f"method[{index}]"
+    if not isinstance(raw, dict):
+        raise _fail(path, where, "must be a table")
     action = raw.get("action")
     if action not in ACTIONS:
         raise _fail(path, f"{where}.action", f"must be one of {', '.join(ACTIONS)}")
+    # A misspelt key (durat1on) would otherwise read as its default: a fault of 0 s.
+    _refuse_unknown(path, where, raw, STEP_KEYS | ACTION_KEYS[action])
     spec = {k: v for k, v in raw.items() if k not in ("start", "duration", "label")}
     start = _duration(path, f"{where}.start", raw.get("start", "0s"))
     duration = _duration(path, f"{where}.duration", raw.get("duration", "0s"))
@@ -189,6 +215,7 @@ def _describe(spec: dict[str, Any]) -> str:
 
 def _probe(path: Path, index: int, raw: dict[str, Any]) -> Probe:
     where = f"steady_state.probes[{index}]"
+    _refuse_unknown(path, where, raw, PROBE_KEYS)
     if raw.get("type") not in PROBES:
         raise _fail(path, f"{where}.type", f"must be one of {', '.join(PROBES)}")
     if "tolerance" not in raw:

@@ -62,6 +62,23 @@ def load_named(name):
             'title = "t"\ndescription = "d"\n[[method]]\naction = "down"\nstart = "soon"\n',
             "method[0].start",
         ),
+        # A misspelt key in a step or a probe must not read as its default (a 0 s fault).
+        (
+            'title = "t"\ndescription = "d"\n[[method]]\naction = "down"\n'
+            'link = "api_postgres"\ndurat1on = "4s"\n',
+            "method[0]: unknown keys ['durat1on']",
+        ),
+        (
+            'title = "t"\ndescription = "d"\n[[method]]\naction = "process"\n'
+            'target = "relay"\nmode = "kill"\nlink = "api_postgres"\n',
+            "method[0]: unknown keys ['link']",
+        ),
+        (
+            'title = "t"\ndescription = "d"\n[[steady_state.probes]]\ntype = "http"\n'
+            'tolerance = 200\nbogus = 1\n[[method]]\naction = "alarm"\n',
+            "steady_state.probes[0]: unknown keys ['bogus']",
+        ),
+        ('title = "t"\ndescription = "d"\nmethod = 1\n', "method: must be an array"),
     ],
 )
 def test_malformed_experiments_name_file_and_key(tmp_path, body, where):
@@ -70,6 +87,22 @@ def test_malformed_experiments_name_file_and_key(tmp_path, body, where):
     with pytest.raises(ExperimentError) as err:
         load(path)
     assert str(path) in str(err.value) and where in str(err.value)
+
+
+def test_chaos_run_refuses_an_unknown_step_key_with_exit_2(tmp_path, capsys, monkeypatch):
+    from harness.cli import main
+
+    # Unreachable external services: a run that got past the file would start nothing.
+    monkeypatch.setenv("RECO_DATABASE_URL", "postgresql://postgres@127.0.0.1:1/reco")
+    monkeypatch.setenv("RECO_AMQP_URL", "amqp://guest:guest@127.0.0.1:1/%2F")
+
+    path = tmp_path / "typo.toml"
+    path.write_text(
+        'title = "t"\ndescription = "d"\n[[method]]\naction = "down"\n'
+        'link = "api_postgres"\nbogus = 1\n'
+    )
+    assert main(["chaos", "run", str(path), "--state-dir", str(tmp_path / "stack")]) == 2
+    assert "unknown keys ['bogus']" in capsys.readouterr().err
 
 
 def test_ledger_reports_only_open_faults_newest_first(tmp_path):
