@@ -170,11 +170,18 @@ class Stack:
                 future.result()
         self._save()
         log(f"dependencies ready in {time.monotonic() - started:.1f}s")
+        import psycopg2
+
         from migrations.runner import ChecksumDrift, MigrationError
         from migrations.runner import up as migrate_up
 
         try:
             migrate_up(self.database_url(), log=lambda _msg: None)
+        except psycopg2.OperationalError as exc:
+            # The first contact with the database: a one-line usage error, not a traceback.
+            source = "RECO_DATABASE_URL" if os.environ.get("RECO_DATABASE_URL") else "database"
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StackError(f"{source} unreachable: {reason}") from exc
         except MigrationError as exc:
             hint = (
                 " (this local database was migrated by another checkout: start afresh with"

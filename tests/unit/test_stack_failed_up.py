@@ -102,3 +102,16 @@ def test_a_failed_start_signals_only_a_child_not_yet_reaped(monkeypatch) -> None
     finally:
         alive.kill()
         alive.wait(timeout=10)
+
+
+def test_an_unreachable_external_database_is_a_one_line_error_and_exit_2(
+    tmp_path, monkeypatch, capsys
+):
+    from harness.cli import main
+
+    monkeypatch.setenv("RECO_DATABASE_URL", "postgresql://postgres@127.0.0.1:1/reco")
+    monkeypatch.setenv("RECO_AMQP_URL", "amqp://guest:guest@127.0.0.1:1/%2F")
+    assert main(["up", "--state-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: RECO_DATABASE_URL unreachable: "), err
+    assert "port 1 failed" in err[0]
