@@ -194,13 +194,34 @@ def rollback(run_dir: str, state_dir: str | None) -> int:
     from chaos.guardian import rollback_open
     from chaos.ledger import Ledger
 
-    undone = rollback_open(
-        Ledger(Path(run_dir) / "faults.ledger"),
-        Path(state_dir) if state_dir else default_state_dir(),
-        log=click.echo,
-    )
-    click.echo(f"rolled back {undone} fault(s)")
-    return 0
+    ledgers = _ledgers(Path(run_dir))
+    if not ledgers:
+        click.echo(
+            f"error: no {LEDGER} in {run_dir} or the run directories just below it", err=True
+        )
+        return 2
+    undone = left = 0
+    for path in ledgers:
+        ledger = Ledger(path)
+        undone += rollback_open(
+            ledger, Path(state_dir) if state_dir else default_state_dir(), log=click.echo
+        )
+        # A failed undo stays open in the ledger: say so, so that it is not taken as done.
+        still_open = len(ledger.open_entries())
+        if still_open:
+            click.echo(f"error: {still_open} fault(s) still applied ({path})", err=True)
+        left += still_open
+    click.echo(f"rolled back {undone} fault(s)" + (f", {left} failed" if left else ""))
+    return 2 if left else 0
+
+
+LEDGER = "faults.ledger"
+
+
+def _ledgers(run_dir: Path) -> list[Path]:
+    """The run's ledger, and those of the runs just below it (``chaos run --all --out``)."""
+    found = [run_dir / LEDGER] if (run_dir / LEDGER).is_file() else []
+    return found + sorted(p for p in run_dir.glob(f"*/{LEDGER}") if p.is_file())
 
 
 def _combine(worst: int, code: int) -> int:
