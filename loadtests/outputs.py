@@ -146,5 +146,8 @@ def judge(state: RunState) -> guardrails.Verdict | None:
     # `reco-harness load run`, which judges them itself once it has written them.
     verdict = guardrails.check_dir(state.run_dir, state.ruleset, profile=state.profile)
     verdict.aborted = state.aborted
+    unjudged = guardrails.unjudged(verdict)
+    if unjudged:  # as `guardrails check` on this directory would say: a gate on nothing
+        verdict.errors.append(unjudged)
     guardrails.write_verdict(verdict, state.run_dir)
     return verdict

@@ -58,15 +58,11 @@ def check(
         # output), whatever the rules' required flags would make of it.
         click.echo(f"error: no results in {results_dir}{runs_below(Path(results_dir))}", err=True)
         return guardrails.EXIT_USAGE
-    if not verdict.results:
-        click.echo(f"error: no rule applies to {results_dir} (profile {verdict.profile})", err=True)
-        return guardrails.EXIT_USAGE
-    if len(verdict.skipped) == len(verdict.results):
+    unjudged = guardrails.unjudged(verdict)
+    if unjudged:
         # Every rule lacked its data: a wrong directory (or the parent of `chaos run --all`
         # output) must not pass a gate on nothing.
-        click.echo(
-            f"error: no data for any rule in {results_dir}{runs_below(Path(results_dir))}", err=True
-        )
+        click.echo(f"error: {unjudged} in {results_dir}{runs_below(Path(results_dir))}", err=True)
         return guardrails.EXIT_USAGE
     written = guardrails.write_verdict(verdict, out or results_dir)
     if written["junit"].name != "junit.xml":

@@ -183,6 +183,9 @@ def run(
         return guardrails.EXIT_USAGE
     summary = json.loads((run_dir / "summary.json").read_text())
     verdict.aborted = summary.get("aborted")
+    unjudged = guardrails.unjudged(verdict)
+    if unjudged:  # as `guardrails check` on this directory would say: a gate on nothing
+        verdict.errors.append(unjudged)
     guardrails.write_verdict(verdict, run_dir)
     click.echo(f"report: {write_report(run_dir)}")
     click.echo(verdict.table())

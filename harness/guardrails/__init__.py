@@ -66,6 +66,15 @@ def check_results(results: Results, ruleset: RuleSet, profile: str | None = None
     return evaluate(ruleset, results.sources, phases=results.phases, profile=profile, rules=rules)
 
 
+def unjudged(verdict: Verdict) -> str | None:
+    """Why a verdict judged nothing (no rule applies, or none had data), else None."""
+    if not verdict.results:
+        return f"no rule applies (profile {verdict.profile})"
+    if len(verdict.skipped) == len(verdict.results):
+        return "no data for any rule"
+    return None
+
+
 def write_verdict(verdict: Verdict, out_dir: str | Path) -> dict[str, Path]:
     """Write verdict.json and junit.xml into ``out_dir``; return their paths.
 
@@ -122,5 +131,6 @@ __all__ = [
     "parse_rules",
     "resolve_phase",
     "run_extent",
+    "unjudged",
     "write_verdict",
 ]

@@ -54,6 +54,8 @@ class Verdict:
     guardrails: str = ""
     profile: str | None = None
     aborted: str | None = None
+    # Why the run cannot be judged (no rule applies, the audit could not run…): never a pass.
+    errors: list[str] = field(default_factory=list)
 
     @property
     def breaches(self) -> list[Result]:
@@ -65,10 +67,12 @@ class Verdict:
 
     @property
     def exit_code(self) -> int:
-        """0 pass, 1 guardrail breach, 3 invariant breach (lost, duplicated or phantom data)."""
+        """0 pass, 1 guardrail breach, 2 no verdict (errors), 3 invariant breach (data lost)."""
         breaches = self.breaches
         if any(r.invariant for r in breaches):
             return EXIT_INVARIANT
+        if self.errors:
+            return EXIT_USAGE
         return EXIT_BREACH if breaches else EXIT_OK
 
     @property
@@ -85,6 +89,7 @@ class Verdict:
             "guardrails": self.guardrails,
             "profile": self.profile,
             "aborted": self.aborted,
+            "errors": list(self.errors),
             "counts": {
                 "checks": len(self.results),
                 "passed": sum(r.status == "pass" for r in self.results),
@@ -103,11 +108,14 @@ class Verdict:
         suite = ET.Element(
             "testsuite",
             name="guardrails",
-            tests=str(len(self.results)),
+            tests=str(len(self.results) + len(self.errors)),
             failures=str(len(self.breaches)),
-            errors="0",
+            errors=str(len(self.errors)),
             skipped=str(len(self.skipped)),
         )
+        for message in self.errors:  # a CI reading only junit.xml must not see a green run
+            case = ET.SubElement(suite, "testcase", classname="guardrails.run", name="verdict")
+            ET.SubElement(case, "error", message=message, type="harness").text = message
         for r in self.results:
             case = ET.SubElement(
                 suite,
@@ -147,13 +155,14 @@ class Verdict:
         lines = ["  ".join(str(c).ljust(w) for c, w in zip(x, widths, strict=True)).rstrip()
                  for x in [head, *body]]  # fmt: skip
         counts = self.to_dict()["counts"]
-        verdict = {0: "PASS", 1: "BREACH", 3: "INVARIANT VIOLATED"}[self.exit_code]
+        verdict = {0: "PASS", 1: "BREACH", 2: "ERROR", 3: "INVARIANT VIOLATED"}[self.exit_code]
         lines.append(
             f"{verdict}: {counts['breaches']} breach(es), {counts['passed']} passed, "
             f"{counts['skipped']} skipped (exit {self.exit_code})"
         )
         if self.aborted:
             lines.append(f"run aborted early: {self.aborted}")
+        lines.extend(f"no verdict: {message}" for message in self.errors)
         return "\n".join(lines)
 
 
