@@ -295,7 +295,11 @@ def _finish(environment, gate: bool = False) -> None:
         return
     scrape()
     warmup = STATE.ruleset.settings.warmup_s if STATE.ruleset else 0.0
-    summary = outputs.write_outputs(STATE, warmup)
+    runner = environment.runner
+    scrape_error = outputs.scrape_error(STATE)
+    exceptions = outputs.exceptions_error(len(runner.exceptions) if runner is not None else 0)
+    errors = [e for e in (scrape_error, exceptions) if e]
+    summary = outputs.write_outputs(STATE, warmup, errors)
     if message := outputs.saturation_message(summary):
         log.warning(message)
     if summary.get("knee"):
@@ -309,21 +313,14 @@ def _finish(environment, gate: bool = False) -> None:
         " judged by `reco-harness load run` on the local stack",
         ", ".join(sorted(outputs.LOAD_RUN_SOURCES)),
     )
-    scrape_error = outputs.scrape_error(STATE)
-    if scrape_error:
-        log.error("%s", scrape_error)
+    for error in errors:
+        log.error("%s", error)
+    if STATE.interrupted:
+        log.error("interrupted by %s: a partial run is not a pass", STATE.interrupted)
     if gate:
-        code = verdict.exit_code
-        runner = environment.runner
-        if code != guardrails.EXIT_INVARIANT and runner is not None and runner.exceptions:
-            log.error("user code raised exceptions: a harness error, not a service verdict")
-            code = guardrails.EXIT_USAGE
-        if code != guardrails.EXIT_INVARIANT and scrape_error:
-            code = guardrails.EXIT_USAGE  # the server-side gate saw nothing: no verdict
-        if code == guardrails.EXIT_OK and STATE.interrupted:
-            log.error("interrupted by %s: a partial run is not a pass", STATE.interrupted)
-            code = guardrails.EXIT_USAGE
-        environment.process_exit_code = code
+        # The written verdict holds the errors and the interruption (summary.json): its exit
+        # code is the one `guardrails check` on this directory gives.
+        environment.process_exit_code = verdict.exit_code
 
 
 def _kill_greenlets() -> None:

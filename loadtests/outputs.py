@@ -56,8 +56,12 @@ def merge_phases(path: Path, ours: dict[str, tuple[float, float]], t0: float) ->
     return merged
 
 
-def write_outputs(state: RunState, warmup_s: float = 0.0) -> dict:
-    """Write timeline.jsonl/.csv, phases.json and summary.json; return the summary."""
+def write_outputs(state: RunState, warmup_s: float = 0.0, errors: list[str] | None = None) -> dict:
+    """Write timeline.jsonl/.csv, phases.json and summary.json; return the summary.
+
+    ``errors`` (no usable scrape, user code that raised) deny the run a verdict: recorded, so
+    that `guardrails check` on the directory says so too.
+    """
     out = state.run_dir
     out.mkdir(parents=True, exist_ok=True)
     extent = state.timeline.extent()
@@ -83,6 +87,7 @@ def write_outputs(state: RunState, warmup_s: float = 0.0) -> dict:
         "knee": state.shape.knee() if hasattr(state.shape, "knee") else None,
         "aborted": state.aborted,
         "interrupted": state.interrupted,
+        guardrails.ERRORS: list(errors or []),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     capacity = getattr(state.shape, "capacity_rps", 0.0)
@@ -138,6 +143,16 @@ def scrape_error(state: RunState) -> str | None:
     )
 
 
+def exceptions_error(count: int) -> str | None:
+    """Why user code that raised leaves the run without a verdict."""
+    if not count:
+        return None
+    return (
+        f"user code raised {count} exception(s) (locust_exceptions.csv): a harness error, "
+        "not a service verdict"
+    )
+
+
 def judge(state: RunState) -> guardrails.Verdict | None:
     """Evaluate the rule set against the run directory; write verdict.json and junit.xml."""
     if state.ruleset is None:
@@ -145,7 +160,6 @@ def judge(state: RunState) -> guardrails.Verdict | None:
     # Locust records the timeline and the server's histograms; the other sources come from
     # `reco-harness load run`, which judges them itself once it has written them.
     verdict = guardrails.check_dir(state.run_dir, state.ruleset, profile=state.profile)
-    verdict.aborted = state.aborted
     unjudged = guardrails.unjudged(verdict)
     if unjudged:  # as `guardrails check` on this directory would say: a gate on nothing
         verdict.errors.append(unjudged)

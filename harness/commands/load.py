@@ -182,7 +182,10 @@ def run(
         click.echo(f"error: {exc}", err=True)
         return guardrails.EXIT_USAGE
     summary = json.loads((run_dir / "summary.json").read_text())
-    verdict.aborted = summary.get("aborted")
+    errors = _harness_errors(verdict, locust_rc, audit_error)
+    if errors:
+        verdict.errors.extend(errors)
+        _record_errors(run_dir, errors)  # so that `guardrails check` here says the same
     unjudged = guardrails.unjudged(verdict)
     if unjudged:  # as `guardrails check` on this directory would say: a gate on nothing
         verdict.errors.append(unjudged)
@@ -192,11 +195,28 @@ def run(
     _echo_notes(summary, run_dir)
     if locust_rc == guardrails.EXIT_USAGE and verdict.exit_code != guardrails.EXIT_INVARIANT:
         click.echo("error: Locust reported a harness error (see locust.log)", err=True)
-        return guardrails.EXIT_USAGE
     if audit_error:
         click.echo(f"error: {audit_error}; no verdict without it ({NO_AUDIT_HINT})", err=True)
-        return guardrails.EXIT_USAGE
     return verdict.exit_code
+
+
+def _harness_errors(
+    verdict: guardrails.Verdict, locust_rc: int, audit_error: str | None
+) -> list[str]:
+    """What denies the run a verdict beyond what Locust recorded: its exit 2, the audit."""
+    errors = []
+    if locust_rc == guardrails.EXIT_USAGE and verdict.exit_code in (0, guardrails.EXIT_BREACH):
+        errors.append("Locust exited 2: a harness error (see locust.log)")
+    if audit_error:
+        errors.append(f"{audit_error}: no verdict without the audit")
+    return errors
+
+
+def _record_errors(run_dir: Path, errors: list[str]) -> None:
+    path = run_dir / "run.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data[guardrails.ERRORS] = errors
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
 def _whole_seconds(duration: str) -> int:

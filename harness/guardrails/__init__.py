@@ -14,6 +14,7 @@ from pathlib import Path
 from harness.guardrails.engine import evaluate, resolve_phase, run_extent
 from harness.guardrails.expr import Expr, ExprError, parse_expr
 from harness.guardrails.results import (
+    ERRORS,
     JUDGED_WITHOUT,
     Results,
     load_results,
@@ -63,7 +64,13 @@ def check_results(results: Results, ruleset: RuleSet, profile: str | None = None
     """
     profile = profile or results.profile
     rules = [r for r in ruleset.for_profile(profile) if r.source not in results.without_sources]
-    return evaluate(ruleset, results.sources, phases=results.phases, profile=profile, rules=rules)
+    verdict = evaluate(
+        ruleset, results.sources, phases=results.phases, profile=profile, rules=rules
+    )
+    # An interrupted run, or one whose harness failed, is never a pass when judged again.
+    verdict.errors.extend(results.errors)
+    verdict.interrupted, verdict.aborted = results.interrupted, results.aborted
+    return verdict
 
 
 def unjudged(verdict: Verdict) -> str | None:
@@ -104,6 +111,7 @@ def _ours(junit: Path) -> bool:
 
 
 __all__ = [
+    "ERRORS",
     "EXIT_BREACH",
     "EXIT_INVARIANT",
     "EXIT_OK",

@@ -34,6 +34,10 @@ class Results:
     # Sources this kind of run cannot produce, recorded by the run (JUDGED_WITHOUT): their
     # rules are out of its scope, so judging it again reproduces its verdict.
     without_sources: frozenset[str] = frozenset()
+    # What the run recorded against a pass (summary.json, run.json): judged again the same.
+    errors: list[str] = field(default_factory=list)
+    interrupted: str | None = None
+    aborted: str | None = None
 
 
 class _LazySources(Mapping):
@@ -94,11 +98,16 @@ def load_results(root: str | Path) -> Results:
     # The summary's scope is a plain Locust run's. A run.json means a harness run (load run,
     # chaos, bench) around Locust, with data of its own: only its own record narrows it.
     without = run.get(JUDGED_WITHOUT, []) if run else summary.get(JUDGED_WITHOUT, [])
-    return Results(_LazySources(root), phases, profile, frozenset(without))
+    errors = [str(e) for e in [*summary.get(ERRORS, []), *run.get(ERRORS, [])]]
+    return Results(
+        _LazySources(root), phases, profile, frozenset(without), errors,
+        summary.get("interrupted"), summary.get("aborted"),
+    )  # fmt: skip
 
 
 RULES_KEY = "guardrails"  # run.json: the rule file that judged the run
 JUDGED_WITHOUT = "judged_without"  # run.json or summary.json: sources out of the run's scope
+ERRORS = "errors"  # summary.json or run.json: why the run has no verdict (harness errors)
 
 
 def rules_record(path: str | Path) -> dict[str, str]:

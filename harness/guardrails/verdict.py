@@ -56,6 +56,7 @@ class Verdict:
     aborted: str | None = None
     # Why the run cannot be judged (no rule applies, the audit could not run…): never a pass.
     errors: list[str] = field(default_factory=list)
+    interrupted: str | None = None  # the signal that cut the run short: a pass is not one
 
     @property
     def breaches(self) -> list[Result]:
@@ -67,13 +68,15 @@ class Verdict:
 
     @property
     def exit_code(self) -> int:
-        """0 pass, 1 guardrail breach, 2 no verdict (errors), 3 invariant breach (data lost)."""
+        """0 pass, 1 guardrail breach, 2 no verdict (errors, a partial run), 3 invariant breach."""
         breaches = self.breaches
         if any(r.invariant for r in breaches):
             return EXIT_INVARIANT
         if self.errors:
             return EXIT_USAGE
-        return EXIT_BREACH if breaches else EXIT_OK
+        if breaches:
+            return EXIT_BREACH  # what ran breached: so would the whole run
+        return EXIT_USAGE if self.interrupted else EXIT_OK
 
     @property
     def passed(self) -> bool:
@@ -90,6 +93,7 @@ class Verdict:
             "profile": self.profile,
             "aborted": self.aborted,
             "errors": list(self.errors),
+            "interrupted": self.interrupted,
             "counts": {
                 "checks": len(self.results),
                 "passed": sum(r.status == "pass" for r in self.results),
@@ -108,12 +112,12 @@ class Verdict:
         suite = ET.Element(
             "testsuite",
             name="guardrails",
-            tests=str(len(self.results) + len(self.errors)),
+            tests=str(len(self.results) + len(self._unjudged())),
             failures=str(len(self.breaches)),
-            errors=str(len(self.errors)),
+            errors=str(len(self._unjudged())),
             skipped=str(len(self.skipped)),
         )
-        for message in self.errors:  # a CI reading only junit.xml must not see a green run
+        for message in self._unjudged():  # a CI reading only junit.xml must not see a green run
             case = ET.SubElement(suite, "testcase", classname="guardrails.run", name="verdict")
             ET.SubElement(case, "error", message=message, type="harness").text = message
         for r in self.results:
@@ -131,6 +135,11 @@ class Verdict:
                 ET.SubElement(case, "skipped", message=r.reason)
         ET.indent(suite)
         return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suite, "unicode") + "\n"
+
+    def _unjudged(self) -> list[str]:
+        """Why the run has no verdict: its errors, and the signal that cut it short."""
+        partial = [f"interrupted by {self.interrupted}: a partial run is never a pass"]
+        return self.errors + (partial if self.interrupted else [])
 
     def table(self) -> str:
         """A readable table, breaches first, with a one-line summary at the end."""
@@ -162,7 +171,7 @@ class Verdict:
         )
         if self.aborted:
             lines.append(f"run aborted early: {self.aborted}")
-        lines.extend(f"no verdict: {message}" for message in self.errors)
+        lines.extend(f"no verdict: {message}" for message in self._unjudged())
         return "\n".join(lines)
 
 

@@ -301,7 +301,17 @@ def test_an_interrupted_run_stops_locust_too(tmp_path, sig) -> None:
     assert not state.exists() or state.read_text().rsplit(")", 1)[1].split()[0] == "Z"
     # Locust ended its shape, wrote its outputs and judged the partial run.
     assert json.loads((out / "summary.json").read_text())["interrupted"] == "SIGINT"
-    assert (out / "verdict.json").exists() and (out / "timeline.jsonl").exists()
+    assert (out / "timeline.jsonl").exists()
+    # The written verdict says what the exit code says, and so does judging it again.
+    verdict = json.loads((out / "verdict.json").read_text())
+    assert (verdict["passed"], verdict["exit_code"], verdict["interrupted"]) == (False, 2, "SIGINT")
+    assert "<error" in (out / "junit.xml").read_text()
+    again = subprocess.run(  # noqa: S603 - our own CLI
+        [*CLI, "guardrails", "check", str(out), "--out", str(tmp_path / "again"),
+         "--guardrails", str(tmp_path / "rules.toml")],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert again.returncode == 2, again.stdout + again.stderr
 
 
 def test_sigterm_ends_a_direct_locust_shape_run_with_outputs_and_exit_2(tmp_path) -> None:
@@ -317,7 +327,9 @@ def test_sigterm_ends_a_direct_locust_shape_run_with_outputs_and_exit_2(tmp_path
     assert locust.returncode == 2, output  # a partial run is never a pass
     summary = json.loads((out / "summary.json").read_text())
     assert summary["interrupted"] == "SIGTERM" and summary["duration_s"] < 30
-    assert json.loads((out / "verdict.json").read_text())["counts"]["breaches"] == 0
+    verdict = json.loads((out / "verdict.json").read_text())
+    assert verdict["counts"]["breaches"] == 0 and verdict["interrupted"] == "SIGTERM"
+    assert (verdict["passed"], verdict["exit_code"]) == (False, 2)
 
 
 class _FakeApi(http.server.BaseHTTPRequestHandler):
@@ -392,7 +404,8 @@ def test_a_run_whose_metrics_were_never_scraped_exits_2(tmp_path) -> None:
         proc, out = _direct_run(tmp_path, url, "--metrics-url", f"http://127.0.0.1:{closed}/m")
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert re.search(r"metrics: 0 of \d+ scrapes of \S+ succeeded", proc.stderr)
-    assert (out / "verdict.json").exists()
+    verdict = json.loads((out / "verdict.json").read_text())
+    assert verdict["exit_code"] == 2 and "metrics: 0 of" in verdict["errors"][0]
 
 
 class _CappedApi(http.server.BaseHTTPRequestHandler):

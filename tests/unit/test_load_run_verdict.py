@@ -62,3 +62,41 @@ def test_a_rule_file_with_no_applicable_rule_is_no_verdict_as_in_guardrails_chec
     assert 'errors="1"' in (tmp_path / "run" / "junit.xml").read_text()
     assert _check(tmp_path) == 2
     assert "no rule applies" in capsys.readouterr().err
+
+
+PASSING = '[[rule]]\nname = "errors below 1%"\nexpr = "fail_ratio < 1%"\n'
+
+
+@pytest.mark.parametrize(
+    ("recorded", "reason"),
+    [
+        ({"interrupted": "SIGINT"}, "interrupted by SIGINT: a partial run is never a pass"),
+        ({"errors": ["metrics: 0 of 2 scrapes succeeded"]}, "metrics: 0 of 2 scrapes"),
+        ({"errors": ["user code raised 1 exception(s)"]}, "user code raised"),
+        ({}, "Locust exited 2"),  # a harness error Locust did not explain in its summary
+    ],
+)
+def test_a_run_without_a_verdict_writes_none_and_guardrails_check_agrees(
+    fake_locust, tmp_path, capsys, recorded, reason
+):
+    fake_locust.update(recorded, _rc=2)
+    rules = tmp_path / "rules.toml"
+    rules.write_text(PASSING)
+    assert _load_run(tmp_path, rules) == 2
+    assert reason in capsys.readouterr().out
+    verdict = json.loads((tmp_path / "run" / "verdict.json").read_text())
+    assert (verdict["passed"], verdict["exit_code"], verdict["counts"]["passed"]) == (False, 2, 1)
+    junit = (tmp_path / "run" / "junit.xml").read_text()
+    assert 'errors="1"' in junit and reason in junit
+    assert _check(tmp_path) == 2
+    assert reason in capsys.readouterr().out
+    again = json.loads((tmp_path / "again" / "verdict.json").read_text())
+    assert (again["passed"], again["exit_code"]) == (False, 2)
+
+
+def test_a_breach_in_an_interrupted_run_is_still_a_breach(fake_locust, tmp_path):
+    fake_locust.update(interrupted="SIGTERM", _rc=1)
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[rule]]\nname = "too strict"\nexpr = "p(99) < 1"\n')
+    assert _load_run(tmp_path, rules) == 1
+    assert _check(tmp_path) == 1
