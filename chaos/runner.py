@@ -110,6 +110,11 @@ class Run:
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
         }
         try:
+            miswired = self._miswired()
+            if miswired:
+                self.echo(f"faults would reach nothing: {'; '.join(miswired)}")
+                self.echo("not running it (`reco-harness up --chaos` restarts them through it)")
+                return guardrails.EXIT_USAGE
             leftovers = self._leftover_faults()
             if leftovers:
                 self.echo(f"the stack still carries an earlier fault: {'; '.join(leftovers)}")
@@ -152,6 +157,16 @@ class Run:
             self._write_journal("interrupted")
             return guardrails.EXIT_USAGE
         return self._conclude()
+
+    def _miswired(self) -> list[str]:
+        """Apps whose links bypass the fault proxies (read from the processes themselves)."""
+        if not self.stack.chaos or not self.stack.toxiproxy_url:
+            return ["the stack runs without fault proxies"]
+        return [
+            f"{name}: {problem}"
+            for name in APP_PROCESSES
+            if (problem := self.stack.miswired(name)) is not None
+        ]
 
     def _leftover_faults(self) -> list[str]:
         components = self.stack.state.get("components", {})

@@ -72,14 +72,23 @@ def start_toxiproxy(state_dir: Path, marker: tuple[str, str]) -> dict:
 
 
 def create_links(toxiproxy_url: str, upstreams: dict[str, str]) -> dict[str, str]:
-    """Create one proxy per link (replacing stale ones); return link -> listen address."""
+    """Create one proxy per link (replacing stale ones); return link -> listen address.
+
+    A proxy already in place to the same upstream, enabled and without toxics, is kept: the
+    apps connected through it keep their links (a moved port would strand them).
+    """
     from chaos.faultproxy.client import Client, NotFound
 
     listens = {}
     with Client(toxiproxy_url) as client:
+        existing = client.proxies()
         for name, (_client, dependency) in LINKS.items():
             parts = urlsplit(upstreams[dependency])
             upstream = f"{parts.hostname}:{parts.port}"
+            proxy = existing.get(name) or {}
+            if proxy.get("upstream") == upstream and proxy["enabled"] and not proxy.get("toxics"):
+                listens[name] = proxy["listen"]
+                continue
             try:
                 client.delete_proxy(name)
             except NotFound:
@@ -112,6 +121,19 @@ def through(url: str, listen: str) -> str:
     parts = urlsplit(url)
     userinfo = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
     return urlunsplit(parts._replace(netloc=f"{userinfo}{listen}"))
+
+
+def endpoint(url: str | None) -> str | None:
+    """The host:port a dependency URL points at (credentials and path left out)."""
+    if not url:
+        return None
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port}"
+
+
+def proxied(app: str, env_key: str) -> bool:
+    """Whether ``app`` reaches the dependency behind ``env_key`` through a link of its own."""
+    return any(client == app and ENV_FOR[dep] == env_key for client, dep in LINKS.values())
 
 
 def app_env(app: str, urls: dict[str, str], listens: dict[str, str]) -> dict[str, str]:

@@ -63,6 +63,20 @@ def carries(pid: int, key: str, value: str) -> bool:
     return f"{key}={value}".encode() in environ.split(b"\0")
 
 
+def environment(pid: int, keys: tuple[str, ...]) -> dict[str, str] | None:
+    """The values of ``keys`` that ``pid`` was started with, or None when it cannot be read."""
+    try:
+        environ = (PROC / str(pid) / "environ").read_bytes()
+    except OSError:
+        return None
+    found = {}
+    for entry in environ.split(b"\0"):
+        key, eq, value = entry.decode(errors="replace").partition("=")
+        if eq and key in keys:
+            found[key] = value
+    return found
+
+
 def vouched(pid: int | None, key: str, value: str) -> str | None:
     """The identity of ``pid`` when it carries the ``key=value`` marker, else None."""
     ident = identity(pid)

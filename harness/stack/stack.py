@@ -24,7 +24,7 @@ from harness.stack.apps import (
     spawned_liveness,
     unverified_note,
 )
-from harness.stack.identity import identity
+from harness.stack.identity import environment, identity
 from harness.stack.postgres import PostgresServer
 from harness.stack.procs import (
     StackError,
@@ -39,6 +39,7 @@ from harness.stack.procs import (
 )
 from harness.stack.rabbitmq import RabbitServer
 
+DEPENDENCY_ENV = ("RECO_DATABASE_URL", "RECO_AMQP_URL")  # where an app finds its dependencies
 STATE_FILE = "stack.json"
 DB_NAME = "reco"
 APP_READY_TIMEOUT = 30.0  # seconds for an app to answer its readiness probe
@@ -196,8 +197,20 @@ class Stack:
         if apps:
             for name in APP_PROCESSES:
                 if app_available(name):
+                    self._rewire(name, log)
                     self._start_app(name)
                     self._save()
+
+    def _rewire(self, name: str, log) -> None:
+        """Stop a running app whose links are not this stack's (its restart then uses them).
+
+        ``up --chaos`` on a stack running without fault proxies (or whose proxies moved) would
+        otherwise leave the app on its old connections: faults would reach nothing.
+        """
+        problem = self.miswired(name)
+        if problem:
+            log(f"restarting {name}: {problem}")
+            self.stop_app(name)
 
     def _start_postgres(self) -> None:
         server = self.postgres()
@@ -315,15 +328,43 @@ class Stack:
         # free_port() releases the port before the app binds it: another socket may take it.
         start_on_free_ports(lambda: self._spawn_app(name, port), APP_PORT_CLASH, reroll, name)
 
+    def dependency_env(self, name: str) -> dict[str, str]:
+        """The dependency URLs ``name`` gets: through its fault proxies on a chaos stack."""
+        env = {"RECO_DATABASE_URL": self.database_url(), "RECO_AMQP_URL": self.amqp_url()}
+        if self.chaos:
+            links = self.state["components"]["toxiproxy"]["links"]
+            urls = {"postgres": env["RECO_DATABASE_URL"], "rabbitmq": env["RECO_AMQP_URL"]}
+            env.update(faults.app_env(name, urls, links))
+        overrides = self.state.get("app_env", {}).get(name, {})
+        env.update({k: v for k, v in overrides.items() if k in DEPENDENCY_ENV})
+        return env
+
+    def miswired(self, name: str) -> str | None:
+        """Say where a running app reaches a dependency other than this stack's link, else None.
+
+        Read from the process's own environment (what it was started with), so a stack marked
+        chaos whose apps kept their direct connections is caught, whatever the record says.
+        """
+        info = self.state.get("components", {}).get(name)
+        if not info or self.liveness(name, info) != "running":
+            return None
+        actual = environment(info["pid"], DEPENDENCY_ENV)
+        if actual is None:  # not readable here: what it was given when it started
+            actual = info.get("reaches", {})
+        wanted = self.dependency_env(name)
+        for key in DEPENDENCY_ENV:
+            got, want = faults.endpoint(actual.get(key)), faults.endpoint(wanted[key])
+            if got != want:
+                via = " (its fault proxy)" if self.chaos and faults.proxied(name, key) else ""
+                return f"it reaches {key} at {got}, not at {want}{via}"
+        return None
+
     def _spawn_app(self, name: str, port: int) -> None:
         """Start ``name`` on ``port``, record it at once, and wait until it is ready."""
         log_path = self.state_dir / f"{name}.log"
         extra = {"RECO_METRICS_PORT": str(port), PROCESS_MARKER: self.marker(name)[1]}
-        if self.chaos:
-            links = self.state["components"]["toxiproxy"]["links"]
-            urls = {"postgres": self.database_url(), "rabbitmq": self.amqp_url()}
-            extra.update(faults.app_env(name, urls, links))
         extra.update(self.state.get("app_env", {}).get(name, {}))
+        extra.update(self.dependency_env(name))
         if name == "api":
             prom_dir = self.state_dir / "prometheus"
             shutil.rmtree(prom_dir, ignore_errors=True)
@@ -345,6 +386,8 @@ class Stack:
             "port": port,
             "url": url,
             "log": str(log_path),
+            # Where it reaches its dependencies (host:port, never credentials): `miswired`.
+            "reaches": {k: faults.endpoint(extra[k]) for k in DEPENDENCY_ENV},
         }
         self._save()
         ready_url = readiness_url(name, url)

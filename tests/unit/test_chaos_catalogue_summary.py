@@ -19,6 +19,9 @@ class _Stack:
     def __init__(self, state_dir, chaos=False):
         self.state_dir = state_dir
 
+    def miswired(self, _name):
+        """Every app reaches its dependencies through its proxies."""
+
 
 def _fake_run(interrupt_at: str | None):
     class _Run:

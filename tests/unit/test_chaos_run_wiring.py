@@ -1,0 +1,56 @@
+"""`chaos run` never trusts the stack's chaos flag alone: a bypassed proxy gets the apps rewired."""
+
+from __future__ import annotations
+
+import pytest
+
+import chaos.runner
+from harness.cli import main
+from harness.commands import chaos as command
+
+
+def _stack_class(marked_chaos: bool, bypassed: set[str], calls: list):
+    class _Stack:
+        """A running stack; ``up(chaos=True)`` restarts the bypassing apps through proxies."""
+
+        def __init__(self, state_dir, chaos=None):
+            self.state_dir = state_dir
+            self.chaos = marked_chaos if chaos is None else chaos
+
+        def miswired(self, name):
+            return "it reaches RECO_DATABASE_URL directly" if name in bypassed else None
+
+        def up(self, log=print):
+            calls.append(("up", self.chaos))
+            bypassed.clear()
+
+    return _Stack
+
+
+class _Run:
+    def __init__(self, experiment, stack, run_dir, echo, guardrails_file=None):
+        self.interrupted = False
+
+    def execute(self) -> int:
+        return 0
+
+
+@pytest.mark.parametrize(
+    ("marked_chaos", "bypassed", "rewired"),
+    [
+        (True, {"api"}, True),  # `up --chaos` on a plain stack once left the apps direct
+        (False, set(), True),
+        (True, set(), False),  # wired as it says: nothing to start
+    ],
+)
+def test_a_stack_whose_apps_bypass_the_proxies_is_brought_up_through_them(
+    monkeypatch, tmp_path, marked_chaos, bypassed, rewired
+):
+    calls: list = []
+    monkeypatch.setattr(command, "Stack", _stack_class(marked_chaos, set(bypassed), calls))
+    monkeypatch.setattr(command, "_running", lambda _stack: True)
+    monkeypatch.setattr(command, "_report", lambda _run_dir: None)
+    monkeypatch.setattr(chaos.runner, "Run", _Run)
+    argv = ["chaos", "run", "smoke-db-blip", "--state-dir", str(tmp_path / "s")]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 0
+    assert calls == ([("up", True)] if rewired else [])
