@@ -100,6 +100,8 @@ def run(
     # Judge by processes, not readiness: a stack still recovering from the last fault is ours
     # to use, not ours to stop afterwards.
     started_here = not _running(stack)
+    # Stopped afterwards only what this run started (deps from `up --deps-only` stay up).
+    before = stack.running() if started_here else set()
     try:
         if started_here or not stack.chaos or _miswired(stack):
             # Starts what is missing and restarts an app that bypasses its fault proxies.
@@ -147,7 +149,7 @@ def run(
         if len(chosen) > 1:
             _summarise(base, rows)
         if started_here and not keep_up:
-            stack.down(log=click.echo)
+            stack.down(log=click.echo, keep=before)
     return worst
 
 

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -401,30 +402,40 @@ class Stack:
         with stopped_on_failure(proc, self.marker(name)):
             wait_until(probe, APP_READY_TIMEOUT, name, interval=0.1)
 
-    def down(self, purge: bool = False, log=print) -> None:
-        """Stop every component this stack started; with ``purge`` delete its files too."""
+    def running(self) -> set[str]:
+        """The recorded components running now (what a command found before it started any)."""
+        components = self.state.get("components", {})
+        return {n for n, info in components.items() if self.liveness(n, info) == "running"}
+
+    def down(self, purge: bool = False, log=print, keep: Collection[str] = ()) -> None:
+        """Stop every component this stack started but ``keep``; ``purge`` deletes its files.
+
+        ``keep`` names what ran before a command started the rest (``up --deps-only`` before
+        `chaos run`): the command stops only what it started.
+        """
         components = self.state.get("components", {})
         # The API first (no new writes), then the relay, then the consumer: each stops after
         # the one that feeds it, as docs/operations.md prescribes.
         for name in APP_PROCESSES:
             info = components.get(name)
-            if info:
+            if info and name not in keep:
                 self._stop_recorded(name, info, 35, log)
         toxiproxy = components.get("toxiproxy")
-        if toxiproxy and toxiproxy.get("pid"):
+        if toxiproxy and toxiproxy.get("pid") and "toxiproxy" not in keep:
             self._stop_recorded("toxiproxy", toxiproxy, 10, log)
-        if "rabbitmq" in components:
+        if "rabbitmq" in components and "rabbitmq" not in keep:
             self.rabbitmq().stop()
             log("stopped rabbitmq")
-        if "postgres" in components:
+        if "postgres" in components and "postgres" not in keep:
             if self.liveness("postgres", components["postgres"]) == "unverified":
                 log(self.unverified("postgres", components["postgres"]))
             else:
                 self.postgres().stop()
                 log("stopped postgres")
-        self.state["components"] = {}
-        self.state.pop("chaos", None)
-        if purge:
+        self.state["components"] = {n: info for n, info in components.items() if n in keep}
+        if "toxiproxy" not in keep:
+            self.state.pop("chaos", None)
+        if purge and not keep:
             shutil.rmtree(self.state_dir, ignore_errors=True)
         elif self.state_dir.exists():
             self._save()

@@ -54,3 +54,32 @@ def test_a_stack_whose_apps_bypass_the_proxies_is_brought_up_through_them(
     argv = ["chaos", "run", "smoke-db-blip", "--state-dir", str(tmp_path / "s")]
     assert main([*argv, "--out", str(tmp_path / "out")]) == 0
     assert calls == ([("up", True)] if rewired else [])
+
+
+def test_a_run_on_a_deps_only_stack_stops_only_what_it_started(monkeypatch, tmp_path):
+    downs: list = []
+
+    class _DepsOnly:
+        """PostgreSQL and RabbitMQ from `up --deps-only`; the run starts the rest."""
+
+        chaos = False
+
+        def __init__(self, state_dir, chaos=None):
+            self.state_dir = state_dir
+
+        def running(self):
+            return {"postgres", "rabbitmq"}
+
+        def up(self, log=print):
+            """Start the apps and the fault proxy."""
+
+        def down(self, log=print, keep=()):
+            downs.append(set(keep))
+
+    monkeypatch.setattr(command, "Stack", _DepsOnly)
+    monkeypatch.setattr(command, "_running", lambda _stack: False)
+    monkeypatch.setattr(command, "_report", lambda _run_dir: None)
+    monkeypatch.setattr(chaos.runner, "Run", _Run)
+    argv = ["chaos", "run", "smoke-db-blip", "--state-dir", str(tmp_path / "s")]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 0
+    assert downs == [{"postgres", "rabbitmq"}]

@@ -21,3 +21,34 @@ def test_down_stops_the_api_then_the_relay_then_the_consumer(tmp_path, monkeypat
     stack.down(log=lines.append)
     assert lines == ["stopped api", "stopped relay", "stopped consumer"]
     assert stopped == [2, 3, 1]
+
+
+class _Server:
+    """A dependency server that records being stopped."""
+
+    def __init__(self, name: str, stopped: list):
+        self.name, self.stopped = name, stopped
+
+    def stop(self) -> None:
+        self.stopped.append(self.name)
+
+    def liveness(self) -> str:
+        return "running"
+
+
+def test_down_keeps_what_ran_before_the_command_started_the_rest(tmp_path, monkeypatch):
+    stack = Stack(tmp_path, chaos=True)
+    stack.state["components"] = {
+        name: {"pid": pid, "pgid": pid, "identity": "x"}
+        for pid, name in enumerate(("api", "relay", "consumer", "toxiproxy"), 1)
+    }
+    stack.state["components"].update(postgres={"port": 5}, rabbitmq={"port": 6})
+    stopped: list = []
+    monkeypatch.setattr(stack_module, "stop_process", lambda pid, _i, timeout: stopped.append(pid))
+    monkeypatch.setattr(stack_module, "kill_group", lambda pgid, marker: None)
+    monkeypatch.setattr(stack, "postgres", lambda: _Server("postgres", stopped))
+    monkeypatch.setattr(stack, "rabbitmq", lambda: _Server("rabbitmq", stopped))
+    stack.down(log=lambda _line: None, keep={"postgres", "rabbitmq"})
+    assert stopped == [1, 2, 3, 4]  # the apps and the fault proxy; not the dependencies
+    saved = Stack(tmp_path).state
+    assert set(saved["components"]) == {"postgres", "rabbitmq"} and "chaos" not in saved
