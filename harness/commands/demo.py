@@ -18,12 +18,17 @@ from harness.stack import Stack, StackError, default_state_dir
     show_default=True,
     help="chaos experiment to run under load",
 )
-@click.option("--keep-up/--down-after", default=True, help="leave the stack running afterwards")
+@click.option(
+    "--keep-up/--down-after",
+    default=True,
+    help="leave the stack running afterwards (--down-after stops only what the demo started)",
+)
 def command(out: str | None, experiment: str, keep_up: bool) -> int:
     """Start the stack with fault proxies, smoke-check it, run a chaos experiment under load."""
     from harness.cli import main
 
     stack = Stack(default_state_dir(), chaos=True)
+    before = _pids(stack)  # what already ran: --down-after leaves it running
     try:
         stack.up(log=click.echo)
     except StackError as exc:
@@ -37,12 +42,18 @@ def command(out: str | None, experiment: str, keep_up: bool) -> int:
         ["chaos", "run", experiment, "--out", str(run_dir), "--state-dir", str(stack.state_dir)]
     )
     click.echo("")
+    stack = Stack(stack.state_dir)  # as the chaos run left it (a process fault restarts apps)
     for row in stack.status():
         click.echo(f"{row['name']:<9} {row['state']:<8} {row.get('url') or ''}")
     if keep_up:
         click.echo("stack left running: `.venv/bin/reco-harness down` stops it")
     else:
-        stack.down(log=click.echo)
+        # The same process as before the demo, not only the same name: an app the demo
+        # restarted through the fault proxies is the demo's to stop, with the proxies.
+        kept = {name for name, pid in _pids(stack).items() if before.get(name) == pid}
+        stack.down(log=click.echo, keep=kept)
+        if kept:
+            click.echo(f"left running, as before the demo: {', '.join(sorted(kept))}")
     code = chaos if chaos else smoke
     verdict = {0: "PASS", 1: "BREACH", 2: "ERROR", 3: "INVARIANT VIOLATED"}.get(code, str(code))
     report = run_dir / "report.html"
@@ -51,3 +62,9 @@ def command(out: str | None, experiment: str, keep_up: bool) -> int:
         + (f" — open {report}" if report.exists() else f" — results in {run_dir}")
     )
     return code
+
+
+def _pids(stack: Stack) -> dict[str, int | None]:
+    """Each running component's pid."""
+    components = stack.state.get("components", {})
+    return {name: components[name].get("pid") for name in stack.running()}
