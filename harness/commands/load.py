@@ -37,6 +37,14 @@ class AuditUnavailable(Exception):
     """The invariant audit could not run: a harness error (exit 2), never a silent pass."""
 
 
+class LocustInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM during the load: Locust was stopped and exited with ``returncode``."""
+
+    def __init__(self, returncode: int | None):
+        super().__init__(returncode)
+        self.returncode = returncode
+
+
 @click.group("load")
 def load() -> None:
     """Run Locust load profiles against the stack and gate them with the guardrails."""
@@ -141,14 +149,22 @@ def run(
         click.echo(f"load: {profile} against {url} -> {run_dir}")
         sampler = _start_sampler(stack, run_dir) if stack else None
         api_log = server_health.mark(_api_log(stack))
+        interrupted = False
         try:
             locust_rc = _run_locust(argv, run_dir, shape.duration + STARTUP_MARGIN_S)
+        except LocustInterrupted as exc:
+            # Locust ended its shape and wrote its outputs: say what ran instead of "aborted"
+            # (the audit's drain is skipped: whoever pressed Ctrl-C wants out).
+            click.echo("interrupted: judging what ran (no audit)", err=True)
+            interrupted, locust_rc = True, guardrails.EXIT_USAGE  # killed, or no pass
+            if exc.returncode in (guardrails.EXIT_BREACH, guardrails.EXIT_INVARIANT):
+                locust_rc = exc.returncode
         finally:
             if sampler is not None:
                 sampler.stop()
         _summarise_run(run_dir, stack if sampler is not None else None, api_log)
         audit_note = None
-        if stack is not None and baseline is not None:
+        if stack is not None and baseline is not None and not interrupted:
             try:
                 audit_note = _audit(stack, run_dir, baseline)
             except AuditUnavailable as exc:
@@ -275,6 +291,9 @@ def _run_locust(argv: list[str], run_dir: Path, timeout_s: float) -> int:
             click.echo(f"error: Locust still running after {timeout_s:.0f}s; stopping it", err=True)
             _stop_locust(proc)
             return guardrails.EXIT_USAGE
+        except KeyboardInterrupt:
+            _stop_locust(proc)  # passed on: Locust ends the shape, writes and judges what ran
+            raise LocustInterrupted(proc.returncode) from None
         except BaseException:
             # Ctrl-C or SIGTERM reached only us: Locust has a session of its own and would go
             # on loading a stack we are about to stop (and write into this run directory).

@@ -301,17 +301,18 @@ def test_an_interrupted_run_stops_locust_too(tmp_path, sig) -> None:
     assert not state.exists() or state.read_text().rsplit(")", 1)[1].split()[0] == "Z"
     # Locust ended its shape, wrote its outputs and judged the partial run.
     assert json.loads((out / "summary.json").read_text())["interrupted"] == "SIGINT"
-    assert (out / "timeline.jsonl").exists()
+    assert (out / "timeline.jsonl").exists() and (out / "run.json").exists()
+    assert f"outputs: {out}" in output and "no verdict: interrupted by SIGINT" in output
     # The written verdict says what the exit code says, and so does judging it again.
     verdict = json.loads((out / "verdict.json").read_text())
     assert (verdict["passed"], verdict["exit_code"], verdict["interrupted"]) == (False, 2, "SIGINT")
     assert "<error" in (out / "junit.xml").read_text()
     again = subprocess.run(  # noqa: S603 - our own CLI
-        [*CLI, "guardrails", "check", str(out), "--out", str(tmp_path / "again"),
-         "--guardrails", str(tmp_path / "rules.toml")],
+        [*CLI, "guardrails", "check", str(out), "--out", str(tmp_path / "again")],
         capture_output=True, text=True, timeout=60, cwd=ROOT,
     )  # fmt: skip
     assert again.returncode == 2, again.stdout + again.stderr
+    assert "rules.toml (recorded by the run)" in again.stderr  # the rules that judged it
 
 
 def test_sigterm_ends_a_direct_locust_shape_run_with_outputs_and_exit_2(tmp_path) -> None:

@@ -100,3 +100,22 @@ def test_a_breach_in_an_interrupted_run_is_still_a_breach(fake_locust, tmp_path)
     rules.write_text('[[rule]]\nname = "too strict"\nexpr = "p(99) < 1"\n')
     assert _load_run(tmp_path, rules) == 1
     assert _check(tmp_path) == 1
+
+
+def test_ctrl_c_during_the_load_ends_with_the_verdict_of_what_ran(
+    fake_locust, monkeypatch, tmp_path, capsys
+):
+    ran = load_command._run_locust
+
+    def interrupted(argv, run_dir, timeout_s):
+        ran(argv, run_dir, timeout_s)  # Locust's outputs of the partial run
+        raise load_command.LocustInterrupted(2)
+
+    monkeypatch.setattr(load_command, "_run_locust", interrupted)
+    fake_locust.update(interrupted="SIGINT")
+    rules = tmp_path / "rules.toml"
+    rules.write_text(PASSING)
+    assert _load_run(tmp_path, rules) == 2
+    out = capsys.readouterr().out
+    assert "no verdict: interrupted by SIGINT" in out and f"outputs: {tmp_path / 'run'}" in out
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["guardrails"] == str(rules)
