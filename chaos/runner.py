@@ -32,6 +32,7 @@ from harness.stack.stack import APP_PROCESSES
 ROOT = Path(__file__).resolve().parents[1]
 LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"
 DEFAULT_GUARDRAILS = Path(__file__).with_name("guardrails.toml")
+INTERRUPTED = "interrupted: the experiment did not finish (no audit, no verdict)"
 RECOVERY_TIMEOUT_S = 60.0
 # After readiness returns, the breaker's reset period and the pools' reconnects may still
 # turn away a few requests: "settled" load begins this long after it.
@@ -154,7 +155,7 @@ class Run:
                 signal.signal(sig, handler)
             guardian.wait(timeout=10)
         if self.interrupted:
-            self._write_journal("interrupted")
+            self._record_interrupted()
             return guardrails.EXIT_USAGE
         return self._conclude()
 
@@ -513,7 +514,12 @@ class Run:
         windows = [dataclasses.asdict(w) for w in self.windows]
         (self.run_dir / "faults.json").write_text(json.dumps(windows, indent=2) + "\n")
 
-    def _write_run_json(self) -> None:
+    def _record_interrupted(self) -> None:
+        """run.json and the journal of a stopped run: judged again, by its rules, as no pass."""
+        self._write_run_json([INTERRUPTED])
+        self._write_journal("interrupted")
+
+    def _write_run_json(self, errors: list[str] | None = None) -> None:
         exp = self.experiment
         data = {
             **runmeta.collect(),
@@ -528,6 +534,8 @@ class Run:
             "start": self.load_started,
             "end": time.time(),
         }
+        if errors:
+            data[guardrails.ERRORS] = errors
         (self.run_dir / "run.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
 
     def _write_journal(self, status: str, exit_code: int | None = None) -> None:

@@ -48,3 +48,23 @@ def test_the_first_signal_interrupts_and_later_ones_wait_for_the_rollback(tmp_pa
     assert run.cleaning_up and not run.interrupted  # execute() records the first one
     run._on_signal(signal.SIGINT, None)  # during the rollback: remembered, not raised
     assert run.interrupted
+
+
+def test_an_interrupted_run_records_its_rules_and_is_judged_again_as_no_pass(tmp_path, capsys):
+    from chaos.experiment import find
+    from harness.cli import main
+    from harness.guardrails.timeline import Timeline
+
+    run = _run(tmp_path)
+    run.experiment = find("smoke-db-blip")
+    run.rules_path = tmp_path / "rules.toml"
+    run.rules_path.write_text('[[rule]]\nname = "anything"\nexpr = "count >= 0"\n')
+    run.run_dir, run.load_started = tmp_path, 0.0
+    timeline = Timeline()
+    timeline.record(1_800_000_000, "POST /v1/events", 10.0, "ok")
+    timeline.write_jsonl(tmp_path / "timeline.jsonl")  # what ran before the signal
+    run._record_interrupted()
+    assert main(["guardrails", "check", str(tmp_path), "--out", str(tmp_path / "v")]) == 2
+    captured = capsys.readouterr()
+    assert "rules.toml (recorded by the run)" in captured.err
+    assert "the experiment did not finish" in captured.out
