@@ -103,7 +103,7 @@ def run(
     # Stopped afterwards only what this run started (deps from `up --deps-only` stay up).
     before = stack.running() if started_here else set()
     try:
-        if started_here or not stack.chaos or _miswired(stack):
+        if started_here or _miswired(stack):
             # Starts what is missing and restarts an app that bypasses its fault proxies.
             stack = Stack(stack.state_dir, chaos=True)
             stack.up(log=click.echo)
@@ -229,6 +229,9 @@ def _combine(worst: int, code: int) -> int:
 
 
 def _miswired(stack: Stack) -> bool:
+    """Whether the stack lacks fault proxies, or an app bypasses them (never the flag alone)."""
+    if not stack.chaos or not stack.toxiproxy_url:
+        return True
     return any(stack.miswired(name) for name in ("api", "relay", "consumer"))
 
 

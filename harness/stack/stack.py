@@ -333,7 +333,7 @@ class Stack:
         """The dependency URLs ``name`` gets: through its fault proxies on a chaos stack."""
         env = {"RECO_DATABASE_URL": self.database_url(), "RECO_AMQP_URL": self.amqp_url()}
         if self.chaos:
-            links = self.state["components"]["toxiproxy"]["links"]
+            links = self.state["components"].get("toxiproxy", {}).get("links", {})
             urls = {"postgres": env["RECO_DATABASE_URL"], "rabbitmq": env["RECO_AMQP_URL"]}
             env.update(faults.app_env(name, urls, links))
         overrides = self.state.get("app_env", {}).get(name, {})

@@ -15,6 +15,7 @@ class _Stack:
     """A running stack already wired through fault proxies (nothing to start or stop)."""
 
     chaos = True
+    toxiproxy_url = "http://127.0.0.1:1"
 
     def __init__(self, state_dir, chaos=False):
         self.state_dir = state_dir

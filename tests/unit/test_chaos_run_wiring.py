@@ -9,13 +9,14 @@ from harness.cli import main
 from harness.commands import chaos as command
 
 
-def _stack_class(marked_chaos: bool, bypassed: set[str], calls: list):
+def _stack_class(marked_chaos: bool, bypassed: set[str], calls: list, proxy: bool = True):
     class _Stack:
         """A running stack; ``up(chaos=True)`` restarts the bypassing apps through proxies."""
 
         def __init__(self, state_dir, chaos=None):
             self.state_dir = state_dir
             self.chaos = marked_chaos if chaos is None else chaos
+            self.toxiproxy_url = "http://127.0.0.1:1" if marked_chaos and proxy else None
 
         def miswired(self, name):
             return "it reaches RECO_DATABASE_URL directly" if name in bypassed else None
@@ -23,6 +24,7 @@ def _stack_class(marked_chaos: bool, bypassed: set[str], calls: list):
         def up(self, log=print):
             calls.append(("up", self.chaos))
             bypassed.clear()
+            self.toxiproxy_url = "http://127.0.0.1:1"
 
     return _Stack
 
@@ -83,3 +85,14 @@ def test_a_run_on_a_deps_only_stack_stops_only_what_it_started(monkeypatch, tmp_
     argv = ["chaos", "run", "smoke-db-blip", "--state-dir", str(tmp_path / "s")]
     assert main([*argv, "--out", str(tmp_path / "out")]) == 0
     assert downs == [{"postgres", "rabbitmq"}]
+
+
+def test_a_stack_marked_chaos_without_a_fault_proxy_is_brought_up_with_one(monkeypatch, tmp_path):
+    calls: list = []
+    monkeypatch.setattr(command, "Stack", _stack_class(True, set(), calls, proxy=False))
+    monkeypatch.setattr(command, "_running", lambda _stack: True)
+    monkeypatch.setattr(command, "_report", lambda _run_dir: None)
+    monkeypatch.setattr(chaos.runner, "Run", _Run)
+    argv = ["chaos", "run", "smoke-db-blip", "--state-dir", str(tmp_path / "s")]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 0
+    assert calls == [("up", True)]
