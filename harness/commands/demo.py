@@ -34,6 +34,8 @@ def command(out: str | None, experiment: str, keep_up: bool) -> int:
     except StackError as exc:
         click.echo(f"error: {exc}", err=True)
         return 2
+    # An app that ran without fault proxies was restarted through them: the demo's to stop.
+    kept = {name for name, pid in _pids(stack).items() if before.get(name) == pid}
     run_dir = Path(out or f"runs/demo-{dt.datetime.now():%Y%m%d-%H%M%S}")
     click.echo("\n== smoke check (writes tagged smoke-* events through the whole pipeline)")
     smoke = main(["smoke", "--write", "--timeout", "30"])
@@ -48,9 +50,6 @@ def command(out: str | None, experiment: str, keep_up: bool) -> int:
     if keep_up:
         click.echo("stack left running: `.venv/bin/reco-harness down` stops it")
     else:
-        # The same process as before the demo, not only the same name: an app the demo
-        # restarted through the fault proxies is the demo's to stop, with the proxies.
-        kept = {name for name, pid in _pids(stack).items() if before.get(name) == pid}
         stack.down(log=click.echo, keep=kept)
         if kept:
             click.echo(f"left running, as before the demo: {', '.join(sorted(kept))}")
