@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -124,19 +125,21 @@ def test_a_process_we_may_not_signal_is_not_ours(tmp_path, monkeypatch):
 
 
 def test_marked_processes_are_found_with_their_identities(tmp_path):
+    # A value of this test's own: another run of the suite on the machine marks its own child.
+    marker = f"find-me-{uuid.uuid4().hex}"
     proc = procs.spawn(
         [sys.executable, "-c", "import time; time.sleep(30)"],
         tmp_path / "c.log",
-        env={**os.environ, "RECO_TEST_SPAWN": "find-me"},
+        env={**os.environ, "RECO_TEST_SPAWN": marker},
     )
     try:
-        assert identity.marked("RECO_TEST_SPAWN", "find-me") == [
+        assert identity.marked("RECO_TEST_SPAWN", marker) == [
             (proc.pid, identity.identity(proc.pid))
         ]
         assert identity.vouched(proc.pid, "RECO_TEST_SPAWN", "someone-else") is None
     finally:
         procs.stop_pid(proc.pid, timeout=10)
-    assert identity.marked("RECO_TEST_SPAWN", "find-me") == []
+    assert identity.marked("RECO_TEST_SPAWN", marker) == []
 
 
 def _stack_with(tmp_path: Path, relay: dict) -> Stack:
