@@ -19,7 +19,7 @@ from locust.runners import MasterRunner, WorkerRunner
 from harness import guardrails
 from harness.guardrails.prometheus import Scrapes, Snapshot, parse
 from harness.guardrails.sources import LocustSource, ServerSource
-from loadtests import outputs, shapes, workload
+from loadtests import options, outputs, shapes, workload
 from loadtests.runstate import STATE
 
 log = logging.getLogger("reco.load")
@@ -108,7 +108,9 @@ def on_init(environment, runner=None, **_kw) -> None:
     _apply_options(opts)
     STATE.distributed = isinstance(runner, MasterRunner | WorkerRunner)
     if isinstance(runner, WorkerRunner):
+        _report_before_leaving_on_sigint(runner)
         return
+    _refuse_bad_numbers(opts)
     if opts.headless and environment.shape_class is not None:
         _end_shape_on_signals(runner)
     if opts.guardrails.lower() != "off":
@@ -119,6 +121,33 @@ def on_init(environment, runner=None, **_kw) -> None:
             log.error("guardrails: %s", exc)
             sys.stderr.write(f"error: {exc}\n")
             sys.exit(guardrails.EXIT_USAGE)
+
+
+def _refuse_bad_numbers(opts) -> None:
+    """Exit 2, naming each, on option values Locust takes but a run cannot use."""
+    problems = options.usage_problems(opts)
+    for problem in problems:
+        sys.stderr.write(f"error: {problem}\n")
+    if problems:
+        sys.exit(guardrails.EXIT_USAGE)
+
+
+def _report_before_leaving_on_sigint(runner) -> None:
+    """On SIGINT a worker sends its last stats report, then leaves.
+
+    Ctrl-C reaches a ``--processes`` master and its forked workers alike (one process group).
+    Left to Python, a worker died at once and the requests of its last report interval were
+    never counted, so the master's partial run missed them (and judged too few requests).
+    The report is the one a master's "quit" would have asked for.
+    """
+
+    def leave() -> None:
+        log.warning("SIGINT: this worker sends its last report and leaves")
+        runner.stop()
+        runner._send_stats()  # noqa: SLF001 - what WorkerRunner does on the master's "quit"
+        runner.quit()
+
+    gevent.signal_handler(signal.SIGINT, leave)
 
 
 def _end_shape_on_signals(runner) -> None:
@@ -171,7 +200,7 @@ def begin_shape(runner) -> None:
     if runner.environment.profile in shapes.PROFILES:  # the web UI may have changed it
         opts.profile = runner.environment.profile
     _apply_options(opts)
-    users = STATE.users_override if opts.headless else opts.num_users
+    users = options.peak_users(opts, STATE.users_override)
     overload = opts.capacity and opts.profile == "overload"
     capacity = shapes.capacity_of(opts.capacity) if overload else None
     shape = shapes.build(

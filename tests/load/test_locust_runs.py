@@ -6,6 +6,7 @@ import collections
 import contextlib
 import http.server
 import json
+import os
 import re
 import signal
 import socket
@@ -331,6 +332,60 @@ def test_sigterm_ends_a_direct_locust_shape_run_with_outputs_and_exit_2(tmp_path
     verdict = json.loads((out / "verdict.json").read_text())
     assert verdict["counts"]["breaches"] == 0 and verdict["interrupted"] == "SIGTERM"
     assert (verdict["passed"], verdict["exit_code"]) == (False, 2)
+
+
+class _Counting200(_Answer200):
+    """_Answer200 that counts what it answered (class-wide, one test at a time)."""
+
+    answered = 0
+    lock = threading.Lock()
+
+    def _answer(self) -> None:
+        super()._answer()
+        with self.lock:
+            type(self).answered += 1
+
+    do_GET = do_POST = _answer
+
+
+def test_ctrl_c_on_a_distributed_direct_run_loses_no_worker_report(tmp_path) -> None:
+    """Ctrl-C reaches a --processes master and its workers alike: each reports before leaving.
+
+    Left to Python, the workers died at once and their last reports never reached the master.
+    """
+    out, log = tmp_path / "processes", tmp_path / "locust.log"
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[rule]]\nname = "anything"\nexpr = "count >= 0"\n')
+    _Counting200.answered = 0
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Counting200)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    locust = subprocess.Popen(  # noqa: S603 - our own locustfile
+        [*LOCUST, "--headless", "--host", url, "--profile", "steady", "-u", "6",
+         "--run-time", "60s", "--processes", "2", "--run-dir", str(out),
+         "--guardrails", str(rules), "--metrics-url", "off", "--logfile", str(log)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+        start_new_session=True,  # a process group of its own, as a terminal's job is
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while _Counting200.answered < 40 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _Counting200.answered >= 40, log.read_text() if log.exists() else ""
+        os.killpg(locust.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+        output = locust.communicate(timeout=60)[0]
+    finally:
+        if locust.poll() is None:
+            os.killpg(locust.pid, signal.SIGKILL)
+            locust.wait(timeout=10)
+        server.shutdown()
+        server.server_close()
+    assert locust.returncode == 2, output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] == "SIGINT"
+    counted = summary["endpoints"]["Aggregated"]["count"]
+    # Only requests cut off in flight (at most one per user) may be missing.
+    assert _Counting200.answered - 6 <= counted <= _Counting200.answered, output
 
 
 class _FakeApi(http.server.BaseHTTPRequestHandler):
