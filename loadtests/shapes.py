@@ -305,9 +305,16 @@ def _knee_rps(run_dir: str) -> float:
     return float(knee["rps"])
 
 
+STRESS_STEPS, STRESS_MIN_STEP_S = 20, 4.0
+
+
 def stress(users: int, duration: float, user_rps: float) -> StressShape:
-    steps = 20
-    return StressShape(users, user_rps, steps=steps, step_s=max(duration / steps, 4.0))
+    """Up to 20 equal steps in ``duration``: a short run takes fewer steps, never more time.
+
+    A step is judged on its second half, so none is shorter than 4 s (a 20 s run has 5).
+    """
+    steps = max(1, min(STRESS_STEPS, int(duration // STRESS_MIN_STEP_S)))
+    return StressShape(users, user_rps, steps=steps, step_s=duration / steps)
 
 
 # Default sizes (docs/load.md): R = 60 users x 2 rps = 120 rps, about 0.6 x the knee (~200

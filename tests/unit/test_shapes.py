@@ -96,6 +96,16 @@ def test_stress_ramps_in_equal_steps_and_waits_for_late_data() -> None:
     assert shape.tick(45)[0] == 100
 
 
+@pytest.mark.parametrize(
+    ("duration", "steps", "step_s"), [(300, 20, 15.0), (60, 15, 4.0), (20, 5, 4.0), (3, 1, 3.0)]
+)
+def test_stress_fits_its_steps_into_the_run_time(duration, steps, step_s) -> None:
+    """-t sets the length: a short run takes fewer steps (it used to take 80 s whatever -t)."""
+    shape = shapes.build("stress", users=40, duration=duration)
+    assert (shape.steps, shape.step_s) == (steps, step_s)
+    assert shape.steps * shape.step_s == duration
+
+
 def test_stress_stops_at_the_first_broken_step_and_reports_the_knee() -> None:
     shape = stress_shape()
     assert shape.observe(shapes.Step(0, 25, 50.0, 50.0, 20.0, 0.0))
