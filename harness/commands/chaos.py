@@ -107,7 +107,11 @@ def run(
             # Starts what is missing and restarts an app that bypasses its fault proxies.
             stack = Stack(stack.state_dir, chaos=True)
             stack.up(log=click.echo)
-    except StackError as exc:
+    except BaseException as exc:
+        if started_here:  # a start that failed part way leaves nothing of ours behind
+            stack.down(log=click.echo, keep=before)
+        if not isinstance(exc, StackError):
+            raise
         click.echo(f"error: {exc}", err=True)
         return 2
     base = Path(out or f"runs/chaos-{dt.datetime.now():%Y%m%d-%H%M%S}")

@@ -250,7 +250,12 @@ def _ensure_stack(stack: Stack) -> tuple[str, bool]:
         return rows["api"]["url"], False
     had_anything = any(r.get("state") in ("ready", "running") for r in rows.values())
     click.echo(f"starting the stack in {stack.state_dir} …")
-    stack.up(log=click.echo)
+    try:
+        stack.up(log=click.echo)
+    except BaseException:
+        if not had_anything:  # a start that failed part way leaves nothing of ours behind
+            stack.down(log=lambda _m: None)
+        raise
     api = stack.state.get("components", {}).get("api")
     if not api:
         raise StackError("the stack has no API component (service.wsgi not importable?)")

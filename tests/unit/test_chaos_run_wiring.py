@@ -96,3 +96,30 @@ def test_a_stack_marked_chaos_without_a_fault_proxy_is_brought_up_with_one(monke
     argv = ["chaos", "run", "smoke-db-blip", "--state-dir", str(tmp_path / "s")]
     assert main([*argv, "--out", str(tmp_path / "out")]) == 0
     assert calls == [("up", True)]
+
+
+def test_a_start_that_fails_part_way_stops_what_it_started(monkeypatch, tmp_path):
+    downs: list = []
+
+    class _FailsHalfway:
+        """PostgreSQL from `up --deps-only`; starting the rest fails after some of it ran."""
+
+        chaos = False
+
+        def __init__(self, state_dir, chaos=None):
+            self.state_dir = state_dir
+
+        def running(self):
+            return {"postgres"}
+
+        def up(self, log=print):
+            raise command.StackError("api did not get ready")
+
+        def down(self, log=print, keep=()):
+            downs.append(set(keep))
+
+    monkeypatch.setattr(command, "Stack", _FailsHalfway)
+    monkeypatch.setattr(command, "_running", lambda _stack: False)
+    argv = ["chaos", "run", "smoke-db-blip", "--state-dir", str(tmp_path / "s")]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    assert downs == [{"postgres"}]  # what ran before stays; the rest is stopped

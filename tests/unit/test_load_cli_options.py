@@ -141,3 +141,28 @@ def test_overload_takes_its_capacity_from_a_stress_run(parsed, tmp_path):
 def test_a_capacity_for_another_profile_is_a_usage_error(capsys):
     assert main(["load", "run", "--profile", "steady", "--capacity", "100"]) == 2
     assert "only the overload profile" in capsys.readouterr().err
+
+
+def test_a_stack_start_that_fails_part_way_is_stopped(no_locust, monkeypatch, tmp_path, capsys):
+    downs: list = []
+
+    class _FailsHalfway:
+        """Nothing running; the start fails after some of the stack came up."""
+
+        def __init__(self, state_dir):
+            self.state_dir = state_dir
+
+        def status(self):
+            return [{"name": "api", "state": "stopped"}]
+
+        def up(self, log=print):
+            raise load_command.StackError("relay did not get ready")
+
+        def down(self, log=print):
+            downs.append("down")
+
+    monkeypatch.setattr(load_command, "Stack", _FailsHalfway)
+    argv = ["load", "run", "--state-dir", str(tmp_path / "s"), "--out", str(tmp_path / "run")]
+    assert main(argv) == 2
+    assert "relay did not get ready" in capsys.readouterr().err
+    assert downs == ["down"]
