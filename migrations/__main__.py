@@ -21,7 +21,11 @@ def _dsn(arg: str | None) -> str:
     try:
         return Settings.from_env().database_url
     except ConfigError as exc:
-        raise SystemExit(f"config error: {exc}") from None
+        raise UsageError(f"config error: {exc}") from None
+
+
+class UsageError(RuntimeError):
+    """The command cannot run as asked: configuration, a missing folder (exit 2)."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except psycopg2.Error as exc:
         print(f"database error: {str(exc).strip()}", file=sys.stderr)
+        return 2
+    except UsageError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    except OSError as exc:  # e.g. --dir that does not exist
+        print(f"error: {exc}", file=sys.stderr)
         return 2
 
 

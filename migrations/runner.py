@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 import psycopg2
@@ -28,6 +29,16 @@ INSERT INTO schema_migrations (version, filename, sha256)
 VALUES (%(version)s, %(filename)s, %(sha256)s)
 """
 TABLE_EXISTS = "SELECT to_regclass('public.schema_migrations') IS NOT NULL"
+INVALID_INDEXES = """
+SELECT i.indexrelid::regclass::text FROM pg_index i
+JOIN pg_class c ON c.oid = i.indexrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE NOT i.indisvalid AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg_toast%'
+ORDER BY 1
+"""
+LOCK_POLL_S = 0.1
+LOCK_WAIT_S = 600.0  # a runner gives up waiting for another after this long
 
 
 class MigrationError(RuntimeError):
@@ -90,7 +101,7 @@ def _apply_one(conn, migration: Migration) -> bool:
     if not migration.transactional:
         return _apply_autocommit(conn, migration)
     with conn, conn.cursor() as cur:
-        cur.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+        _lock(conn, cur, "pg_try_advisory_xact_lock")
         return _apply_unless_recorded(cur, migration)
 
 
@@ -99,16 +110,51 @@ def _apply_autocommit(conn, migration: Migration) -> bool:
     conn.autocommit = True
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
+            _lock(conn, cur, "pg_try_advisory_lock")
             try:
-                return _apply_unless_recorded(cur, migration)
+                applied_now = _apply_unless_recorded(cur, migration, _refuse_invalid_indexes)
             finally:
                 cur.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+            return applied_now
     finally:
         conn.autocommit = False
 
 
-def _apply_unless_recorded(cur, migration: Migration) -> bool:
+def _lock(conn, cur, function: str, wait_s: float = LOCK_WAIT_S) -> None:
+    """Take the runners' lock by polling: a runner waiting for it must hold no snapshot.
+
+    Blocked in pg_advisory_lock, a waiting runner's statement keeps a snapshot open, and a
+    CREATE INDEX CONCURRENTLY under the lock waits for every older snapshot: a deadlock,
+    whose victim may be the index build (leaving an invalid index behind).
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        cur.execute(f"SELECT {function}(%s)", (LOCK_KEY,))
+        if cur.fetchone()[0]:
+            return
+        if not conn.autocommit:
+            conn.rollback()  # nor an open transaction while it waits
+        if time.monotonic() >= deadline:
+            raise MigrationError(f"another migrate run held the lock for over {wait_s:.0f} s")
+        time.sleep(LOCK_POLL_S)
+
+
+def _refuse_invalid_indexes(cur) -> None:
+    """Fail, naming them, when indexes are invalid: a failed concurrent build leaves one.
+
+    ``CREATE INDEX CONCURRENTLY IF NOT EXISTS`` skips an invalid index of the same name, so
+    recording the file would record an index that is never used.
+    """
+    cur.execute(INVALID_INDEXES)
+    names = [row[0] for row in cur.fetchall()]
+    if names:
+        raise MigrationError(
+            f"invalid index(es) {', '.join(names)} (a concurrent build failed): drop each with"
+            " DROP INDEX CONCURRENTLY and run migrate up again"
+        )
+
+
+def _apply_unless_recorded(cur, migration: Migration, before_recording=None) -> bool:
     """Under the caller's lock: run the file and record it, unless it is recorded already."""
     cur.execute(CREATE_TABLE)
     cur.execute(SELECT_ONE, {"version": migration.version})
@@ -117,6 +163,8 @@ def _apply_unless_recorded(cur, migration: Migration) -> bool:
         _raise_on_drift(migration, row[0])
         return False
     cur.execute(migration.sql)
+    if before_recording is not None:
+        before_recording(cur)
     cur.execute(INSERT_APPLIED, dataclasses.asdict(migration))
     return True
 
@@ -140,10 +188,23 @@ def check(dsn: str, directory: Path = SQL_DIR) -> Report:
             report.problems.append(f"{migration.filename}: renamed, recorded as {filename}")
         elif migration.sha256 != sha:
             report.problems.append(f"{filename}: checksum drift since it was applied")
+    report.problems += [f"{name}: invalid index (a concurrent build failed)" for name in
+                        invalid_indexes(dsn)]  # fmt: skip
     report.pending = [m.filename for m in migrations if m.version not in recorded]
     for finding in lint_all(migrations, only=set(report.pending)):
         report.problems.append(str(finding))
     return report
+
+
+def invalid_indexes(dsn: str) -> list[str]:
+    """Indexes a failed concurrent build left behind (never used by the planner)."""
+    conn = _connect(dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(INVALID_INDEXES)
+            return [row[0] for row in cur.fetchall()]
+    finally:
+        conn.close()
 
 
 def at_head(dsn: str, directory: Path = SQL_DIR) -> bool:

@@ -102,3 +102,71 @@ def test_fixture_database_is_migrated_and_isolated(database_url, db):
         assert cur.fetchone()[0] == len(list(SQL_DIR.glob("*.sql")))
         cur.execute("SELECT current_database()")
         assert cur.fetchone()[0].startswith("t_")
+
+
+CONCURRENT_INDEX = """-- migrate: no-transaction
+CREATE INDEX CONCURRENTLY IF NOT EXISTS big_v_idx ON big (v);
+"""
+
+
+def _big_table(tmp_path: Path, rows: str) -> Path:
+    """A migrations folder whose first file creates table ``big`` filled with ``rows``."""
+    sql_dir = tmp_path / "sql"
+    sql_dir.mkdir()
+    (sql_dir / "0001_big.sql").write_text(
+        f"CREATE TABLE big (id integer PRIMARY KEY, v integer NOT NULL);\nINSERT INTO big {rows};\n"
+    )
+    return sql_dir
+
+
+def test_runners_racing_over_a_concurrent_index_build_neither_deadlock_nor_record_it_invalid(
+    pg_instance, tmp_path
+):
+    """A runner waiting for the lock once held a snapshot the index build waited for: deadlock.
+
+    The build was then the victim in some runs, and the other runner's IF NOT EXISTS recorded
+    the invalid index it left as applied.
+    """
+    url = _fresh_db(pg_instance, "mig_cic_race")
+    sql_dir = _big_table(tmp_path, "SELECT g, g % 997 FROM generate_series(1, 200000) g")
+    (sql_dir / "0002_big_v_idx.sql").write_text(CONCURRENT_INDEX)
+    cmd = [sys.executable, "-m", "migrations", "up", "--database-url", url, "--dir", str(sql_dir)]
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    outputs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outputs
+    conn = psycopg2.connect(url, connect_timeout=5)
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = 'big_v_idx'::regclass")
+        assert cur.fetchone() == (True,)
+    conn.close()
+    assert check(url, sql_dir).ok
+
+
+def test_an_invalid_index_left_by_a_failed_build_is_refused_not_recorded(pg_instance, tmp_path):
+    url = _fresh_db(pg_instance, "mig_cic_invalid")
+    sql_dir = _big_table(tmp_path, "VALUES (1, 1), (2, 1)")
+    up(url, sql_dir, log=lambda _m: None)
+    conn = psycopg2.connect(url, connect_timeout=5)
+    conn.autocommit = True
+    with conn.cursor() as cur:  # a unique build that fails leaves its index behind, invalid
+        try:
+            cur.execute("CREATE UNIQUE INDEX CONCURRENTLY big_v_idx ON big (v)")
+        except psycopg2.errors.UniqueViolation:
+            pass
+    (sql_dir / "0002_big_v_idx.sql").write_text(CONCURRENT_INDEX)
+    result = subprocess.run(
+        [sys.executable, "-m", "migrations", "up", "--database-url", url, "--dir", str(sql_dir)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode != 0, result.stdout
+    assert "big_v_idx" in result.stderr + result.stdout
+    assert 2 not in applied(url)
+    assert any("big_v_idx" in p for p in check(url, sql_dir).problems)
+    with conn.cursor() as cur:
+        cur.execute("DROP INDEX CONCURRENTLY big_v_idx")
+    conn.close()
+    up(url, sql_dir, log=lambda _m: None)  # dropped as told: the next run builds it
+    assert check(url, sql_dir).ok

@@ -72,3 +72,14 @@ def test_split_keeps_dollar_quotes_and_line_numbers():
     statements = split_statements(sql)
     assert [s.line for s in statements] == [1, 3]
     assert "SELECT 1; $$" in statements[1].text
+
+
+def test_a_missing_folder_or_bad_configuration_is_exit_2_with_one_line(monkeypatch, capsys):
+    from migrations.__main__ import main
+
+    url = "postgresql://reco@127.0.0.1:1/reco"
+    assert main(["status", "--dir", "/nonexistent-migrations", "--database-url", url]) == 2
+    assert "No such file or directory" in capsys.readouterr().err
+    monkeypatch.setenv("RECO_ENV", "bogus")
+    assert main(["status"]) == 2  # it raised SystemExit with a string: exit 1
+    assert capsys.readouterr().err.startswith("config error: RECO_ENV")
