@@ -205,7 +205,8 @@ class Link:
         box: list[Any] = []
         start(box.append)
         if not self.wait_for(lambda: bool(box), timeout):
-            raise AmqpError(self._why("operation timed out"))
+            # The broker closing the channel (e.g. 406 PRECONDITION_FAILED) ends the wait too.
+            raise AmqpError(self._why("operation failed" if self.error else "operation timed out"))
         return box[0]
 
     def ready_count(self, queue: str, timeout: float) -> int:

@@ -8,7 +8,7 @@ import pika.exceptions
 import pytest
 
 from service.settings import Settings
-from workers.amqp import AmqpError
+from workers.amqp import AmqpError, Link
 from workers.metrics import Health
 from workers.relay import failure_kind
 from workers.topology import DLQ_DELIVERY_LIMIT, declare, topology
@@ -182,3 +182,12 @@ def test_loop_failures_are_classified_for_the_error_counters():
     assert error_kind(PublishRefused("3 of 3 rows returned or nacked")) == "amqp"
     assert error_kind(pika.exceptions.StreamLostError("lost")) == "amqp"
     assert error_kind(ValueError("bug")) == "other"
+
+
+def test_a_call_the_broker_refused_says_failed_not_timed_out():
+    """A declare with other arguments closes the channel at once: no timeout was involved."""
+    link = Link(_settings(), "test")
+    link._opened = True  # as after open(): a failure ends any wait at once
+    link.error = pika.exceptions.ChannelClosedByBroker(406, "PRECONDITION_FAILED - inequivalent")
+    with pytest.raises(AmqpError, match=r"^operation failed: ChannelClosedByBroker"):
+        link.call(lambda _callback: None, timeout=5)
