@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -256,6 +257,7 @@ class Settings:
         """Refuse impossible combinations and, in production, default or weak secrets."""
         if self.environment not in ENVIRONMENTS:
             raise ConfigError(f"RECO_ENV: must be one of {', '.join(ENVIRONMENTS)}")
+        self._validate_finite()
         self._validate_ranges()
         if self.lock_timeout_ms >= self.statement_timeout_ms:
             raise ConfigError("RECO_LOCK_TIMEOUT_MS: must be below RECO_STATEMENT_TIMEOUT_MS")
@@ -267,6 +269,15 @@ class Settings:
             )
         if self.environment == "production":
             self._validate_production(raw_api_keys)
+
+    def _validate_finite(self) -> None:
+        # float() takes nan and inf: a comparison with nan is always false, so no bound or
+        # "0 = off" test would catch it, and inf turns a timeout or an interval off.
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                env = field.metadata["env"]
+                raise ConfigError(f"{env}: must be a finite number, got {value}")
 
     def _validate_ranges(self) -> None:
         # Zero turns most of these off (no timeout, unlimited prefetch, no heartbeat) or

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 import pytest
@@ -211,3 +212,16 @@ def test_every_bounded_setting_is_a_setting_and_its_default_is_in_bounds():
     defaults = Settings.from_env({})
     for name, (low, high) in RANGES.items():
         assert low <= getattr(defaults, name) <= high, name
+
+
+FLOAT_VARIABLES = [
+    f.metadata["env"] for f in dataclasses.fields(Settings) if isinstance(f.default, float)
+]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN", "Infinity"])
+@pytest.mark.parametrize("variable", FLOAT_VARIABLES)
+def test_a_float_setting_that_is_not_a_finite_number_is_refused_by_name(variable, value):
+    # nan slipped through every bound and then crashed start-up while the message was built.
+    with pytest.raises(ConfigError, match=f"^{variable}: must be a finite number"):
+        Settings.from_env({variable: value})
