@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -17,6 +18,8 @@ KNOWN_DEFAULT_SECRETS = frozenset(
     {"", "admin", "changeme", "dev-key", "guest", "password", "postgres", "secret", "test"}
 )
 DEV_API_KEY = "dev-key"  # noqa: S105 - development default, refused in production
+# Names logging.Logger.setLevel takes (upper-cased first, as service/logs.py does).
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # API-key secrets carry at least 32 bytes of entropy: guessing one is not a threat model.
 MIN_API_KEY_CHARS = 32
 
@@ -257,6 +260,11 @@ class Settings:
         """Refuse impossible combinations and, in production, default or weak secrets."""
         if self.environment not in ENVIRONMENTS:
             raise ConfigError(f"RECO_ENV: must be one of {', '.join(ENVIRONMENTS)}")
+        if self.log_level.upper() not in logging.getLevelNamesMapping():
+            raise ConfigError(
+                f"RECO_LOG_LEVEL: must be one of {', '.join(LOG_LEVELS)} (any case),"
+                f" got {self.log_level!r}"
+            )
         self._validate_finite()
         self._validate_ranges()
         if self.lock_timeout_ms >= self.statement_timeout_ms:

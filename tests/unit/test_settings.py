@@ -225,3 +225,10 @@ def test_a_float_setting_that_is_not_a_finite_number_is_refused_by_name(variable
     # nan slipped through every bound and then crashed start-up while the message was built.
     with pytest.raises(ConfigError, match=f"^{variable}: must be a finite number"):
         Settings.from_env({variable: value})
+
+
+def test_log_level_is_a_logging_level_name_in_any_case():
+    assert Settings.from_env({"RECO_LOG_LEVEL": "warning"}).log_level == "warning"
+    # An unknown name crashed the relay with a traceback and kept the API workers from booting.
+    with pytest.raises(ConfigError, match="^RECO_LOG_LEVEL: must be one of DEBUG, INFO"):
+        Settings.from_env({"RECO_LOG_LEVEL": "bogus"})
