@@ -370,6 +370,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "amqp_blocked_timeout_s": (1, 86_400),
     "amqp_socket_timeout_s": (0.001, 3600),
     "backoff_max_s": (0.1, 86_400),  # the backoff starts at 0.1 s
+    "metrics_port": (0, 65_535),  # 0 = no metrics server (workers/main.py)
 }
 
 

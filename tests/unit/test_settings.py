@@ -232,3 +232,14 @@ def test_log_level_is_a_logging_level_name_in_any_case():
     # An unknown name crashed the relay with a traceback and kept the API workers from booting.
     with pytest.raises(ConfigError, match="^RECO_LOG_LEVEL: must be one of DEBUG, INFO"):
         Settings.from_env({"RECO_LOG_LEVEL": "bogus"})
+
+
+@pytest.mark.parametrize("value", ["70000", "65536", "-1"])
+def test_metrics_port_outside_tcp_ports_is_refused_by_name(value):
+    # bind() raised OverflowError with a traceback instead.
+    with pytest.raises(ConfigError, match="^RECO_METRICS_PORT: must be between 0 and 65535"):
+        Settings.from_env({"RECO_METRICS_PORT": value})
+
+
+def test_metrics_port_zero_still_means_off():
+    assert Settings.from_env({"RECO_METRICS_PORT": "0"}).metrics_port == 0
