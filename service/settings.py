@@ -204,7 +204,7 @@ class Settings:
         "RECO_RELAY_RETENTION_INTERVAL_S", 60.0, float, "how often a relay purges published rows"
     )
     queue_max_length: int = _field(
-        "RECO_QUEUE_MAX_LENGTH", 1_000_000, int, "x-max-length of the feature queue"
+        "RECO_QUEUE_MAX_LENGTH", 1_000_000, int, "x-max-length of the feature queue; 0 = none"
     )
     consumer_prefetch: int = _field(
         "RECO_CONSUMER_PREFETCH", 300, int, "unacked deliveries per consumer"
@@ -362,7 +362,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "relay_confirm_timeout_s": (0.001, 3600),
     "relay_idle_in_tx_timeout_ms": (1, MAX_INT),
     "relay_retention_interval_s": (0.001, MAX_INT),
-    "queue_max_length": (1, MAX_INT),
+    "queue_max_length": (0, MAX_INT),  # 0 = no x-max-length (workers/topology.py)
     "consumer_prefetch": (1, 65_535),
     "consumer_batch_size": (1, 65_535),
     "delivery_limit": (1, MAX_INT),

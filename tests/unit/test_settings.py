@@ -243,3 +243,10 @@ def test_metrics_port_outside_tcp_ports_is_refused_by_name(value):
 
 def test_metrics_port_zero_still_means_off():
     assert Settings.from_env({"RECO_METRICS_PORT": "0"}).metrics_port == 0
+
+
+def test_queue_max_length_zero_means_no_limit_as_documented():
+    # docs/events.md and workers/topology.py give 0 a meaning the bounds used to refuse.
+    assert Settings.from_env({"RECO_QUEUE_MAX_LENGTH": "0"}).queue_max_length == 0
+    with pytest.raises(ConfigError, match="^RECO_QUEUE_MAX_LENGTH: must be between 0"):
+        Settings.from_env({"RECO_QUEUE_MAX_LENGTH": "-1"})
