@@ -360,6 +360,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "relay_batch_size": (1, 10_000),
     "relay_poll_interval_ms": (1, MAX_INT),
     "relay_confirm_timeout_s": (0.001, 3600),
+    "relay_retry_base_s": (0, MAX_INT),  # 0: a refused row may be claimed again at once
+    "relay_retry_max_s": (0.001, MAX_INT),
     "relay_idle_in_tx_timeout_ms": (1, MAX_INT),
     "relay_retention_interval_s": (0.001, MAX_INT),
     "queue_max_length": (0, MAX_INT),  # 0 = no x-max-length (workers/topology.py)

@@ -250,3 +250,10 @@ def test_queue_max_length_zero_means_no_limit_as_documented():
     assert Settings.from_env({"RECO_QUEUE_MAX_LENGTH": "0"}).queue_max_length == 0
     with pytest.raises(ConfigError, match="^RECO_QUEUE_MAX_LENGTH: must be between 0"):
         Settings.from_env({"RECO_QUEUE_MAX_LENGTH": "-1"})
+
+
+@pytest.mark.parametrize("value", ["-1", "0"])
+def test_a_bad_relay_retry_cap_is_refused_under_its_own_name(value):
+    # The message named RECO_RELAY_RETRY_BASE_S, which the operator had not set.
+    with pytest.raises(ConfigError, match="^RECO_RELAY_RETRY_MAX_S: must be between"):
+        Settings.from_env({"RECO_RELAY_RETRY_MAX_S": value})
