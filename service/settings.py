@@ -22,6 +22,7 @@ DEV_API_KEY = "dev-key"  # noqa: S105 - development default, refused in producti
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # API-key secrets carry at least 32 bytes of entropy: guessing one is not a threat model.
 MIN_API_KEY_CHARS = 32
+HEX_DIGITS = frozenset("0123456789abcdef")
 
 
 class ConfigError(ValueError):
@@ -54,7 +55,8 @@ def _parse_api_keys(raw: str) -> tuple[tuple[str, str], ...]:
     for client_id, secret in _api_key_entries(raw):
         if secret.startswith("sha256="):
             digest = secret.removeprefix("sha256=").lower()
-            if len(digest) != 64:
+            # A digest that is not hex can never equal a key's: the client would be locked out.
+            if len(digest) != 64 or not set(digest) <= HEX_DIGITS:
                 raise ValueError(f"sha256 digest for {client_id!r} must be 64 hex chars")
         else:
             digest = hashlib.sha256(secret.encode()).hexdigest()

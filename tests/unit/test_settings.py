@@ -257,3 +257,12 @@ def test_a_bad_relay_retry_cap_is_refused_under_its_own_name(value):
     # The message named RECO_RELAY_RETRY_BASE_S, which the operator had not set.
     with pytest.raises(ConfigError, match="^RECO_RELAY_RETRY_MAX_S: must be between"):
         Settings.from_env({"RECO_RELAY_RETRY_MAX_S": value})
+
+
+@pytest.mark.parametrize("environ", [{}, PROD])
+def test_an_api_key_digest_must_be_hex(environ):
+    keys = "app:sha256=" + "z" * 64
+    with pytest.raises(ConfigError, match="^RECO_API_KEYS: .*must be 64 hex chars"):
+        Settings.from_env({**environ, "RECO_API_KEYS": keys})
+    upper = "app:sha256=" + "AB" * 32
+    assert Settings.from_env({"RECO_API_KEYS": upper}).api_keys == (("app", "ab" * 32),)
