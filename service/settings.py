@@ -215,7 +215,7 @@ class Settings:
         "RECO_CONSUMER_BATCH_SIZE", 100, int, "deliveries applied per transaction"
     )
     consumer_batch_wait_ms: int = _field(
-        "RECO_CONSUMER_BATCH_WAIT_MS", 20, int, "longest a partial batch waits for more"
+        "RECO_CONSUMER_BATCH_WAIT_MS", 20, int, "longest a partial batch waits for more; 0 = none"
     )
     delivery_limit: int = _field(
         "RECO_DELIVERY_LIMIT", 20, int, "deliveries of one message before the DLQ"
@@ -271,8 +271,7 @@ class Settings:
         self._validate_ranges()
         if self.lock_timeout_ms >= self.statement_timeout_ms:
             raise ConfigError("RECO_LOCK_TIMEOUT_MS: must be below RECO_STATEMENT_TIMEOUT_MS")
-        if self.auth_failure_rate_per_s > 0 and self.auth_failure_burst < 1:
-            raise ConfigError("RECO_AUTH_FAILURE_BURST: must be at least 1 (or the rate 0)")
+        self._validate_bursts()
         if not 0 <= self.relay_retry_base_s <= self.relay_retry_max_s:
             raise ConfigError(
                 "RECO_RELAY_RETRY_BASE_S: must be between 0 and RECO_RELAY_RETRY_MAX_S"
@@ -300,6 +299,25 @@ class Settings:
                 raise ConfigError(
                     f"{env}: must be between {_plain(low)} and {_plain(high)}, got {_plain(value)}"
                 )
+
+    def _validate_bursts(self) -> None:
+        # A bucket that holds less than one token never lets a request through: 429 for ever.
+        for rate_env, burst_env, rate, burst in (
+            (
+                "RECO_RATE_LIMIT_PER_S",
+                "RECO_RATE_LIMIT_BURST",
+                self.rate_limit_per_s,
+                self.rate_limit_burst,
+            ),
+            (
+                "RECO_AUTH_FAILURE_RATE_PER_S",
+                "RECO_AUTH_FAILURE_BURST",
+                self.auth_failure_rate_per_s,
+                self.auth_failure_burst,
+            ),
+        ):
+            if rate > 0 and burst < 1:
+                raise ConfigError(f"{burst_env}: must be at least 1 (or {rate_env} 0)")
 
     def _validate_production(self, raw_api_keys: str) -> None:
         # Messages name the variable (and a key's client id) but never the secret itself.
@@ -338,11 +356,21 @@ def _plain(number: float) -> str:
 
 
 MAX_INT = float(2**31 - 1)
-# Inclusive bounds of the numeric settings whose zero or negative value would switch off a
-# timeout or a bound the service and the workers rely on. AMQP limits are 16-bit fields.
+# Inclusive bounds of every numeric setting (a test keeps them complete). Zero is allowed
+# only where the settings table says what it means ("0 = off"); elsewhere a zero or negative
+# value would switch off a timeout or a bound the service and the workers rely on, or make
+# them spin. AMQP limits are 16-bit fields.
 RANGES: dict[str, tuple[float, float]] = {
+    "log_batch_lines": (1, MAX_INT),
+    "log_batch_flush_ms": (1, MAX_INT),
     "db_pool_size": (1, 64),
     "max_inflight": (1, MAX_INT),
+    "max_queue_ms": (0, MAX_INT),  # 0 = off; below it every request with X-Request-Start is shed
+    "popular_cache_s": (0, MAX_INT),  # 0 = off
+    "rate_limit_per_s": (0, MAX_INT),  # 0 = off
+    "rate_limit_burst": (0, MAX_INT),  # at least 1 while the rate is on (_validate_bursts)
+    "auth_failure_rate_per_s": (0, MAX_INT),  # 0 = off
+    "auth_failure_burst": (0, MAX_INT),
     "event_max_future_s": (0, MAX_INT),
     "db_checkout_timeout_ms": (1, MAX_INT),
     "db_connect_timeout_s": (1, 3600),  # libpq: 0 waits for ever
@@ -365,10 +393,14 @@ RANGES: dict[str, tuple[float, float]] = {
     "relay_retry_base_s": (0, MAX_INT),  # 0: a refused row may be claimed again at once
     "relay_retry_max_s": (0.001, MAX_INT),
     "relay_idle_in_tx_timeout_ms": (1, MAX_INT),
+    # At or below 0 every row is purged as soon as it is published. Far in the past, now()
+    # minus the retention is out of PostgreSQL's timestamp range: about a century at most.
+    "relay_retention_hours": (0.001, 876_000),
     "relay_retention_interval_s": (0.001, MAX_INT),
     "queue_max_length": (0, MAX_INT),  # 0 = no x-max-length (workers/topology.py)
     "consumer_prefetch": (1, 65_535),
     "consumer_batch_size": (1, 65_535),
+    "consumer_batch_wait_ms": (0, MAX_INT),  # 0 = apply what is buffered at once
     "delivery_limit": (1, MAX_INT),
     "amqp_heartbeat_s": (1, 65_535),
     "amqp_blocked_timeout_s": (1, 86_400),

@@ -266,3 +266,55 @@ def test_an_api_key_digest_must_be_hex(environ):
         Settings.from_env({**environ, "RECO_API_KEYS": keys})
     upper = "app:sha256=" + "AB" * 32
     assert Settings.from_env({"RECO_API_KEYS": upper}).api_keys == (("app", "ab" * 32),)
+
+
+def test_every_numeric_setting_is_bounded():
+    numeric = {f.name for f in dataclasses.fields(Settings) if isinstance(f.default, int | float)}
+    assert sorted(numeric - set(RANGES)) == []
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("RECO_MAX_QUEUE_MS", "-1"),  # shed every request carrying X-Request-Start
+        ("RECO_RELAY_RETENTION_HOURS", "-1"),  # purged every row just published
+        ("RECO_RELAY_RETENTION_HOURS", "0"),
+        ("RECO_RELAY_RETENTION_HOURS", "1000000"),  # now() minus it leaves timestamp range
+        ("RECO_LOG_BATCH_LINES", "-1"),
+        ("RECO_LOG_BATCH_FLUSH_MS", "-1"),
+        ("RECO_POPULAR_CACHE_S", "-1"),
+        ("RECO_RATE_LIMIT_PER_S", "-1"),
+        ("RECO_AUTH_FAILURE_RATE_PER_S", "-1"),
+        ("RECO_AUTH_FAILURE_BURST", "-1"),
+        ("RECO_CONSUMER_BATCH_WAIT_MS", "-1"),
+    ],
+)
+def test_a_nonsensical_number_is_refused_by_name(variable, value):
+    with pytest.raises(ConfigError, match=f"^{variable}: must be between"):
+        Settings.from_env({variable: value})
+
+
+def test_a_rate_limit_that_is_on_needs_a_burst_of_at_least_one():
+    # A burst of 0 answered every request 429 for ever.
+    env = {"RECO_RATE_LIMIT_PER_S": "5", "RECO_RATE_LIMIT_BURST": "0"}
+    with pytest.raises(ConfigError, match="^RECO_RATE_LIMIT_BURST: must be at least 1"):
+        Settings.from_env(env)
+    assert Settings.from_env({**env, "RECO_RATE_LIMIT_PER_S": "0"}).rate_limit_burst == 0
+
+
+@pytest.mark.parametrize(
+    "variable",
+    [
+        "RECO_MAX_QUEUE_MS",
+        "RECO_POPULAR_CACHE_S",
+        "RECO_RATE_LIMIT_PER_S",
+        "RECO_AUTH_FAILURE_RATE_PER_S",
+        "RECO_CONSUMER_BATCH_WAIT_MS",
+        "RECO_METRICS_PORT",
+        "RECO_QUEUE_MAX_LENGTH",
+    ],
+)
+def test_zero_is_accepted_where_the_table_says_what_it_means(variable):
+    doc = next(doc for env, _, doc in Settings.documented() if env == variable)
+    assert "0 = " in doc
+    assert Settings.from_env({variable: "0"})
