@@ -20,6 +20,19 @@ KNOWN_DEFAULT_SECRETS = frozenset(
 DEV_API_KEY = "dev-key"  # noqa: S105 - development default, refused in production
 # Names logging.Logger.setLevel takes (upper-cased first, as service/logs.py does).
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# The test-only switches of docs/events.md: a misspelt one would leave a negative control
+# silently off, so the test it belongs to would pass for the wrong reason.
+TEST_FAULTS = frozenset(
+    {
+        "relay_mark_before_confirm",
+        "consumer_ack_before_commit",
+        "consumer_skip_inbox",
+        "relay_pause_before_confirm",
+        "relay_pause_before_commit",
+        "consumer_pause_before_commit",
+        "consumer_pause_after_commit",
+    }
+)
 # API-key secrets carry at least 32 bytes of entropy: guessing one is not a threat model.
 MIN_API_KEY_CHARS = 32
 HEX_DIGITS = frozenset("0123456789abcdef")
@@ -269,6 +282,7 @@ class Settings:
             )
         self._validate_finite()
         self._validate_ranges()
+        self._validate_names()
         if self.lock_timeout_ms >= self.statement_timeout_ms:
             raise ConfigError("RECO_LOCK_TIMEOUT_MS: must be below RECO_STATEMENT_TIMEOUT_MS")
         self._validate_bursts()
@@ -299,6 +313,22 @@ class Settings:
                 raise ConfigError(
                     f"{env}: must be between {_plain(low)} and {_plain(high)}, got {_plain(value)}"
                 )
+
+    def _validate_names(self) -> None:
+        # An empty namespace would name the exchange ".events", shared by every deployment
+        # that made the same mistake.
+        if not self.amqp_namespace.strip():
+            raise ConfigError("RECO_AMQP_NAMESPACE: must not be empty")
+        unknown = sorted(self._test_fault_names() - TEST_FAULTS)
+        if unknown:
+            raise ConfigError(
+                f"RECO_UNSAFE_TEST_FAULTS: unknown {', '.join(unknown)};"
+                f" known: {', '.join(sorted(TEST_FAULTS))}"
+            )
+
+    def _test_fault_names(self) -> set[str]:
+        """The switches listed in RECO_UNSAFE_TEST_FAULTS, blanks dropped."""
+        return {f.strip() for f in self.unsafe_test_faults.split(",")} - {""}
 
     def _validate_bursts(self) -> None:
         # A bucket that holds less than one token never lets a request through: 429 for ever.
@@ -336,7 +366,7 @@ class Settings:
         """Tell whether a deliberate test-only fault is switched on."""
         if self.environment != "test":
             return False
-        return name in {f.strip() for f in self.unsafe_test_faults.split(",")}
+        return name in self._test_fault_names()
 
     @staticmethod
     def documented() -> list[tuple[str, str, str]]:

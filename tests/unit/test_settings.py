@@ -7,7 +7,7 @@ import hashlib
 
 import pytest
 
-from service.settings import RANGES, ConfigError, Settings
+from service.settings import RANGES, TEST_FAULTS, ConfigError, Settings
 
 PROD = {
     "RECO_ENV": "production",
@@ -60,9 +60,9 @@ def test_production_refuses_defaults_and_names_the_variable(variable, value):
 
 
 def test_test_faults_only_in_test_mode():
-    faults = {"RECO_UNSAFE_TEST_FAULTS": "x,y"}
-    assert Settings.from_env({**faults, "RECO_ENV": "test"}).test_fault("y")
-    assert not Settings.from_env(faults).test_fault("y")
+    faults = {"RECO_UNSAFE_TEST_FAULTS": "consumer_skip_inbox,relay_pause_before_commit"}
+    assert Settings.from_env({**faults, "RECO_ENV": "test"}).test_fault("relay_pause_before_commit")
+    assert not Settings.from_env(faults).test_fault("relay_pause_before_commit")
 
 
 def test_env_example_lists_every_variable():
@@ -318,3 +318,36 @@ def test_zero_is_accepted_where_the_table_says_what_it_means(variable):
     doc = next(doc for env, _, doc in Settings.documented() if env == variable)
     assert "0 = " in doc
     assert Settings.from_env({variable: "0"})
+
+
+@pytest.mark.parametrize("value", ["", " ", "\t"])
+def test_an_empty_amqp_namespace_is_refused(value):
+    with pytest.raises(ConfigError, match="^RECO_AMQP_NAMESPACE: must not be empty"):
+        Settings.from_env({"RECO_AMQP_NAMESPACE": value})
+
+
+def test_an_unknown_test_fault_is_refused_by_name():
+    # A misspelt switch left the negative control off without a word.
+    env = {"RECO_ENV": "test", "RECO_UNSAFE_TEST_FAULTS": "consumer_skip_inbox, relay_mark_bfore"}
+    with pytest.raises(ConfigError, match="^RECO_UNSAFE_TEST_FAULTS: unknown relay_mark_bfore;"):
+        Settings.from_env(env)
+    assert Settings.from_env({**env, "RECO_UNSAFE_TEST_FAULTS": "consumer_skip_inbox,"})
+
+
+def test_the_known_test_faults_are_those_the_code_asks_for_and_the_docs_list():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).parents[2]
+    asked = set()
+    for path in (root / "workers").glob("*.py"):
+        text = path.read_text()
+        asked |= set(re.findall(r'test_fault\(\s*"(\w+)"', text))
+        asked |= set(re.findall(r'pause_point\(\s*self\.settings,\s*"(\w+)"', text))
+    assert asked == TEST_FAULTS
+    events = (root / "docs" / "events.md").read_text()
+    switches = events.split("## Test-only switches")[1].split("\n## ")[0]
+    assert set(re.findall(r"^\| `(\w+)` \|", switches, re.M)) == TEST_FAULTS
+    for path in (root / "chaos" / "experiments").glob("*.toml"):
+        for switch in re.findall(r'^switch = "(\w+)"', path.read_text(), re.M):
+            assert switch in TEST_FAULTS, path.name
