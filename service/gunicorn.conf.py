@@ -2,21 +2,51 @@
 
 import os
 import shutil
+import sys
 import tempfile
+
+from service.settings import ConfigError, Settings
+
+
+def _refuse(message: str) -> None:
+    """Stop the master with one line naming the variable and exit 2, as the workers do."""
+    print(f"configuration error: {message}", file=sys.stderr)
+    # SystemExit is no Exception: gunicorn's config loader lets it through, traceback-free.
+    sys.exit(2)
+
+
+def _count(env: str, default: int, low: int) -> int:
+    """An integer of at least ``low`` from ``env``; anything else stops the master."""
+    raw = os.environ.get(env, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if value < low:
+        _refuse(f"{env}: must be an integer of at least {low}, got {raw!r}")
+    return value
+
+
+# Checked once, here in the master: refused in a worker, a setting is a traceback per worker
+# and gunicorn's exit 3 ("Worker failed to boot"), not the exit 2 docs/operations.md promises.
+try:
+    Settings.from_env()
+except ConfigError as exc:
+    _refuse(str(exc))
 
 # Each worker handles one request at a time on its own connection pool; on 2 cores sync
 # workers beat gthread because threads waking from I/O queue for the GIL (docs/performance.md).
 worker_class = os.environ.get("RECO_GUNICORN_WORKER_CLASS", "sync")
-workers = int(os.environ.get("RECO_GUNICORN_WORKERS", "4"))
-threads = int(os.environ.get("RECO_GUNICORN_THREADS", "1"))
+workers = _count("RECO_GUNICORN_WORKERS", 4, 1)
+threads = _count("RECO_GUNICORN_THREADS", 1, 1)
 bind = os.environ.get("RECO_BIND", "127.0.0.1:8000")
-backlog = int(os.environ.get("RECO_GUNICORN_BACKLOG", "256"))
+backlog = _count("RECO_GUNICORN_BACKLOG", 256, 1)
 # A backstop only: request deadlines (0.8 s reads, 1.5 s writes) are 20x smaller.
 timeout = 30
 graceful_timeout = 20
 keepalive = 5
 # Off by default so soak runs see leaks; set RECO_GUNICORN_MAX_REQUESTS to recycle workers.
-max_requests = int(os.environ.get("RECO_GUNICORN_MAX_REQUESTS", "0"))
+max_requests = _count("RECO_GUNICORN_MAX_REQUESTS", 0, 0)
 max_requests_jitter = max_requests // 10
 limit_request_line = 4094
 limit_request_fields = 50

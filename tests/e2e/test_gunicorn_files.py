@@ -65,3 +65,33 @@ def test_the_config_removes_its_metrics_dir_and_binds_no_shared_socket(
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
     assert list(tmp_path.glob("reco-prom-*")) == []
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("RECO_LOG_LEVEL", "bogus"),
+        ("RECO_EVENT_MAX_FUTURE_S", "nan"),
+        ("RECO_GUNICORN_WORKERS", "0"),
+        ("RECO_GUNICORN_WORKERS", "abc"),
+    ],
+)
+def test_a_refused_setting_stops_the_master_with_one_line_and_exit_2(tmp_path, variable, value):
+    # A worker refusing it printed a traceback and gunicorn exited 3 ("Worker failed to boot").
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECO_")}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env |= {"TMPDIR": str(tmp_path), variable: value}
+    config = str(ROOT / "service/gunicorn.conf.py")
+    done = subprocess.run(  # noqa: S603 - our interpreter running gunicorn
+        [sys.executable, "-m", "gunicorn", "-c", config, "--bind", f"127.0.0.1:{free_port()}"]
+        + ["service.wsgi:app"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"configuration error: {variable}: ")
+    assert list(tmp_path.iterdir()) == []  # refused before the metrics directory is made

@@ -82,7 +82,7 @@ def test_env_example_lists_what_the_gunicorn_config_reads_without_setting_it():
 
     root = Path(__file__).parents[2]
     config = (root / "service" / "gunicorn.conf.py").read_text()
-    read = set(re.findall(r'os\.environ(?:\.get\(|\[)"([A-Z_]+)"', config))
+    read = set(re.findall(r'(?:os\.environ(?:\.get\(|\[)|_count\()"([A-Z_]+)"', config))
     assert read >= {"RECO_GUNICORN_WORKERS", "PROMETHEUS_MULTIPROC_DIR"}
     lines = (root / ".env.example").read_text().splitlines()
     assert [n for n in sorted(read) if not any(n in line for line in lines)] == []
