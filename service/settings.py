@@ -128,7 +128,12 @@ class Settings:
     statement_timeout_ms: int = _field(
         "RECO_STATEMENT_TIMEOUT_MS", 1000, int, "API connections' statement_timeout"
     )
-    lock_timeout_ms: int = _field("RECO_LOCK_TIMEOUT_MS", 200, int, "API connections' lock_timeout")
+    lock_timeout_ms: int = _field(
+        "RECO_LOCK_TIMEOUT_MS",
+        200,
+        int,
+        "lock_timeout of the API's, relay's and consumer's connections",
+    )
     idle_in_tx_timeout_ms: int = _field(
         "RECO_IDLE_IN_TX_TIMEOUT_MS", 5000, int, "API idle_in_transaction_session_timeout"
     )

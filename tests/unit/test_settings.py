@@ -351,3 +351,27 @@ def test_the_known_test_faults_are_those_the_code_asks_for_and_the_docs_list():
     for path in (root / "chaos" / "experiments").glob("*.toml"):
         for switch in re.findall(r'^switch = "(\w+)"', path.read_text(), re.M):
             assert switch in TEST_FAULTS, path.name
+
+
+def test_the_lock_timeout_help_names_every_role_it_applies_to():
+    from service.db.connect import ROLE_TIMEOUTS
+
+    probe = dataclasses.replace(Settings(), lock_timeout_ms=123, statement_timeout_ms=456)
+    roles = {role for role, get in ROLE_TIMEOUTS.items() if get(probe)[1] == 123}
+    assert roles == {"api", "relay", "consumer"}
+    doc = next(doc for env, _, doc in Settings.documented() if env == "RECO_LOCK_TIMEOUT_MS")
+    # It said "API connections' lock_timeout", though the workers' connections use it too.
+    assert all(role in doc.lower() for role in roles)
+
+
+def test_the_operations_guide_gives_the_header_line_gunicorn_serves():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).parents[2]
+    config = (root / "service" / "gunicorn.conf.py").read_text()
+    limit = int(re.search(r"^limit_request_field_size = (\d+)", config, re.M).group(1))
+    text = " ".join((root / "docs" / "operations.md").read_text().split())
+    # gunicorn counts the line's CRLF: 8188 bytes before it are served, 8189 are 431.
+    assert f"≤ {limit} bytes counting the line's CRLF" in text
+    assert f"header line of {limit - 2} bytes is served, {limit - 1} is refused" in text
