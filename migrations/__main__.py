@@ -70,12 +70,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _status(dsn: str, directory: Path) -> int:
+    """One line per migration, the files' and those only the database knows (it is ahead)."""
     migrations, _ = discover(directory)
     recorded = applied(dsn)
+    known = {m.version for m in migrations}
     for migration in migrations:
         row = recorded.get(migration.version)
         state = f"applied {row[2]:%Y-%m-%d %H:%M:%S}" if row else "pending"
+        if row and row[1] != migration.sha256:
+            state += " (changed since: checksum drift)"
         print(f"{migration.filename:40} {state}")
+    for version in sorted(set(recorded) - known):
+        filename, _sha, at = recorded[version]
+        print(f"{filename:40} applied {at:%Y-%m-%d %H:%M:%S} (no file here: the database is ahead)")
     return 0
 
 

@@ -94,6 +94,17 @@ def test_applied_but_missing_is_reported(pg_instance, tmp_path):
     last.unlink()
     report = check(url, sql_dir)
     assert f"{last.name}: applied but the file is missing" in report.problems
+    drifted = sql_dir / "0002_events.sql"
+    drifted.write_text(drifted.read_text() + "\n-- edited after it was applied\n")
+    status = subprocess.run(
+        [sys.executable, "-m", "migrations", "status", "--database-url", url, "--dir",
+         str(sql_dir)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert status.returncode == 0, status.stderr
+    lines = status.stdout.splitlines()  # status said "applied" of both, and nothing of the first
+    assert any(line.startswith(last.name) and "the database is ahead" in line for line in lines)
+    assert any(line.startswith("0002_events.sql") and "checksum drift" in line for line in lines)
 
 
 def test_fixture_database_is_migrated_and_isolated(database_url, db):
