@@ -43,6 +43,18 @@ def _with_db(url: str, dbname: str) -> str:
     return urlunsplit(parts._replace(path=f"/{dbname}"))
 
 
+@pytest.fixture
+def stack_state_dir() -> Iterator[Path]:
+    """A state directory for a whole `reco-harness` stack; whatever it started is stopped."""
+    from harness.stack import Stack
+
+    root = Path(tempfile.mkdtemp(prefix="reco-stack-"))
+    os.chmod(root, 0o755)  # noqa: S103 - service users must traverse it
+    yield root
+    Stack(root).down(log=lambda _m: None)
+    shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def state_root() -> Iterator[Path]:
     """A private folder for this test session's servers, removed at the end."""

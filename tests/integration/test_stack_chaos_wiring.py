@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -20,12 +17,8 @@ ENV_FOR = {"postgres": "RECO_DATABASE_URL", "rabbitmq": "RECO_AMQP_URL"}
 
 
 @pytest.fixture
-def state_dir():
-    root = Path(tempfile.mkdtemp(prefix="reco-wiring-"))
-    os.chmod(root, 0o755)  # noqa: S103 - service users must traverse it
-    yield root
-    Stack(root).down(log=lambda _m: None)
-    shutil.rmtree(root, ignore_errors=True)
+def state_dir(stack_state_dir: Path) -> Path:
+    return stack_state_dir
 
 
 def _pids(stack: Stack) -> dict[str, int]:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import tempfile
 import time
 from pathlib import Path
 
@@ -20,12 +18,8 @@ from harness.stack.procs import pid_alive
 
 
 @pytest.fixture
-def state_dir():
-    root = Path(tempfile.mkdtemp(prefix="reco-lifecycle-"))
-    os.chmod(root, 0o755)  # noqa: S103 - service users must traverse it
-    yield root
-    Stack(root).down(log=lambda _m: None)
-    shutil.rmtree(root, ignore_errors=True)
+def state_dir(stack_state_dir: Path) -> Path:
+    return stack_state_dir
 
 
 def _tree(pid: int) -> set[int]:
