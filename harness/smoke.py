@@ -24,6 +24,10 @@ class Unreachable(RuntimeError):
     """The deployment could not be reached at all (wrong URL, nothing listening)."""
 
 
+class NotTheApi(Unreachable):
+    """Something answers at the URL, but not the reco API's health endpoint."""
+
+
 @dataclasses.dataclass
 class Check:
     """One check's outcome."""
@@ -69,6 +73,8 @@ class Smoke:
             passed, detail, data = False, f"connection failed: {exc.__class__.__name__}", {}
         except requests.Timeout:
             passed, detail, data = False, "timed out", {}
+        except ValueError:  # requests' JSONDecodeError: a proxy's HTML page, a truncated body
+            passed, detail, data = False, "the response is not JSON", {}
         check = Check(name, passed, round((time.monotonic() - started) * 1000, 1), detail, data)
         self.checks.append(check)
         self.report(check)
@@ -88,6 +94,13 @@ class Smoke:
 
     def _status_is(self, path: str, status: int) -> tuple[bool, str, dict]:
         resp = self._get(path)
+        if path == "/healthz" and resp.status_code == 404:
+            # /healthz never depends on anything, so a 404 means the URL is not the API's base
+            # (a path such as /v1 appended, or another service on the port).
+            raise NotTheApi(
+                f"{self.url}/healthz answered 404: is --url the API's base URL "
+                "(scheme, host and port only, without /v1)?"
+            )
         detail = f"HTTP {resp.status_code}"
         if resp.status_code != status and "json" in resp.headers.get("Content-Type", ""):
             detail += f": {resp.json().get('detail', '')}"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -35,6 +37,44 @@ def test_wrong_url_exits_2_without_a_traceback(capsys):
     err = capsys.readouterr().err
     assert "cannot connect" in err and "Traceback" not in err
     assert main(["smoke", "--url", "ftp://example"]) == 2
+
+
+def test_a_path_after_the_base_url_exits_2_with_a_hint(smoke_stack, capsys):
+    url = smoke_stack.state["components"]["api"]["url"] + "/v1"
+    assert main(["smoke", "--url", url]) == 2
+    err = capsys.readouterr().err
+    assert "/v1/healthz answered 404" in err and "without /v1" in err
+    assert "Traceback" not in err
+
+
+class _HtmlEverywhere(BaseHTTPRequestHandler):
+    """A web server that answers every path with 200 and an HTML page."""
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        body = b"<html><body>welcome</body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_html_answers_fail_their_checks_without_a_traceback(capsys):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _HtmlEverywhere)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        assert main(["smoke", "--url", f"http://127.0.0.1:{server.server_port}"]) == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    out = capsys.readouterr().out
+    assert "FAIL  openapi version" in out and "not JSON" in out
+    assert "FAIL  recommendations within SLO" in out
 
 
 def test_stopped_relay_means_events_never_applied(smoke_stack, capsys):
