@@ -152,6 +152,14 @@ class StressShape:
         """The highest step that held the SLO (``found`` is False if none broke it)."""
         good = [s for s in self.observed if self.broken is None or s.step < self.broken.step]
         best = good[-1] if good else None
+        reason = self.reason or "SLO held up to the last step: raise --users to find the knee"
+        if self.broken is not None and best is None:
+            # No step held, so there is no knee to report: say where to look for it instead.
+            reason = (
+                f"the first step ({self.broken.users} users) already broke the SLO: {reason};"
+                " the knee lies below it: lower --users (steps are --users / "
+                f"{self.steps} apart)"
+            )
         return {
             "found": self.broken is not None,
             "users": best.users if best else None,
@@ -159,7 +167,7 @@ class StressShape:
             "offered_rps": round(best.offered_rps, 2) if best else None,
             "p99_ms": best.p99_ms if best else None,
             "broken_at": None if self.broken is None else self.broken.__dict__,
-            "reason": self.reason or "SLO held up to the last step: raise --users to find the knee",
+            "reason": reason,
         }
 
 
@@ -294,7 +302,8 @@ def _knee_rps(run_dir: str) -> float:
             f"capacity {run_dir!r}: not a number of requests/s nor a stress run ({exc})"
         ) from None
     if not knee.get("rps"):
-        raise ValueError(f"capacity {run_dir!r}: {summary} records no stress knee")
+        why = f" ({knee['reason']})" if knee.get("reason") else ""
+        raise ValueError(f"capacity {run_dir!r}: {summary} records no stress knee{why}")
     if knee.get("found") is not True:
         # The SLO held up to the last step: its rps is a lower bound, and twice a lower bound
         # may not overload anything.

@@ -127,6 +127,19 @@ def test_stress_without_a_break_says_so() -> None:
     assert "raise --users" in knee["reason"]
 
 
+def test_stress_broken_at_its_first_step_says_where_the_knee_is(tmp_path) -> None:
+    shape = stress_shape()
+    assert not shape.observe(shapes.Step(0, 25, 50.0, 20.0, 900.0, 0.0))
+    knee = shape.knee()
+    assert knee["found"] and knee["users"] is None and knee["broken_at"]["users"] == 25
+    assert "first step (25 users) already broke the SLO" in knee["reason"]
+    assert "p99 900 ms" in knee["reason"] and "lower --users" in knee["reason"]
+    # An overload run pointed at that stress run repeats why it has no capacity to use.
+    (tmp_path / "summary.json").write_text(json.dumps({"knee": knee}))
+    with pytest.raises(ValueError, match="no stress knee .*lower --users"):
+        shapes.capacity_of(str(tmp_path))
+
+
 def test_stress_gives_up_when_no_step_is_ever_judged() -> None:
     shape = stress_shape()
     assert shape.tick(shape.duration + shape.step_s) is None
