@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
 
 from chaos.runner import Run
 from harness.cli import main
+from harness.commands import chaos as chaos_command
 from harness.stack import Stack
 from harness.stack.faults import LINKS
-from harness.stack.identity import environment
+from harness.stack.identity import environment, identity
 
 APPS = ("api", "relay", "consumer")
 ENV_FOR = {"postgres": "RECO_DATABASE_URL", "rabbitmq": "RECO_AMQP_URL"}
@@ -49,6 +53,22 @@ def test_up_chaos_on_a_plain_stack_rewires_the_apps_and_a_miswired_one_is_refuse
     # Once wired, `up --chaos` again leaves the apps (and the proxies' ports) alone.
     assert main(["up", "--chaos", "--state-dir", str(state_dir)]) == 0
     assert _pids(Stack(state_dir)) == rewired
+    assert not chaos_command._miswired(stack)
+
+    # A fault proxy that died took every link with it: a chaos run on that stack brings up a
+    # new proxy and moves the apps onto it, rather than injecting faults into nothing.
+    proxy_pid = stack.state["components"]["toxiproxy"]["pid"]
+    os.kill(proxy_pid, signal.SIGKILL)
+    for _ in range(100):  # the kill lands within milliseconds; bounded all the same
+        if identity(proxy_pid) is None:
+            break
+        time.sleep(0.05)
+    assert chaos_command._miswired(stack)
+    assert main(["up", "--chaos", "--state-dir", str(state_dir)]) == 0
+    stack = Stack(state_dir)
+    assert not chaos_command._miswired(stack)
+    _through_proxies(stack)
+    rewired = _pids(stack)
 
     # A stack marked chaos whose API kept a direct link (as `up --chaos` once left it) is
     # caught by the chaos run before any load or fault: its faults would reach nothing.

@@ -16,6 +16,7 @@ class _Stack:
 
     chaos = True
     toxiproxy_url = "http://127.0.0.1:1"
+    state: dict = {"components": {}}  # no proxy pid on record: not judged alive
 
     def __init__(self, state_dir, chaos=False):
         self.state_dir = state_dir

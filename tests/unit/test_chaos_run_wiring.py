@@ -17,6 +17,7 @@ def _stack_class(marked_chaos: bool, bypassed: set[str], calls: list, proxy: boo
             self.state_dir = state_dir
             self.chaos = marked_chaos if chaos is None else chaos
             self.toxiproxy_url = "http://127.0.0.1:1" if marked_chaos and proxy else None
+            self.state: dict = {"components": {}}  # no proxy pid on record: not judged alive
 
         def miswired(self, name):
             return "it reaches RECO_DATABASE_URL directly" if name in bypassed else None
