@@ -87,7 +87,9 @@ class Settings:
 
     environment: str = _field("RECO_ENV", "development", doc="development, test or production")
     database_url: str = _field(
-        "RECO_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/reco", doc="libpq URL"
+        "RECO_DATABASE_URL",
+        "postgresql://postgres@127.0.0.1:5432/reco",
+        doc="libpq URL or key=value string",
     )
     amqp_url: str = _field(
         "RECO_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F", doc="AMQP 0-9-1 URL"
@@ -361,7 +363,9 @@ class Settings:
             ("RECO_DATABASE_URL", self.database_url),
             ("RECO_AMQP_URL", self.amqp_url),
         ):
-            passwords = _url_passwords(env, url)
+            passwords = _dsn_passwords(env, url) if env == "RECO_DATABASE_URL" else None
+            if passwords is None:
+                passwords = _url_passwords(env, url)
             if not passwords or any(p.lower() in KNOWN_DEFAULT_SECRETS for p in passwords):
                 raise ConfigError(f"{env}: production needs a non-default password")
         if self.unsafe_test_faults:
@@ -470,6 +474,23 @@ def _refuse_weak_api_keys(keys: tuple[tuple[str, str], ...], raw: str) -> None:
                 f"RECO_API_KEYS: the key of client {client_id!r} is shorter than"
                 f" {MIN_API_KEY_CHARS} characters"
             )
+
+
+def _dsn_passwords(env: str, dsn: str) -> list[str] | None:
+    """The password libpq will send for ``dsn``, a URL or ``key=value`` string; None if unsure.
+
+    libpq's own parser: a ``password`` parameter overrides the URL's, and ``key=value``
+    strings have no URL to split.
+    """
+    try:
+        import psycopg2.extensions
+    except ImportError:  # tools that check settings without the driver judge it as a URL
+        return None
+    try:
+        params = psycopg2.extensions.parse_dsn(dsn)
+    except psycopg2.ProgrammingError:
+        raise ConfigError(f"{env}: not a valid libpq URL or key=value string") from None
+    return [params["password"]] if params.get("password") else []
 
 
 def _url_passwords(env: str, url: str) -> list[str]:

@@ -158,9 +158,30 @@ def test_production_refuses_default_url_passwords_without_echoing_them(variable,
     assert url not in str(err.value) and "app:" not in str(err.value)
 
 
-def test_production_accepts_a_password_given_as_a_libpq_parameter():
-    url = "postgresql://app@db:5432/reco?password=Str0ng-pass"
-    assert Settings.from_env({**PROD, "RECO_DATABASE_URL": url}).database_url == url
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql://app@db:5432/reco?password=Str0ng-pass",
+        "host=db port=5432 dbname=reco user=app password=Str0ng-pass",  # libpq key=value
+        "host=db dbname=reco user=app password='Str0ng pass'",
+    ],
+)
+def test_production_accepts_a_password_given_as_a_libpq_parameter(dsn):
+    assert Settings.from_env({**PROD, "RECO_DATABASE_URL": dsn}).database_url == dsn
+
+
+@pytest.mark.parametrize(
+    ("dsn", "says"),
+    [
+        ("host=db dbname=reco user=app password=postgres", "non-default password"),
+        ("host=db dbname=reco user=app", "non-default password"),
+        ("host=db dbname=reco user=app password", "not a valid libpq URL or key=value"),
+    ],
+)
+def test_production_judges_a_key_value_dsn_by_its_password(dsn, says):
+    with pytest.raises(ConfigError, match=f"RECO_DATABASE_URL: .*{says}") as err:
+        Settings.from_env({**PROD, "RECO_DATABASE_URL": dsn})
+    assert "password=" not in str(err.value)
 
 
 @pytest.mark.parametrize(
