@@ -392,11 +392,21 @@ def scrape() -> None:
         fh.write(json.dumps(snapshot.to_dict(), separators=(",", ":")) + "\n")
 
 
+def next_scrape_in(now: float, edges: list[float], interval: float = SCRAPE_INTERVAL_S) -> float:
+    """Seconds to the next scrape: the interval, or less to land on the next window edge.
+
+    A server-side window is the difference of the scrapes around it: one on each edge keeps
+    the warm-up out of `run` and one phase's requests out of the next.
+    """
+    return min([interval, *(edge - now for edge in edges if edge - now > 0.05)])
+
+
 def _scrape_loop():
     def loop() -> None:
+        warmup = STATE.ruleset.settings.warmup_s if STATE.ruleset else 0.0
         while True:
             scrape()
-            gevent.sleep(SCRAPE_INTERVAL_S)
+            gevent.sleep(next_scrape_in(time.time(), STATE.window_edges(warmup)))
 
     return loop
 

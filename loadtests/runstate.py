@@ -86,5 +86,14 @@ class RunState:
                 out[name] = (start, stop)
         return out
 
+    def window_edges(self, warmup_s: float = 0.0) -> list[float]:
+        """Unix times where a server-side window starts or ends: warm-up's end, phase edges."""
+        if self.t0 is None:
+            return []
+        edges = {math.floor(self.t0) + warmup_s} if warmup_s > 0 else set()
+        for a, b in (getattr(self.shape, "phases", None) or {}).values():
+            edges.update((self.t0 + a, self.t0 + b))
+        return sorted(edges)
+
 
 STATE = RunState()

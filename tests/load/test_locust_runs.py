@@ -121,6 +121,14 @@ def test_smoke_run_writes_every_output_and_passes(smoke_run) -> None:
     assert "PASS: 0 breach(es)" in proc.stdout
     phases = json.loads((out / "phases.json").read_text())
     assert {"all", "ramp", "plateau"} <= set(phases)
+    # The server's windows are the differences of the scrapes around them: a scrape on every
+    # phase edge and at the end of the warm-up (guardrails.toml: 5 s) keeps each window to its
+    # own requests (every 5 s alone, `run` took in up to 5 s of the warm-up).
+    lines = (out / "server_metrics.jsonl").read_text().splitlines()
+    scrapes = [json.loads(line)["t"] for line in lines]
+    edges = {phases["all"][0] + 5.0} | {t for name, w in phases.items() if name != "all" for t in w}
+    for edge in sorted(edges):
+        assert min(abs(t - edge) for t in scrapes) <= 0.5, (edge, scrapes)
 
 
 def test_smoke_run_samples_the_pipeline_and_the_processes_memory(smoke_run) -> None:
