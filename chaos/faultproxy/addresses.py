@@ -40,7 +40,9 @@ def _port(text: str) -> int:
     if text == "":
         return 0
     if text.isascii() and text.isdigit():
-        number = int(text)
+        # Past five significant digits it is out of range anyway, and int() refuses 4300.
+        digits = text.lstrip("0") or "0"
+        number = int(digits) if len(digits) <= 5 else 65536
         if number > 65535:
             raise AddrError(f"address {text}: invalid port")
         return number

@@ -97,7 +97,9 @@ def convert(value: Any, kind: str, where: str) -> Any:
             return value
         raise _type_error(value, where, "bool" if kind == "bool" else "*bool")
     if kind == "int64":
-        if isinstance(value, Number) and _INTEGER.match(value):
+        # An int64 has at most 19 digits; checking first keeps int() off literals longer
+        # than Python converts (4300 digits), which would raise instead of Go's type error.
+        if isinstance(value, Number) and _INTEGER.match(value) and len(value) <= 20:
             number = int(value)
             if INT64_MIN <= number <= INT64_MAX:
                 return number

@@ -201,6 +201,12 @@ def test_create_with_bad_listen_is_500(api, unique, echo_server):
     assert api.get(f"/proxies/{name}").status_code == 404
 
 
+def test_create_with_a_port_of_thousands_of_digits_is_an_invalid_port(api, unique, echo_server):
+    port = "7" * 5000  # longer than Python's int() accepts
+    body = {"name": unique("x"), "listen": f"127.0.0.1:{port}", "upstream": echo_server.address}
+    assert_error(api.post("/proxies", json=body), 500, f"listen tcp: address {port}: invalid port")
+
+
 def test_create_decodes_like_go(api, unique, echo_server):
     name = unique("go")
     fields = {
