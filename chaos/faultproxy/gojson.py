@@ -59,6 +59,11 @@ def decode_first(body: bytes) -> Any:
             raise DecodeError("unexpected EOF") from None
         char = text[exc.pos]
         raise DecodeError(f"invalid character {char!r} looking for beginning of value") from None
+    except RecursionError as exc:
+        # Python's parser recurses and gives up near 1000 levels; Go's scanner refuses
+        # nesting past 10000 with this error, naming the bracket that went too deep.
+        char = "{" if "JSON object" in str(exc) else "["
+        raise DecodeError(f"invalid character {char!r} exceeded max depth") from None
     return value
 
 

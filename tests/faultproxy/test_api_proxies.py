@@ -165,6 +165,24 @@ def test_create_errors(api, unique, make_proxy, echo_server):
     assert_error(api.post("/proxies", json=duplicate), 409, "proxy already exists")
 
 
+@pytest.mark.parametrize(("opener", "closer"), [(b"[", b"]"), (b'{"a":', b"}")])
+def test_deeply_nested_bodies_are_400_like_go(api, make_proxy, opener, closer):
+    """Go's decoder refuses nesting past 10000 levels; the body must not be a server error."""
+    proxy = make_proxy()["name"]
+    add = api.post(f"/proxies/{proxy}/toxics", json={"type": "latency"})
+    assert add.status_code == 200
+    nested = opener * 20000 + b"1" + closer * 20000
+    message = f"bad request body: invalid character '{opener[:1].decode()}' exceeded max depth"
+    for path in ("/proxies", f"/proxies/{proxy}", f"/proxies/{proxy}/toxics/latency_downstream"):
+        assert_error(api.post(path, data=nested), 400, message)
+    toxic = b'{"type": "latency", "name": "deep", "attributes": ' + nested + b"}"
+    assert_error(api.post(f"/proxies/{proxy}/toxics", data=toxic), 400, message)
+    populate = api.post("/populate", data=nested)
+    assert populate.status_code == 400 and populate.headers["Content-Type"] == JSON
+    assert populate.json() == {"error": message, "status": 400, "proxies": None}
+    assert api.get(f"/proxies/{proxy}/toxics").json() == [add.json()]
+
+
 def test_create_on_a_taken_port_is_500_with_go_message(api, unique, make_proxy, echo_server):
     taken = make_proxy()["listen"]
     response = api.post(
