@@ -26,6 +26,8 @@ ATTRIBUTES: dict[str, tuple[str, ...]] = {
 DIRECTIONS = ("upstream", "downstream")
 # Cap sleeps so absurd attribute values cannot overflow the event loop's clock arithmetic.
 MAX_SLEEP = 10 * 365 * 24 * 3600.0
+# How far a bandwidth schedule may fall behind (a busy loop) and still be made up.
+CATCH_UP = 0.02
 
 Forward = Callable[["Chunk | None"], Awaitable[None]]
 
@@ -124,7 +126,9 @@ class LatencyStage(Stage):
 
 class BandwidthStage(Stage):
     def reset(self) -> None:
-        self.budget = 0.0
+        # Loop time by which the data passed so far is due to have left; a restart starts
+        # afresh, as Go's restarted stage does with its sleep at zero.
+        self.due = self.link.loop.time()
 
     async def process(self, item: Chunk | None) -> None:
         if not self.active or item is None:
@@ -136,20 +140,23 @@ class BandwidthStage(Stage):
             await self.link.wait(self, None)
             await self.forward(item)
             return
+        loop = self.link.loop
         data, ts = item.data, item.ts
-        self.budget += len(data) / rate
+        # Go sums its sleeps, which is exact only because its stages run beside each other.
+        # Here writes and other links take loop time between sleeps, so keep a schedule:
+        # a chunk already waiting leaves when the previous one's time is up (lag is made up,
+        # to a bound), and one that arrived later is delayed from its arrival, as in Go.
+        self.due = max(self.due, ts, loop.time() - CATCH_UP)
         piece = rate * 100
         while len(data) > piece:
-            if not await self.link.wait(self, 0.1):
+            self.due += 0.1
+            if not await self.link.wait(self, self.due - loop.time()):
                 await self.forward(self.link.chunk(data, ts))
                 return
             await self.forward(self.link.chunk(data[:piece], ts))
             data = data[piece:]
-            self.budget -= 100
-        start = self.link.loop.time()
-        if await self.link.wait(self, _seconds(self.budget)):
-            # Sleeps overshoot; carry the error into the next chunk's budget.
-            self.budget -= (self.link.loop.time() - start) * 1000
+        self.due += _seconds(len(data) / rate)
+        await self.link.wait(self, self.due - loop.time())
         await self.forward(self.link.chunk(data, ts))
 
 

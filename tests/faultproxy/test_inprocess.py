@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -84,6 +85,56 @@ def test_slicer_without_delay_yields_and_an_update_flushes_the_rest(monkeypatch)
         return transport.writes
 
     assert asyncio.run(scenario()) == [b"a", b"bcdefgh"]
+
+
+class SlowTransport(RecordingTransport):
+    """A destination whose every write costs the event loop some time, as real work does."""
+
+    def __init__(self, cost: float) -> None:
+        super().__init__()
+        self.cost = cost
+
+    def write(self, data: bytes) -> None:
+        time.sleep(self.cost)
+        super().write(data)
+
+
+def test_bandwidth_keeps_its_rate_when_forwarding_takes_time():
+    """The time spent between sleeps must not come out of the rate (it did: 4 ms a chunk)."""
+    chunks, rate = 50, 8192  # KB/s: a 32 KB chunk is due every 4 ms, 0.2 s in all
+
+    async def scenario() -> float:
+        bandwidth = Toxic("bandwidth_downstream", "bandwidth", "downstream", 1.0, {"rate": rate})
+        link, _ = make_link(bandwidth)
+        transport = SlowTransport(cost=0.004)
+        link.dest.transport = transport
+        start = time.monotonic()
+        link.feed(b"x" * (chunks * CHUNK_SIZE))
+        await until(lambda: len(transport.writes) == chunks)
+        return time.monotonic() - start
+
+    expected = chunks * CHUNK_SIZE / (rate * 1000)
+    elapsed = asyncio.run(scenario())
+    # Summing only the sleeps took at least 0.4 s here, half the rate.
+    assert expected - 0.005 <= elapsed < expected * 1.5
+
+
+def test_bandwidth_delays_a_lone_small_chunk_by_its_own_cost():
+    """Chunks that arrive after the previous one left are each delayed, as in Go."""
+
+    async def scenario() -> list[float]:
+        bandwidth = Toxic("bandwidth_downstream", "bandwidth", "downstream", 1.0, {"rate": 100})
+        link, transport = make_link(bandwidth)
+        delays = []
+        for _ in range(3):
+            start = time.monotonic()
+            link.feed(b"y" * 2000)  # 20 ms at 100 KB/s
+            await until(lambda: not link.busy)
+            delays.append(time.monotonic() - start)
+            await asyncio.sleep(0.05)
+        return delays
+
+    assert all(delay >= 0.02 - 0.002 for delay in asyncio.run(scenario()))
 
 
 def test_timeout_closing_behind_a_chunk_lets_that_chunk_out_first():
