@@ -48,6 +48,10 @@ class Server:
         self.clients.add(task)
         try:
             await serve_client(reader, writer, self.api.handle)
+        except asyncio.CancelledError:
+            # Shutdown cancels us. Ending normally matters: for a cancelled client task,
+            # asyncio's stream callback (Python 3.11) logs a CancelledError traceback.
+            pass
         finally:
             self.clients.discard(task)
 

@@ -8,6 +8,7 @@ import stat
 import sys
 
 import pytest
+import requests
 from click.testing import CliRunner
 from faultproxy_support import connect, listen_port, roundtrip
 
@@ -51,6 +52,25 @@ def test_config_file_is_populated_at_start(tmp_path, echo_server):
         server.stop()
     assert server.process.returncode == 0  # SIGTERM is a clean shutdown
     assert "Populated proxies from file" in (tmp_path / "log").read_text()
+
+
+def test_sigterm_with_open_api_connections_logs_only_json_lines(tmp_path):
+    """Stopping must not print asyncio tracebacks for API clients still connected."""
+    log = tmp_path / "log"
+    server = locate.start_faultproxy(log_path=str(log))
+    sessions = [requests.Session() for _ in range(3)]
+    try:
+        for session in sessions:  # each keeps its connection open after the answer
+            assert session.get(f"{server.url}/version", timeout=5).status_code == 200
+    finally:
+        server.stop()
+        for session in sessions:
+            session.close()
+    assert server.process.returncode == 0
+    lines = [line for line in log.read_text().splitlines() if line.strip()]
+    assert "Shutting down" in lines[-1]
+    for line in lines:
+        assert isinstance(json.loads(line), dict), line
 
 
 def test_find_server_prefers_toxiproxy_url(monkeypatch):
