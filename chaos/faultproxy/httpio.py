@@ -14,11 +14,17 @@ WRITE_TIMEOUT = 30.0
 IDLE_TIMEOUT = 60.0
 CLOSE_TIMEOUT = 5.0
 MAX_HEADER_BYTES = 1 << 20
+# Go reads at most this much of a request's head (its bufio slack) before answering 431.
+HEAD_LIMIT = MAX_HEADER_BYTES + 4096
 MAX_BODY_BYTES = 64 << 20
 
 
 class BadRequest(Exception):
     """The client sent something that is not HTTP/1.x."""
+
+
+class HeadTooLarge(BadRequest):
+    """The request line and headers passed HEAD_LIMIT."""
 
 
 class Request:
@@ -57,7 +63,10 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 async def _read_line(reader: asyncio.StreamReader) -> bytes:
-    line = await reader.readline()
+    try:
+        line = await reader.readline()
+    except ValueError:  # longer than the reader's limit, which is HEAD_LIMIT
+        raise HeadTooLarge("line too long") from None
     if line and not line.endswith(b"\n"):
         raise BadRequest("unexpected end of request")
     return line.rstrip(b"\r\n")
@@ -75,6 +84,8 @@ async def read_request(
                 first = await reader.readline()
     except (TimeoutError, ConnectionError):
         return None
+    except ValueError:
+        raise HeadTooLarge("request line too long") from None
     if not first:
         return None
     async with asyncio.timeout(READ_TIMEOUT):
@@ -86,8 +97,8 @@ async def read_request(
         while True:
             line = await _read_line(reader)
             size += len(line) + 2
-            if size > MAX_HEADER_BYTES:
-                raise BadRequest("headers too large")
+            if size > HEAD_LIMIT:
+                raise HeadTooLarge("headers too large")
             if not line:
                 break
             name, sep, value = line.decode("latin-1").partition(":")
@@ -154,10 +165,12 @@ async def serve_client(
         while True:
             try:
                 request = await read_request(reader, writer)
-            except (BadRequest, TimeoutError, ValueError, asyncio.LimitOverrunError):
+            except (BadRequest, TimeoutError, ValueError, asyncio.LimitOverrunError) as exc:
+                # Go's net/http answers these itself, plain text, and closes.
+                status = 431 if isinstance(exc, HeadTooLarge) else 400
+                body = f"{status} {http.HTTPStatus(status).phrase}".encode()
                 plain = [("Content-Type", "text/plain; charset=utf-8")]
-                bad = Response(400, b"400 Bad Request", plain)
-                writer.write(render(bad, keep_alive=False))
+                writer.write(render(Response(status, body, plain), keep_alive=False))
                 break
             if request is None:
                 break

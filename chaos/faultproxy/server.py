@@ -8,7 +8,7 @@ import json
 import signal
 from pathlib import Path
 
-from chaos.faultproxy import VERSION, addresses, log
+from chaos.faultproxy import VERSION, addresses, httpio, log
 from chaos.faultproxy.api import Api
 from chaos.faultproxy.collection import ProxyCollection
 from chaos.faultproxy.httpio import serve_client
@@ -34,7 +34,8 @@ class Server:
         ip, port = await addresses.resolve(f"{host}:{self.port}")
         sock, shown = addresses.bind(ip, port)
         self.port = sock.getsockname()[1]
-        self.http = await asyncio.start_server(self._client, sock=sock)
+        # A header line may be as long as Go's whole head limit (asyncio's default is 64 KB).
+        self.http = await asyncio.start_server(self._client, sock=sock, limit=httpio.HEAD_LIMIT)
         log.info(
             "Starting Toxiproxy HTTP server",
             host=self.host,

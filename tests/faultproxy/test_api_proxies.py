@@ -113,6 +113,27 @@ def test_keep_alive_serves_several_requests_on_one_connection(api):
     assert data.count(b"HTTP/1.1 200 OK") == 3
 
 
+def raw_head(api, header_bytes: int) -> bytes:
+    """Send GET /version with one header of header_bytes bytes; return the status line."""
+    host, port = api.url.split("//")[1].split(":")
+    head = b"GET /version HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: "
+    request = head + b"a" * header_bytes + b"\r\n\r\n"
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        try:
+            sock.sendall(request)
+        except OSError:
+            pass  # a server that answers early may close before all of it is sent
+        data, _ = read_until_closed(sock, timeout=5)
+    return data.split(b"\r\n", 1)[0]
+
+
+def test_headers_up_to_go_limit_are_served_and_larger_ones_are_431(api):
+    """Go's http.Server reads up to 1 MB (+4 KB) of request head, then answers 431."""
+    assert raw_head(api, 100_000) == b"HTTP/1.1 200 OK"
+    assert raw_head(api, 1_000_000) == b"HTTP/1.1 200 OK"
+    assert raw_head(api, 1_100_000) == b"HTTP/1.1 431 Request Header Fields Too Large"
+
+
 # -- proxies --------------------------------------------------------------------------------
 
 
