@@ -127,6 +127,14 @@ class Connection:
         if endpoint is self.client:
             self.proxy.connection_opened(self)
             self.dial = self.loop.create_task(self._dial())
+            self.dial.add_done_callback(self._dial_done)
+
+    def _dial_done(self, task: asyncio.Task) -> None:
+        # abort() can cancel the dial before it ever runs, and then its finally never does:
+        # without this the connection would wait for it forever and never be forgotten.
+        if self.dial is task:
+            self.dial = None
+            self._check_done()
 
     async def _dial(self) -> None:
         upstream = self.proxy.endpoint_class(self)

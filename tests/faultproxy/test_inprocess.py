@@ -11,7 +11,10 @@ import pytest
 
 from chaos.faultproxy import httpio
 from chaos.faultproxy import link as link_module
+from chaos.faultproxy.connection import Connection
 from chaos.faultproxy.link import CHUNK_SIZE, Link
+from chaos.faultproxy.metrics import Metrics
+from chaos.faultproxy.proxy import Proxy
 from chaos.faultproxy.toxics import Toxic
 
 pytestmark = pytest.mark.timeout(30)
@@ -135,6 +138,46 @@ def test_bandwidth_delays_a_lone_small_chunk_by_its_own_cost():
         return delays
 
     assert all(delay >= 0.02 - 0.002 for delay in asyncio.run(scenario()))
+
+
+class FakeClientTransport:
+    """An accepted client socket: abort() reports the loss on the next loop pass."""
+
+    def __init__(self, protocol) -> None:
+        self.protocol = protocol
+        self.closing = False
+
+    def get_extra_info(self, name: str):
+        return None
+
+    def pause_reading(self) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def abort(self) -> None:
+        if not self.closing:
+            self.closing = True
+            asyncio.get_running_loop().call_soon(self.protocol.connection_lost, None)
+
+    close = abort
+
+
+def test_a_connection_aborted_before_its_dial_starts_is_forgotten():
+    """A proxy disabled right as a client is accepted must not keep that connection forever."""
+
+    async def scenario() -> tuple[int, int]:
+        metrics = Metrics()
+        proxy = Proxy(metrics, "p", "127.0.0.1:0", "127.0.0.1:9")
+        conn = Connection(proxy)
+        conn.client.connection_made(FakeClientTransport(conn.client))
+        conn.abort()  # the dial task is cancelled before it ever ran
+        for _ in range(20):
+            await asyncio.sleep(0)
+        return len(proxy.connections), len(metrics.open)
+
+    assert asyncio.run(scenario()) == (0, 0)
 
 
 def test_timeout_closing_behind_a_chunk_lets_that_chunk_out_first():
