@@ -109,8 +109,9 @@ class StreamEndpoint(Endpoint, asyncio.Protocol):
 class Connection:
     """Accept a client, dial the upstream, and tear both down together."""
 
-    def __init__(self, proxy: Proxy):
+    def __init__(self, proxy: Proxy, generation: int):
         self.proxy = proxy
+        self.generation = generation
         self.loop = asyncio.get_running_loop()
         self.client = proxy.endpoint_class(self)
         self.upstream: Endpoint | None = None
@@ -125,6 +126,11 @@ class Connection:
         # Hold bytes in the kernel until both links exist, as Go dials before it copies.
         endpoint.transport.pause_reading()
         if endpoint is self.client:
+            if self.generation != self.proxy.generation:
+                # Accepted before a stop that closed every connection, handed over after it:
+                # close it too, as a disabled proxy must not carry traffic.
+                endpoint.transport.close()
+                return
             self.proxy.connection_opened(self)
             self.dial = self.loop.create_task(self._dial())
             self.dial.add_done_callback(self._dial_done)

@@ -46,6 +46,8 @@ class Proxy:
         self.toxics = ToxicChain(self)
         self.server: asyncio.Server | None = None
         self.connections: set[Connection] = set()
+        # Counts stops: a client accepted by a listener since closed carries an older one.
+        self.generation = 0
         self.read_buffer = memoryview(bytearray(READ_SIZE))
         self.endpoint_class: type[Endpoint] = endpoint_class()
 
@@ -73,8 +75,9 @@ class Proxy:
         except OSError as exc:
             raise ApiError(500, addresses.bind_error(ip, port, exc)) from None
         loop = asyncio.get_running_loop()
+        generation = self.generation
         self.server = await loop.create_server(
-            lambda: Connection(self).client, sock=sock, backlog=addresses.BACKLOG
+            lambda: Connection(self, generation).client, sock=sock, backlog=addresses.BACKLOG
         )
         self.listen = shown
         self.enabled = True
@@ -85,6 +88,7 @@ class Proxy:
         if not self.enabled:
             return
         self.enabled = False
+        self.generation += 1
         if self.server is not None:
             self.server.close()
             self.server = None

@@ -170,7 +170,7 @@ def test_a_connection_aborted_before_its_dial_starts_is_forgotten():
     async def scenario() -> tuple[int, int]:
         metrics = Metrics()
         proxy = Proxy(metrics, "p", "127.0.0.1:0", "127.0.0.1:9")
-        conn = Connection(proxy)
+        conn = Connection(proxy, proxy.generation)
         conn.client.connection_made(FakeClientTransport(conn.client))
         conn.abort()  # the dial task is cancelled before it ever ran
         for _ in range(20):
@@ -178,6 +178,27 @@ def test_a_connection_aborted_before_its_dial_starts_is_forgotten():
         return len(proxy.connections), len(metrics.open)
 
     assert asyncio.run(scenario()) == (0, 0)
+
+
+def test_a_client_accepted_by_a_listener_since_closed_is_closed_not_proxied():
+    """Accepted just before a disable, its connection_made comes after: it must not dial."""
+
+    async def scenario(upstream: str) -> tuple[bool, int, object]:
+        proxy = Proxy(Metrics(), "p", "127.0.0.1:0", upstream)
+        await proxy.start()
+        conn = Connection(proxy, proxy.generation)  # as the listener's factory makes it
+        proxy.stop()  # the proxy is disabled before the socket is handed over
+        transport = FakeClientTransport(conn.client)
+        conn.client.connection_made(transport)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        return transport.closing, len(proxy.connections), conn.dial
+
+    with socket.socket() as listener:  # an upstream that would take the dial
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        upstream = f"127.0.0.1:{listener.getsockname()[1]}"
+        assert asyncio.run(scenario(upstream)) == (True, 0, None)
 
 
 def test_timeout_closing_behind_a_chunk_lets_that_chunk_out_first():
