@@ -6,6 +6,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
@@ -92,7 +93,7 @@ class Client:
         return self._call("GET", "/proxies")
 
     def get_proxy(self, name: str) -> dict[str, Any]:
-        return self._call("GET", f"/proxies/{name}")
+        return self._call("GET", f"/proxies/{_seg(name)}")
 
     def create_proxy(
         self, name: str, upstream: str, listen: str = "127.0.0.1:0", enabled: bool = True
@@ -103,10 +104,10 @@ class Client:
 
     def update_proxy(self, name: str, **fields: Any) -> dict[str, Any]:
         """Change listen, upstream or enabled (PATCH)."""
-        return self._call("PATCH", f"/proxies/{name}", fields)
+        return self._call("PATCH", f"/proxies/{_seg(name)}", fields)
 
     def delete_proxy(self, name: str) -> None:
-        self._call("DELETE", f"/proxies/{name}")
+        self._call("DELETE", f"/proxies/{_seg(name)}")
 
     def disable(self, name: str) -> dict[str, Any]:
         """Close the listener and every connection: clients get refused."""
@@ -127,7 +128,7 @@ class Client:
     # -- toxics ---------------------------------------------------------------------------
 
     def toxics(self, proxy: str) -> list[dict[str, Any]]:
-        return self._call("GET", f"/proxies/{proxy}/toxics")
+        return self._call("GET", f"/proxies/{_seg(proxy)}/toxics")
 
     def add_toxic(
         self,
@@ -150,7 +151,7 @@ class Client:
             "toxicity": toxicity,
             "attributes": attributes,
         }
-        return self._call("POST", f"/proxies/{proxy}/toxics", body)
+        return self._call("POST", f"/proxies/{_seg(proxy)}/toxics", body)
 
     def update_toxic(
         self, proxy: str, name: str, toxicity: float | None = None, **attributes: int
@@ -159,10 +160,10 @@ class Client:
         body: dict[str, Any] = {"attributes": attributes}
         if toxicity is not None:
             body["toxicity"] = toxicity
-        return self._call("PATCH", f"/proxies/{proxy}/toxics/{name}", body)
+        return self._call("PATCH", f"/proxies/{_seg(proxy)}/toxics/{_seg(name)}", body)
 
     def remove_toxic(self, proxy: str, name: str) -> None:
-        self._call("DELETE", f"/proxies/{proxy}/toxics/{name}")
+        self._call("DELETE", f"/proxies/{_seg(proxy)}/toxics/{_seg(name)}")
 
     @contextlib.contextmanager
     def toxic(self, proxy: str, type: str, **kwargs: Any) -> Iterator[dict[str, Any]]:  # noqa: A002
@@ -173,3 +174,8 @@ class Client:
         finally:
             with contextlib.suppress(NotFound):
                 self.remove_toxic(proxy, created["name"])
+
+
+def _seg(name: str) -> str:
+    """A proxy or toxic name as one path segment: "#", "?", "%" and "/" escaped, not cut."""
+    return quote(name, safe="")

@@ -139,3 +139,26 @@ def test_thin_client_round_trip(toxiproxy, unique, echo_server):
             api.delete_proxy(name)
         with pytest.raises(client.NotFound):
             api.get_proxy(name)
+
+
+@pytest.mark.parametrize("odd", ["a#b", "a?b=1", "a%2Fb", "a b"])
+def test_thin_client_escapes_names_in_paths(toxiproxy, unique, echo_server, odd):
+    """A name with URL syntax in it reaches its own proxy and toxic, never a cut-off prefix."""
+    prefix = unique("c")
+    name = prefix + odd
+    with client.Client(toxiproxy.url, timeout=5) as api:
+        api.create_proxy(prefix, echo_server.address)  # what a name cut at "#" or "?" would hit
+        api.create_proxy(name, echo_server.address)
+        try:
+            assert api.get_proxy(name)["name"] == name
+            api.add_toxic(name, "latency", name=odd, latency=5)
+            assert api.update_toxic(name, odd, latency=7)["attributes"]["latency"] == 7
+            assert [t["name"] for t in api.toxics(name)] == [odd]
+            assert api.toxics(prefix) == []
+            api.remove_toxic(name, odd)
+            assert api.update_proxy(name, enabled=False)["enabled"] is False
+        finally:
+            api.delete_proxy(name)
+            api.delete_proxy(prefix)
+        with pytest.raises(client.NotFound):
+            api.get_proxy(name)
