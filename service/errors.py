@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, g
+from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from service.problems import OTHER_TYPE, TYPES, ApiProblem, from_exception, problem_response
@@ -31,6 +32,13 @@ def install(app: Flask) -> None:
             413: "request body too large",
         }.get(status, exc.description or "")
         return problem_response(status, TYPES.get(status, OTHER_TYPE), detail, headers=headers)
+
+    @app.errorhandler(ParseException)
+    def malformed_body(_exc: ParseException) -> Response:
+        # Gunicorn reads a chunked body only as the app asks for it, so a bad chunk size,
+        # extension, terminator or trailer is raised here, inside the request, as gunicorn's
+        # parse error (no longer an OSError that werkzeug would turn into a 400).
+        return problem_response(400, "bad-request", "malformed chunked request body")
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Response:

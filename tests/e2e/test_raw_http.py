@@ -75,6 +75,39 @@ def test_ambiguous_framing_is_refused_before_the_app(server, database_url, frami
     assert written_rows(database_url) == 0
 
 
+def _bad_chunks(body: bytes) -> dict[str, bytes]:
+    """``body`` in chunked framing broken one way each: size, extension, terminator, trailer."""
+    size = b"%x" % len(body)
+    return {
+        "size-not-hex": b"zz\r\n" + body + b"\r\n0\r\n\r\n",
+        "negative-size": b"-1\r\n" + body + b"\r\n0\r\n\r\n",
+        "no-terminator": size + b"\r\n" + body + b"XX0\r\n\r\n",
+        "control-in-extension": size + b";\x01\r\n" + body + b"\r\n0\r\n\r\n",
+        "forbidden-trailer": chunked(body)[:-2] + b"Content-Length: 5\r\n\r\n",
+        "trailer-without-colon": chunked(body)[:-2] + b"not a field\r\n\r\n",
+    }
+
+
+@pytest.mark.parametrize("path", ["/v1/events", "/healthz"])
+@pytest.mark.parametrize("case", sorted(_bad_chunks(b"")))
+def test_a_malformed_chunked_body_is_400_and_writes_nothing(server, database_url, path, case):
+    # Gunicorn parses a chunked body only as the app reads it: the error surfaces in the view
+    # (or, for a GET, in the body check before it), where it must not become a 500.
+    body = _bad_chunks(padded_batch())[case]
+    head = post_head(server.port, ["Transfer-Encoding: chunked"], f"bad-chunks-{case}")
+    if path != "/v1/events":
+        head = head.replace(b"POST /v1/events", b"GET " + path.encode())
+    status, headers, answer = _exchange(server.port, head + body)
+    assert status == 400, answer
+    assert headers["content-type"] == "application/problem+json"
+    doc = json.loads(answer)
+    assert doc["type"] == "/problems/bad-request" and doc["request_id"] == f"bad-chunks-{case}"
+    for name, value in SECURITY_HEADERS.items():
+        assert headers[name.lower()] == value, name
+    assert written_rows(database_url) == 0
+    assert "unhandled error" not in server.log()
+
+
 def _assert_gunicorn_problem(status: int, headers: dict, answer: bytes, problem_type: str) -> None:
     """Gunicorn's own refusals look like the app's: problem+json, request id, security headers."""
     assert headers["content-type"] == "application/problem+json", answer[:300]
