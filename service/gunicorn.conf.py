@@ -86,7 +86,7 @@ def child_exit(server, worker):
 
 
 def post_worker_init(worker):
-    """Answer gunicorn's own errors (requests it cannot parse) as problem+json, like the app."""
+    """Answer gunicorn's own errors as problem+json, like the app, and log no client input."""
     from service import gunicorn_errors
 
     gunicorn_errors.install()

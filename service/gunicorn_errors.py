@@ -6,10 +6,16 @@ API is problem+json with a request id and the security headers, so clients (and 
 which passes upstream errors on untouched) would otherwise meet a second error format.
 Gunicorn has no setting for that page; it writes it through ``gunicorn.util.write_error``,
 looked up at each call, which ``install()`` replaces in each worker (service/gunicorn.conf.py).
+
+Gunicorn also logs each refusal with the input it refused quoted, and a request it had to
+abort with its whole URI: a malformed header line can be ``X-API-Key <secret>`` without its
+colon, a query string can carry a token. ``install()`` keeps that input out of its log.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 import uuid
 
 import orjson
@@ -50,6 +56,27 @@ def write_problem(sock, status_int: int, reason: str, mesg: str) -> None:
     util.write_nonblock(sock, problem_answer(status_int, reason, mesg, uuid.uuid4().hex))
 
 
+# "Invalid request from ip=<address>: <kind of error>: <the client's input>"
+_REFUSAL = re.compile(r"(Invalid request from ip=\S*?: [^:]*)")
+_ABORTED = "Error handling request %s"  # then the method and URI, or the URI alone
+
+
+def redact_client_input(record: logging.LogRecord) -> bool:
+    """Cut the client's input from gunicorn's log lines about a request; log every line."""
+    msg = record.msg
+    if not isinstance(msg, str):
+        return True
+    if msg.startswith("Invalid request from ip="):
+        # Already formatted (no args): keep who and what kind of error, not what was sent.
+        match = _REFUSAL.match(msg)
+        record.msg = match.group(1) if match else "Invalid request"
+    elif msg.startswith(_ABORTED) and isinstance(record.args, tuple):
+        # The path stays; the query string, where the API never reads anything, goes.
+        record.args = tuple(str(arg).partition("?")[0] for arg in record.args)
+    return True
+
+
 def install() -> None:
-    """Make this process's gunicorn workers answer their own errors as problem+json."""
+    """Answer gunicorn's own errors as problem+json and keep client input out of its log."""
     util.write_error = write_problem
+    logging.getLogger("gunicorn.error").addFilter(redact_client_input)  # added once only

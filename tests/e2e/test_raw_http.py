@@ -140,6 +140,33 @@ def test_requests_gunicorn_refuses_get_problem_json(server, request_bytes, statu
     _assert_gunicorn_problem(status, headers, answer, problem_type)
 
 
+CANARY = "canary-key-5e1f0c9a7d3b"
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "kind"),
+    [
+        # The API key's header line without its colon.
+        (
+            b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-API-Key " + CANARY.encode() + b"\r\n\r\n",
+            "Invalid HTTP Header",
+        ),
+        # A token in the query string of a request line gunicorn refuses (a raw 0x7f).
+        (
+            b"GET /healthz?token=" + CANARY.encode() + b"&q=\x7f HTTP/1.1\r\nHost: t\r\n\r\n",
+            "Invalid HTTP request line",
+        ),
+    ],
+    ids=["header-line-without-colon", "request-line-with-token"],
+)
+def test_gunicorn_logs_a_refused_request_without_what_the_client_sent(server, request_bytes, kind):
+    status, headers, answer = _exchange(server.port, request_bytes)
+    _assert_gunicorn_problem(status, headers, answer, "bad-request")
+    log = server.log()
+    assert f"Invalid request from ip=127.0.0.1: {kind}" in log  # still logged, and why
+    assert CANARY not in log
+
+
 def test_a_client_gone_mid_body_leaves_no_row_and_the_worker_serves_on(server, database_url):
     body = padded_batch()
     for _ in range(4):  # more than the workers: each one sees a truncated body

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 from gunicorn import util
 
@@ -50,9 +51,28 @@ def test_the_quoted_input_is_cut_and_an_empty_message_becomes_the_reason():
 
 def test_install_replaces_the_page_gunicorn_writes(monkeypatch):
     monkeypatch.setattr(util, "write_error", util.write_error)  # restored after the test
+    monkeypatch.setattr(logging.getLogger("gunicorn.error"), "filters", [])  # and so are these
     sent: list[bytes] = []
     monkeypatch.setattr(util, "write_nonblock", lambda _sock, data: sent.append(data))
     gunicorn_errors.install()
     util.write_error(None, 414, "URI Too Long", "line too long")
     assert _parse(sent[0])[0] == "HTTP/1.1 414 URI Too Long"
     assert json.loads(_parse(sent[0])[2])["type"] == "/problems/uri-too-long"
+
+
+def test_a_request_aborted_mid_way_is_logged_without_its_query_string():
+    record = logging.LogRecord(
+        "gunicorn.error", logging.ERROR, __file__, 1, "Error handling request %s %s",
+        ("POST", "/v1/events?token=secret"), None,
+    )  # fmt: skip
+    assert gunicorn_errors.redact_client_input(record) is True
+    assert record.getMessage() == "Error handling request POST /v1/events"
+
+
+def test_a_refusal_from_an_ipv6_peer_keeps_the_address_and_the_kind_only():
+    record = logging.LogRecord(
+        "gunicorn.error", logging.WARNING, __file__, 1,
+        "Invalid request from ip=::1: Invalid HTTP Header: 'X-API-Key secret'", None, None,
+    )  # fmt: skip
+    gunicorn_errors.redact_client_input(record)
+    assert record.getMessage() == "Invalid request from ip=::1: Invalid HTTP Header"
