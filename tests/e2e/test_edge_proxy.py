@@ -352,6 +352,7 @@ def test_the_app_sheds_what_queued_behind_busy_workers_by_nginx_clock(
         ),
         (b"GET / HTTP/1.1\r\nHost: edge\r\n\r\n", 502, "bad-gateway"),
         (b"TRACE /v1/events HTTP/1.1\r\nHost: edge\r\n\r\n", 405, "method-not-allowed"),
+        (b"GET / HTTP/2.0\r\nHost: edge\r\n\r\n", 505, "http-version-not-supported"),
     ],
     ids=[
         "bad-request-line",
@@ -361,6 +362,7 @@ def test_the_app_sheds_what_queued_behind_busy_workers_by_nginx_clock(
         "metrics",
         "upstream-down",
         "trace",
+        "http-2.0-request-line",
     ],
 )
 def test_errors_nginx_makes_itself_are_problem_json(dead_edge, request_bytes, status, problem_type):
