@@ -67,6 +67,19 @@ class TokenBucket:
                 self._buckets[key] = (tokens - costs[key] if allowed else tokens, now)
             return allowed
 
+    def wait_s(self, costs: Mapping[str, int]) -> float:
+        """Seconds until ``take(costs)`` could succeed: what a refused client should wait."""
+        if self.off:
+            return 0.0
+        now = self._clock()
+        with self._lock:
+            missing = 0.0
+            for key, cost in costs.items():
+                tokens, stamp = self._buckets.get(key, (self.burst, now))
+                refilled = min(self.burst, tokens + (now - stamp) * self.rate)
+                missing = max(missing, cost - refilled)
+        return missing / self.rate
+
     def _forget(self, now: float) -> None:
         """Drop clients whose bucket has refilled: clients keyed by address are unbounded."""
         self._buckets = {

@@ -26,16 +26,22 @@ def client_id() -> str:
         raise
     if not rt.rate_limit.allow(client):
         raise shed(
-            rt, "rate_limited", "rate-limited", "request rate limit exceeded for this API key"
+            rt,
+            "rate_limited",
+            "rate-limited",
+            "request rate limit exceeded for this API key",
+            rt.rate_limit.wait_s({client: 1}),
         )
     return client
 
 
-def shed(rt, reason: str, problem_type: str, detail: str) -> ApiProblem:
+def shed(rt, reason: str, problem_type: str, detail: str, wait_s: float) -> ApiProblem:
     """Count a request refused by a rate limit; its 429 problem tells when to come back."""
     rt.metrics.shed.labels(reason).inc()
-    headers = {"Retry-After": str(rt.settings.retry_after_s)}
-    return ApiProblem(429, problem_type, detail, headers=headers)
+    # Whole seconds, never less than the bucket needs to refill: a client that waits as told
+    # must find its tokens back (at 0.5 requests/s, "1" would earn it a second 429).
+    seconds = max(rt.settings.retry_after_s, math.ceil(wait_s))
+    return ApiProblem(429, problem_type, detail, headers={"Retry-After": str(seconds)})
 
 
 def _throttle_auth_failures(rt) -> None:

@@ -160,9 +160,18 @@ def _cap_events_per_user(rt, events: list[dict]) -> None:
     (recommendation poisoning, OWASP API6); the whole batch is refused or none of it.
     """
     bucket = rt.user_events
-    if bucket.off or bucket.take(collections.Counter(e["user_id"] for e in events)):
+    if bucket.off:
         return
-    raise shed(rt, "user_event_rate", "user-event-rate", "too many events for one user_id")
+    costs = collections.Counter(e["user_id"] for e in events)
+    if bucket.take(costs):
+        return
+    raise shed(
+        rt,
+        "user_event_rate",
+        "user-event-rate",
+        "too many events for one user_id",
+        bucket.wait_s(costs),
+    )
 
 
 # RFC 3339 allows offsets up to ±23:59; PostgreSQL's timestamptz input stops at ±15:59.

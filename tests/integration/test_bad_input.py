@@ -266,6 +266,43 @@ def test_a_key_past_its_rate_gets_429_while_other_keys_go_on(app_settings, db, a
         assert 'reco_http_shed_total{reason="rate_limited"} 2.0' in metrics
 
 
+def test_retry_after_of_a_rate_limit_covers_the_refill(app_settings, db, auth):
+    """A client that waits as Retry-After says is served, also below one token a second."""
+    now = [1000.0]
+    with _app_with(app_settings, rate_limit_per_s=0.25, rate_limit_burst=1) as app:
+        app.extensions["reco"].rate_limit._clock = lambda: now[0]
+        client = app.test_client()
+        recs = "/v1/users/u-1/recommendations"
+        assert client.get(recs, headers=auth).status_code == 200
+        resp = client.get(recs, headers=auth)
+        _assert_problem(resp, 429)
+        assert resp.headers["Retry-After"] == "4"  # one token per 4 s, not RECO_RETRY_AFTER_S
+        now[0] += 4
+        assert client.get(recs, headers=auth).status_code == 200
+
+    settings = {"user_event_rate_per_s": 1.0, "user_event_burst": 100.0}
+    with _app_with(app_settings, **settings) as app:
+        app.extensions["reco"].user_events._clock = lambda: now[0]
+        client = app.test_client()
+
+        def post(n: int) -> object:
+            events = [{**EVENT, "event_id": str(uuid.uuid4())} for _ in range(n)]
+            return client.post(
+                "/v1/events",
+                data=orjson.dumps({"events": events}),
+                content_type="application/json",
+                headers={**auth, "Idempotency-Key": idem_key()},
+            )
+
+        assert post(100).status_code == 202
+        resp = post(30)
+        _assert_problem(resp, 429)
+        assert resp.json["type"] == "/problems/user-event-rate"
+        assert resp.headers["Retry-After"] == "30"  # 30 events for one user at 1 a second
+        now[0] += 30
+        assert post(30).status_code == 202
+
+
 def test_events_past_a_users_rate_are_429_whole_and_other_users_go_on(app_settings, db, auth):
     """Shilling (OWASP API6): bulk events for one user are capped, from any key."""
     now = [1000.0]

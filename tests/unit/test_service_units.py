@@ -204,6 +204,18 @@ def test_token_bucket_takes_a_batch_from_every_key_or_from_none():
     assert TokenBucket(0, 0, clock).take({"x": 100})  # rate 0: off
 
 
+def test_token_bucket_says_how_long_a_refused_take_must_wait():
+    clock = Clock()
+    bucket = TokenBucket(rate=0.25, burst=2, clock=clock)
+    assert bucket.wait_s({"a": 2}) == 0.0  # a full bucket: no wait
+    assert bucket.take({"a": 2}) and not bucket.take({"a": 1})
+    assert bucket.wait_s({"a": 1}) == 4.0  # one token per 4 s
+    assert bucket.wait_s({"a": 2, "b": 1}) == 8.0  # the emptiest key decides
+    clock.now = 4.0
+    assert bucket.wait_s({"a": 1}) == 0.0 and bucket.take({"a": 1})
+    assert TokenBucket(0, 0, clock).wait_s({"x": 100}) == 0.0  # rate 0: off
+
+
 def test_token_bucket_stays_bounded_and_keeps_clients_still_limited():
     clock = Clock()
     bucket = TokenBucket(rate=1, burst=2, clock=clock, max_clients=4)
