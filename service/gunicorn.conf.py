@@ -51,6 +51,11 @@ max_requests_jitter = max_requests // 10
 limit_request_line = 4094
 limit_request_fields = 50
 limit_request_field_size = 8190
+# The API is served at / and no proxy in front of it sets SCRIPT_NAME or PATH_INFO. Gunicorn
+# maps both headers into the environ when the peer is trusted (forwarded_allow_ips: loopback
+# by default), so a local client's SCRIPT_NAME moved every route under it, or, when the path
+# did not start with it, got a 500; now they are dropped like any header with an underscore.
+forwarder_headers = ""
 # The heartbeat file must live on tmpfs: a disk-backed fchmod can stall the arbiter.
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108
 accesslog = None  # the app writes one JSON line per request

@@ -140,6 +140,20 @@ def test_requests_gunicorn_refuses_get_problem_json(server, request_bytes, statu
     _assert_gunicorn_problem(status, headers, answer, problem_type)
 
 
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [("/healthz", 200), ("/mounted/healthz", 404)],
+    ids=["path-outside-it", "path-under-it"],
+)
+def test_a_script_name_header_from_a_local_client_changes_no_route(server, path, status):
+    # Loopback peers are gunicorn's trusted forwarders by default: their SCRIPT_NAME header
+    # was taken as the mount point of the app.
+    request = f"GET {path} HTTP/1.1\r\nHost: t\r\nSCRIPT_NAME: /mounted\r\n\r\n".encode()
+    got, headers, answer = _exchange(server.port, request)
+    assert got == status, answer[:300]
+    assert headers["x-content-type-options"] == "nosniff"
+
+
 CANARY = "canary-key-5e1f0c9a7d3b"
 
 
