@@ -49,7 +49,9 @@ keepalive = 5
 max_requests = _count("RECO_GUNICORN_MAX_REQUESTS", 0, 0)
 max_requests_jitter = max_requests // 10
 limit_request_line = 4094
-limit_request_fields = 50
+# 50 header fields from a client, plus the five the edge adds to every request it passes on
+# (X-Request-ID, X-Request-Start, X-Forwarded-For, X-Forwarded-Proto, Connection).
+limit_request_fields = 55
 limit_request_field_size = 8190
 # The API is served at / and no proxy in front of it sets SCRIPT_NAME or PATH_INFO. Gunicorn
 # maps both headers into the environ when the peer is trusted (forwarded_allow_ips: loopback

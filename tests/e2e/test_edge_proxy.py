@@ -291,6 +291,17 @@ def test_a_chunked_body_within_the_limit_reaches_the_app(api, edge, database_url
     assert written_rows(database_url) == 3  # the event, its outbox row, the idempotency record
 
 
+@pytest.mark.parametrize(("fields", "status"), [(50, 200), (51, 431)])
+def test_a_client_may_send_fifty_header_fields_through_the_edge(api, edge, fields, status):
+    # nginx adds header fields of its own to each request it passes on to gunicorn, whose
+    # limit_request_fields must still leave the client 50 of its own.
+    lines = [f"X-Field-{i}: v" for i in range(fields - 1)]  # and Host
+    request = "GET /healthz HTTP/1.1\r\nHost: edge\r\n" + "".join(f"{h}\r\n" for h in lines)
+    got, headers, body = _exchange(edge.port, (request + "\r\n").encode())
+    assert got == status, body
+    assert headers["content-type"] == (PROBLEM if status == 431 else "application/json")
+
+
 def test_the_app_sheds_what_queued_behind_busy_workers_by_nginx_clock(
     gunicorn_server, database_url, edge_to
 ):
