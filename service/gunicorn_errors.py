@@ -45,6 +45,8 @@ def problem_answer(status: int, reason: str, message: str, request_id: str) -> b
         ("Content-Type", MEDIA_TYPE),
         ("Content-Length", str(len(body))),
         ("X-Request-ID", request_id),
+        # The app's rule when a client sent no usable id: the correlation id is the request's.
+        ("X-Correlation-ID", request_id),
         *SECURITY_ITEMS,
     ]
     head = f"HTTP/1.1 {status} {reason}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers)

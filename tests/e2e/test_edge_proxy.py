@@ -198,7 +198,11 @@ def _accept_queue(port: int) -> int:
 
 
 def _assert_problem(
-    status: int, headers: Mapping[str, str], body: bytes, problem_type: str
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    problem_type: str,
+    correlation_id: str = "",
 ) -> dict:
     assert headers["content-type"] == PROBLEM, body
     doc = json.loads(body)
@@ -206,6 +210,7 @@ def _assert_problem(
     assert doc["type"] == f"/problems/{problem_type}"
     assert doc["title"] and doc["detail"]
     assert doc["request_id"] == headers["x-request-id"]
+    assert headers["x-correlation-id"] == (correlation_id or doc["request_id"])
     for name, value in SECURITY_HEADERS.items():  # as on every answer the app makes
         assert headers[name.lower()] == value, name
     return doc
@@ -361,6 +366,11 @@ def test_the_app_sheds_what_queued_behind_busy_workers_by_nginx_clock(
             404,
             "not-found",
         ),
+        (
+            b"GET /metrics HTTP/1.1\r\nHost: edge\r\nX-Correlation-ID: flow-7\r\n\r\n",
+            404,
+            "not-found",
+        ),
         (b"GET / HTTP/1.1\r\nHost: edge\r\n\r\n", 502, "bad-gateway"),
         (b"TRACE /v1/events HTTP/1.1\r\nHost: edge\r\n\r\n", 405, "method-not-allowed"),
         (b"GET / HTTP/2.0\r\nHost: edge\r\n\r\n", 505, "http-version-not-supported"),
@@ -371,6 +381,7 @@ def test_the_app_sheds_what_queued_behind_busy_workers_by_nginx_clock(
         "long-header",
         "unknown-encoding",
         "metrics",
+        "metrics-correlated",
         "upstream-down",
         "trace",
         "http-2.0-request-line",
@@ -379,7 +390,8 @@ def test_the_app_sheds_what_queued_behind_busy_workers_by_nginx_clock(
 def test_errors_nginx_makes_itself_are_problem_json(dead_edge, request_bytes, status, problem_type):
     got, headers, body = _exchange(dead_edge.port, request_bytes)
     assert got == status, body
-    _assert_problem(status, headers, body, problem_type)
+    correlation_id = "flow-7" if b"flow-7" in request_bytes else ""
+    _assert_problem(status, headers, body, problem_type, correlation_id)
     assert ("allow" in headers) == (status == 405)  # RFC 9110: a 405 names what is allowed
 
 

@@ -114,6 +114,7 @@ def _assert_gunicorn_problem(status: int, headers: dict, answer: bytes, problem_
     doc = json.loads(answer)
     assert doc["status"] == status and doc["type"] == f"/problems/{problem_type}"
     assert doc["title"] and doc["detail"] and doc["request_id"] == headers["x-request-id"]
+    assert headers["x-correlation-id"] == doc["request_id"]  # as the app's, with none sent
     for name, value in SECURITY_HEADERS.items():
         assert headers[name.lower()] == value, name
 
