@@ -12,7 +12,7 @@ from flask import Flask, Request, Response, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from service.metrics import UNMATCHED, ServiceMetrics, path
-from service.problems import problem_response
+from service.problems import ApiProblem, problem_response
 
 log = logging.getLogger("reco.http")
 
@@ -35,6 +35,15 @@ BODY_READERS = frozenset({"events.post_events"})  # endpoints whose views read (
 
 def body_within_limit(req: Request) -> bytes:
     """Read the whole body; 413 when it is over MAX_CONTENT_LENGTH, however it is framed."""
+    coding = req.environ.get("HTTP_TRANSFER_ENCODING")
+    if coding is not None and coding.strip().lower() != "chunked":
+        # Gunicorn takes "gzip, chunked" (or deflate, compress) but only removes the chunking:
+        # the app would read compressed bytes as the body. The edge answers 501 to it too.
+        raise ApiProblem(
+            501,
+            "not-implemented",
+            "transfer codings other than chunked are not supported: send the body uncompressed",
+        )
     raw = req.get_data(cache=False)  # werkzeug refuses a Content-Length over the limit here
     # A chunked body has no Content-Length: werkzeug stops reading at the limit without
     # complaint, so an over-long body would be judged (or even accepted) by its first part.

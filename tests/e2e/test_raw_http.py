@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import socket
+import zlib
 
 import pytest
 
@@ -106,6 +108,25 @@ def test_a_malformed_chunked_body_is_400_and_writes_nothing(server, database_url
         assert headers[name.lower()] == value, name
     assert written_rows(database_url) == 0
     assert "unhandled error" not in server.log()
+
+
+@pytest.mark.parametrize(
+    ("path", "coding"), [("/v1/events", "gzip, chunked"), ("/healthz", "deflate, chunked")]
+)
+def test_a_compressing_transfer_coding_is_501_not_read_as_the_body(
+    server, database_url, path, coding
+):
+    # Gunicorn removes the chunking and passes the compressed bytes on as the body.
+    head = post_head(server.port, [f"Transfer-Encoding: {coding}"], "coded-body")
+    if path != "/v1/events":
+        head = head.replace(b"POST /v1/events", b"GET " + path.encode())
+    compress = gzip.compress if coding.startswith("gzip") else zlib.compress
+    status, headers, answer = _exchange(server.port, head + chunked(compress(padded_batch())))
+    assert status == 501, answer
+    assert headers["content-type"] == "application/problem+json"
+    doc = json.loads(answer)
+    assert doc["type"] == "/problems/not-implemented" and doc["request_id"] == "coded-body"
+    assert written_rows(database_url) == 0
 
 
 def _assert_gunicorn_problem(status: int, headers: dict, answer: bytes, problem_type: str) -> None:
