@@ -10,6 +10,7 @@ import zlib
 import pytest
 
 from harness.pytest_plugins.rawhttp import chunked, padded_batch, post_head, written_rows
+from service import openapi
 from service.middleware import SECURITY_HEADERS
 
 LIMIT = 262_144  # RECO_MAX_CONTENT_LENGTH's default
@@ -127,6 +128,9 @@ def test_a_compressing_transfer_coding_is_501_not_read_as_the_body(
     doc = json.loads(answer)
     assert doc["type"] == "/problems/not-implemented" and doc["request_id"] == "coded-body"
     assert written_rows(database_url) == 0
+    # The contract lists it on every operation, as it does 413: both come before any view.
+    operations = [op for item in openapi.document()["paths"].values() for op in item.values()]
+    assert all("501" in op["responses"] for op in operations if isinstance(op, dict))
 
 
 def _assert_gunicorn_problem(status: int, headers: dict, answer: bytes, problem_type: str) -> None:
