@@ -14,7 +14,9 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from chaos.actions import PROCESS_MODES, PROCESS_TARGETS, TOXICS
 from harness.guardrails import parse_duration
+from harness.stack.faults import LINKS
 
 CATALOGUE = Path(__file__).with_name("experiments")
 ACTIONS = (
@@ -60,6 +62,11 @@ TABLE_KEYS = {  # a key outside these is a typo or a misplaced line: refuse, nev
     "expect": {"dlq"},
     "negative_control": {"switch", "expect_exit", "component"},
 }
+
+
+# Faults that last until healed: without a duration they would heal at once and prove nothing.
+LASTING = {"toxic", "down", "unbind", "alarm", "lock", "stall_commits"}
+LOCK_TABLES = ("item_popularity", "outbox")
 
 
 class ExperimentError(ValueError):
@@ -153,9 +160,22 @@ def load(path: Path) -> Experiment:
         if not isinstance(data.get(key), str) or not data[key].strip():
             raise _fail(path, key, "required text")
     load_table = data.get("load", {})
+    load_duration = _duration(path, "load.duration", load_table.get("duration", "60s"))
+    if load_duration <= 0:
+        raise _fail(path, "load.duration", "must be more than 0 s")
     steps = tuple(_step(path, i, raw) for i, raw in enumerate(_array(path, data, "method")))
     if not steps and not data.get("negative_control"):
         raise _fail(path, "method", "at least one [[method]] fault is required")
+    for index, step in enumerate(steps):
+        end = step.start_s + step.duration_s
+        if end >= load_duration:
+            # Its recovery would run without load: nothing would judge it.
+            raise _fail(
+                path,
+                f"method[{index}]",
+                f"ends at {end:g} s, not before the load ends ({load_duration:g} s):"
+                " a fault must heal while the load still runs",
+            )
     guardrails = data.get("guardrails")
     return Experiment(
         name=path.stem,
@@ -169,11 +189,11 @@ def load(path: Path) -> Experiment:
             for i, raw in enumerate(_array(path, data.get("steady_state", {}), "probes"))
         ),
         steps=steps,
-        load_profile=str(load_table.get("profile", "steady")),
-        load_users=int(load_table.get("users", 10)),
-        load_duration_s=_duration(path, "load.duration", load_table.get("duration", "60s")),
+        load_profile=_text(path, "load.profile", load_table.get("profile", "steady")),
+        load_users=_count(path, "load.users", load_table.get("users", 10), 1),
+        load_duration_s=load_duration,
         guardrails=Path(os.path.normpath(path.parent / guardrails)) if guardrails else None,
-        expected_dlq=int(data.get("expect", {}).get("dlq", 0)),
+        expected_dlq=_count(path, "expect.dlq", data.get("expect", {}).get("dlq", 0), 0),
         negative_control=dict(data.get("negative_control", {})),
     )
 
@@ -195,11 +215,69 @@ def _step(path: Path, index: int, raw: dict[str, Any]) -> Step:
         raise _fail(path, f"{where}.action", f"must be one of {', '.join(ACTIONS)}")
     # A misspelt key (durat1on) would otherwise read as its default: a fault of 0 s.
     _refuse_unknown(path, where, raw, STEP_KEYS | ACTION_KEYS[action])
+    _check_values(path, where, action, raw)
     spec = {k: v for k, v in raw.items() if k not in ("start", "duration", "label")}
     start = _duration(path, f"{where}.start", raw.get("start", "0s"))
+    lasting = action in LASTING or (action == "process" and raw["mode"] == "pause")
+    if lasting and "duration" not in raw:
+        raise _fail(path, f"{where}.duration", "required: how long the fault lasts")
     duration = _duration(path, f"{where}.duration", raw.get("duration", "0s"))
-    label = raw.get("label") or _describe(spec)
+    if lasting and duration <= 0:
+        raise _fail(path, f"{where}.duration", "must be more than 0 s (a fault that never held)")
+    label = _text(path, f"{where}.label", raw["label"]) if "label" in raw else _describe(spec)
     return Step(spec, start, duration, label)
+
+
+def _check_values(path: Path, where: str, action: str, raw: dict[str, Any]) -> None:
+    """Refuse a missing or bad target here, not minutes into a run under load."""
+
+    def one_of(key: str, choices) -> None:
+        if raw.get(key) not in choices:
+            found = "missing" if key not in raw else repr(raw[key])
+            raise _fail(path, f"{where}.{key}", f"{found}; must be one of {', '.join(choices)}")
+
+    if action in ("toxic", "down"):
+        one_of("link", tuple(LINKS))
+    if action == "toxic":
+        one_of("type", TOXICS)
+        if "stream" in raw:
+            one_of("stream", ("upstream", "downstream"))
+        toxicity = raw.get("toxicity", 1.0)
+        if isinstance(toxicity, bool) or not isinstance(toxicity, int | float):
+            raise _fail(path, f"{where}.toxicity", "must be a number from 0 to 1")
+        if not 0 <= toxicity <= 1:
+            raise _fail(path, f"{where}.toxicity", "must be a number from 0 to 1")
+        attributes = raw.get("attributes", {})
+        if not isinstance(attributes, dict):
+            raise _fail(path, f"{where}.attributes", "must be a table")
+        for key, value in attributes.items():
+            _count(path, f"{where}.attributes.{key}", value, 0)
+    elif action == "process":
+        one_of("target", PROCESS_TARGETS)
+        one_of("mode", PROCESS_MODES)
+    elif action == "lock":
+        one_of("table", LOCK_TABLES)
+        _count(path, f"{where}.rows", raw.get("rows", 200), 1)
+    elif action == "poison":
+        _count(path, f"{where}.count", raw.get("count", 1), 1)
+    elif action == "migrate":
+        _count(path, f"{where}.runners", raw.get("runners", 2), 1)
+    for key in ("name", "label"):
+        if key in raw:
+            _text(path, f"{where}.{key}", raw[key])
+
+
+def _count(path: Path, where: str, value: Any, least: int) -> int:
+    """A whole number of at least ``least`` (never a bool, a float or a text)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise _fail(path, where, f"must be a whole number of at least {least}, got {value!r}")
+    return value
+
+
+def _text(path: Path, where: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _fail(path, where, f"must be non-empty text, got {value!r}")
+    return value
 
 
 def _describe(spec: dict[str, Any]) -> str:

@@ -59,7 +59,8 @@ def load_named(name):
         ),
         ('title = "t"\ndescription = "d"\n[load]\nuser = 5\n', "load: unknown keys"),
         (
-            'title = "t"\ndescription = "d"\n[[method]]\naction = "down"\nstart = "soon"\n',
+            'title = "t"\ndescription = "d"\n[[method]]\naction = "down"\n'
+            'link = "api_postgres"\nstart = "soon"\nduration = "4s"\n',
             "method[0].start",
         ),
         # A misspelt key in a step or a probe must not read as its default (a 0 s fault).
@@ -75,7 +76,7 @@ def load_named(name):
         ),
         (
             'title = "t"\ndescription = "d"\n[[steady_state.probes]]\ntype = "http"\n'
-            'tolerance = 200\nbogus = 1\n[[method]]\naction = "alarm"\n',
+            'tolerance = 200\nbogus = 1\n[[method]]\naction = "alarm"\nduration = "4s"\n',
             "steady_state.probes[0]: unknown keys ['bogus']",
         ),
         ('title = "t"\ndescription = "d"\nmethod = 1\n', "method: must be an array"),
@@ -115,3 +116,81 @@ def test_ledger_reports_only_open_faults_newest_first(tmp_path):
     assert [f["link"] for _, f in ledger.open_entries()] == ["b"]
     entries = [json.loads(line) for line in ledger.path.read_text().splitlines()[:3]]
     assert [e["op"] for e in entries] == ["apply", "apply", "undo"]
+
+
+@pytest.mark.parametrize(
+    ("method", "where"),
+    [
+        # A target found wrong only when the fault is due fails the run mid-load.
+        ('action = "down"\nstart = "5s"\nduration = "5s"\n', "method[0].link: missing"),
+        (
+            'action = "toxic"\nlink = "api_postgress"\ntype = "latency"\n'
+            'start = "5s"\nduration = "5s"\n',
+            "method[0].link: 'api_postgress'; must be one of api_postgres",
+        ),
+        (
+            'action = "toxic"\nlink = "api_postgres"\ntype = "latency"\n'
+            'attributes = { latency = "fast" }\nstart = "5s"\nduration = "5s"\n',
+            "method[0].attributes.latency: must be a whole number",
+        ),
+        (
+            'action = "toxic"\nlink = "api_postgres"\ntype = "lag"\nstart = "5s"\n'
+            'duration = "5s"\n',
+            "method[0].type: 'lag'; must be one of latency",
+        ),
+        (
+            'action = "process"\ntarget = "relay"\nmode = "freeze"\nstart = "5s"\n',
+            "method[0].mode: 'freeze'",
+        ),
+        # No duration would heal a lasting fault at once: a run that proves nothing.
+        ('action = "down"\nlink = "api_postgres"\nstart = "5s"\n', "method[0].duration: required"),
+        (
+            'action = "process"\ntarget = "relay"\nmode = "pause"\nstart = "5s"\nduration = "0s"\n',
+            "method[0].duration: must be more than 0 s",
+        ),
+        # Healed after the load ended, a fault's recovery is never observed under load.
+        (
+            'action = "down"\nlink = "api_postgres"\nstart = "8s"\nduration = "30s"\n',
+            "method[0]: ends at 38 s, not before the load ends (20 s)",
+        ),
+        ('action = "poison"\nstart = "25s"\n', "method[0]: ends at 25 s"),
+    ],
+)
+def test_a_fault_that_cannot_run_as_written_is_refused_when_the_file_is_read(
+    tmp_path, method, where
+):
+    path = tmp_path / "bad.toml"
+    head = 'title = "t"\ndescription = "d"\n[load]\nduration = "20s"\n[[method]]\n'
+    path.write_text(head + method)
+    with pytest.raises(ExperimentError) as err:
+        load(path)
+    assert str(path) in str(err.value) and where in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("table", "where"),
+    [
+        ('[load]\nusers = "many"\n', "load.users: must be a whole number of at least 1"),
+        ("[load]\nusers = 0\n", "load.users"),
+        ('[load]\nduration = "0s"\n', "load.duration: must be more than 0 s"),
+        ("[expect]\ndlq = -1\n", "expect.dlq"),
+    ],
+)
+def test_bad_load_or_expect_values_name_file_and_key(tmp_path, table, where):
+    path = tmp_path / "bad.toml"
+    path.write_text(f'title = "t"\ndescription = "d"\n{table}[[method]]\naction = "poison"\n')
+    with pytest.raises(ExperimentError) as err:
+        load(path)
+    assert str(path) in str(err.value) and where in str(err.value)
+
+
+def test_chaos_run_refuses_a_bad_load_value_with_exit_2(tmp_path, capsys):
+    from harness.cli import main
+
+    path = tmp_path / "users.toml"
+    path.write_text(
+        'title = "t"\ndescription = "d"\n[load]\nusers = "many"\n[[method]]\naction = "poison"\n'
+    )
+    # It once escaped as a ValueError traceback: exit 1, read as a guardrail breach.
+    assert main(["chaos", "run", str(path), "--state-dir", str(tmp_path / "stack")]) == 2
+    assert "load.users" in capsys.readouterr().err
