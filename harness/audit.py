@@ -105,7 +105,10 @@ class AuditResult:
         if self.unexpected:
             found.append(f"unexpected {len(self.unexpected)} events, e.g. {self.unexpected[:3]}")
         if self.failed_but_applied:
-            found.append(f"{len(self.failed_but_applied)} failed writes were applied")
+            found.append(
+                f"{len(self.failed_but_applied)} failed writes were committed or applied,"
+                f" e.g. {self.failed_but_applied[:3]}"
+            )
         if self.duplicated_effects:
             found.append(f"duplicated effects: {self.duplicated_effects}")
         if self.missing_effects:
@@ -266,12 +269,15 @@ def _reconcile(
         # No history: every accepted event (events table or outbox) must have been applied.
         return sorted(committed - applied), [], [], [], 0
     attempted = ops["ok"] | ops["info"] | ops["fail"]
-    # A write whose answer was lost (info) but whose rows committed was accepted all the same:
-    # it is owed its effect like an acknowledged one. Earlier runs' events were judged then.
-    accepted = ops["ok"] | ((ops["info"] - baseline) & committed)
-    lost = sorted(accepted - applied)
+    # Every write of this run that committed is owed its effect, whatever its client heard: an
+    # info whose COMMIT landed, and a fail that committed all the same (wrong in itself).
+    # Earlier runs' events were judged then.
+    accepted = ops["ok"] | (committed - baseline)
+    # An acknowledged event is owed its business row too: without it the API denies it (404).
+    lost = sorted((accepted - applied) | (ops["ok"] - events))
     unexpected = sorted((applied | events) - attempted)
-    failed_applied = sorted(ops["fail"] & applied)
+    # The API promises that a definite failure (4xx, 503) committed nothing.
+    failed_applied = sorted(ops["fail"] & (applied | committed))
     # This run's unknown outcomes only: earlier events are history, not writes it recovered.
     unknown = ops["info"] - baseline
     recovered = sorted(unknown & applied)

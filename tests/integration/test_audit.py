@@ -150,3 +150,27 @@ def test_an_undrained_pipeline_is_reported_within_the_drain_timeout(settings):
     assert not result.drained and result.outbox_pending == 5
     assert result.drain_seconds < 5 and not result.ok
     assert any(v.startswith("not drained") for v in result.violations())
+
+
+def test_every_committed_write_is_owed_its_effect_and_an_acknowledged_one_its_row(
+    settings, db, worker_objects
+):
+    ids = _seed(settings, 6)
+    with db.cursor() as cur:
+        # Marked published but never queued, for a write its client was told failed (503).
+        cur.execute(
+            "UPDATE outbox SET published_at = clock_timestamp() WHERE event_id = %s", (ids[0],)
+        )
+    drain_relay(worker_objects.relay(settings))
+    drain_consumer(worker_objects.consumer(settings), 5)
+    with db.cursor() as cur:
+        # Acknowledged with a 202 and applied, but its event row is gone: GET answers 404.
+        cur.execute("DELETE FROM events WHERE event_id = %s", (ids[1],))
+    history = [
+        {"event_ids": ids[1:], "outcome": "ok"},
+        {"event_ids": [ids[0]], "outcome": "fail"},
+    ]
+    result = _audit(settings, history=history)
+    assert result.drained and result.lost == sorted(ids[:2]), result.violations()
+    assert result.failed_but_applied == [ids[0]] and not result.ok
+    assert any("failed writes were committed" in v for v in result.violations())

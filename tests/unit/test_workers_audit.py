@@ -48,8 +48,9 @@ def test_a_retried_unknown_outcome_that_succeeded_counts_as_ok():
 
 def test_reconcile_classifies_every_id():
     ops = {"ok": {"a", "lost"}, "info": {"maybe", "gone"}, "fail": {"no", "oops"}}
-    applied = {"a", "maybe", "oops", "phantom"}
-    lost, unexpected, failed, recovered, absent = _reconcile(ops, applied, {"ghost"}, set())
+    applied = {"a", "maybe", "oops", "phantom", "ghost"}
+    events = {"a", "lost", "ghost"}
+    lost, unexpected, failed, recovered, absent = _reconcile(ops, applied, events, set())
     assert lost == ["lost"]
     assert unexpected == ["ghost", "phantom"]
     assert failed == ["oops"] and recovered == ["maybe"] and absent == 1
@@ -64,6 +65,13 @@ def test_an_unknown_outcome_that_committed_is_owed_its_effect():
     )
     assert lost == ["committed", "outbox-only"]
     assert recovered == ["landed"] and absent == 1 and unexpected == failed == []
+
+
+def test_a_committed_write_is_owed_its_effect_whatever_its_client_heard():
+    # A 503 (fail) whose rows committed anyway, never applied; a 202 whose event row is gone.
+    ops = {"ok": {"a", "rowless"}, "info": set(), "fail": {"failed"}}
+    lost, _, failed, *_ = _reconcile(ops, {"a", "rowless"}, {"a", "failed"}, {"rowless"})
+    assert lost == ["failed", "rowless"] and failed == ["failed"]
 
 
 def test_earlier_runs_events_are_not_charged_as_lost():
