@@ -155,23 +155,15 @@ def earlier(
     database_url: str, amqp_url: str, namespace: str, consumer: str = FEATURE_CONSUMER
 ) -> Earlier:
     """Note the events, the effect balance and the DLQ depth before a run."""
-    conn = psycopg2.connect(database_url, connect_timeout=5)
-    try:
-        with conn.cursor() as cur:
-            event_ids = sorted(_ids(cur, EVENT_IDS))
-            cur.execute(INBOX_COUNT, {"consumer": consumer})
-            applied = int(cur.fetchone()[0])
-            cur.execute(EFFECTS)
-            popularity, interactions = (int(v) for v in cur.fetchone())
-    finally:
-        conn.close()
+    state = _snapshot(database_url, consumer)
+    applied, (popularity, interactions) = len(state.applied), state.effects
     broker = _Broker(amqp_url)
     try:
         dlq = broker.state(f"{namespace}.{consumer}.dlq")[0] or 0  # no DLQ yet: zero
     finally:
         broker.close()
     return Earlier(
-        event_ids=event_ids,
+        event_ids=sorted(state.events),
         duplicated_effects=max(popularity, interactions) - applied,
         missing_effects=applied - min(popularity, interactions),
         dlq_depth=dlq,
@@ -209,17 +201,13 @@ def audit(
         )
         drain_seconds = time.monotonic() - started
         dlq = broker.state(f"{namespace}.{consumer}.dlq")[0]
-        with conn.cursor() as cur:
-            applied_ids = _ids(cur, INBOX_IDS, {"consumer": consumer})
-            cur.execute(EFFECTS)
-            popularity, interactions = (int(v) for v in cur.fetchone())
-            event_ids = _ids(cur, EVENT_IDS)
-            outbox_ids = _ids(cur, OUTBOX_IDS)
     finally:
         broker.close()
         conn.close()
+    state = _snapshot(database_url, consumer)
+    applied_ids, (popularity, interactions) = state.applied, state.effects
     lost, unexpected, failed_applied, recovered, info_absent = _reconcile(
-        ops, applied_ids, event_ids, outbox_ids, baseline
+        ops, applied_ids, state.events, state.outbox, baseline
     )
     return AuditResult(
         drained=drained,
@@ -242,6 +230,37 @@ def audit(
         earlier_missing=before.missing_effects if before else 0,
         earlier_dlq=before.dlq_depth if before else 0,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class _State:
+    """Inbox, effects, events and outbox as one snapshot of the database."""
+
+    applied: set[str]
+    effects: tuple[int, int]
+    events: set[str]
+    outbox: set[str]
+
+
+def _snapshot(database_url: str, consumer: str) -> _State:
+    """Read everything the reconciliation compares in one REPEATABLE READ transaction.
+
+    Read statement by statement, a batch the consumer commits in between would count in the
+    effects but not in the inbox (or the other way round): a balance off by that batch.
+    """
+    conn = psycopg2.connect(database_url, connect_timeout=5)
+    try:
+        conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
+        with conn.cursor() as cur:
+            applied = _ids(cur, INBOX_IDS, {"consumer": consumer})
+            cur.execute(EFFECTS)
+            popularity, interactions = (int(v) for v in cur.fetchone())
+            events = _ids(cur, EVENT_IDS)
+            outbox = _ids(cur, OUTBOX_IDS)
+        conn.rollback()
+    finally:
+        conn.close()
+    return _State(applied, (popularity, interactions), events, outbox)
 
 
 def _validated(history: Iterable[Mapping[str, Any]]) -> dict[str, set[str]]:

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import types
 import uuid
 
+import psycopg2
+import psycopg2.extensions
+
+from harness import audit as audit_module
 from harness.audit import audit, earlier
 from harness.bench.workers import Publisher, make_events, seed_outbox
 from harness.pytest_plugins import workers as plugin
@@ -174,3 +179,31 @@ def test_every_committed_write_is_owed_its_effect_and_an_acknowledged_one_its_ro
     assert result.drained and result.lost == sorted(ids[:2]), result.violations()
     assert result.failed_but_applied == [ids[0]] and not result.ok
     assert any("failed writes were committed" in v for v in result.violations())
+
+
+def test_a_batch_committed_while_the_stack_is_read_is_not_taken_for_a_broken_balance(
+    settings, worker_objects, monkeypatch
+):
+    _seed(settings, 5)
+    drain_relay(worker_objects.relay(settings))
+    consumer = worker_objects.consumer(settings)
+    fired: list[str] = []
+
+    class Interleaved(psycopg2.extensions.cursor):
+        """Let the real consumer commit its batch right after the audit read the inbox."""
+
+        def execute(self, sql, params=None):
+            super().execute(sql, params)
+            if "FROM inbox" in sql and not fired:
+                fired.append(sql)
+                drain_consumer(consumer, 5)
+
+    def connect(*args, **kwargs):
+        return psycopg2.connect(*args, cursor_factory=Interleaved, **kwargs)
+
+    monkeypatch.setattr(audit_module, "psycopg2", types.SimpleNamespace(connect=connect))
+    before = earlier(settings.database_url, settings.amqp_url, settings.amqp_namespace)
+    assert fired, "the consumer never committed between two reads"
+    # Read statement by statement, the batch counted in the effects but not in the inbox:
+    # the next run would be charged -5 duplicated and 5 missing effects.
+    assert before.duplicated_effects == 0 and before.missing_effects == 0
