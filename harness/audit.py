@@ -24,6 +24,16 @@ OUTCOMES = ("ok", "fail", "info")
 PENDING = "SELECT count(*) FROM outbox WHERE published_at IS NULL"
 INBOX_COUNT = "SELECT count(*) FROM inbox WHERE consumer = %(consumer)s"
 INBOX_IDS = "SELECT event_id::text FROM inbox WHERE consumer = %(consumer)s"
+UNAPPLIED = """
+SELECT count(*) FROM unnest(%(ids)s::uuid[]) AS owed(event_id)
+WHERE NOT EXISTS (
+    SELECT 1 FROM inbox i WHERE i.consumer = %(consumer)s AND i.event_id = owed.event_id
+)
+"""
+# A consumer that backs off after a database failure (capped at RECO_BACKOFF_MAX_S, 30 s by
+# default) holds its batch unacked: a queue's message count does not show those deliveries,
+# so acknowledged writes still unapplied are waited for this much longer before counting lost.
+HELD_WAIT_S = 35.0
 EVENT_IDS = "SELECT event_id::text FROM events"
 OUTBOX_IDS = "SELECT DISTINCT event_id::text FROM outbox"
 EFFECTS = """
@@ -196,8 +206,9 @@ def audit(
     broker = _Broker(amqp_url)
     try:
         started = time.monotonic()
+        owed = sorted(ops["ok"]) if ops is not None else []
         drained, pending, ready, consumers = _drain(
-            conn, broker, f"{namespace}.{consumer}", consumer, drain_timeout_s, settle_s
+            conn, broker, f"{namespace}.{consumer}", consumer, drain_timeout_s, settle_s, owed
         )
         drain_seconds = time.monotonic() - started
         dlq = broker.state(f"{namespace}.{consumer}.dlq")[0]
@@ -304,8 +315,20 @@ def _reconcile(
     return lost, unexpected, failed_applied, recovered, len(unknown - applied - committed)
 
 
-def _drain(conn, broker: _Broker, queue: str, consumer: str, timeout_s: float, settle_s: float):
-    """Poll until outbox and queue are empty and the inbox stopped growing for ``settle_s``."""
+def _drain(
+    conn,
+    broker: _Broker,
+    queue: str,
+    consumer: str,
+    timeout_s: float,
+    settle_s: float,
+    owed: list[str] | None = None,
+):
+    """Poll until outbox and queue are empty and the inbox stopped growing for ``settle_s``.
+
+    While ``owed`` ids (acknowledged writes) are still unapplied, a quiet pipeline is waited on
+    up to HELD_WAIT_S longer (never past ``timeout_s``): deliveries held unacked are in flight.
+    """
     deadline = time.monotonic() + timeout_s
     stable_since, last_count = None, -1
     pending = ready = consumers = None
@@ -322,10 +345,18 @@ def _drain(conn, broker: _Broker, queue: str, consumer: str, timeout_s: float, s
         stable_since = (stable_since or now) if quiet else None
         last_count = count
         if stable_since is not None and now - stable_since >= settle_s:
-            return True, pending, ready, consumers
+            waited_out = now - stable_since >= settle_s + HELD_WAIT_S or now >= deadline
+            if waited_out or not owed or _unapplied(conn, owed, consumer) == 0:
+                return True, pending, ready, consumers
         if now >= deadline:
             return False, pending, ready, consumers
         time.sleep(min(0.2, max(0.0, deadline - now)))
+
+
+def _unapplied(conn, ids: list[str], consumer: str) -> int:
+    with conn.cursor() as cur:
+        cur.execute(UNAPPLIED, {"ids": ids, "consumer": consumer})
+        return int(cur.fetchone()[0])
 
 
 class _Broker:

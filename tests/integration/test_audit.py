@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
 import types
 import uuid
 
@@ -207,3 +209,35 @@ def test_a_batch_committed_while_the_stack_is_read_is_not_taken_for_a_broken_bal
     # Read statement by statement, the batch counted in the effects but not in the inbox:
     # the next run would be charged -5 duplicated and 5 missing effects.
     assert before.duplicated_effects == 0 and before.missing_effects == 0
+
+
+def test_deliveries_a_consumer_holds_unacked_are_waited_for_not_called_lost(
+    settings, tmp_path, worker_objects, worker_procs
+):
+    ids = _seed(settings, 20)
+    drain_relay(worker_objects.relay(settings))
+    # A consumer stuck before its commit (as in a backoff after a database failure) holds
+    # every delivery unacked: the queue counts 0 ready, the inbox stops growing.
+    proc = WorkerProcess.start(
+        "consumer",
+        settings,
+        tmp_path,
+        env={"RECO_UNSAFE_TEST_FAULTS": "consumer_pause_before_commit"},
+    )
+    worker_procs.append(proc)
+    proc.wait_for_log("test pause")
+    successor = worker_objects.consumer(settings)
+
+    def resume() -> None:
+        time.sleep(3)
+        proc.kill()  # the broker requeues what it held; another consumer applies it
+        drain_consumer(successor, 20)
+
+    thread = threading.Thread(target=resume)
+    thread.start()
+    try:
+        result = _audit(settings, history=[{"event_ids": ids, "outcome": "ok"}])
+    finally:
+        thread.join(40)
+    assert result.drained and not result.lost and result.ok, result.violations()
+    assert result.drain_seconds >= 3
