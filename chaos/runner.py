@@ -111,6 +111,13 @@ class Run:
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
         }
         try:
+            return self._execute(guardian)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _execute(self, guardian: subprocess.Popen) -> int:
+        try:
             miswired = self._miswired()
             if miswired:
                 self.echo(f"faults would reach nothing: {'; '.join(miswired)}")
@@ -151,13 +158,18 @@ class Run:
             self._rollback_all()
             self._restore_negative_control()
             self.ledger.path.with_suffix(".done").write_text("done\n")
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
             guardian.wait(timeout=10)
-        if self.interrupted:
-            self._record_interrupted()
-            return guardrails.EXIT_USAGE
-        return self._conclude()
+        if not self.interrupted:
+            # The drain and the audit may take minutes: a signal there stops them, and the run
+            # is recorded as unfinished instead of leaving a directory judged by other rules.
+            self.cleaning_up = False
+            try:
+                return self._conclude()
+            except Interrupted:
+                self.interrupted = True
+                self.echo("interrupted during the audit: no verdict")
+        self._record_interrupted()
+        return guardrails.EXIT_USAGE
 
     def _miswired(self) -> list[str]:
         """Apps whose links bypass the fault proxies (read from the processes themselves)."""

@@ -68,3 +68,59 @@ def test_an_interrupted_run_records_its_rules_and_is_judged_again_as_no_pass(tmp
     captured = capsys.readouterr()
     assert "rules.toml (recorded by the run)" in captured.err
     assert "the experiment did not finish" in captured.out
+
+
+class _Stopped(Exception):
+    """What a signal raises once the runner's own handler is no longer installed."""
+
+
+def test_a_signal_during_the_audit_records_the_run_as_unfinished(tmp_path, monkeypatch):
+    import json
+    import os
+    import time
+
+    import chaos.runner
+    from chaos.experiment import find
+
+    run = _run(tmp_path)
+    run.experiment = find("smoke-db-blip")
+    run.rules_path, run.run_dir = tmp_path / "rules.toml", tmp_path
+    run.rules_path.write_text('[[rule]]\nname = "anything"\nexpr = "count >= 0"\n')
+    run.stack = SimpleNamespace(
+        database_url=lambda: "", amqp_url=lambda: "", state={"components": {"api": {}}}
+    )
+    run.journal.update(steady_state={}, experiment="smoke-db-blip")
+    nothing = lambda *_args, **_kwargs: None  # noqa: E731 - the steps this test skips
+    for step in ("_apply_negative_control", "_count_broker_duplicates", "_start_load"):
+        setattr(run, step, nothing)
+    for step in ("_run_method", "_wait_load", "_stop_load", "_rollback_all"):
+        setattr(run, step, nothing)
+    run._restore_negative_control = nothing
+    run._start_guardian = lambda: SimpleNamespace(wait=nothing)
+    run._miswired = run._leftover_faults = list
+    run._settle = lambda _timeout: True
+    sampler = SimpleNamespace(stop=nothing)
+    monkeypatch.setattr(
+        chaos.runner, "PipelineSampler", lambda *a, **k: SimpleNamespace(start=lambda: sampler)
+    )
+    monkeypatch.setattr(chaos.runner, "earlier", nothing)
+    monkeypatch.setattr(chaos.runner, "stack_roots", lambda _stack: [])
+
+    def audit_interrupted() -> int:
+        os.kill(os.getpid(), signal.SIGINT)  # a Ctrl-C (or CI's SIGTERM) while draining
+        time.sleep(2)
+        return 0
+
+    run._conclude = audit_interrupted
+
+    def stopped(_signum, _frame):
+        raise _Stopped
+
+    previous = signal.signal(signal.SIGINT, stopped)
+    try:
+        assert run.execute() == 2
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    meta = json.loads((tmp_path / "run.json").read_text())
+    assert any("did not finish" in error for error in meta["errors"])
+    assert json.loads((tmp_path / "journal.json").read_text())["status"] == "interrupted"
