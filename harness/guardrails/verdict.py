@@ -70,7 +70,10 @@ class Verdict:
     def exit_code(self) -> int:
         """0 pass, 1 guardrail breach, 2 no verdict (errors, a partial run), 3 invariant breach."""
         breaches = self.breaches
-        if any(r.invariant for r in breaches):
+        # Lost data is what an audit found, never the audit a run that did not finish could
+        # not write (a required rule without data): such a run has no verdict, not a loss.
+        unjudged = bool(self._unjudged())
+        if any(r.invariant and (r.observed is not None or not unjudged) for r in breaches):
             return EXIT_INVARIANT
         if self.errors:
             return EXIT_USAGE

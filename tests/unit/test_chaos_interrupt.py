@@ -124,3 +124,23 @@ def test_a_signal_during_the_audit_records_the_run_as_unfinished(tmp_path, monke
     meta = json.loads((tmp_path / "run.json").read_text())
     assert any("did not finish" in error for error in meta["errors"])
     assert json.loads((tmp_path / "journal.json").read_text())["status"] == "interrupted"
+
+
+def test_an_interrupted_run_judged_again_by_the_chaos_rules_is_no_verdict_not_lost_data(
+    tmp_path, capsys
+):
+    from chaos.experiment import find
+    from chaos.runner import DEFAULT_GUARDRAILS
+    from harness.cli import main
+    from harness.guardrails.timeline import Timeline
+
+    run = _run(tmp_path)
+    run.experiment = find("smoke-db-blip")
+    run.rules_path, run.run_dir = DEFAULT_GUARDRAILS, tmp_path
+    timeline = Timeline()
+    timeline.record(1_800_000_000, "POST /v1/events", 10.0, "ok")
+    timeline.write_jsonl(tmp_path / "timeline.jsonl")
+    run._record_interrupted()  # no audit.json: the required audit rules have no data
+    # It exited 3 (invariant violated) although nothing was audited at all.
+    assert main(["guardrails", "check", str(tmp_path), "--out", str(tmp_path / "v")]) == 2
+    assert "the experiment did not finish" in capsys.readouterr().out
