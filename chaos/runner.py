@@ -46,6 +46,10 @@ def guardrails_path(experiment: Experiment, default: Path | None = None) -> Path
     return experiment.guardrails or default or DEFAULT_GUARDRAILS
 
 
+class LoadEnded(Exception):
+    """The load generator stopped before the method finished: the faults met no traffic."""
+
+
 class Interrupted(BaseException):
     """The run was stopped by a signal; faults are still rolled back.
 
@@ -117,6 +121,7 @@ class Run:
                 signal.signal(sig, handler)
 
     def _execute(self, guardian: subprocess.Popen) -> int:
+        failed = ""
         try:
             miswired = self._miswired()
             if miswired:
@@ -152,6 +157,9 @@ class Run:
         except Interrupted:
             self.interrupted = True
             self.echo("interrupted: rolling back every fault")
+        except LoadEnded as exc:
+            failed = str(exc)
+            self.echo(f"{failed}: rolling back every fault; no verdict")
         finally:
             self.cleaning_up = True
             self._stop_load()
@@ -159,6 +167,9 @@ class Run:
             self._restore_negative_control()
             self.ledger.path.with_suffix(".done").write_text("done\n")
             guardian.wait(timeout=10)
+        if failed:
+            self._record_unfinished(f"the experiment did not run as written: {failed}")
+            return guardrails.EXIT_USAGE
         if not self.interrupted:
             # The drain and the audit may take minutes: a signal there stops them, and the run
             # is recorded as unfinished instead of leaving a directory judged by other rules.
@@ -329,7 +340,10 @@ class Run:
                     self._progress()
                     last_progress = time.monotonic()
                 if self.locust is not None and self.locust.poll() is not None:
-                    self.echo("load ended before the method finished")
+                    raise LoadEnded(
+                        f"the load ended at {now:.1f}s, before the method finished"
+                        f" (Locust exit code {self.locust.returncode}; see locust.out)"
+                    )
                 time.sleep(min(0.1, at - now))
                 continue
             heapq.heappop(events)
@@ -528,8 +542,11 @@ class Run:
 
     def _record_interrupted(self) -> None:
         """run.json and the journal of a stopped run: judged again, by its rules, as no pass."""
-        self._write_run_json([INTERRUPTED])
-        self._write_journal("interrupted")
+        self._record_unfinished(INTERRUPTED, "interrupted")
+
+    def _record_unfinished(self, reason: str, status: str = "failed") -> None:
+        self._write_run_json([reason])
+        self._write_journal(status)
 
     def _write_run_json(self, errors: list[str] | None = None) -> None:
         exp = self.experiment

@@ -74,11 +74,8 @@ class _Stopped(Exception):
     """What a signal raises once the runner's own handler is no longer installed."""
 
 
-def test_a_signal_during_the_audit_records_the_run_as_unfinished(tmp_path, monkeypatch):
-    import json
-    import os
-    import time
-
+def _executable(tmp_path, monkeypatch) -> Run:
+    """A run whose every step outside the one under test does nothing."""
     import chaos.runner
     from chaos.experiment import find
 
@@ -93,7 +90,7 @@ def test_a_signal_during_the_audit_records_the_run_as_unfinished(tmp_path, monke
     nothing = lambda *_args, **_kwargs: None  # noqa: E731 - the steps this test skips
     for step in ("_apply_negative_control", "_count_broker_duplicates", "_start_load"):
         setattr(run, step, nothing)
-    for step in ("_run_method", "_wait_load", "_stop_load", "_rollback_all"):
+    for step in ("_run_method", "_wait_load", "_stop_load", "_rollback_all", "_progress"):
         setattr(run, step, nothing)
     run._restore_negative_control = nothing
     run._start_guardian = lambda: SimpleNamespace(wait=nothing)
@@ -105,6 +102,15 @@ def test_a_signal_during_the_audit_records_the_run_as_unfinished(tmp_path, monke
     )
     monkeypatch.setattr(chaos.runner, "earlier", nothing)
     monkeypatch.setattr(chaos.runner, "stack_roots", lambda _stack: [])
+    return run
+
+
+def test_a_signal_during_the_audit_records_the_run_as_unfinished(tmp_path, monkeypatch):
+    import json
+    import os
+    import time
+
+    run = _executable(tmp_path, monkeypatch)
 
     def audit_interrupted() -> int:
         os.kill(os.getpid(), signal.SIGINT)  # a Ctrl-C (or CI's SIGTERM) while draining
@@ -144,3 +150,26 @@ def test_an_interrupted_run_judged_again_by_the_chaos_rules_is_no_verdict_not_lo
     # It exited 3 (invariant violated) although nothing was audited at all.
     assert main(["guardrails", "check", str(tmp_path), "--out", str(tmp_path / "v")]) == 2
     assert "the experiment did not finish" in capsys.readouterr().out
+
+
+def test_a_load_that_ends_before_the_method_stops_the_run_without_a_verdict(tmp_path, monkeypatch):
+    import json
+    import time
+
+    from chaos.runner import Run as RealRun
+
+    run = _executable(tmp_path, monkeypatch)
+    del run._run_method  # the real method, with a load that is already gone
+    run.experiment = run.experiment.scaled(0.05)  # its fault is due after 0.6 s
+    run.locust = SimpleNamespace(poll=lambda: 2, returncode=2)  # e.g. an unknown profile
+    run.load_started = time.time()
+
+    def applied(_step):
+        raise AssertionError("a fault applied while no load ran")
+
+    run._apply = applied
+    run._conclude = lambda: 0  # a verdict on no traffic once passed or breached (exit 0/1)
+    assert RealRun.execute(run) == 2
+    meta = json.loads((tmp_path / "run.json").read_text())
+    assert any("the load ended" in error for error in meta["errors"])
+    assert json.loads((tmp_path / "journal.json").read_text())["status"] == "failed"
