@@ -17,6 +17,7 @@ import pika
 import pika.exceptions
 import psycopg2
 
+from harness.smoke import SMOKE_USER_PREFIX
 from workers.topology import FEATURE_CONSUMER
 
 OUTCOMES = ("ok", "fail", "info")
@@ -35,6 +36,8 @@ WHERE NOT EXISTS (
 # so acknowledged writes still unapplied are waited for this much longer before counting lost.
 HELD_WAIT_S = 35.0
 EVENT_IDS = "SELECT event_id::text FROM events"
+# Post-deploy smoke checks write under reserved user ids (harness.smoke), on any stack.
+TAGGED_IDS = "SELECT event_id::text FROM events WHERE starts_with(user_id, %(prefix)s)"
 OUTBOX_IDS = "SELECT DISTINCT event_id::text FROM outbox"
 EFFECTS = """
 SELECT (SELECT COALESCE(sum(views + clicks + purchases), 0) FROM item_popularity),
@@ -218,7 +221,7 @@ def audit(
     state = _snapshot(database_url, consumer)
     applied_ids, (popularity, interactions) = state.applied, state.effects
     lost, unexpected, failed_applied, recovered, info_absent = _reconcile(
-        ops, applied_ids, state.events, state.outbox, baseline
+        ops, applied_ids, state.events, state.outbox, baseline, state.tagged
     )
     return AuditResult(
         drained=drained,
@@ -251,6 +254,7 @@ class _State:
     effects: tuple[int, int]
     events: set[str]
     outbox: set[str]
+    tagged: set[str]  # events written by smoke checks
 
 
 def _snapshot(database_url: str, consumer: str) -> _State:
@@ -268,10 +272,11 @@ def _snapshot(database_url: str, consumer: str) -> _State:
             popularity, interactions = (int(v) for v in cur.fetchone())
             events = _ids(cur, EVENT_IDS)
             outbox = _ids(cur, OUTBOX_IDS)
+            tagged = _ids(cur, TAGGED_IDS, {"prefix": SMOKE_USER_PREFIX})
         conn.rollback()
     finally:
         conn.close()
-    return _State(applied, (popularity, interactions), events, outbox)
+    return _State(applied, (popularity, interactions), events, outbox, tagged)
 
 
 def _validated(history: Iterable[Mapping[str, Any]]) -> dict[str, set[str]]:
@@ -293,12 +298,15 @@ def _reconcile(
     events: set[str],
     outbox: set[str],
     baseline: AbstractSet[str] = frozenset(),
+    tagged: AbstractSet[str] = frozenset(),
 ):
     committed = events | outbox
     if ops is None:
         # No history: every accepted event (events table or outbox) must have been applied.
         return sorted(committed - applied), [], [], [], 0
-    attempted = ops["ok"] | ops["info"] | ops["fail"]
+    # A smoke check's events were attempted too, by the check (which verifies them itself):
+    # not phantoms, though owed their effect like any committed write.
+    attempted = ops["ok"] | ops["info"] | ops["fail"] | set(tagged)
     # Every write of this run that committed is owed its effect, whatever its client heard: an
     # info whose COMMIT landed, and a fail that committed all the same (wrong in itself).
     # Earlier runs' events were judged then.

@@ -241,3 +241,25 @@ def test_deliveries_a_consumer_holds_unacked_are_waited_for_not_called_lost(
         thread.join(40)
     assert result.drained and not result.lost and result.ok, result.violations()
     assert result.drain_seconds >= 3
+
+
+def test_a_smoke_checks_events_written_meanwhile_are_neither_phantoms_nor_exempt(
+    settings, db, worker_objects
+):
+    ids = _seed(settings, 8)
+    smoke = ids[:3]  # `reco-harness smoke --write` against the same stack during the run
+    with db.cursor() as cur:
+        cur.execute(
+            "UPDATE events SET user_id = 'smoke-' || left(event_id::text, 8)"
+            " WHERE event_id = ANY(%s::uuid[])",
+            (smoke,),
+        )
+        # One of them marked published but never queued: it must still count as lost.
+        cur.execute(
+            "UPDATE outbox SET published_at = clock_timestamp() WHERE event_id = %s", (smoke[0],)
+        )
+    drain_relay(worker_objects.relay(settings))
+    drain_consumer(worker_objects.consumer(settings), 7)
+    result = _audit(settings, history=[{"event_ids": ids[3:], "outcome": "ok"}])
+    assert result.unexpected == [], result.violations()
+    assert result.lost == [smoke[0]] and not result.ok
