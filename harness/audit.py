@@ -39,6 +39,36 @@ EVENT_IDS = "SELECT event_id::text FROM events"
 # Post-deploy smoke checks write under reserved user ids (harness.smoke), on any stack.
 TAGGED_IDS = "SELECT event_id::text FROM events WHERE starts_with(user_id, %(prefix)s)"
 OUTBOX_IDS = "SELECT DISTINCT event_id::text FROM outbox"
+# Effects short of what the applied events name, row by row (a per-table sum would not see
+# one event's effect landing on another item): "table key" -> how many are missing there.
+SHORT_ROWS = """
+WITH applied AS (
+    SELECT e.item_id, e.user_id, e.kind
+    FROM inbox i JOIN events e USING (event_id)
+    WHERE i.consumer = %(consumer)s
+), items AS (
+    SELECT item_id,
+           count(*) FILTER (WHERE kind = 'view') AS views,
+           count(*) FILTER (WHERE kind = 'click') AS clicks,
+           count(*) FILTER (WHERE kind = 'purchase') AS purchases
+    FROM applied GROUP BY item_id
+), pairs AS (
+    SELECT user_id, item_id, count(*) AS n FROM applied GROUP BY user_id, item_id
+)
+SELECT 'item_popularity ' || x.item_id || ' ' || k.kind, k.expected - k.actual
+FROM items x LEFT JOIN item_popularity p USING (item_id)
+CROSS JOIN LATERAL (VALUES
+    ('views', x.views, coalesce(p.views, 0)),
+    ('clicks', x.clicks, coalesce(p.clicks, 0)),
+    ('purchases', x.purchases, coalesce(p.purchases, 0))
+) AS k(kind, expected, actual)
+WHERE k.actual < k.expected
+UNION ALL
+SELECT 'user_item_interactions ' || x.user_id || ' ' || x.item_id,
+       x.n - coalesce(u.interactions, 0)
+FROM pairs x LEFT JOIN user_item_interactions u USING (user_id, item_id)
+WHERE coalesce(u.interactions, 0) < x.n
+"""
 EFFECTS = """
 SELECT (SELECT COALESCE(sum(views + clicks + purchases), 0) FROM item_popularity),
        (SELECT COALESCE(sum(interactions), 0) FROM user_item_interactions)
@@ -69,6 +99,9 @@ class AuditResult:
     earlier_duplicated: int = 0
     earlier_missing: int = 0
     earlier_dlq: int = 0
+    # Effects this run left short on the rows its events name (see SHORT_ROWS), e.g. samples.
+    misplaced_effects: int = 0
+    misplaced_rows: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def duplicated_effects_total(self) -> int:
@@ -88,7 +121,8 @@ class AuditResult:
     @property
     def missing_effects(self) -> int:
         """Missing effects this run added."""
-        return self.missing_effects_total - self.earlier_missing
+        # The totals balance when an effect lands on the wrong row: the rows tell.
+        return max(self.missing_effects_total - self.earlier_missing, self.misplaced_effects)
 
     @property
     def dlq_run(self) -> int:
@@ -125,7 +159,8 @@ class AuditResult:
         if self.duplicated_effects:
             found.append(f"duplicated effects: {self.duplicated_effects}")
         if self.missing_effects:
-            found.append(f"missing effects: {self.missing_effects}")
+            where = f" (short on {self.misplaced_rows[:3]})" if self.misplaced_effects else ""
+            found.append(f"missing effects: {self.missing_effects}{where}")
         if self.dlq_run != self.expected_dlq:
             found.append(f"DLQ depth {self.dlq_run} from this run, expected {self.expected_dlq}")
         return found
@@ -162,6 +197,7 @@ class Earlier:
     duplicated_effects: int
     missing_effects: int
     dlq_depth: int
+    short_rows: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 def earlier(
@@ -179,6 +215,7 @@ def earlier(
         event_ids=sorted(state.events),
         duplicated_effects=max(popularity, interactions) - applied,
         missing_effects=applied - min(popularity, interactions),
+        short_rows=state.short,
         dlq_depth=dlq,
     )
 
@@ -220,6 +257,7 @@ def audit(
         conn.close()
     state = _snapshot(database_url, consumer)
     applied_ids, (popularity, interactions) = state.applied, state.effects
+    misplaced, rows = _misplaced(state.short, before.short_rows if before else {})
     lost, unexpected, failed_applied, recovered, info_absent = _reconcile(
         ops, applied_ids, state.events, state.outbox, baseline, state.tagged
     )
@@ -243,6 +281,8 @@ def audit(
         earlier_duplicated=before.duplicated_effects if before else 0,
         earlier_missing=before.missing_effects if before else 0,
         earlier_dlq=before.dlq_depth if before else 0,
+        misplaced_effects=misplaced,
+        misplaced_rows=rows[:20],
     )
 
 
@@ -255,6 +295,7 @@ class _State:
     events: set[str]
     outbox: set[str]
     tagged: set[str]  # events written by smoke checks
+    short: dict[str, int]  # SHORT_ROWS
 
 
 def _snapshot(database_url: str, consumer: str) -> _State:
@@ -273,10 +314,22 @@ def _snapshot(database_url: str, consumer: str) -> _State:
             events = _ids(cur, EVENT_IDS)
             outbox = _ids(cur, OUTBOX_IDS)
             tagged = _ids(cur, TAGGED_IDS, {"prefix": SMOKE_USER_PREFIX})
+            cur.execute(SHORT_ROWS, {"consumer": consumer})
+            short = {key: int(n) for key, n in cur.fetchall()}
         conn.rollback()
     finally:
         conn.close()
-    return _State(applied, (popularity, interactions), events, outbox, tagged)
+    return _State(applied, (popularity, interactions), events, outbox, tagged, short)
+
+
+def _misplaced(short: dict[str, int], before: dict[str, int]) -> tuple[int, list[str]]:
+    """Effects this run left short, counted in events (the larger of the two tables)."""
+    added = {key: n - before.get(key, 0) for key, n in short.items() if n > before.get(key, 0)}
+    per_table: dict[str, int] = {}
+    for key, n in added.items():
+        table = key.split(" ", 1)[0]
+        per_table[table] = per_table.get(table, 0) + n
+    return max(per_table.values(), default=0), sorted(added)
 
 
 def _validated(history: Iterable[Mapping[str, Any]]) -> dict[str, set[str]]:

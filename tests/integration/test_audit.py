@@ -263,3 +263,29 @@ def test_a_smoke_checks_events_written_meanwhile_are_neither_phantoms_nor_exempt
     result = _audit(settings, history=[{"event_ids": ids[3:], "outcome": "ok"}])
     assert result.unexpected == [], result.violations()
     assert result.lost == [smoke[0]] and not result.ok
+
+
+def test_an_effect_applied_to_the_wrong_item_is_missing_though_the_totals_balance(
+    settings, db, worker_objects
+):
+    ids = _seed(settings, 10)
+    drain_relay(worker_objects.relay(settings))
+    drain_consumer(worker_objects.consumer(settings), 10)
+    history = [{"event_ids": ids, "outcome": "ok"}]
+    before = earlier(settings.database_url, settings.amqp_url, settings.amqp_namespace)
+    with db.cursor() as cur:
+        cur.execute("SELECT item_id, kind FROM events WHERE event_id = %s", (ids[0],))
+        item, kind = cur.fetchone()
+        column = {"view": "views", "click": "clicks", "purchase": "purchases"}[kind]
+        # A consumer bug that counts one event on its neighbour: every sum stays the same.
+        cur.execute(
+            f"UPDATE item_popularity SET {column} = {column} - 1 WHERE item_id = %s", (item,)
+        )  # noqa: S608
+        other = 4999 if item != 4999 else 4998
+        cur.execute(
+            f"UPDATE item_popularity SET {column} = {column} + 1 WHERE item_id = %s", (other,)
+        )  # noqa: S608
+    result = _audit(settings, history=history, before=before)
+    assert result.duplicated_effects == 0 and result.missing_effects == 1, result.violations()
+    assert result.misplaced_rows == [f"item_popularity {item} {column}"] and not result.ok
+    assert any(f"item_popularity {item} {column}" in v for v in result.violations())
