@@ -176,6 +176,7 @@ def load(path: Path) -> Experiment:
                 f"ends at {end:g} s, not before the load ends ({load_duration:g} s):"
                 " a fault must heal while the load still runs",
             )
+    _refuse_shared_switches(path, steps)
     guardrails = data.get("guardrails")
     return Experiment(
         name=path.stem,
@@ -226,6 +227,37 @@ def _step(path: Path, index: int, raw: dict[str, Any]) -> Step:
         raise _fail(path, f"{where}.duration", "must be more than 0 s (a fault that never held)")
     label = _text(path, f"{where}.label", raw["label"]) if "label" in raw else _describe(spec)
     return Step(spec, start, duration, label)
+
+
+def _switch(spec: dict[str, Any]) -> tuple[str, ...] | None:
+    """What one heal turns back on for everyone: two faults on it cannot overlap."""
+    action = spec["action"]
+    if action == "down":
+        return ("down", spec["link"])
+    if action == "process":
+        return ("process", spec["target"])
+    if action in ("unbind", "alarm", "stall_commits"):
+        return (action,)
+    return None  # toxics and locks are named: each heal undoes only its own
+
+
+def _refuse_shared_switches(path: Path, steps: tuple[Step, ...]) -> None:
+    """Refuse overlapping faults on one switch: the first heal would end both, unrecorded."""
+    for later, step in enumerate(steps):
+        for earlier, other in enumerate(steps[:later]):
+            switch = _switch(step.spec)
+            if switch is None or switch != _switch(other.spec):
+                continue
+            if (
+                step.start_s <= other.start_s + other.duration_s
+                and other.start_s <= step.start_s + step.duration_s
+            ):
+                raise _fail(
+                    path,
+                    f"method[{later}]",
+                    f"overlaps method[{earlier}] on {' '.join(switch)}: the first to heal would"
+                    " end both while the other still reads as on; stagger them",
+                )
 
 
 def _check_values(path: Path, where: str, action: str, raw: dict[str, Any]) -> None:

@@ -154,6 +154,18 @@ def test_ledger_reports_only_open_faults_newest_first(tmp_path):
             "method[0]: ends at 38 s, not before the load ends (20 s)",
         ),
         ('action = "poison"\nstart = "25s"\n', "method[0]: ends at 25 s"),
+        # The first heal would re-enable the link while the second outage still reads as on.
+        (
+            'action = "down"\nlink = "api_postgres"\nstart = "5s"\nduration = "5s"\n'
+            '[[method]]\naction = "down"\nlink = "api_postgres"\nstart = "8s"\nduration = "5s"\n',
+            "method[1]: overlaps method[0] on down api_postgres",
+        ),
+        (
+            'action = "process"\ntarget = "relay"\nmode = "pause"\nstart = "9s"\n'
+            'duration = "5s"\n[[method]]\naction = "process"\ntarget = "relay"\nmode = "kill"\n'
+            'start = "4s"\nduration = "5s"\n',
+            "method[1]: overlaps method[0] on process relay",
+        ),
     ],
 )
 def test_a_fault_that_cannot_run_as_written_is_refused_when_the_file_is_read(
