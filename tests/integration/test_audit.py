@@ -11,7 +11,7 @@ import uuid
 import psycopg2
 import psycopg2.extensions
 
-from harness import audit as audit_module
+from harness import audit_state
 from harness.audit import audit, earlier
 from harness.bench.workers import Publisher, make_events, seed_outbox
 from harness.pytest_plugins import workers as plugin
@@ -203,7 +203,7 @@ def test_a_batch_committed_while_the_stack_is_read_is_not_taken_for_a_broken_bal
     def connect(*args, **kwargs):
         return psycopg2.connect(*args, cursor_factory=Interleaved, **kwargs)
 
-    monkeypatch.setattr(audit_module, "psycopg2", types.SimpleNamespace(connect=connect))
+    monkeypatch.setattr(audit_state, "psycopg2", types.SimpleNamespace(connect=connect))
     before = earlier(settings.database_url, settings.amqp_url, settings.amqp_namespace)
     assert fired, "the consumer never committed between two reads"
     # Read statement by statement, the batch counted in the effects but not in the inbox:
