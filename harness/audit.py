@@ -191,11 +191,13 @@ def audit(
     expected_dlq: int = 0,
     consumer: str = FEATURE_CONSUMER,
     before: Earlier | None = None,
+    held_wait_s: float = HELD_WAIT_S,
 ) -> AuditResult:
     """Wait for the pipeline to drain (bounded), then reconcile database and broker.
 
     With ``before`` (from ``earlier()``), events and effects the stack held already are not
-    charged to this run: earlier events count as outcome unknown.
+    charged to this run: earlier events count as outcome unknown. ``held_wait_s`` bounds the
+    extra wait for acknowledged writes a quiet pipeline has not applied (see HELD_WAIT_S).
     """
     baseline: set[str] = set()
     if before is not None and history is not None:
@@ -209,7 +211,14 @@ def audit(
         started = time.monotonic()
         owed = sorted(ops["ok"]) if ops is not None else []
         drained, pending, ready, consumers = _drain(
-            conn, broker, f"{namespace}.{consumer}", consumer, drain_timeout_s, settle_s, owed
+            conn,
+            broker,
+            f"{namespace}.{consumer}",
+            consumer,
+            drain_timeout_s,
+            settle_s,
+            owed,
+            held_wait_s,
         )
         drain_seconds = time.monotonic() - started
         dlq = broker.state(f"{namespace}.{consumer}.dlq")[0]
@@ -299,11 +308,13 @@ def _drain(
     timeout_s: float,
     settle_s: float,
     owed: list[str] | None = None,
+    held_wait_s: float = HELD_WAIT_S,
 ):
     """Poll until outbox and queue are empty and the inbox stopped growing for ``settle_s``.
 
     While ``owed`` ids (acknowledged writes) are still unapplied, a quiet pipeline is waited on
-    up to HELD_WAIT_S longer (never past ``timeout_s``): deliveries held unacked are in flight.
+    up to ``held_wait_s`` longer (never past ``timeout_s``): deliveries held unacked are in
+    flight.
     """
     deadline = time.monotonic() + timeout_s
     stable_since, last_count = None, -1
@@ -321,7 +332,7 @@ def _drain(
         stable_since = (stable_since or now) if quiet else None
         last_count = count
         if stable_since is not None and now - stable_since >= settle_s:
-            waited_out = now - stable_since >= settle_s + HELD_WAIT_S or now >= deadline
+            waited_out = now - stable_since >= settle_s + held_wait_s or now >= deadline
             if waited_out or not owed or _unapplied(conn, owed, consumer) == 0:
                 return True, pending, ready, consumers
         if now >= deadline:

@@ -12,7 +12,7 @@ import psycopg2
 import psycopg2.extensions
 
 from harness import audit_state
-from harness.audit import audit, earlier
+from harness.audit import HELD_WAIT_S, audit, earlier
 from harness.bench.workers import Publisher, make_events, seed_outbox
 from harness.pytest_plugins import workers as plugin
 from harness.pytest_plugins.workers import WorkerProcess, drain_consumer, drain_relay
@@ -37,6 +37,9 @@ def _audit(settings, **kwargs):
         settings.amqp_namespace,
         drain_timeout_s=kwargs.pop("drain_timeout_s", 20),
         settle_s=0.3,
+        # No consumer here holds deliveries unless a test says so: a deliberate loss need not
+        # be waited on for the full drain timeout.
+        held_wait_s=kwargs.pop("held_wait_s", 2.0),
         **kwargs,
     )
 
@@ -236,7 +239,9 @@ def test_deliveries_a_consumer_holds_unacked_are_waited_for_not_called_lost(
     thread = threading.Thread(target=resume)
     thread.start()
     try:
-        result = _audit(settings, history=[{"event_ids": ids, "outcome": "ok"}])
+        result = _audit(
+            settings, history=[{"event_ids": ids, "outcome": "ok"}], held_wait_s=HELD_WAIT_S
+        )
     finally:
         thread.join(40)
     assert result.drained and not result.lost and result.ok, result.violations()
