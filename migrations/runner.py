@@ -145,8 +145,7 @@ def _refuse_invalid_indexes(cur) -> None:
     ``CREATE INDEX CONCURRENTLY IF NOT EXISTS`` skips an invalid index of the same name, so
     recording the file would record an index that is never used.
     """
-    cur.execute(INVALID_INDEXES)
-    names = [row[0] for row in cur.fetchall()]
+    names = _invalid_indexes(cur)
     if names:
         raise MigrationError(
             f"invalid index(es) {', '.join(names)} (a concurrent build failed): drop each with"
@@ -201,10 +200,14 @@ def invalid_indexes(dsn: str) -> list[str]:
     conn = _connect(dsn)
     try:
         with conn, conn.cursor() as cur:
-            cur.execute(INVALID_INDEXES)
-            return [row[0] for row in cur.fetchall()]
+            return _invalid_indexes(cur)
     finally:
         conn.close()
+
+
+def _invalid_indexes(cur) -> list[str]:
+    cur.execute(INVALID_INDEXES)
+    return [row[0] for row in cur.fetchall()]
 
 
 def at_head(dsn: str, directory: Path = SQL_DIR) -> bool:

@@ -363,9 +363,9 @@ class Settings:
             ("RECO_DATABASE_URL", self.database_url),
             ("RECO_AMQP_URL", self.amqp_url),
         ):
-            passwords = _dsn_passwords(env, url) if env == "RECO_DATABASE_URL" else None
-            if passwords is None:
-                passwords = _url_passwords(env, url)
+            passwords = (
+                _dsn_passwords(env, url) if env == "RECO_DATABASE_URL" else _url_passwords(env, url)
+            )
             if not passwords or any(p.lower() in KNOWN_DEFAULT_SECRETS for p in passwords):
                 raise ConfigError(f"{env}: production needs a non-default password")
         if self.unsafe_test_faults:
@@ -476,16 +476,14 @@ def _refuse_weak_api_keys(keys: tuple[tuple[str, str], ...], raw: str) -> None:
             )
 
 
-def _dsn_passwords(env: str, dsn: str) -> list[str] | None:
-    """The password libpq will send for ``dsn``, a URL or ``key=value`` string; None if unsure.
+def _dsn_passwords(env: str, dsn: str) -> list[str]:
+    """The password libpq will send for ``dsn``, a URL or ``key=value`` string.
 
     libpq's own parser: a ``password`` parameter overrides the URL's, and ``key=value``
-    strings have no URL to split.
+    strings have no URL to split. Imported here: only production settings need it.
     """
-    try:
-        import psycopg2.extensions
-    except ImportError:  # tools that check settings without the driver judge it as a URL
-        return None
+    import psycopg2.extensions
+
     try:
         params = psycopg2.extensions.parse_dsn(dsn)
     except psycopg2.ProgrammingError:

@@ -58,10 +58,7 @@ class TokenBucket:
             unknown = sum(1 for key in costs if key not in self._buckets)
             if unknown and len(self._buckets) + unknown > self.max_clients:
                 self._forget(now)
-            refilled = {}
-            for key in costs:
-                tokens, stamp = self._buckets.get(key, (self.burst, now))
-                refilled[key] = min(self.burst, tokens + (now - stamp) * self.rate)
+            refilled = {key: self._tokens(key, now) for key in costs}
             allowed = all(refilled[key] >= cost for key, cost in costs.items())
             for key, tokens in refilled.items():
                 self._buckets[key] = (tokens - costs[key] if allowed else tokens, now)
@@ -73,12 +70,13 @@ class TokenBucket:
             return 0.0
         now = self._clock()
         with self._lock:
-            missing = 0.0
-            for key, cost in costs.items():
-                tokens, stamp = self._buckets.get(key, (self.burst, now))
-                refilled = min(self.burst, tokens + (now - stamp) * self.rate)
-                missing = max(missing, cost - refilled)
-        return missing / self.rate
+            missing = max(cost - self._tokens(key, now) for key, cost in costs.items())
+        return max(0.0, missing) / self.rate
+
+    def _tokens(self, key: str, now: float) -> float:
+        """The tokens in ``key``'s bucket at ``now`` (a new client's bucket is full)."""
+        tokens, stamp = self._buckets.get(key, (self.burst, now))
+        return min(self.burst, tokens + (now - stamp) * self.rate)
 
     def _forget(self, now: float) -> None:
         """Drop clients whose bucket has refilled: clients keyed by address are unbounded."""

@@ -236,10 +236,9 @@ def _miswired(stack: Stack) -> bool:
     """Whether the stack lacks live fault proxies or an app bypasses them (never the flag alone)."""
     if not stack.chaos or not stack.toxiproxy_url:
         return True
-    proxy = stack.state.get("components", {}).get("toxiproxy", {})
-    # A fault proxy that died took every link with it: the apps reach nothing, and every
-    # fault would fail to be injected. `up` starts a new one and moves the apps onto it.
-    if proxy.get("pid") and stack.liveness("toxiproxy", proxy) != "running":
+    # A dead fault proxy took every link with it: the apps reach nothing, and every fault
+    # would fail to be injected. `up` starts a new one and moves the apps onto it.
+    if stack.fault_proxy_gone():
         return True
     return any(stack.miswired(name) for name in ("api", "relay", "consumer"))
 

@@ -56,11 +56,8 @@ def process_group(pid: int) -> int | None:
 
 def carries(pid: int, key: str, value: str) -> bool:
     """Tell whether ``pid`` was started with ``key=value`` in its environment."""
-    try:
-        environ = (PROC / str(pid) / "environ").read_bytes()
-    except OSError:  # gone, or another user's process: not one we can vouch for
-        return False
-    return f"{key}={value}".encode() in environ.split(b"\0")
+    found = environment(pid, (key,))  # None: gone, or another user's process
+    return found is not None and found.get(key) == value
 
 
 def environment(pid: int, keys: tuple[str, ...]) -> dict[str, str] | None:

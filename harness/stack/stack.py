@@ -247,13 +247,18 @@ class Stack:
 
     def _start_fault_proxies(self) -> None:
         info = self.state["components"].get("toxiproxy")
-        if not info or (info.get("pid") and self.liveness("toxiproxy", info) != "running"):
+        if not info or self.fault_proxy_gone():
             if info:
                 kill_group(info.get("pgid"), self.marker("toxiproxy"))
             info = faults.start_toxiproxy(self.state_dir, self.marker("toxiproxy"))
         upstreams = {"postgres": self.database_url(), "rabbitmq": self.amqp_url()}
         info["links"] = faults.create_links(info["url"], upstreams)
         self.state["components"]["toxiproxy"] = info
+
+    def fault_proxy_gone(self) -> bool:
+        """Whether the fault proxy this stack started has died (and every link with it)."""
+        info = self.state.get("components", {}).get("toxiproxy")
+        return bool(info and info.get("pid")) and self.liveness("toxiproxy", info) != "running"
 
     @property
     def toxiproxy_url(self) -> str | None:

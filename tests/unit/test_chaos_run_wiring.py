@@ -17,10 +17,12 @@ def _stack_class(marked_chaos: bool, bypassed: set[str], calls: list, proxy: boo
             self.state_dir = state_dir
             self.chaos = marked_chaos if chaos is None else chaos
             self.toxiproxy_url = "http://127.0.0.1:1" if marked_chaos and proxy else None
-            self.state: dict = {"components": {}}  # no proxy pid on record: not judged alive
 
         def miswired(self, name):
             return "it reaches RECO_DATABASE_URL directly" if name in bypassed else None
+
+        def fault_proxy_gone(self):
+            return False
 
         def up(self, log=print):
             calls.append(("up", self.chaos))
@@ -38,6 +40,38 @@ class _Run:
         return 0
 
 
+def _chaos_run(monkeypatch, tmp_path, stack_class, running: bool) -> int:
+    """`chaos run smoke-db-blip` against ``stack_class``, with a run that passes at once."""
+    monkeypatch.setattr(command, "Stack", stack_class)
+    monkeypatch.setattr(command, "_running", lambda _stack: running)
+    monkeypatch.setattr(command, "_report", lambda _run_dir: None)
+    monkeypatch.setattr(chaos.runner, "Run", _Run)
+    argv = ["chaos", "run", "smoke-db-blip", "--state-dir", str(tmp_path / "s")]
+    return main([*argv, "--out", str(tmp_path / "out")])
+
+
+def _part_started(already: set[str], downs: list, fails: bool = False):
+    """A stack where only ``already`` runs (e.g. `up --deps-only`); the run starts the rest."""
+
+    class _Stack:
+        chaos = False
+
+        def __init__(self, state_dir, chaos=None):
+            self.state_dir = state_dir
+
+        def running(self):
+            return set(already)
+
+        def up(self, log=print):
+            if fails:
+                raise command.StackError("api did not get ready")
+
+        def down(self, log=print, keep=()):
+            downs.append(set(keep))
+
+    return _Stack
+
+
 @pytest.mark.parametrize(
     ("marked_chaos", "bypassed", "rewired"),
     [
@@ -50,77 +84,27 @@ def test_a_stack_whose_apps_bypass_the_proxies_is_brought_up_through_them(
     monkeypatch, tmp_path, marked_chaos, bypassed, rewired
 ):
     calls: list = []
-    monkeypatch.setattr(command, "Stack", _stack_class(marked_chaos, set(bypassed), calls))
-    monkeypatch.setattr(command, "_running", lambda _stack: True)
-    monkeypatch.setattr(command, "_report", lambda _run_dir: None)
-    monkeypatch.setattr(chaos.runner, "Run", _Run)
-    argv = ["chaos", "run", "smoke-db-blip", "--state-dir", str(tmp_path / "s")]
-    assert main([*argv, "--out", str(tmp_path / "out")]) == 0
+    stack_class = _stack_class(marked_chaos, set(bypassed), calls)
+    assert _chaos_run(monkeypatch, tmp_path, stack_class, running=True) == 0
     assert calls == ([("up", True)] if rewired else [])
 
 
 def test_a_run_on_a_deps_only_stack_stops_only_what_it_started(monkeypatch, tmp_path):
     downs: list = []
-
-    class _DepsOnly:
-        """PostgreSQL and RabbitMQ from `up --deps-only`; the run starts the rest."""
-
-        chaos = False
-
-        def __init__(self, state_dir, chaos=None):
-            self.state_dir = state_dir
-
-        def running(self):
-            return {"postgres", "rabbitmq"}
-
-        def up(self, log=print):
-            """Start the apps and the fault proxy."""
-
-        def down(self, log=print, keep=()):
-            downs.append(set(keep))
-
-    monkeypatch.setattr(command, "Stack", _DepsOnly)
-    monkeypatch.setattr(command, "_running", lambda _stack: False)
-    monkeypatch.setattr(command, "_report", lambda _run_dir: None)
-    monkeypatch.setattr(chaos.runner, "Run", _Run)
-    argv = ["chaos", "run", "smoke-db-blip", "--state-dir", str(tmp_path / "s")]
-    assert main([*argv, "--out", str(tmp_path / "out")]) == 0
+    stack_class = _part_started({"postgres", "rabbitmq"}, downs)
+    assert _chaos_run(monkeypatch, tmp_path, stack_class, running=False) == 0
     assert downs == [{"postgres", "rabbitmq"}]
 
 
 def test_a_stack_marked_chaos_without_a_fault_proxy_is_brought_up_with_one(monkeypatch, tmp_path):
     calls: list = []
-    monkeypatch.setattr(command, "Stack", _stack_class(True, set(), calls, proxy=False))
-    monkeypatch.setattr(command, "_running", lambda _stack: True)
-    monkeypatch.setattr(command, "_report", lambda _run_dir: None)
-    monkeypatch.setattr(chaos.runner, "Run", _Run)
-    argv = ["chaos", "run", "smoke-db-blip", "--state-dir", str(tmp_path / "s")]
-    assert main([*argv, "--out", str(tmp_path / "out")]) == 0
+    stack_class = _stack_class(True, set(), calls, proxy=False)
+    assert _chaos_run(monkeypatch, tmp_path, stack_class, running=True) == 0
     assert calls == [("up", True)]
 
 
 def test_a_start_that_fails_part_way_stops_what_it_started(monkeypatch, tmp_path):
     downs: list = []
-
-    class _FailsHalfway:
-        """PostgreSQL from `up --deps-only`; starting the rest fails after some of it ran."""
-
-        chaos = False
-
-        def __init__(self, state_dir, chaos=None):
-            self.state_dir = state_dir
-
-        def running(self):
-            return {"postgres"}
-
-        def up(self, log=print):
-            raise command.StackError("api did not get ready")
-
-        def down(self, log=print, keep=()):
-            downs.append(set(keep))
-
-    monkeypatch.setattr(command, "Stack", _FailsHalfway)
-    monkeypatch.setattr(command, "_running", lambda _stack: False)
-    argv = ["chaos", "run", "smoke-db-blip", "--state-dir", str(tmp_path / "s")]
-    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    stack_class = _part_started({"postgres"}, downs, fails=True)
+    assert _chaos_run(monkeypatch, tmp_path, stack_class, running=False) == 2
     assert downs == [{"postgres"}]  # what ran before stays; the rest is stopped

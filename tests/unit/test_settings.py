@@ -222,6 +222,17 @@ def test_relay_retry_base_must_not_exceed_its_cap():
         ("RECO_STATEMENT_TIMEOUT_MS", "0"),
         ("RECO_RELAY_CONFIRM_TIMEOUT_S", "-1"),
         ("RECO_BACKOFF_MAX_S", "0"),
+        ("RECO_MAX_QUEUE_MS", "-1"),  # shed every request carrying X-Request-Start
+        ("RECO_RELAY_RETENTION_HOURS", "-1"),  # purged every row just published
+        ("RECO_RELAY_RETENTION_HOURS", "0"),
+        ("RECO_RELAY_RETENTION_HOURS", "1000000"),  # now() minus it leaves timestamp range
+        ("RECO_LOG_BATCH_LINES", "-1"),
+        ("RECO_LOG_BATCH_FLUSH_MS", "-1"),
+        ("RECO_POPULAR_CACHE_S", "-1"),
+        ("RECO_RATE_LIMIT_PER_S", "-1"),
+        ("RECO_AUTH_FAILURE_RATE_PER_S", "-1"),
+        ("RECO_AUTH_FAILURE_BURST", "-1"),
+        ("RECO_CONSUMER_BATCH_WAIT_MS", "-1"),
     ],
 )
 def test_a_setting_that_would_switch_off_a_bound_is_refused_by_name(variable, value):
@@ -292,27 +303,6 @@ def test_an_api_key_digest_must_be_hex(environ):
 def test_every_numeric_setting_is_bounded():
     numeric = {f.name for f in dataclasses.fields(Settings) if isinstance(f.default, int | float)}
     assert sorted(numeric - set(RANGES)) == []
-
-
-@pytest.mark.parametrize(
-    ("variable", "value"),
-    [
-        ("RECO_MAX_QUEUE_MS", "-1"),  # shed every request carrying X-Request-Start
-        ("RECO_RELAY_RETENTION_HOURS", "-1"),  # purged every row just published
-        ("RECO_RELAY_RETENTION_HOURS", "0"),
-        ("RECO_RELAY_RETENTION_HOURS", "1000000"),  # now() minus it leaves timestamp range
-        ("RECO_LOG_BATCH_LINES", "-1"),
-        ("RECO_LOG_BATCH_FLUSH_MS", "-1"),
-        ("RECO_POPULAR_CACHE_S", "-1"),
-        ("RECO_RATE_LIMIT_PER_S", "-1"),
-        ("RECO_AUTH_FAILURE_RATE_PER_S", "-1"),
-        ("RECO_AUTH_FAILURE_BURST", "-1"),
-        ("RECO_CONSUMER_BATCH_WAIT_MS", "-1"),
-    ],
-)
-def test_a_nonsensical_number_is_refused_by_name(variable, value):
-    with pytest.raises(ConfigError, match=f"^{variable}: must be between"):
-        Settings.from_env({variable: value})
 
 
 def test_a_rate_limit_that_is_on_needs_a_burst_of_at_least_one():
