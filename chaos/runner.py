@@ -23,7 +23,7 @@ from chaos.experiment import Experiment
 from chaos.guardian import rollback_open
 from chaos.ledger import Ledger
 from harness import guardrails, runmeta, server_health
-from harness.audit import Earlier, audit, earlier
+from harness.audit import Earlier, audit, consumer_unacked, earlier
 from harness.pipeline_sampler import PipelineSampler
 from harness.resources import stack_roots
 from harness.stack import Stack
@@ -415,12 +415,14 @@ class Run:
             f" active={', '.join(active) or '-'}"
         )
 
+    def _consumer_url(self) -> str | None:
+        """Where the consumer serves /metrics, None when the stack has no consumer."""
+        return self.stack.state.get("components", {}).get("consumer", {}).get("url")
+
     def _count_broker_duplicates(self) -> None:
-        consumer = self.stack.state.get("components", {}).get("consumer", {})
-        if consumer.get("url"):
-            self.broker_duplicates.observe(
-                probes.counter(consumer["url"], "reco_consumer_duplicates")
-            )
+        url = self._consumer_url()
+        if url:
+            self.broker_duplicates.observe(probes.counter(url, "reco_consumer_duplicates"))
 
     def _hypothesis(self, when: str) -> bool:
         results = []
@@ -458,6 +460,7 @@ class Run:
             drain_timeout_s=DRAIN_TIMEOUT_S,
             expected_dlq=self.experiment.expected_dlq,
             before=self.before,
+            unacked=lambda: consumer_unacked(self._consumer_url()),
         )
         self._count_broker_duplicates()  # after the drain: redeliveries it waited for count
         data = result.to_dict()

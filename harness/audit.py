@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from typing import Any
 
 import pika
 import pika.exceptions
 import psycopg2
+import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from harness.audit_state import misplaced, snapshot
 from workers.topology import FEATURE_CONSUMER
@@ -32,8 +34,13 @@ WHERE NOT EXISTS (
 """
 # A consumer that backs off after a database failure (capped at RECO_BACKOFF_MAX_S, 30 s by
 # default) holds its batch unacked: a queue's message count does not show those deliveries,
-# so acknowledged writes still unapplied are waited for this much longer before counting lost.
+# so acknowledged writes still unapplied are waited for this much longer before counting lost,
+# unless the consumer itself says it holds nothing (``unacked``) for CLEAR_S on end.
 HELD_WAIT_S = 35.0
+# Long enough for several polls: a delivery on its way (sent, not yet received) or bouncing
+# back to the queue between two reads cannot hide from all of them.
+CLEAR_S = 2.0
+UNACKED_GAUGE = "reco_consumer_unacked_deliveries"
 
 
 @dataclasses.dataclass
@@ -192,12 +199,15 @@ def audit(
     consumer: str = FEATURE_CONSUMER,
     before: Earlier | None = None,
     held_wait_s: float = HELD_WAIT_S,
+    unacked: Callable[[], int | None] | None = None,
 ) -> AuditResult:
     """Wait for the pipeline to drain (bounded), then reconcile database and broker.
 
     With ``before`` (from ``earlier()``), events and effects the stack held already are not
     charged to this run: earlier events count as outcome unknown. ``held_wait_s`` bounds the
-    extra wait for acknowledged writes a quiet pipeline has not applied (see HELD_WAIT_S).
+    extra wait for acknowledged writes a quiet pipeline has not applied (see HELD_WAIT_S);
+    ``unacked`` (the consumer's count of deliveries it holds, None when unknown) ends that
+    wait once it has read 0 for CLEAR_S.
     """
     baseline: set[str] = set()
     if before is not None and history is not None:
@@ -219,6 +229,7 @@ def audit(
             settle_s,
             owed,
             held_wait_s,
+            unacked,
         )
         drain_seconds = time.monotonic() - started
         dlq = broker.state(f"{namespace}.{consumer}.dlq")[0]
@@ -309,15 +320,17 @@ def _drain(
     settle_s: float,
     owed: list[str] | None = None,
     held_wait_s: float = HELD_WAIT_S,
+    unacked: Callable[[], int | None] | None = None,
 ):
     """Poll until outbox and queue are empty and the inbox stopped growing for ``settle_s``.
 
     While ``owed`` ids (acknowledged writes) are still unapplied, a quiet pipeline is waited on
     up to ``held_wait_s`` longer (never past ``timeout_s``): deliveries held unacked are in
-    flight.
+    flight, unless ``unacked`` read 0 on every poll for CLEAR_S.
     """
     deadline = time.monotonic() + timeout_s
-    stable_since, last_count = None, -1
+    stable_since = clear_since = None
+    last_count = -1
     pending = ready = consumers = None
     while True:
         with conn.cursor() as cur:
@@ -326,18 +339,39 @@ def _drain(
             cur.execute(INBOX_COUNT, {"consumer": consumer})
             count = cur.fetchone()[0]
         ready, consumers = broker.state(queue)
-        now = time.monotonic()
         # A missing queue is not an empty one: whatever was routed to it is gone.
         quiet = pending == 0 and ready == 0 and count == last_count
+        held = unacked() if quiet and unacked is not None else None
+        now = time.monotonic()
         stable_since = (stable_since or now) if quiet else None
+        clear_since = (clear_since or now) if held == 0 else None
         last_count = count
         if stable_since is not None and now - stable_since >= settle_s:
-            waited_out = now - stable_since >= settle_s + held_wait_s or now >= deadline
+            nothing_held = clear_since is not None and now - clear_since >= CLEAR_S
+            waited_out = (
+                nothing_held or now - stable_since >= settle_s + held_wait_s or now >= deadline
+            )
             if waited_out or not owed or _unapplied(conn, owed, consumer) == 0:
                 return True, pending, ready, consumers
         if now >= deadline:
             return False, pending, ready, consumers
         time.sleep(min(0.2, max(0.0, deadline - now)))
+
+
+def consumer_unacked(metrics_url: str | None) -> int | None:
+    """The deliveries a consumer holds unacked, from its /metrics; None when it cannot tell."""
+    if not metrics_url:
+        return None
+    try:
+        response = requests.get(metrics_url + "/metrics", timeout=1)
+    except requests.RequestException:
+        return None
+    if not response.ok:
+        return None
+    for family in text_string_to_metric_families(response.text):
+        if family.name == UNACKED_GAUGE:
+            return sum(int(sample.value) for sample in family.samples)
+    return None  # a consumer without the gauge (an older build): unknown, keep waiting
 
 
 def _unapplied(conn, ids: list[str], consumer: str) -> int:

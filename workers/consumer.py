@@ -29,6 +29,7 @@ from workers.messages import Delivered, dead_letter_headers, read_delivery
 from workers.metrics import ConsumerMetrics, error_kind
 from workers.testhooks import pause_point
 from workers.topology import FEATURE_CONSUMER, open_confirming, topology
+from workers.unacked import UnackedTags
 
 log = logging.getLogger("reco.consumer")
 
@@ -91,6 +92,8 @@ class Consumer:
         self._dead_letter_tag = 0
         self._early_acked = (-1, 0)  # negative control only: (link generation, last tag acked)
         self._next_depths = 0.0
+        self.unacked = UnackedTags()
+        self.metrics.unacked.set_function(lambda: len(self.unacked))
 
     @property
     def live(self) -> Link:
@@ -228,6 +231,7 @@ class Consumer:
                 self._hold([d for d, _ in valid[index:]] + then, exc)
                 raise PausedForDatabase(f"database failed, consuming paused: {exc!r}") from exc
             self.live.require().basic_ack(delivery.tag)
+            self.unacked.acked(delivery.generation, delivery.tag)
             self._account([(delivery, item)], fresh, time.perf_counter() - started)
 
     def _account(self, valid, fresh: set, seconds: float) -> None:
@@ -250,6 +254,7 @@ class Consumer:
         # (earlier batches were acked, poison was acked singly, held batches come first).
         link = self.live
         link.require().basic_ack(last_tag, multiple=True)
+        self.unacked.acked(link.generation, last_tag, multiple=True)
         link.step(0)
 
     def _hold(self, deliveries: list[Delivery], exc: BaseException) -> None:
@@ -283,6 +288,7 @@ class Consumer:
         if delivery.tag not in acked:
             raise AmqpError(f"dead-letter publish not confirmed: {failed.get(delivery.tag)}")
         channel.basic_ack(delivery.tag)
+        self.unacked.acked(delivery.generation, delivery.tag)
         self.metrics.dead_lettered.labels(_reason_label(reason)).inc()
         log.warning(
             "poison message dead-lettered",
@@ -363,6 +369,7 @@ class Consumer:
         self.buffer, self.held = [], []
 
     def _on_message(self, _channel, method, properties, body: bytes) -> None:
+        self.unacked.received(self.live.generation, method.delivery_tag)
         self.buffer.append(
             Delivery(
                 self.live.generation,

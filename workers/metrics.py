@@ -115,6 +115,11 @@ class ConsumerMetrics:
         self.paused = Gauge(
             "reco_consumer_paused", "1 while consuming is paused for a DB failure", registry=r
         )
+        self.unacked = Gauge(
+            "reco_consumer_unacked_deliveries",
+            "Deliveries received and not acked yet (buffered, being applied or held)",
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "reco_queue_depth",
             "Ready messages in a queue (passive declare)",

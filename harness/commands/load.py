@@ -407,10 +407,12 @@ def _audit(stack: Stack, run_dir: Path, baseline: audit_module.Earlier) -> str:
         with open(path, encoding="utf-8") as fh:
             history.extend(json.loads(line) for line in fh if line.strip())
     # Earlier runs' events and effects are not this run's business (see harness.audit.Earlier).
+    consumer_url = stack.state.get("components", {}).get("consumer", {}).get("url")
     with _audit_errors("the audit could not reconcile the run"):
         result = audit_module.audit(
             stack.database_url(), stack.amqp_url(), os.environ.get("RECO_AMQP_NAMESPACE", "reco"),
             history=history, drain_timeout_s=AUDIT_DRAIN_S, before=baseline,
+            unacked=lambda: audit_module.consumer_unacked(consumer_url),
         )  # fmt: skip
     data = result.to_dict()
     data.update(preexisting_events=len(baseline.event_ids), history_ops=len(history))

@@ -12,7 +12,7 @@ import psycopg2
 import psycopg2.extensions
 
 from harness import audit_state
-from harness.audit import HELD_WAIT_S, audit, earlier
+from harness.audit import HELD_WAIT_S, audit, consumer_unacked, earlier
 from harness.bench.workers import Publisher, make_events, seed_outbox
 from harness.pytest_plugins import workers as plugin
 from harness.pytest_plugins.workers import WorkerProcess, drain_consumer, drain_relay
@@ -236,16 +236,47 @@ def test_deliveries_a_consumer_holds_unacked_are_waited_for_not_called_lost(
         proc.kill()  # the broker requeues what it held; another consumer applies it
         drain_consumer(successor, 20)
 
+    url = f"http://127.0.0.1:{proc.port}"
+    assert consumer_unacked(url) == 20  # what it holds, as its gauge says
     thread = threading.Thread(target=resume)
     thread.start()
     try:
         result = _audit(
-            settings, history=[{"event_ids": ids, "outcome": "ok"}], held_wait_s=HELD_WAIT_S
+            settings,
+            history=[{"event_ids": ids, "outcome": "ok"}],
+            held_wait_s=HELD_WAIT_S,
+            # Read 20 while it holds them, then nothing (killed): unknown, so waited for.
+            unacked=lambda: consumer_unacked(url),
         )
     finally:
         thread.join(40)
     assert result.drained and not result.lost and result.ok, result.violations()
     assert result.drain_seconds >= 3
+
+
+def test_a_consumer_holding_nothing_ends_the_wait_for_a_real_loss(
+    settings, db, tmp_path, worker_objects, worker_procs
+):
+    ids = _seed(settings, 10)
+    with db.cursor() as cur:  # marked published, never queued: the broker never had it
+        cur.execute(
+            "UPDATE outbox SET published_at = clock_timestamp() WHERE event_id = %s", (ids[0],)
+        )
+    drain_relay(worker_objects.relay(settings))
+    proc = WorkerProcess.start("consumer", settings, tmp_path)
+    worker_procs.append(proc)
+    url = f"http://127.0.0.1:{proc.port}"
+    started = time.monotonic()
+    result = _audit(
+        settings,
+        history=[{"event_ids": ids, "outcome": "ok"}],
+        held_wait_s=HELD_WAIT_S,
+        unacked=lambda: consumer_unacked(url),
+    )
+    assert result.lost == [ids[0]] and not result.ok
+    assert consumer_unacked(url) == 0
+    # Reported once the consumer said for CLEAR_S that it holds nothing, not after HELD_WAIT_S.
+    assert time.monotonic() - started < HELD_WAIT_S / 2
 
 
 def test_a_smoke_checks_events_written_meanwhile_are_neither_phantoms_nor_exempt(

@@ -89,6 +89,8 @@ def test_a_read_only_database_pauses_the_consumer_and_dead_letters_nothing(
     metrics = consumer.get("/metrics")[1]
     assert _metric(metrics, "reco_consumer_paused") == 1.0
     assert _metric(metrics, "reco_consumer_consumed_total") == 0.0  # nothing acked
+    # The held batch and whatever arrived behind it, all unacked (the audit waits for them).
+    assert _metric(metrics, "reco_consumer_unacked_deliveries") >= 20
     assert "reco_consumer_dead_lettered_total{" not in metrics
     assert applied_count(settings.database_url) == 0
     assert _depth(amqp_channel, topo.dlq) == 0
@@ -100,6 +102,7 @@ def test_a_read_only_database_pauses_the_consumer_and_dead_letters_nothing(
     metrics = consumer.get("/metrics")[1]
     assert _metric(metrics, "reco_consumer_paused") == 0.0
     assert _metric(metrics, "reco_consumer_applied_total") == 200
+    assert _metric(metrics, "reco_consumer_unacked_deliveries") == 0.0
     assert consumer.stop() == 0
     assert_audit(settings)  # one effect per event, queue drained, DLQ empty
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
+from harness import audit as audit_module
 from harness.audit import AuditResult, _drain, _reconcile, _validated
 
 
@@ -157,3 +160,34 @@ class _NoQueue:
 def test_the_drain_does_not_take_a_missing_queue_for_an_empty_one():
     drained, pending, ready, _ = _drain(_Conn(), _NoQueue(), "q", "c", 0.3, 0.05)
     assert not drained and pending == 0 and ready is None
+
+
+class _Empty:
+    def state(self, queue):
+        return 0, 1
+
+
+def test_owed_writes_are_waited_for_while_the_consumer_holds_deliveries_or_cannot_say():
+    for reading in (3, None):
+        started = time.monotonic()
+        drained, *_ = _drain(
+            _Conn(),
+            _Empty(),
+            "q",
+            "c",
+            5,
+            0.05,
+            ["e1"],
+            held_wait_s=0.6,
+            unacked=lambda r=reading: r,
+        )
+        assert drained and time.monotonic() - started >= 0.6
+
+
+def test_a_consumer_that_holds_nothing_for_clear_s_ends_the_wait(monkeypatch):
+    monkeypatch.setattr(audit_module, "CLEAR_S", 0.3)
+    started = time.monotonic()
+    drained, *_ = _drain(
+        _Conn(), _Empty(), "q", "c", 5, 0.05, ["e1"], held_wait_s=30, unacked=lambda: 0
+    )
+    assert drained and time.monotonic() - started < 5
