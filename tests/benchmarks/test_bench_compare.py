@@ -136,7 +136,8 @@ def test_bench_compare_command_exits_1_on_a_regression(tmp_path, capsys):
 def _inner_pytest(storage: Path, *extra: str, env: dict | None = None):
     argv = [
         sys.executable, "-m", "pytest", "tests/benchmarks/test_micro.py", "-k", SELECTION,
-        "-q", "-p", "no:cacheprovider", "-p", "harness.pytest_plugins.bench_compare",
+        "-q", "-p", "no:cacheprovider", "-p", "no:schemathesis", "-p", "no:hypothesispytest",
+        "-p", "harness.pytest_plugins.bench_compare",
         "--benchmark-enable", f"--benchmark-storage={storage}", "--benchmark-max-time=0.5",
         *extra,
     ]  # fmt: skip
