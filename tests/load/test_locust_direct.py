@@ -1,0 +1,356 @@
+"""Real Locust runs against loopback stand-ins for the API: signals, distribution, overload.
+
+No stack: these judge how a run starts, stops and reports, so a stub target keeps them cheap
+and lets the tier run them beside the stack-backed runs in test_locust_runs.py.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import http.server
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+from service.metrics import HISTOGRAM_BUCKETS
+
+ROOT = Path(__file__).resolve().parents[2]
+CLI = [sys.executable, "-m", "harness"]
+LOCUST = [sys.executable, "-m", "locust", "-f", str(ROOT / "loadtests" / "locustfile.py")]
+
+
+class _Answer200(http.server.BaseHTTPRequestHandler):
+    """Any method, any path: 200 with an empty JSON object (a target that never fails)."""
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args) -> None:  # quiet
+        pass
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+@contextlib.contextmanager
+def _target_and_rules(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A loopback HTTP target that always answers 200, and a rule file that never aborts."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Answer200)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[rule]]\nname = "anything"\nexpr = "count >= 0"\n')
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", rules
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _interrupt_once_loading(proc: subprocess.Popen, log: Path, sig: int) -> str:
+    """Wait (bounded) until Locust is ramping up, send ``sig`` to ``proc``, return its output."""
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "Ramping to" not in (
+            log.read_text() if log.exists() else ""
+        ):
+            time.sleep(0.2)
+        proc.send_signal(sig)
+        return proc.communicate(timeout=60)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_run_stops_locust_too(tmp_path, sig) -> None:
+    out = tmp_path / "interrupted"
+    with _target_and_rules(tmp_path) as (url, rules):
+        cli = subprocess.Popen(  # noqa: S603 - our own CLI
+            [*CLI, "load", "run", "--profile", "steady", "--duration", "60s", "--url", url,
+             "--no-audit", "--out", str(out), "--guardrails", str(rules)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+        )  # fmt: skip
+        locust, deadline = None, time.monotonic() + 60
+        while locust is None and cli.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+            locust = next(iter(_children(cli.pid)), None)
+        # As Ctrl-C (or a supervisor) would: the signal reaches only the CLI.
+        output = _interrupt_once_loading(cli, out / "locust.log", sig)
+    assert locust is not None, output
+    assert cli.returncode == 2, output
+    state = Path(f"/proc/{locust}/stat")
+    assert not state.exists() or state.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    # Locust ended its shape, wrote its outputs and judged the partial run.
+    assert json.loads((out / "summary.json").read_text())["interrupted"] == "SIGINT"
+    assert (out / "timeline.jsonl").exists() and (out / "run.json").exists()
+    assert f"outputs: {out}" in output and "no verdict: interrupted by SIGINT" in output
+    # The written verdict says what the exit code says, and so does judging it again.
+    verdict = json.loads((out / "verdict.json").read_text())
+    assert (verdict["passed"], verdict["exit_code"], verdict["interrupted"]) == (False, 2, "SIGINT")
+    assert "<error" in (out / "junit.xml").read_text()
+    again = subprocess.run(  # noqa: S603 - our own CLI
+        [*CLI, "guardrails", "check", str(out), "--out", str(tmp_path / "again")],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert again.returncode == 2, again.stdout + again.stderr
+    assert "rules.toml (recorded by the run)" in again.stderr  # the rules that judged it
+
+
+def test_sigterm_ends_a_direct_locust_shape_run_with_outputs_and_exit_2(tmp_path) -> None:
+    out, log = tmp_path / "direct", tmp_path / "locust.log"
+    with _target_and_rules(tmp_path) as (url, rules):
+        locust = subprocess.Popen(  # noqa: S603 - our own locustfile
+            [*LOCUST, "--headless", "--host", url, "--profile", "steady", "--run-time", "60s",
+             "--run-dir", str(out), "--guardrails", str(rules), "--logfile", str(log)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+        )  # fmt: skip
+        # What a CI timeout or a supervisor sends.
+        output = _interrupt_once_loading(locust, log, signal.SIGTERM)
+    assert locust.returncode == 2, output  # a partial run is never a pass
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] == "SIGTERM" and summary["duration_s"] < 30
+    verdict = json.loads((out / "verdict.json").read_text())
+    assert verdict["counts"]["breaches"] == 0 and verdict["interrupted"] == "SIGTERM"
+    assert (verdict["passed"], verdict["exit_code"]) == (False, 2)
+
+
+class _Counting200(_Answer200):
+    """_Answer200 that counts what it answered (class-wide, one test at a time)."""
+
+    answered = 0
+    lock = threading.Lock()
+
+    def _answer(self) -> None:
+        super()._answer()
+        with self.lock:
+            type(self).answered += 1
+
+    do_GET = do_POST = _answer
+
+
+def test_ctrl_c_on_a_distributed_direct_run_loses_no_worker_report(tmp_path) -> None:
+    """Ctrl-C reaches a --processes master and its workers alike: each reports before leaving.
+
+    Left to Python, the workers died at once and their last reports never reached the master.
+    """
+    out, log = tmp_path / "processes", tmp_path / "locust.log"
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[rule]]\nname = "anything"\nexpr = "count >= 0"\n')
+    _Counting200.answered = 0
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Counting200)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    locust = subprocess.Popen(  # noqa: S603 - our own locustfile
+        [*LOCUST, "--headless", "--host", url, "--profile", "steady", "-u", "6",
+         "--run-time", "60s", "--processes", "2", "--run-dir", str(out),
+         "--guardrails", str(rules), "--metrics-url", "off", "--logfile", str(log)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+        start_new_session=True,  # a process group of its own, as a terminal's job is
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while _Counting200.answered < 40 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _Counting200.answered >= 40, log.read_text() if log.exists() else ""
+        os.killpg(locust.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+        output = locust.communicate(timeout=60)[0]
+    finally:
+        if locust.poll() is None:
+            os.killpg(locust.pid, signal.SIGKILL)
+            locust.wait(timeout=10)
+        server.shutdown()
+        server.server_close()
+    assert locust.returncode == 2, output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] == "SIGINT"
+    counted = summary["endpoints"]["Aggregated"]["count"]
+    # Only requests cut off in flight (at most one per user) may be missing.
+    assert _Counting200.answered - 6 <= counted <= _Counting200.answered, output
+
+
+class _FakeApi(http.server.BaseHTTPRequestHandler):
+    """Accepts every write, then cannot find it; refuses reads with and without Retry-After."""
+
+    def _send(self, status: int, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for name, value in {"Content-Type": "application/json", **(headers or {})}.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        if self.path == "/metrics":
+            self._send(200)
+        elif self.path.startswith("/v1/events/"):
+            self._send(404)  # an accepted event the API cannot find
+        elif "surface=home" in self.path:
+            self._send(503, {"Retry-After": "0"})  # an intended shed
+        else:
+            self._send(503)  # a refusal without Retry-After: a failure
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self._send(202)
+
+    def log_message(self, *args) -> None:  # quiet
+        pass
+
+
+def _direct_run(tmp_path: Path, url: str, *extra: str) -> tuple[subprocess.CompletedProcess, Path]:
+    out = tmp_path / "direct"
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[rule]]\nname = "anything"\nexpr = "count >= 0"\n')
+    proc = subprocess.run(
+        [*LOCUST, "--headless", "--host", url, "--profile", "smoke", "-u", "10", "-t", "6s",
+         "--run-dir", str(out), "--guardrails", str(rules), "--replay-ratio", "0",
+         "--only-summary", *extra],
+        capture_output=True, text=True, timeout=90, cwd=ROOT,
+    )  # fmt: skip
+    return proc, out
+
+
+@contextlib.contextmanager
+def _fake_api() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeApi)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_sheds_need_retry_after_and_accepted_events_must_be_found(tmp_path) -> None:
+    with _fake_api() as url:
+        proc, out = _direct_run(tmp_path, url)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    endpoints = json.loads((out / "summary.json").read_text())["endpoints"]
+    reads, polls = endpoints["GET /v1/users/[id]/recommendations"], endpoints["GET /v1/events/[id]"]
+    assert reads["sheds"] > 0 and reads["failures"] > 0
+    assert reads["sheds"] + reads["failures"] == reads["count"]
+    assert polls["failures"] > 0  # 404 for an id that got a 202 is an invisible write
+
+
+def test_a_run_whose_metrics_were_never_scraped_exits_2(tmp_path) -> None:
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    with _fake_api() as url:
+        proc, out = _direct_run(tmp_path, url, "--metrics-url", f"http://127.0.0.1:{closed}/m")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert re.search(r"metrics: 0 of \d+ scrapes of \S+ succeeded", proc.stderr)
+    verdict = json.loads((out / "verdict.json").read_text())
+    assert verdict["exit_code"] == 2 and "metrics: 0 of" in verdict["errors"][0]
+
+
+class _CappedApi(http.server.BaseHTTPRequestHandler):
+    """Serves at most CAPACITY requests a second and sheds the rest (503, Retry-After)."""
+
+    CAPACITY = 10
+    registry = CollectorRegistry()
+    seconds = Histogram(
+        "flask_http_request_duration_seconds", "duration", ["method", "path", "status"],
+        buckets=HISTOGRAM_BUCKETS, registry=registry,
+    )  # fmt: skip
+    served: collections.Counter = collections.Counter()
+    lock = threading.Lock()
+
+    def _answer(self, route: str, ok: int) -> None:
+        started = time.perf_counter()
+        with self.lock:
+            second = int(time.time())
+            admitted = self.served[second] < self.CAPACITY
+            self.served[second] += admitted
+        status = ok if admitted else 503
+        self.send_response(status)
+        if not admitted:
+            self.send_header("Retry-After", "0")
+        body = b'{"items": []}' if status == 200 else b"{}"
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.seconds.labels(self.command, route, str(status)).observe(time.perf_counter() - started)
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        if self.path == "/metrics":
+            body = generate_latest(self.registry)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        elif self.path.startswith("/v1/events/"):
+            self._answer("/v1/events/<event_id>", 200)
+        else:
+            self._answer("/v1/users/<user_id>/recommendations", 200)
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self._answer("/v1/events", 202)
+
+    def log_message(self, *args) -> None:  # quiet
+        pass
+
+
+def test_overload_keeps_goodput_sheds_cheaply_and_recovers(tmp_path) -> None:
+    """The overload profile at CI size against a service that sheds what exceeds capacity."""
+    rules = tmp_path / "overload.toml"
+    worker_rule = "no worker timed out, crashed or restarted; no session stuck in a transaction"
+    # What a plain Locust run can judge: the shipped file, minus what only `load run` writes.
+    rules.write_text(
+        f'extends = "{ROOT / "guardrails.toml"}"\n\n[[rule]]\nreplaces = "{worker_rule}"\n'
+        'source = "resources"\nexpr = "worker_timeouts == 0"\nprofiles = ["overload"]\n'
+        "required = false\n"
+    )
+    out = tmp_path / "overload"
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CappedApi)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        proc = subprocess.run(
+            [*LOCUST, "--headless", "--host", f"http://127.0.0.1:{server.server_address[1]}",
+             "--profile", "overload", "--capacity", str(_CappedApi.CAPACITY), "-t", "35s",
+             "--run-dir", str(out), "--guardrails", str(rules), "--replay-ratio", "0",
+             "--only-summary"],
+            capture_output=True, text=True, timeout=120, cwd=ROOT,
+        )  # fmt: skip
+    finally:
+        server.shutdown()
+        server.server_close()
+    verdict = json.loads((out / "verdict.json").read_text())
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    overload = json.loads((out / "overload.json").read_text())
+    assert overload["capacity_rps"] == _CappedApi.CAPACITY
+    assert overload["offered_rps"] >= 1.8 * _CappedApi.CAPACITY  # twice the capacity
+    assert overload["shed_ratio"] > 0.2 and overload["goodput_ratio"] >= 0.9
+    checked = {r["rule"] for r in verdict["results"] if r["status"] == "pass"}
+    assert {
+        "overload: goodput at twice the capacity stays at least 90 % of it",
+        "overload: shedding stays cheap (server)",
+        "overload: back within SLO 30 s after load drops",
+    } <= checked
