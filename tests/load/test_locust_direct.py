@@ -31,6 +31,95 @@ CLI = [sys.executable, "-m", "harness"]
 LOCUST = [sys.executable, "-m", "locust", "-f", str(ROOT / "loadtests" / "locustfile.py")]
 
 
+# First in the file: while the other worker boots its stack, this tier's only long run
+# (light on CPU: 10 requests/s) goes on here; the timing-sensitive runs come after it.
+class _CappedApi(http.server.BaseHTTPRequestHandler):
+    """Serves at most CAPACITY requests a second and sheds the rest (503, Retry-After)."""
+
+    CAPACITY = 10
+    registry = CollectorRegistry()
+    seconds = Histogram(
+        "flask_http_request_duration_seconds", "duration", ["method", "path", "status"],
+        buckets=HISTOGRAM_BUCKETS, registry=registry,
+    )  # fmt: skip
+    served: collections.Counter = collections.Counter()
+    lock = threading.Lock()
+
+    def _answer(self, route: str, ok: int) -> None:
+        started = time.perf_counter()
+        with self.lock:
+            second = int(time.time())
+            admitted = self.served[second] < self.CAPACITY
+            self.served[second] += admitted
+        status = ok if admitted else 503
+        self.send_response(status)
+        if not admitted:
+            self.send_header("Retry-After", "0")
+        body = b'{"items": []}' if status == 200 else b"{}"
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.seconds.labels(self.command, route, str(status)).observe(time.perf_counter() - started)
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        if self.path == "/metrics":
+            body = generate_latest(self.registry)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        elif self.path.startswith("/v1/events/"):
+            self._answer("/v1/events/<event_id>", 200)
+        else:
+            self._answer("/v1/users/<user_id>/recommendations", 200)
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self._answer("/v1/events", 202)
+
+    def log_message(self, *args) -> None:  # quiet
+        pass
+
+
+def test_overload_keeps_goodput_sheds_cheaply_and_recovers(tmp_path) -> None:
+    """The overload profile at CI size against a service that sheds what exceeds capacity."""
+    rules = tmp_path / "overload.toml"
+    worker_rule = "no worker timed out, crashed or restarted; no session stuck in a transaction"
+    # What a plain Locust run can judge: the shipped file, minus what only `load run` writes.
+    rules.write_text(
+        f'extends = "{ROOT / "guardrails.toml"}"\n\n[[rule]]\nreplaces = "{worker_rule}"\n'
+        'source = "resources"\nexpr = "worker_timeouts == 0"\nprofiles = ["overload"]\n'
+        "required = false\n"
+    )
+    out = tmp_path / "overload"
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CappedApi)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        proc = subprocess.run(
+            [*LOCUST, "--headless", "--host", f"http://127.0.0.1:{server.server_address[1]}",
+             "--profile", "overload", "--capacity", str(_CappedApi.CAPACITY), "-t", "35s",
+             "--run-dir", str(out), "--guardrails", str(rules), "--replay-ratio", "0",
+             "--only-summary"],
+            capture_output=True, text=True, timeout=120, cwd=ROOT,
+        )  # fmt: skip
+    finally:
+        server.shutdown()
+        server.server_close()
+    verdict = json.loads((out / "verdict.json").read_text())
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    overload = json.loads((out / "overload.json").read_text())
+    assert overload["capacity_rps"] == _CappedApi.CAPACITY
+    assert overload["offered_rps"] >= 1.8 * _CappedApi.CAPACITY  # twice the capacity
+    assert overload["shed_ratio"] > 0.2 and overload["goodput_ratio"] >= 0.9
+    checked = {r["rule"] for r in verdict["results"] if r["status"] == "pass"}
+    assert {
+        "overload: goodput at twice the capacity stays at least 90 % of it",
+        "overload: shedding stays cheap (server)",
+        "overload: back within SLO 30 s after load drops",
+    } <= checked
+
+
 class _Answer200(http.server.BaseHTTPRequestHandler):
     """Any method, any path: 200 with an empty JSON object (a target that never fails)."""
 
@@ -267,90 +356,3 @@ def test_a_run_whose_metrics_were_never_scraped_exits_2(tmp_path) -> None:
     assert re.search(r"metrics: 0 of \d+ scrapes of \S+ succeeded", proc.stderr)
     verdict = json.loads((out / "verdict.json").read_text())
     assert verdict["exit_code"] == 2 and "metrics: 0 of" in verdict["errors"][0]
-
-
-class _CappedApi(http.server.BaseHTTPRequestHandler):
-    """Serves at most CAPACITY requests a second and sheds the rest (503, Retry-After)."""
-
-    CAPACITY = 10
-    registry = CollectorRegistry()
-    seconds = Histogram(
-        "flask_http_request_duration_seconds", "duration", ["method", "path", "status"],
-        buckets=HISTOGRAM_BUCKETS, registry=registry,
-    )  # fmt: skip
-    served: collections.Counter = collections.Counter()
-    lock = threading.Lock()
-
-    def _answer(self, route: str, ok: int) -> None:
-        started = time.perf_counter()
-        with self.lock:
-            second = int(time.time())
-            admitted = self.served[second] < self.CAPACITY
-            self.served[second] += admitted
-        status = ok if admitted else 503
-        self.send_response(status)
-        if not admitted:
-            self.send_header("Retry-After", "0")
-        body = b'{"items": []}' if status == 200 else b"{}"
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-        self.seconds.labels(self.command, route, str(status)).observe(time.perf_counter() - started)
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        if self.path == "/metrics":
-            body = generate_latest(self.registry)
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        elif self.path.startswith("/v1/events/"):
-            self._answer("/v1/events/<event_id>", 200)
-        else:
-            self._answer("/v1/users/<user_id>/recommendations", 200)
-
-    def do_POST(self) -> None:  # noqa: N802
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self._answer("/v1/events", 202)
-
-    def log_message(self, *args) -> None:  # quiet
-        pass
-
-
-def test_overload_keeps_goodput_sheds_cheaply_and_recovers(tmp_path) -> None:
-    """The overload profile at CI size against a service that sheds what exceeds capacity."""
-    rules = tmp_path / "overload.toml"
-    worker_rule = "no worker timed out, crashed or restarted; no session stuck in a transaction"
-    # What a plain Locust run can judge: the shipped file, minus what only `load run` writes.
-    rules.write_text(
-        f'extends = "{ROOT / "guardrails.toml"}"\n\n[[rule]]\nreplaces = "{worker_rule}"\n'
-        'source = "resources"\nexpr = "worker_timeouts == 0"\nprofiles = ["overload"]\n'
-        "required = false\n"
-    )
-    out = tmp_path / "overload"
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CappedApi)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        proc = subprocess.run(
-            [*LOCUST, "--headless", "--host", f"http://127.0.0.1:{server.server_address[1]}",
-             "--profile", "overload", "--capacity", str(_CappedApi.CAPACITY), "-t", "35s",
-             "--run-dir", str(out), "--guardrails", str(rules), "--replay-ratio", "0",
-             "--only-summary"],
-            capture_output=True, text=True, timeout=120, cwd=ROOT,
-        )  # fmt: skip
-    finally:
-        server.shutdown()
-        server.server_close()
-    verdict = json.loads((out / "verdict.json").read_text())
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    overload = json.loads((out / "overload.json").read_text())
-    assert overload["capacity_rps"] == _CappedApi.CAPACITY
-    assert overload["offered_rps"] >= 1.8 * _CappedApi.CAPACITY  # twice the capacity
-    assert overload["shed_ratio"] > 0.2 and overload["goodput_ratio"] >= 0.9
-    checked = {r["rule"] for r in verdict["results"] if r["status"] == "pass"}
-    assert {
-        "overload: goodput at twice the capacity stays at least 90 % of it",
-        "overload: shedding stays cheap (server)",
-        "overload: back within SLO 30 s after load drops",
-    } <= checked
