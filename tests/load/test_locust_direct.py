@@ -263,7 +263,7 @@ def test_ctrl_c_on_a_distributed_direct_run_loses_no_worker_report(tmp_path) -> 
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 60
-        while _Counting200.answered < 40 and time.monotonic() < deadline:
+        while _Counting200.answered < 40 and time.monotonic() < deadline and locust.poll() is None:
             time.sleep(0.1)
         assert _Counting200.answered >= 40, log.read_text() if log.exists() else ""
         os.killpg(locust.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
