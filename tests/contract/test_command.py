@@ -149,6 +149,21 @@ def test_valid_requests_mostly_refused_fail_the_run(served_app, tmp_path, capsys
     assert summary["errors"] == 1  # the fired fail-on warning: a failures/errors gate fails too
 
 
+def test_a_key_the_service_refuses_fails_the_run(gunicorn_url, tmp_path, capsys):
+    """Every authenticated operation answering only 401 tested nothing behind the key: exit 1."""
+    out = tmp_path / "bad-key"
+    code = main(
+        ["contract", "--url", gunicorn_url, "--out", str(out), "--api-key", "not-a-key", *BUDGET]
+    )
+    printed = capsys.readouterr().out
+    summary = _summary(out)
+    assert code == 1, printed[-3000:]
+    assert summary["passed"] is False and summary["failures"] == 0
+    assert "POST /v1/events" in summary["warnings"]["missing_auth"]
+    assert summary["errors"] == 1  # the fired fail-on warning
+    assert set(summary["links"].values()) == {0}
+
+
 def test_expired_entries_are_not_honoured(served_app, tmp_path, capsys):
     """Past its expiry an entry stops hiding its finding, and the command says so."""
     # Generated batches are steered into the catalogue, so the refusal is injected.
