@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -61,8 +62,8 @@ def served_app(contract_database_url):
     """Serve a fresh app (which a test may break first) from a thread on loopback."""
     started = []
 
-    def serve(change=None) -> str:
-        app = create_app(contract_settings(contract_database_url))
+    def serve(change=None, **settings) -> str:
+        app = create_app(dataclasses.replace(contract_settings(contract_database_url), **settings))
         if change:
             change(app)
         url, stop = _serve(app)
@@ -164,6 +165,19 @@ def test_a_key_the_service_refuses_fails_the_run(gunicorn_url, tmp_path, capsys)
     assert set(summary["links"].values()) == {0}
 
 
+def test_a_service_answering_mostly_429_fails_the_run(served_app, tmp_path, capsys):
+    """Operations answered mostly with 429 were not tested: exit 1, not a pass."""
+    url = served_app(rate_limit_per_s=0.2, rate_limit_burst=1.0)
+    out = tmp_path / "limited"
+    code = main(["contract", "--url", url, "--out", str(out), *BUDGET])
+    printed = capsys.readouterr().out
+    summary = _summary(out)
+    assert code == 1, printed[-3000:]
+    assert summary["passed"] is False and summary["failures"] == 0, summary["failure_details"]
+    assert "POST /v1/events" in summary["warnings"]["rate_limited"]
+    assert summary["errors"] == 1  # the fired fail-on warning
+
+
 def test_expired_entries_are_not_honoured(served_app, tmp_path, capsys):
     """Past its expiry an entry stops hiding its finding, and the command says so."""
     # Generated batches are steered into the catalogue, so the refusal is injected.
@@ -184,6 +198,7 @@ def test_expired_entries_are_not_honoured(served_app, tmp_path, capsys):
         "events-idempotency-key-reused",
         "events-unknown-item",
         "events-occurred-in-future",
+        "events-rate-limited-before-headers",
     }
 
 
