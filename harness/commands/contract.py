@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 
 import click
@@ -12,6 +13,15 @@ from harness.contract.config import budget
 from harness.contract.paths import ALLOWLIST_PATH
 from harness.contract.runner import EXIT_ERROR, ContractRun, execute, service_url
 from service.settings import DEV_API_KEY
+
+RATE_LIMIT = re.compile(r"[1-9][0-9]*/[smhd]|auto")
+
+
+def _rate_limit(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    # Checked here: Schemathesis would refuse it only after the stack had started.
+    if value is not None and not RATE_LIMIT.fullmatch(value):
+        raise click.BadParameter("expected N/UNIT with UNIT s, m, h or d (10/s), or auto")
+    return value
 
 
 @click.command("contract")
@@ -44,6 +54,14 @@ from service.settings import DEV_API_KEY
     help=f"allow-list file (default: {ALLOWLIST_PATH.name} at the repository root)",
 )
 @click.option(
+    "--rate-limit",
+    default=None,
+    metavar="N/UNIT|auto",
+    callback=_rate_limit,
+    help="pace requests below the service's rate limit, e.g. 10/s or 300/m, or 'auto' to wait "
+    "as each 429's Retry-After says (st run --rate-limit)",
+)
+@click.option(
     "--timeout",
     "timeout_s",
     type=click.FloatRange(min=10),
@@ -58,6 +76,7 @@ def command(
     out: str | None,
     api_key: str,
     allowlist_path: str | None,
+    rate_limit: str | None,
     timeout_s: float,
 ) -> int:
     """Run every Schemathesis check; exit 0 pass, 1 contract failures, 2 harness error."""
@@ -86,6 +105,7 @@ def command(
                     api_key=api_key,
                     allowlist=allowlist,
                     allowlist_path=path.resolve(),
+                    rate_limit=rate_limit,
                     timeout_s=timeout_s,
                 ),
                 echo=click.echo,

@@ -35,6 +35,7 @@ class ContractRun:
     api_key: str
     allowlist: Allowlist
     allowlist_path: Path = ALLOWLIST_PATH
+    rate_limit: str | None = None  # st's "N/UNIT" or "auto": under a deployment's rate limit
     timeout_s: float = 600.0
     request_timeout_s: float = 10.0
     wait_for_schema_s: float = 15.0  # a service that is still starting gets this long
@@ -92,7 +93,8 @@ def st_argv(run: ContractRun) -> list[str]:
     ]
     # Deterministic generation for CI; an explicit seed explores (reproducibly) for nightly.
     seeding = ["--generation-deterministic"] if run.seed is None else ["--seed", str(run.seed)]
-    return argv + seeding
+    pacing = ["--rate-limit", run.rate_limit] if run.rate_limit else []
+    return argv + seeding + pacing
 
 
 def st_env(run: ContractRun) -> dict[str, str]:
@@ -174,6 +176,7 @@ def execute(run: ContractRun, echo: Callable[[str], None] = print) -> tuple[int,
         "seed": run.seed,
         "deterministic": run.seed is None,
         "max_examples": run.max_examples,
+        "rate_limit": run.rate_limit,
         "st_exit_code": code,
         "timed_out": timed_out,
         "reports": {

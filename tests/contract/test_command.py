@@ -178,6 +178,33 @@ def test_a_service_answering_mostly_429_fails_the_run(served_app, tmp_path, caps
     assert summary["errors"] == 1  # the fired fail-on warning
 
 
+def _statuses(out: Path) -> set[int]:
+    """Every status the run's cases were judged on, from the NDJSON event stream."""
+    statuses = set()
+    for line in (out / "events.ndjson").read_text().splitlines():
+        recorder = json.loads(line).get("ScenarioFinished", {}).get("recorder", {})
+        for interaction in (recorder.get("interactions") or {}).values():
+            statuses.add((interaction.get("response") or {}).get("status_code"))
+    return statuses
+
+
+def test_rate_limit_paces_the_run_under_the_services_limit(served_app, tmp_path, capsys):
+    """--rate-limit is handed to st: under the service's limit no case is judged on a 429."""
+    url = served_app(rate_limit_per_s=25.0, rate_limit_burst=25.0)
+    out = tmp_path / "paced"
+    code = main(["contract", "--url", url, "--out", str(out), "--rate-limit", "12/s", *BUDGET])
+    printed = capsys.readouterr().out
+    assert code == 0, printed[-3000:]
+    assert 429 not in _statuses(out) and 202 in _statuses(out)
+    assert _summary(out)["run"]["rate_limit"] == "12/s"
+
+
+def test_a_malformed_rate_limit_is_a_usage_error(capsys):
+    """Refused before any stack starts or Schemathesis runs."""
+    assert main(["contract", "--url", "http://127.0.0.1:9", "--rate-limit", "10/sec"]) == 2
+    assert "N/UNIT" in capsys.readouterr().err
+
+
 def test_expired_entries_are_not_honoured(served_app, tmp_path, capsys):
     """Past its expiry an entry stops hiding its finding, and the command says so."""
     # Generated batches are steered into the catalogue, so the refusal is injected.
