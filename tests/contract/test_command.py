@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,8 +16,8 @@ from harness.cli import main
 from harness.contract.allowlist import load
 from harness.contract.fixtures import contract_settings
 from harness.contract.links import declared
-from harness.contract.paths import ALLOWLIST_PATH
-from harness.contract.runner import ContractRun, execute
+from harness.contract.paths import ALLOWLIST_PATH, CONFIG_PATH
+from harness.contract.runner import ContractRun, execute, st_argv, st_env
 from harness.guardrails import check_dir, parse_rules
 from harness.pytest_plugins.gunicorn import GunicornServer
 from harness.pytest_plugins.service import API_KEY, OTHER_API_KEY
@@ -205,6 +206,54 @@ def test_a_malformed_rate_limit_is_a_usage_error(capsys):
     assert "N/UNIT" in capsys.readouterr().err
 
 
+def test_two_identities_read_the_same_recommendations_by_design(gunicorn_url, tmp_path):
+    """Two API clients as Schemathesis peers: each reads any user's recommendations, by design."""
+    # One tenant per deployment (docs/api.md); events stay per client, and that check stays on.
+    auth = tmp_path / "auth.json"
+    auth.write_text(
+        json.dumps(
+            {
+                "auth": [
+                    {"name": name, "fixedHeaders": [{"name": "X-API-Key", "value": key}]}
+                    for name, key in (("dev", API_KEY), ("other", OTHER_API_KEY))
+                ]
+            }
+        )
+    )
+    # The shared configuration with both clients as peers instead of the one key.
+    config = CONFIG_PATH.read_text().split("[auth.openapi.apiKey]")[0]
+    sanitization = CONFIG_PATH.read_text().split("[output.sanitization]")[1]
+    (tmp_path / "st.toml").write_text(
+        f'{config}[auth.wfc]\npath = "{auth}"\npeers = ["dev", "other"]\n\n'
+        f"[output.sanitization]{sanitization}"
+    )
+    run = ContractRun(
+        url=gunicorn_url,
+        out_dir=tmp_path / "peers",
+        max_examples=10,
+        seed=None,
+        api_key=API_KEY,
+        allowlist=load(ALLOWLIST_PATH),
+    )
+    argv = st_argv(run)
+    argv[argv.index(str(CONFIG_PATH))] = str(tmp_path / "st.toml")
+    run.out_dir.mkdir()
+    result = subprocess.run(  # noqa: S603 - the st CLI with arguments built here
+        [*argv, "--phases", "stateful"],
+        cwd=run.out_dir,
+        env=st_env(run),
+        capture_output=True,
+        text=True,
+        timeout=150,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    dropped = [json.loads(line) for line in run.dropped_log.read_text().splitlines()]
+    assert {d["entry"] for d in dropped if d["code"] == "ST402"} == {
+        "recommendations-shared-across-clients"
+    }
+
+
 def test_expired_entries_are_not_honoured(served_app, tmp_path, capsys):
     """Past its expiry an entry stops hiding its finding, and the command says so."""
     # Generated batches are steered into the catalogue, so the refusal is injected.
@@ -221,12 +270,7 @@ def test_expired_entries_are_not_honoured(served_app, tmp_path, capsys):
     assert code == 1, captured.out[-3000:]
     summary = _summary(out)
     assert summary["allowlisted"] == 0 and summary["failures"] >= 1
-    assert set(summary["allowlist"]["expired"]) == {
-        "events-idempotency-key-reused",
-        "events-unknown-item",
-        "events-occurred-in-future",
-        "events-rate-limited-before-headers",
-    }
+    assert set(summary["allowlist"]["expired"]) == {e.id for e in load(ALLOWLIST_PATH).entries}
 
 
 def test_bad_allowlist_is_a_usage_error(tmp_path, capsys):
