@@ -336,7 +336,9 @@ def _finish(environment, gate: bool = False) -> None:
     verdict = outputs.judge(STATE)
     if verdict is None:
         return
-    sys.stdout.write("\n" + verdict.table() + "\n")
+    # --json makes stdout Locust's final stats document: the table must not break it.
+    console = sys.stderr if getattr(environment.parsed_options, "json", False) else sys.stdout
+    console.write("\n" + verdict.table() + "\n")
     log.info(
         "guardrails: judged on the client timeline and the server's metrics; the %s rules are"
         " judged by `reco-harness load run` on the local stack",
