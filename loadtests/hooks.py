@@ -79,12 +79,12 @@ def add_arguments(parser) -> None:
 
 
 @events.init.add_listener
-def on_init(environment, runner=None, **_kw) -> None:
+def on_init(environment, runner=None, web_ui=None, **_kw) -> None:
     """Resolve options once per process; the master/local process also loads the guardrails."""
     opts = environment.parsed_options
     if opts is None:
         return
-    opts.profile = opts.profile or os.environ.get("RECO_LOAD_PROFILE") or "smoke"
+    opts.profile = opts.profile or _default_profile()
     if opts.profile not in shapes.PROFILES:
         sys.stderr.write(
             f"error: unknown profile {opts.profile!r}; choose from {', '.join(shapes.PROFILES)}\n"
@@ -99,8 +99,6 @@ def on_init(environment, runner=None, **_kw) -> None:
             sys.exit(guardrails.EXIT_USAGE)
     # Headless Locust later defaults -u to 1; remember whether it was given at all.
     STATE.users_override = opts.num_users
-    profile = shapes.PROFILES[opts.profile]
-    opts.user_rps = opts.user_rps or profile.user_rps
     if not opts.run_dir:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         opts.run_dir = str(Path("runs") / f"{stamp}-{opts.profile}")
@@ -111,6 +109,8 @@ def on_init(environment, runner=None, **_kw) -> None:
         _report_before_leaving_on_sigint(runner)
         return
     _refuse_bad_numbers(opts)
+    if web_ui is not None:
+        _refuse_bad_start_forms(web_ui, opts)
     if opts.headless and environment.shape_class is not None:
         _end_shape_on_signals(runner)
     if opts.guardrails.lower() != "off":
@@ -123,6 +123,10 @@ def on_init(environment, runner=None, **_kw) -> None:
             sys.exit(guardrails.EXIT_USAGE)
 
 
+def _default_profile() -> str:
+    return os.environ.get("RECO_LOAD_PROFILE") or "smoke"
+
+
 def _refuse_bad_numbers(opts) -> None:
     """Exit 2, naming each, on option values Locust takes but a run cannot use."""
     problems = options.usage_problems(opts)
@@ -130,6 +134,23 @@ def _refuse_bad_numbers(opts) -> None:
         sys.stderr.write(f"error: {problem}\n")
     if problems:
         sys.exit(guardrails.EXIT_USAGE)
+
+
+def _refuse_bad_start_forms(web_ui, opts) -> None:
+    """Answer a start form the run cannot use with the page's own refusal, naming each value."""
+    from flask import jsonify, request
+
+    def check():
+        if request.method != "POST" or not request.path.endswith("/swarm"):
+            return None
+        picker = web_ui.userclass_picker_is_active
+        problems = options.swarm_problems(request.form, opts, picker)
+        if not problems:
+            return None
+        log.error("web UI: not started: %s", "; ".join(problems))
+        return jsonify({"success": False, "message": "; ".join(problems), "host": opts.host})
+
+    web_ui.app.before_request(check)
 
 
 def _report_before_leaving_on_sigint(runner) -> None:
@@ -180,7 +201,8 @@ def _apply_options(opts) -> None:
     RecoUser.network_timeout = float(opts.request_timeout)
     RecoUser.connection_timeout = min(2.0, float(opts.request_timeout))
     STATE.profile = opts.profile
-    STATE.user_rps = float(opts.user_rps)
+    # 0 (the default) is the profile's rate; kept as given, as the web UI may change profile.
+    STATE.user_rps = float(opts.user_rps or shapes.PROFILES[opts.profile].user_rps)
     STATE.api_key = opts.api_key
     STATE.replay_ratio = float(opts.replay_ratio)
     # No proxy stamps arrival times on the local stack; overload stamps them as one would, so
@@ -199,6 +221,8 @@ def begin_shape(runner) -> None:
     opts = runner.environment.parsed_options
     if runner.environment.profile in shapes.PROFILES:  # the web UI may have changed it
         opts.profile = runner.environment.profile
+    elif opts.profile not in shapes.PROFILES:  # the web UI's profile field left empty
+        opts.profile = runner.environment.profile = _default_profile()
     _apply_options(opts)
     users = options.peak_users(opts, STATE.users_override)
     overload = opts.capacity and opts.profile == "overload"

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import copy
+import re
+from collections.abc import Mapping
 from typing import Any
+
+from loadtests import shapes
+
+# The web UI form's number fields, parsed as the command line parses them.
+FORM_NUMBERS = {"user_count": ("num_users", int), "user_rps": ("user_rps", float),
+                "request_timeout": ("request_timeout", float),
+                "replay_ratio": ("replay_ratio", float)}  # fmt: skip
 
 
 def usage_problems(opts: Any) -> list[str]:
@@ -34,3 +44,39 @@ def peak_users(opts: Any, given: int | None) -> int | None:
     if opts.headless or opts.autostart:
         return given
     return opts.num_users
+
+
+def swarm_problems(form: Mapping[str, str], opts: Any, picker: bool = False) -> list[str]:
+    """Why the web UI's start form cannot run, as the command line would refuse it.
+
+    Locust hands a shape run's form to the shape unchecked: a bad value failed inside it
+    (an HTTP 500, a shape greenlet dead, no outputs) instead of the form saying why.
+    """
+    if picker and form.get("shape_class", "Default") == "Default":
+        return [
+            "pick the shape class ProfileShape: the profile decides the load shape, and"
+            " without it the run writes no timeline, history or verdict"
+        ]
+    profile = form.get("profile") or getattr(opts, "profile", None) or "smoke"
+    problems = []
+    if profile not in shapes.PROFILES:
+        problems.append(f"unknown profile {profile!r}; choose from {', '.join(shapes.PROFILES)}")
+    values = copy.copy(opts)
+    for field, (name, kind) in FORM_NUMBERS.items():
+        text = (form.get(field) or "").strip()
+        if not text:
+            continue
+        try:
+            setattr(values, name, kind(text))
+        except ValueError:
+            problems.append(f"{field.replace('_', ' ')}: {text!r} is not a number")
+    if re.fullmatch(r"(0+[hms]?)+", (form.get("run_time") or "").strip()):
+        values.run_time = 0  # Locust takes it, and zero read as "the profile's length"
+    problems += usage_problems(values)
+    capacity = (form.get("capacity") or "").strip()
+    if capacity:
+        try:
+            shapes.capacity_of(capacity)
+        except ValueError as exc:
+            problems.append(f"capacity: {exc}")
+    return problems

@@ -8,10 +8,15 @@ from __future__ import annotations
 import contextlib
 import http.server
 import json
+import re
+import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -71,3 +76,119 @@ def test_json_keeps_stdout_a_json_document(tmp_path) -> None:
     stats = json.loads(proc.stdout)  # the whole of stdout
     assert sum(entry["num_requests"] for entry in stats) > 0
     assert "PASS: 0 breach(es)" in proc.stderr
+
+
+class WebUi:
+    """A `locust` web UI process, driven over HTTP as its page would drive it."""
+
+    def __init__(self, tmp_path: Path, url: str, *extra: str):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = tmp_path / "locust.log"
+        self.proc = subprocess.Popen(  # noqa: S603 - our own locustfile
+            [*LOCUST, "--host", url, "--web-host", "127.0.0.1", "--web-port", str(self.port),
+             "--metrics-url", "off", "--logfile", str(self.log), *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                self.page = self.get("/")
+                return
+            time.sleep(0.2)
+        self.close()
+        raise AssertionError(f"no web UI on {self.base}: {self.output}")
+
+    def get(self, path: str) -> str:
+        with urllib.request.urlopen(self.base + path, timeout=10) as resp:  # noqa: S310
+            return resp.read().decode()
+
+    def post(self, path: str, form: dict[str, str] | None = None) -> dict:
+        data = urllib.parse.urlencode(form or {}).encode()
+        with urllib.request.urlopen(self.base + path, data=data, timeout=10) as resp:  # noqa: S310
+            return json.loads(resp.read())
+
+    def form(self, **changes: str) -> dict[str, str]:
+        """The start form as the page fills it in: its fields' defaults, then ``changes``."""
+        args = json.loads(re.search(r"window\.templateArgs = (\{.*\})", self.page)[1])
+        form = {"user_count": "4", "spawn_rate": "1", "host": args["host"], "run_time": "3s",
+                "profile": args["profile"]}  # fmt: skip
+        for name, option in args["extra_options"].items():
+            value = option["default_value"]
+            form[name] = "" if value is None else str(value)
+        return {**form, **changes}
+
+    def swarm(self, **changes: str) -> dict:
+        return self.post("/swarm", self.form(**changes))
+
+    def state(self) -> str:
+        return json.loads(self.get("/stats/requests"))["state"]
+
+    def wait_until_stopped(self, timeout_s: float = 30) -> None:
+        """Until the test stopped (Locust caches /stats/requests for 2 s: it lags behind)."""
+        deadline = time.monotonic() + timeout_s
+        time.sleep(2.1)  # until then it may still say how the previous test ended
+        while self.state() != "stopped" and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert self.state() == "stopped", self.output
+
+    def close(self) -> int:
+        """SIGTERM (a supervisor's stop), then Locust's exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.output = self.proc.communicate(timeout=30)[0]
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.output = self.proc.communicate(timeout=10)[0]
+        return self.proc.returncode
+
+    @property
+    def output(self) -> str:
+        return self.log.read_text() if self.log.exists() else ""
+
+    @output.setter
+    def output(self, value: str) -> None:
+        self._console = value
+
+
+@contextlib.contextmanager
+def web_ui(tmp_path: Path, *extra: str) -> Iterator[WebUi]:
+    rules = tmp_path / "rules.toml"
+    rules.write_text(RULES)
+    with target() as url:
+        ui = WebUi(tmp_path, url, "--guardrails", str(rules), *extra)
+        try:
+            yield ui
+        finally:
+            ui.close()
+
+
+def test_the_web_ui_refuses_a_start_form_it_cannot_run_and_says_why(tmp_path) -> None:
+    """Locust hands a shape run's form over unchecked: bad values crashed the shape (HTTP 500)."""
+    with web_ui(tmp_path, "--run-dir", str(tmp_path / "run")) as ui:
+        refused = ui.swarm(user_rps="-1", profile="nope")
+        assert not refused["success"], refused
+        assert "--user-rps must be at least 0" in refused["message"]
+        assert "unknown profile 'nope'" in refused["message"]
+        assert ui.state() == "ready" and not (tmp_path / "run").exists()
+        # A rate with a fraction, under another profile than the one Locust started with.
+        assert ui.swarm(user_rps="1.5", profile="steady")["success"], ui.output
+        ui.wait_until_stopped()
+        code = ui.close()
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert (summary["profile"], summary["user_rps"]) == ("steady", 1.5)
+    assert code == 0, ui.output  # no greenlet died on the way
+
+
+def test_the_class_picker_runs_only_with_the_profile_shape(tmp_path) -> None:
+    """The picker offers Locust's Default shape too: without the profile nothing was written."""
+    with web_ui(tmp_path, "--class-picker", "--run-dir", str(tmp_path / "run")) as ui:
+        readers = {"user_classes": "RecommendationReader"}
+        refused = ui.swarm(shape_class="Default", **readers)
+        assert not refused["success"] and "ProfileShape" in refused["message"], refused
+        assert ui.swarm(shape_class="ProfileShape", **readers)["success"], ui.output
+        ui.wait_until_stopped()
+    endpoints = json.loads((tmp_path / "run" / "summary.json").read_text())["endpoints"]
+    assert set(endpoints) == {"GET /v1/users/[id]/recommendations", "Aggregated"}

@@ -1,4 +1,5 @@
-"""Plain `locust` with the project's locustfile: numbers it cannot use, and -u under --autostart."""
+"""Plain `locust` with the project's locustfile: numbers it cannot use, -u under --autostart, and
+the web UI's start form."""
 
 from __future__ import annotations
 
@@ -6,13 +7,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from loadtests.options import peak_users, usage_problems
+from loadtests.options import peak_users, swarm_problems, usage_problems
 
 
 def _opts(**changes) -> SimpleNamespace:
     values = {
         "num_users": None, "run_time": None, "user_rps": 0.0, "request_timeout": 5.0,
-        "replay_ratio": 0.05, "headless": False, "autostart": False,
+        "replay_ratio": 0.05, "headless": False, "autostart": False, "profile": "smoke",
     }  # fmt: skip
     return SimpleNamespace(**{**values, **changes})
 
@@ -49,3 +50,40 @@ def test_the_defaults_and_the_smallest_values_pass():
 )
 def test_autostart_takes_users_as_given_like_headless(mode, given, peak):
     assert peak_users(_opts(num_users=1, **mode), given) == peak
+
+
+def _form(**changes: str) -> dict[str, str]:
+    """The web UI's start form with the defaults its page offers (0: the profile's rate)."""
+    form = {"user_count": "4", "spawn_rate": "1", "run_time": "", "profile": "smoke",
+            "user_rps": "0.0", "request_timeout": "5.0", "replay_ratio": "0.05",
+            "capacity": ""}  # fmt: skip
+    return {**form, **changes}
+
+
+def test_the_start_form_with_its_defaults_can_run():
+    assert swarm_problems(_form(), _opts()) == []
+    assert swarm_problems(_form(profile="", user_rps="1.5", run_time="1m"), _opts()) == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "said"),
+    [
+        ({"profile": "nope"}, "unknown profile 'nope'"),
+        ({"user_rps": "-1"}, "--user-rps must be at least 0"),
+        ({"user_rps": "fast"}, "user rps: 'fast' is not a number"),
+        ({"user_count": "0"}, "-u/--users must be at least 1"),
+        ({"run_time": "0s"}, "-t/--run-time must be at least 1 s"),
+        ({"replay_ratio": "2"}, "--replay-ratio must be between 0 and 1"),
+        ({"capacity": "-5"}, "capacity: capacity must be positive"),
+    ],
+)
+def test_a_start_form_the_run_cannot_use_is_refused_naming_the_value(changes, said):
+    """Locust hands a shape run's form over unchecked: these failed inside the shape (HTTP 500)."""
+    problems = swarm_problems(_form(**changes), _opts())
+    assert len(problems) == 1 and problems[0].startswith(said), problems
+
+
+def test_the_class_picker_must_pick_the_profile_shape():
+    assert "ProfileShape" in swarm_problems(_form(shape_class="Default"), _opts(), picker=True)[0]
+    assert "ProfileShape" in swarm_problems(_form(), _opts(), picker=True)[0]  # its default
+    assert swarm_problems(_form(shape_class="ProfileShape"), _opts(), picker=True) == []
