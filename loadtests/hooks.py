@@ -99,10 +99,8 @@ def on_init(environment, runner=None, web_ui=None, **_kw) -> None:
             sys.exit(guardrails.EXIT_USAGE)
     # Headless Locust later defaults -u to 1; remember whether it was given at all.
     STATE.users_override = opts.num_users
-    if not opts.run_dir:
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        opts.run_dir = str(Path("runs") / f"{stamp}-{opts.profile}")
-    opts.run_dir = str(Path(opts.run_dir).resolve())
+    if opts.run_dir:  # else each test gets its own runs/<time>-<profile> (begin_shape)
+        opts.run_dir = str(Path(opts.run_dir).resolve())
     _apply_options(opts)
     STATE.distributed = isinstance(runner, MasterRunner | WorkerRunner)
     if isinstance(runner, WorkerRunner):
@@ -208,7 +206,8 @@ def _apply_options(opts) -> None:
     # No proxy stamps arrival times on the local stack; overload stamps them as one would, so
     # the service sees the listen-backlog wait and sheds (RECO_MAX_QUEUE_MS).
     STATE.request_start = opts.profile == "overload"
-    STATE.run_dir = Path(opts.run_dir)
+    if opts.run_dir:
+        STATE.run_dir = Path(opts.run_dir)
     host = (opts.host or "").rstrip("/")
     if opts.metrics_url.lower() == "off":
         STATE.metrics_url = None
@@ -223,6 +222,7 @@ def begin_shape(runner) -> None:
         opts.profile = runner.environment.profile
     elif opts.profile not in shapes.PROFILES:  # the web UI's profile field left empty
         opts.profile = runner.environment.profile = _default_profile()
+    opts.run_dir = _test_run_dir(opts)  # absolute: workers receive it with their spawn message
     _apply_options(opts)
     users = options.peak_users(opts, STATE.users_override)
     overload = opts.capacity and opts.profile == "overload"
@@ -250,6 +250,22 @@ def begin_shape(runner) -> None:
         "profile %s: %s users x %.2f rps for %.0f s -> %s",
         opts.profile, peak, STATE.user_rps, shape.duration, STATE.run_dir,
     )  # fmt: skip
+
+
+def _test_run_dir(opts) -> str:
+    """This test's run directory: as given, else a fresh runs/<time>-<profile> for each test.
+
+    The web UI's form sends its run-dir field empty unless one was typed: that used to make
+    the current directory the run directory (outputs written there, its histories deleted).
+    Without a given directory each test gets its own, so a next test overwrites nothing.
+    """
+    if opts.run_dir and opts.run_dir != STATE.default_run_dir:
+        return str(Path(opts.run_dir).resolve())
+    # A master begins the same test twice (its first spawn resets the shape's clock again).
+    if STATE.default_run_dir is None or STATE.stopping:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        STATE.default_run_dir = str(options.unused_dir(Path("runs") / f"{stamp}-{opts.profile}"))
+    return STATE.default_run_dir
 
 
 def observe_stress(run_time: float) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from loadtests import shapes
@@ -44,6 +45,19 @@ def peak_users(opts: Any, given: int | None) -> int | None:
     if opts.headless or opts.autostart:
         return given
     return opts.num_users
+
+
+def unused_dir(path: Path) -> Path:
+    """``path`` resolved, or with ``-2``, ``-3``… when a directory of that name exists.
+
+    Two web UI tests may start within one second: the second must not take the first's.
+    """
+    path, n = path.resolve(), 1
+    candidate = path
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}-{n}")
+    return candidate
 
 
 def swarm_problems(form: Mapping[str, str], opts: Any, picker: bool = False) -> list[str]:

@@ -31,6 +31,7 @@ class RunState:
     worker: str | None = None  # None: local runner or master
     metrics_url: str | None = None
     users_override: int | None = None  # -u as given on the command line
+    default_run_dir: str | None = None  # the run directory made up for a test without one
     distributed: bool = False
     timeline: Timeline = field(default_factory=Timeline)
     scrapes: list[Snapshot] = field(default_factory=list)

@@ -165,6 +165,21 @@ def web_ui(tmp_path: Path, *extra: str) -> Iterator[WebUi]:
             ui.close()
 
 
+def test_each_web_ui_test_without_a_run_dir_gets_its_own(tmp_path) -> None:
+    """The form sends its run-dir field empty: that made the current directory the run's."""
+    with web_ui(tmp_path) as ui:
+        assert ui.swarm()["success"], ui.output
+        ui.wait_until_stopped()
+        assert ui.swarm(profile="steady")["success"], ui.output
+        ui.wait_until_stopped()
+    assert not (tmp_path / "summary.json").exists() and not (tmp_path / "history.jsonl").exists()
+    runs = sorted((tmp_path / "runs").iterdir())
+    assert [run.name.split("-", 1)[1] for run in runs] == ["smoke", "steady"], runs
+    for run in runs:  # neither test's outputs overwrote the other's
+        assert json.loads((run / "verdict.json").read_text())["exit_code"] == 0
+        assert json.loads((run / "summary.json").read_text())["profile"] == run.name[17:]
+
+
 def test_the_web_ui_refuses_a_start_form_it_cannot_run_and_says_why(tmp_path) -> None:
     """Locust hands a shape run's form over unchecked: bad values crashed the shape (HTTP 500)."""
     with web_ui(tmp_path, "--run-dir", str(tmp_path / "run")) as ui:

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from loadtests.options import peak_users, swarm_problems, usage_problems
+from loadtests.options import peak_users, swarm_problems, unused_dir, usage_problems
 
 
 def _opts(**changes) -> SimpleNamespace:
@@ -87,3 +87,11 @@ def test_the_class_picker_must_pick_the_profile_shape():
     assert "ProfileShape" in swarm_problems(_form(shape_class="Default"), _opts(), picker=True)[0]
     assert "ProfileShape" in swarm_problems(_form(), _opts(), picker=True)[0]  # its default
     assert swarm_problems(_form(shape_class="ProfileShape"), _opts(), picker=True) == []
+
+
+def test_an_unused_dir_never_takes_an_existing_one(tmp_path):
+    first = unused_dir(tmp_path / "20261207T170000Z-smoke")
+    assert first == tmp_path / "20261207T170000Z-smoke"
+    first.mkdir()
+    second = unused_dir(tmp_path / "20261207T170000Z-smoke")
+    assert second == tmp_path / "20261207T170000Z-smoke-2"
