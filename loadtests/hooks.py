@@ -338,6 +338,28 @@ def on_test_start(environment, **_kw) -> None:
     )
 
 
+@events.test_stopping.add_listener
+def on_test_stopping(environment, **_kw) -> None:
+    _note_cut_short(environment.runner, "a stop before the profile ended")
+
+
+def _note_cut_short(runner, how: str) -> None:
+    """A test stopped while its shape still ran is partial: never a pass (exit 2).
+
+    Headless runs learn it from their signal handlers; a web UI test stopped from the page, or
+    its process told to quit (SIGTERM) mid-test, was judged as a whole run and could pass.
+    """
+    if runner is None or isinstance(runner, WorkerRunner) or STATE.t0 is None:
+        return
+    if STATE.stopping or STATE.interrupted or STATE.aborted:
+        return
+    greenlet = getattr(runner, "shape_greenlet", None)
+    if greenlet is None or greenlet.dead or greenlet is gevent.getcurrent():
+        return  # no shape running, or the shape itself ending the test
+    STATE.interrupted = how
+    log.warning("%s: a partial run is not a pass; outputs and verdict follow", how)
+
+
 @events.test_stop.add_listener
 def on_test_stop(environment, **_kw) -> None:
     STATE.stopping = True
@@ -349,10 +371,12 @@ def on_test_stop(environment, **_kw) -> None:
 
 @events.quitting.add_listener
 def on_quitting(environment, **_kw) -> None:
-    STATE.stopping = True
     if isinstance(environment.runner, WorkerRunner) or environment.parsed_options is None:
+        STATE.stopping = True
         STATE.close_history()
         return
+    _note_cut_short(environment.runner, "Locust quitting before the profile ended")
+    STATE.stopping = True
     _finish(environment, gate=True)
 
 

@@ -207,3 +207,23 @@ def test_the_class_picker_runs_only_with_the_profile_shape(tmp_path) -> None:
         ui.wait_until_stopped()
     endpoints = json.loads((tmp_path / "run" / "summary.json").read_text())["endpoints"]
     assert set(endpoints) == {"GET /v1/users/[id]/recommendations", "Aggregated"}
+
+
+def test_a_web_ui_test_cut_short_is_never_a_pass(tmp_path) -> None:
+    """Stopped from the page, or its process told to quit mid-test: a partial run (exit 2)."""
+    run = tmp_path / "run"
+    with web_ui(tmp_path, "--run-dir", str(run)) as ui:
+        assert ui.swarm(run_time="40s")["success"], ui.output
+        time.sleep(3)
+        assert ui.post("/stop")["success"]
+        ui.wait_until_stopped()
+        verdict = json.loads((run / "verdict.json").read_text())
+        assert (verdict["passed"], verdict["exit_code"]) == (False, 2), verdict
+        assert verdict["interrupted"] == "a stop before the profile ended"
+        assert ui.swarm(run_time="40s")["success"], ui.output
+        time.sleep(3)
+        code = ui.close()  # SIGTERM, as a supervisor stops it
+    assert code == 2, ui.output
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["interrupted"] == "Locust quitting before the profile ended"
+    assert summary["duration_s"] < 20
