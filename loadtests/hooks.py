@@ -126,8 +126,14 @@ def _default_profile() -> str:
 
 
 def _refuse_bad_numbers(opts) -> None:
-    """Exit 2, naming each, on option values Locust takes but a run cannot use."""
-    problems = options.usage_problems(opts)
+    """Exit 2, naming each, on option values Locust takes but a run cannot use.
+
+    Options it takes that a profile run ignores are named too (a warning each).
+    """
+    warnings, refused = options.ignored(opts, os.environ)
+    for warning in warnings:
+        log.warning("%s", warning)
+    problems = options.usage_problems(opts) + refused
     for problem in problems:
         sys.stderr.write(f"error: {problem}\n")
     if problems:

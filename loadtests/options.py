@@ -10,6 +10,11 @@ from typing import Any
 
 from loadtests import shapes
 
+# The locustfile's own options and the environment variable each reads, if any.
+ENV_VARS = {"run_dir": "RECO_RUN_DIR", "guardrails": "RECO_GUARDRAILS",
+            "user_rps": "RECO_USER_RPS", "api_key": "RECO_API_KEY", "capacity": "RECO_CAPACITY",
+            "profile": "RECO_LOAD_PROFILE", "request_timeout": None, "metrics_url": None,
+            "replay_ratio": None}  # fmt: skip
 # The web UI form's number fields, parsed as the command line parses them.
 FORM_NUMBERS = {"user_count": ("num_users", int), "user_rps": ("user_rps", float),
                 "request_timeout": ("request_timeout", float),
@@ -34,6 +39,37 @@ def usage_problems(opts: Any) -> list[str]:
     if not 0 <= opts.replay_ratio <= 1:
         problems.append(f"--replay-ratio must be between 0 and 1 (got {opts.replay_ratio})")
     return problems
+
+
+def ignored(opts: Any, environ: Mapping[str, str]) -> tuple[list[str], list[str]]:
+    """Options Locust takes that this locustfile does not use: (warnings, refusals).
+
+    The profile decides the spawn rate and the verdict the exit code; Locust would take them
+    without a word, and a run with ``--tags`` started users with no task at all.
+    """
+    warnings, refusals = [], []
+    if getattr(opts, "spawn_rate", None) is not None:
+        warnings.append(
+            f"-r/--spawn-rate {opts.spawn_rate:g} is ignored: the profile's stages set it"
+        )
+    gated = (getattr(opts, "guardrails", "") or "").lower() != "off"
+    if gated and getattr(opts, "exit_code_on_error", 1) != 1:
+        warnings.append(
+            f"--exit-code-on-error {opts.exit_code_on_error} is ignored: the guardrail verdict"
+            " sets the exit code (--guardrails off leaves it to Locust)"
+        )
+    if getattr(opts, "tags", None):
+        refusals.append(
+            f"--tags {' '.join(opts.tags)}: no task carries a tag, so no user would have a task;"
+            " pick users by class name instead"
+        )
+    for dest, read in ENV_VARS.items():
+        name = f"LOCUST_{dest.upper()}"
+        if name in environ:
+            flag = "--" + dest.replace("_", "-")
+            instead = f"{read} or {flag}" if read else f"{flag} (or {flag[2:]} in a --config file)"
+            warnings.append(f"{name} is not read: this locustfile takes {instead}")
+    return warnings, refusals
 
 
 def peak_users(opts: Any, given: int | None) -> int | None:

@@ -227,3 +227,16 @@ def test_a_web_ui_test_cut_short_is_never_a_pass(tmp_path) -> None:
     summary = json.loads((run / "summary.json").read_text())
     assert summary["interrupted"] == "Locust quitting before the profile ended"
     assert summary["duration_s"] < 20
+
+
+def test_tags_are_refused_at_start_up_and_ignored_options_named(tmp_path) -> None:
+    """--tags started every user without a task (a traceback each); -r went unmentioned."""
+    proc = subprocess.run(  # noqa: S603 - our own locustfile
+        [*LOCUST, "--headless", "--host", "http://127.0.0.1:9", "-t", "5s", "-r", "3",
+         "--tags", "read", "--run-dir", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "error: --tags read: no task carries a tag" in proc.stderr
+    assert "-r/--spawn-rate 3 is ignored" in proc.stderr
+    assert not (tmp_path / "run").exists()

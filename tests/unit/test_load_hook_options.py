@@ -7,13 +7,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from loadtests.options import peak_users, swarm_problems, unused_dir, usage_problems
+from loadtests.options import ignored, peak_users, swarm_problems, unused_dir, usage_problems
 
 
 def _opts(**changes) -> SimpleNamespace:
     values = {
         "num_users": None, "run_time": None, "user_rps": 0.0, "request_timeout": 5.0,
         "replay_ratio": 0.05, "headless": False, "autostart": False, "profile": "smoke",
+        "spawn_rate": None, "exit_code_on_error": 1, "guardrails": "", "tags": None,
     }  # fmt: skip
     return SimpleNamespace(**{**values, **changes})
 
@@ -95,3 +96,28 @@ def test_an_unused_dir_never_takes_an_existing_one(tmp_path):
     first.mkdir()
     second = unused_dir(tmp_path / "20261207T170000Z-smoke")
     assert second == tmp_path / "20261207T170000Z-smoke-2"
+
+
+def test_options_a_profile_run_ignores_are_named():
+    """-r, --exit-code-on-error and LOCUST_<option> were taken without a word."""
+    warnings, refused = ignored(
+        _opts(spawn_rate=5.0, exit_code_on_error=0),
+        {"LOCUST_USER_RPS": "1", "LOCUST_REPLAY_RATIO": "0", "LOCUST_HOST": "x"},
+    )
+    assert refused == []
+    assert warnings == [
+        "-r/--spawn-rate 5 is ignored: the profile's stages set it",
+        "--exit-code-on-error 0 is ignored: the guardrail verdict sets the exit code"
+        " (--guardrails off leaves it to Locust)",
+        "LOCUST_USER_RPS is not read: this locustfile takes RECO_USER_RPS or --user-rps",
+        "LOCUST_REPLAY_RATIO is not read: this locustfile takes --replay-ratio (or"
+        " replay-ratio in a --config file)",
+    ]
+    assert ignored(_opts(exit_code_on_error=0, guardrails="off"), {}) == ([], [])
+    assert ignored(_opts(), {}) == ([], [])
+
+
+def test_tags_are_refused_as_no_task_carries_one():
+    """Every user started without a task: a traceback per user, then exit 2 at the end."""
+    _, refused = ignored(_opts(tags=["read"]), {})
+    assert len(refused) == 1 and refused[0].startswith("--tags read: no task carries a tag")
