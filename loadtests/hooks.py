@@ -256,6 +256,9 @@ def begin_shape(runner) -> None:
         "profile %s: %s users x %.2f rps for %.0f s -> %s",
         opts.profile, peak, STATE.user_rps, shape.duration, STATE.run_dir,
     )  # fmt: skip
+    warmup = STATE.ruleset.settings.warmup_s if STATE.ruleset else 0.0
+    if note := options.warmup_note(shape.duration, warmup):
+        log.warning("%s", note)
 
 
 def _test_run_dir(opts) -> str:

@@ -72,6 +72,16 @@ def ignored(opts: Any, environ: Mapping[str, str]) -> tuple[list[str], list[str]
     return warnings, refusals
 
 
+def warmup_note(duration_s: float, warmup_s: float) -> str | None:
+    """Why a run no longer than the warm-up cannot pass: its phase ``run`` holds nothing."""
+    if warmup_s <= 0 or duration_s > warmup_s:
+        return None
+    return (
+        f"the run lasts {duration_s:g} s, no longer than the guardrails' {warmup_s:g} s warm-up:"
+        " the rules judged on the phase 'run' will have no data (a breach); run longer"
+    )
+
+
 def peak_users(opts: Any, given: int | None) -> int | None:
     """The shape's peak users: -u as given (None: the profile's), or the web UI form's value.
 

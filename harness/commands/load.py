@@ -23,7 +23,7 @@ from harness.guardrails.timeline import Timeline
 from harness.pipeline_sampler import PipelineSampler
 from harness.report import write_report
 from harness.stack import Stack, StackError, default_state_dir
-from loadtests import outputs, shapes
+from loadtests import options, outputs, shapes
 from service.metrics import HISTOGRAM_BUCKETS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -121,6 +121,8 @@ def run(
         for problem in unsafe:
             click.echo(f"error: {rules_path}: {problem}", err=True)
         return guardrails.EXIT_USAGE
+    if note := options.warmup_note(shape.duration, ruleset.settings.warmup_s):
+        click.echo(f"warning: {note}", err=True)
     if url is not None and not no_audit:
         click.echo(
             "error: the invariant audit needs the local stack's database and broker, which "

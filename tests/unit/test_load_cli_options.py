@@ -44,6 +44,17 @@ def test_a_run_time_below_one_second_is_a_usage_error(parsed, capsys):
     assert parsed == {}  # refused before any shape was built
 
 
+def test_a_run_no_longer_than_the_warm_up_is_named_before_it_starts(capsys):
+    """Its phase 'run' is empty: every rule judged there breached with 'no data', unexplained."""
+    argv = ["load", "run", "--profile", "smoke", "--url", "http://127.0.0.1:1"]
+    assert main([*argv, "-t", "5s"]) == 2  # refused later for the missing --no-audit
+    assert "warning: the run lasts 5 s, no longer than the guardrails' 5 s warm-up" in (
+        capsys.readouterr().err
+    )
+    assert main([*argv, "-t", "6s"]) == 2
+    assert "warm-up" not in capsys.readouterr().err
+
+
 def test_a_fractional_run_time_rounds_up_to_whole_seconds(parsed):
     assert main(["load", "run", "--profile", "smoke", "-t", "90.9s"]) == 2
     assert parsed["seconds"] == 91
