@@ -301,6 +301,12 @@ def observe_stress(run_time: float) -> None:
             return
 
 
+@events.reset_stats.add_listener
+def on_reset_stats(**_kw) -> None:
+    """The web UI's "Reset stats": say what it leaves alone."""
+    log.warning("%s", options.RESET_STATS.replace("--reset-stats resets", "resetting resets"))
+
+
 @events.request.add_listener
 def on_request(request_type, name, response_time, response=None, exception=None, **_kw) -> None:
     """Count every request in this process's per-second timeline (sheds apart from errors)."""

@@ -15,6 +15,10 @@ ENV_VARS = {"run_dir": "RECO_RUN_DIR", "guardrails": "RECO_GUARDRAILS",
             "user_rps": "RECO_USER_RPS", "api_key": "RECO_API_KEY", "capacity": "RECO_CAPACITY",
             "profile": "RECO_LOAD_PROFILE", "request_timeout": None, "metrics_url": None,
             "replay_ratio": None}  # fmt: skip
+RESET_STATS = (
+    "--reset-stats resets Locust's own statistics only: the timeline and the verdict keep every"
+    " request of the test (the guardrails' warm-up is what leaves the ramp out)"
+)
 # The web UI form's number fields, parsed as the command line parses them.
 FORM_NUMBERS = {"user_count": ("num_users", int), "user_rps": ("user_rps", float),
                 "request_timeout": ("request_timeout", float),
@@ -58,6 +62,8 @@ def ignored(opts: Any, environ: Mapping[str, str]) -> tuple[list[str], list[str]
             f"--exit-code-on-error {opts.exit_code_on_error} is ignored: the guardrail verdict"
             " sets the exit code (--guardrails off leaves it to Locust)"
         )
+    if getattr(opts, "reset_stats", False):
+        warnings.append(RESET_STATS)
     if getattr(opts, "tags", None):
         refusals.append(
             f"--tags {' '.join(opts.tags)}: no task carries a tag, so no user would have a task;"

@@ -15,6 +15,7 @@ def _opts(**changes) -> SimpleNamespace:
         "num_users": None, "run_time": None, "user_rps": 0.0, "request_timeout": 5.0,
         "replay_ratio": 0.05, "headless": False, "autostart": False, "profile": "smoke",
         "spawn_rate": None, "exit_code_on_error": 1, "guardrails": "", "tags": None,
+        "reset_stats": False,
     }  # fmt: skip
     return SimpleNamespace(**{**values, **changes})
 
@@ -99,9 +100,9 @@ def test_an_unused_dir_never_takes_an_existing_one(tmp_path):
 
 
 def test_options_a_profile_run_ignores_are_named():
-    """-r, --exit-code-on-error and LOCUST_<option> were taken without a word."""
+    """-r, --exit-code-on-error, --reset-stats and LOCUST_<option> were taken without a word."""
     warnings, refused = ignored(
-        _opts(spawn_rate=5.0, exit_code_on_error=0),
+        _opts(spawn_rate=5.0, exit_code_on_error=0, reset_stats=True),
         {"LOCUST_USER_RPS": "1", "LOCUST_REPLAY_RATIO": "0", "LOCUST_HOST": "x"},
     )
     assert refused == []
@@ -109,6 +110,8 @@ def test_options_a_profile_run_ignores_are_named():
         "-r/--spawn-rate 5 is ignored: the profile's stages set it",
         "--exit-code-on-error 0 is ignored: the guardrail verdict sets the exit code"
         " (--guardrails off leaves it to Locust)",
+        "--reset-stats resets Locust's own statistics only: the timeline and the verdict keep"
+        " every request of the test (the guardrails' warm-up is what leaves the ramp out)",
         "LOCUST_USER_RPS is not read: this locustfile takes RECO_USER_RPS or --user-rps",
         "LOCUST_REPLAY_RATIO is not read: this locustfile takes --replay-ratio (or"
         " replay-ratio in a --config file)",
