@@ -111,14 +111,23 @@ def on_init(environment, runner=None, web_ui=None, **_kw) -> None:
         _refuse_bad_start_forms(web_ui, opts)
     if opts.headless and environment.shape_class is not None:
         _end_shape_on_signals(runner)
-    if opts.guardrails.lower() != "off":
-        path = opts.guardrails or str(guardrails.default_path())
-        try:
-            STATE.ruleset = guardrails.load_rules(path)
-        except guardrails.GuardrailError as exc:
-            log.error("guardrails: %s", exc)
-            sys.stderr.write(f"error: {exc}\n")
-            sys.exit(guardrails.EXIT_USAGE)
+    try:
+        _load_rules(opts.guardrails)
+    except guardrails.GuardrailError as exc:
+        log.error("guardrails: %s", exc)
+        sys.stderr.write(f"error: {exc}\n")
+        sys.exit(guardrails.EXIT_USAGE)
+
+
+def _load_rules(name: str) -> None:
+    """Load the guardrail file ``name`` names ('' the default, 'off' none), once per file.
+
+    The web UI's form may name another file for its next test: it judges that test.
+    """
+    wanted = name or str(guardrails.default_path())
+    if wanted != STATE.rules_from:
+        STATE.ruleset = None if wanted.lower() == "off" else guardrails.load_rules(wanted)
+        STATE.rules_from = wanted
 
 
 def _default_profile() -> str:
@@ -149,6 +158,12 @@ def _refuse_bad_start_forms(web_ui, opts) -> None:
             return None
         picker = web_ui.userclass_picker_is_active
         problems = options.swarm_problems(request.form, opts, picker)
+        rules = request.form.get("guardrails") or ""
+        if rules and rules.lower() != "off":
+            try:
+                guardrails.load_rules(rules)
+            except guardrails.GuardrailError as exc:
+                problems.append(f"guardrails: {exc}")
         if not problems:
             return None
         log.error("web UI: not started: %s", "; ".join(problems))
@@ -230,6 +245,10 @@ def begin_shape(runner) -> None:
         opts.profile = runner.environment.profile = _default_profile()
     opts.run_dir = _test_run_dir(opts)  # absolute: workers receive it with their spawn message
     _apply_options(opts)
+    try:
+        _load_rules(opts.guardrails)
+    except guardrails.GuardrailError as exc:  # the file changed since the form was checked
+        log.error("guardrails: %s; judging by %s", exc, STATE.rules_from)
     users = options.peak_users(opts, STATE.users_override)
     overload = opts.capacity and opts.profile == "overload"
     capacity = shapes.capacity_of(opts.capacity) if overload else None

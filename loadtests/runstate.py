@@ -41,6 +41,7 @@ class RunState:
     aborted: str | None = None
     interrupted: str | None = None  # the signal that ended the run before its shape did
     ruleset: Any = None
+    rules_from: str | None = None  # the guardrail file the ruleset was loaded from ('off': none)
     scrape_failures: int = 0  # /metrics scrapes that failed during this test
     _history: History | None = None
     _process: psutil.Process | None = None

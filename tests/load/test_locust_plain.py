@@ -240,3 +240,19 @@ def test_tags_are_refused_at_start_up_and_ignored_options_named(tmp_path) -> Non
     assert "error: --tags read: no task carries a tag" in proc.stderr
     assert "-r/--spawn-rate 3 is ignored" in proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_the_web_ui_judges_a_test_by_the_guardrail_file_its_form_names(tmp_path) -> None:
+    """The form's guardrails field was ignored: every test was judged by the start-up file."""
+    broken, strict = tmp_path / "broken.toml", tmp_path / "strict.toml"
+    broken.write_text("[[rule]]\nname = 'no expression'\n")
+    strict.write_text('[[rule]]\nname = "never"\nexpr = "count < 0"\n')
+    run = tmp_path / "run"
+    with web_ui(tmp_path, "--run-dir", str(run)) as ui:
+        refused = ui.swarm(guardrails=str(broken))
+        assert not refused["success"] and "guardrails: " in refused["message"], refused
+        assert ui.swarm(guardrails=str(strict))["success"], ui.output
+        ui.wait_until_stopped()
+    verdict = json.loads((run / "verdict.json").read_text())
+    assert [r["rule"] for r in verdict["results"]] == ["never"]
+    assert verdict["exit_code"] == 1
