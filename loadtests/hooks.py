@@ -278,6 +278,19 @@ def begin_shape(runner) -> None:
     warmup = STATE.ruleset.settings.warmup_s if STATE.ruleset else 0.0
     if note := options.warmup_note(shape.duration, warmup):
         log.warning("%s", note)
+    if note := _mix_note(runner.environment.user_classes, peak):
+        log.warning("%s", note)
+
+
+def _mix_note(user_classes, peak: int) -> str | None:
+    """The classes (of those chosen) that a peak this small gives no user, if any."""
+    try:  # the order Locust's dispatcher hands weighted users out in
+        from locust.dispatch import _kl_generator
+    except ImportError:  # pragma: no cover - a Locust without it: no note rather than a guess
+        return None
+    weighted = [u for u in user_classes if not u.fixed_count and u.weight > 0]
+    order = _kl_generator((u.__name__, u.weight) for u in weighted)
+    return options.mix_note(order, {u.__name__ for u in weighted}, peak)
 
 
 def _test_run_dir(opts) -> str:

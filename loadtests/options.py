@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +86,30 @@ def warmup_note(duration_s: float, warmup_s: float) -> str | None:
         f"the run lasts {duration_s:g} s, no longer than the guardrails' {warmup_s:g} s warm-up:"
         " the rules judged on the phase 'run' will have no data (a breach); run longer"
     )
+
+
+def mix_note(order: Iterable[str | None], classes: set[str], peak: int) -> str | None:
+    """Which user classes ``peak`` users leave out of the mix, and how many users run them all.
+
+    ``order`` is the sequence Locust hands users out in (by weight). At -u 1 or 2 no
+    EventWriter runs, so every write rule breached with "no data" and nothing said why.
+    """
+    seen: set[str] = set()
+    for count, name in enumerate(order, start=1):
+        if count > 10_000 or name is None:
+            return None
+        seen.add(name)
+        if count == peak:
+            left_out = classes - seen
+            if not left_out:
+                return None
+        if seen >= classes and count > peak:
+            return (
+                f"{peak} user(s) leave {', '.join(sorted(left_out))} out of the mix: their"
+                f" requests are not made and the rules on them have no data (a breach);"
+                f" {count} users run every class"
+            )
+    return None
 
 
 def peak_users(opts: Any, given: int | None) -> int | None:

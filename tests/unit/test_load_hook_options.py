@@ -7,7 +7,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from loadtests.options import ignored, peak_users, swarm_problems, unused_dir, usage_problems
+from loadtests.options import (
+    ignored,
+    mix_note,
+    peak_users,
+    swarm_problems,
+    unused_dir,
+    usage_problems,
+)
 
 
 def _opts(**changes) -> SimpleNamespace:
@@ -124,3 +131,24 @@ def test_tags_are_refused_as_no_task_carries_one():
     """Every user started without a task: a traceback per user, then exit 2 at the end."""
     _, refused = ignored(_opts(tags=["read"]), {})
     assert len(refused) == 1 and refused[0].startswith("--tags read: no task carries a tag")
+
+
+# The order Locust hands out users of weights 7 (reader), 2 (writer) and 1 (poller).
+ORDER = ["Reader", "Reader", "Writer", "Reader", "Poller", "Reader", "Reader", "Writer"]
+CLASSES = {"Reader", "Writer", "Poller"}
+
+
+def test_a_peak_too_small_for_the_mix_names_the_classes_it_leaves_out():
+    """At -u 1 or 2 no writer ran: every write rule breached with "no data", unexplained."""
+    note = mix_note(iter(ORDER), CLASSES, 2)
+    assert note == (
+        "2 user(s) leave Poller, Writer out of the mix: their requests are not made and the"
+        " rules on them have no data (a breach); 5 users run every class"
+    )
+    assert mix_note(iter(ORDER), CLASSES, 4).startswith("4 user(s) leave Poller out")
+
+
+def test_a_peak_that_runs_every_class_or_the_chosen_ones_says_nothing():
+    assert mix_note(iter(ORDER), CLASSES, 5) is None
+    assert mix_note(iter(ORDER), CLASSES, 400) is None
+    assert mix_note(iter(["Reader"] * 3), {"Reader"}, 1) is None  # only readers were chosen
