@@ -23,6 +23,8 @@ from loadtests import options, outputs, shapes, workload
 from loadtests.runstate import STATE
 
 log = logging.getLogger("reco.load")
+# What the user asked for that the run ignores or cannot judge; `load run` repeats these.
+notes = logging.getLogger(outputs.NOTES_LOGGER)
 SCRAPE_INTERVAL_S = 5.0
 ABORT_INTERVAL_S = 2.0
 TIMELINE_KEY = "reco_timeline"
@@ -141,7 +143,7 @@ def _refuse_bad_numbers(opts) -> None:
     """
     warnings, refused = options.ignored(opts, os.environ)
     for warning in warnings:
-        log.warning("%s", warning)
+        notes.warning("%s", warning)
     problems = options.usage_problems(opts) + refused
     for problem in problems:
         sys.stderr.write(f"error: {problem}\n")
@@ -279,7 +281,7 @@ def begin_shape(runner) -> None:
     if note := options.warmup_note(shape.duration, warmup):
         log.warning("%s", note)
     if note := _mix_note(runner.environment.user_classes, peak):
-        log.warning("%s", note)
+        notes.warning("%s", note)
 
 
 def _mix_note(user_classes, peak: int) -> str | None:

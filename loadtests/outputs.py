@@ -11,6 +11,15 @@ from harness import guardrails
 from harness.guardrails.timeline import saturation
 from loadtests.runstate import RunState
 
+NOTES_LOGGER = "reco.load.notes"  # Locust logs it as "[time] host/WARNING/reco.load.notes: …"
+
+
+def logged_notes(log_text: str) -> list[str]:
+    """The notes a Locust log holds (options ignored, user classes left out), in order."""
+    marker = f"/WARNING/{NOTES_LOGGER}: "
+    return [line.split(marker, 1)[1] for line in log_text.splitlines() if marker in line]
+
+
 # Sources only `reco-harness load run` writes (after Locust exits, from the local stack).
 LOAD_RUN_SOURCES = frozenset({"pipeline", "resources", "drift", "audit"})
 

@@ -444,6 +444,9 @@ def _write_run_json(
 
 
 def _echo_notes(summary: dict, run_dir: Path) -> None:
+    with contextlib.suppress(OSError):  # what Locust ignored or left out, as plain Locust says
+        for note in outputs.logged_notes((run_dir / "locust.log").read_text(errors="replace")):
+            click.echo(f"warning: {note}")
     sat = summary.get("saturation") or {}
     if sat.get("saturated"):
         click.echo(

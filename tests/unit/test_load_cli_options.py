@@ -177,3 +177,17 @@ def test_a_stack_start_that_fails_part_way_is_stopped(no_locust, monkeypatch, tm
     assert main(argv) == 2
     assert "relay did not get ready" in capsys.readouterr().err
     assert downs == ["down"]
+
+
+def test_load_run_repeats_what_locust_noted_it_ignored_or_left_out(tmp_path, capsys):
+    """Plain Locust logs them; `load run` kept them in locust.log, unseen beside the breaches."""
+    (tmp_path / "locust.log").write_text(
+        "[2026-12-07 17:27:06,847] vm/INFO/reco.load: profile smoke: 2 users\n"
+        "[2026-12-07 17:27:06,847] vm/WARNING/reco.load.notes: 2 user(s) leave EventWriter,"
+        " StatusPoller out of the mix\n"
+        "[2026-12-07 17:27:07,001] vm/WARNING/reco.load: metrics scrape of x failed\n"
+    )
+    load_command._echo_notes({}, tmp_path)
+    out = capsys.readouterr().out
+    assert "warning: 2 user(s) leave EventWriter, StatusPoller out of the mix\n" in out
+    assert "scrape" not in out
