@@ -23,6 +23,7 @@ from harness.guardrails.timeline import Timeline
 from harness.pipeline_sampler import PipelineSampler
 from harness.report import write_report
 from harness.stack import Stack, StackError, default_state_dir
+from harness.stack.procs import free_port
 from loadtests import options, outputs, shapes
 from service.metrics import HISTOGRAM_BUCKETS
 
@@ -282,7 +283,12 @@ def _locust_argv(url, profile, run_dir, rules_path, users, seconds, user_rps, wo
     if user_rps:
         argv += ["--user-rps", str(user_rps)]
     if workers:
-        argv += ["--processes", str(workers)]
+        # Locust's master binds every interface on 5557 unless told otherwise: a second run
+        # with workers failed to bind, and its workers joined the first run's master (they
+        # load its target and count in its verdict). A free loopback port keeps each run apart.
+        port = str(free_port())
+        argv += ["--processes", str(workers), "--master-bind-host", "127.0.0.1",
+                 "--master-bind-port", port, "--master-port", port]  # fmt: skip
     return argv
 
 

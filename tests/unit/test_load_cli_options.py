@@ -60,6 +60,17 @@ def test_a_fractional_run_time_rounds_up_to_whole_seconds(parsed):
     assert parsed["seconds"] == 91
 
 
+def test_workers_meet_their_own_master_on_a_free_loopback_port(tmp_path, monkeypatch):
+    """On Locust's default (every interface, 5557) a second run's workers joined the first's."""
+    monkeypatch.setattr(load_command, "free_port", lambda: 43123)
+    argv = load_command._locust_argv(
+        "http://127.0.0.1:1", "smoke", tmp_path, tmp_path / "g.toml", None, 10, None, 2
+    )
+    flags = dict(zip(argv, argv[1:], strict=False))
+    assert flags["--processes"] == "2" and flags["--master-bind-host"] == "127.0.0.1"
+    assert flags["--master-bind-port"] == flags["--master-port"] == "43123"
+
+
 def test_locust_gets_the_whole_seconds_the_shape_was_built_with(tmp_path):
     argv = load_command._locust_argv(
         "http://127.0.0.1:1", "smoke", tmp_path, tmp_path / "g.toml", None, 91, None, 0
