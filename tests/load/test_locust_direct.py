@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
+from harness.stack.procs import free_port
 from service.metrics import HISTOGRAM_BUCKETS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -254,9 +255,14 @@ def test_ctrl_c_on_a_distributed_direct_run_loses_no_worker_report(tmp_path) -> 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Counting200)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
+    port = free_port()
     locust = subprocess.Popen(  # noqa: S603 - our own locustfile
         [*LOCUST, "--headless", "--host", url, "--profile", "steady", "-u", "6",
          "--run-time", "60s", "--processes", "2", "--run-dir", str(out),
+         # Loopback and a port of its own: Locust's default (every interface, 5557) would let
+         # another run's workers on the machine join this master.
+         "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
+         "--master-port", str(port),
          "--guardrails", str(rules), "--metrics-url", "off", "--logfile", str(log)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
         start_new_session=True,  # a process group of its own, as a terminal's job is
