@@ -79,12 +79,19 @@ def run(settings: Settings, command: str, limit: int, out: Callable[[str], None]
         channel = connection.channel()
         if command == "replay":
             channel.confirm_delivery()
+        # Poison replayed unfixed is dead-lettered again within milliseconds: without these
+        # bounds one replay would cycle it through the consumer until --limit ran out.
+        present = channel.queue_declare(topo.dlq, passive=True).method.message_count
+        replayed: set[str] = set()
         handled, failures = 0, 0
-        for _ in range(limit):
+        for _ in range(min(limit, present)):
             method, props, body = channel.basic_get(topo.dlq, auto_ack=False)
             if method is None:
                 break
             summary = describe(method, props)
+            if command == "replay" and props.message_id in replayed:
+                channel.basic_nack(method.delivery_tag, requeue=True)
+                break  # back already: every message of this run has been replayed once
             if command == "list":
                 out(orjson.dumps(summary).decode())
                 handled += 1
@@ -99,6 +106,8 @@ def run(settings: Settings, command: str, limit: int, out: Callable[[str], None]
                 failures += 1
                 break  # the route is broken: replaying more would only bounce them too
             channel.basic_ack(method.delivery_tag)
+            if props.message_id:
+                replayed.add(props.message_id)
             out(orjson.dumps({**summary, "replayed": True}).decode())
             handled += 1
     finally:
