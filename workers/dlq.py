@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 import pika
 import pika.exceptions
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 from service.settings import ConfigError, Settings
 from workers.amqp import connection_parameters
@@ -23,6 +24,9 @@ from workers.messages import DEAD_AT, DEAD_REASON, ORIGINAL_EXCHANGE, ORIGINAL_R
 from workers.topology import topology
 
 REPLAYS = "x-reco-replays"
+# What an unreachable, silent or refusing broker raises: pika passes a failed name lookup
+# (OSError) and a handshake timeout (AMQPConnectorException) through without wrapping them.
+BROKER_ERRORS = (pika.exceptions.AMQPError, AMQPConnectorException, OSError)
 DROPPED_HEADERS = (DEAD_REASON, DEAD_AT, ORIGINAL_EXCHANGE, ORIGINAL_ROUTING_KEY, "x-death")
 
 
@@ -131,8 +135,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dlq: configuration error: {exc}", file=sys.stderr)
         return 2
     try:
+        connection_parameters(settings, "dlq-tool")
+    except ValueError as exc:
+        print(f"dlq: configuration error: RECO_AMQP_URL: {exc}", file=sys.stderr)
+        return 2
+    try:
         return run(settings, args.command, args.limit)
-    except pika.exceptions.AMQPError as exc:
+    except BROKER_ERRORS as exc:
         print(f"dlq: broker error: {exc!r}", file=sys.stderr)
         return 2
 

@@ -1,11 +1,16 @@
-"""The DLQ tool's message handling: original routing key, replay headers, summaries."""
+"""The DLQ tool's message handling and exit codes: routing key, replay headers, summaries."""
 
 from __future__ import annotations
 
+import socket
 import types
 
 import pika
+import pika.exceptions
+import pytest
+from pika.adapters.utils.connection_workflow import AMQPConnectorStackTimeout
 
+from workers import dlq
 from workers.dlq import describe, original_routing_key, replay_properties
 
 
@@ -49,3 +54,32 @@ def test_summary_names_the_reason_from_either_dead_letter_path():
     summary = describe(_method(redelivered=True), broker)
     assert summary["reason"] == "delivery_limit" and summary["redelivered"] is True
     assert summary["replays"] == 0
+
+
+def _refuse(exc):
+    def connect(_params):
+        raise exc
+
+    return connect
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        socket.gaierror(-2, "Name or service not known"),
+        AMQPConnectorStackTimeout("Timeout during AMQP handshake"),
+        pika.exceptions.AMQPConnectionError("refused"),
+    ],
+)
+def test_an_unreachable_or_silent_broker_is_a_clear_exit_2(monkeypatch, capsys, exc):
+    monkeypatch.setenv("RECO_AMQP_URL", "amqp://guest:guest@broker.invalid:5672/%2F")
+    monkeypatch.setattr(dlq.pika, "BlockingConnection", _refuse(exc))
+    assert dlq.main(["list"]) == 2
+    assert capsys.readouterr().err.startswith("dlq: broker error: ")
+
+
+def test_a_malformed_broker_url_is_a_configuration_error(monkeypatch, capsys):
+    monkeypatch.setenv("RECO_AMQP_URL", "amqp://guest:guest@127.0.0.1:notaport/%2F")
+    monkeypatch.setattr(dlq.pika, "BlockingConnection", _refuse(AssertionError("connected")))
+    assert dlq.main(["replay"]) == 2
+    assert capsys.readouterr().err.startswith("dlq: configuration error: RECO_AMQP_URL: ")
