@@ -9,8 +9,10 @@ the two leaves the message in both places; the consumer's inbox absorbs the dupl
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
@@ -75,8 +77,31 @@ def replay_properties(props: pika.BasicProperties) -> pika.BasicProperties:
     )
 
 
-def run(settings: Settings, command: str, limit: int, out: Callable[[str], None] = print) -> int:
-    """Execute ``list`` or ``replay`` on at most ``limit`` messages; return the exit code."""
+@contextlib.contextmanager
+def stop_signals() -> Iterator[list[int]]:
+    """Record SIGTERM/SIGINT in the yielded list instead of dying; restore the handlers after."""
+    received: list[int] = []
+    stops = (signal.SIGTERM, signal.SIGINT)
+    previous = {signum: signal.signal(signum, lambda n, _f: received.append(n)) for signum in stops}
+    try:
+        yield received
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def run(
+    settings: Settings,
+    command: str,
+    limit: int,
+    out: Callable[[str], None] = print,
+    stopped: list[int] | None = None,
+) -> int:
+    """Execute ``list`` or ``replay`` on at most ``limit`` messages; return the exit code.
+
+    A signal number in ``stopped`` ends the run between two messages: 128 + that number.
+    """
+    stopped = [] if stopped is None else stopped
     topo = topology(settings)
     connection = pika.BlockingConnection(connection_parameters(settings, "dlq-tool"))
     try:
@@ -89,6 +114,8 @@ def run(settings: Settings, command: str, limit: int, out: Callable[[str], None]
         replayed: set[str] = set()
         handled, failures = 0, 0
         for _ in range(min(limit, present)):
+            if stopped:
+                break  # between messages: none is left published but not acked
             method, props, body = channel.basic_get(topo.dlq, auto_ack=False)
             if method is None:
                 break
@@ -117,7 +144,12 @@ def run(settings: Settings, command: str, limit: int, out: Callable[[str], None]
     finally:
         if connection.is_open:
             connection.close()  # un-acked (listed) messages return to the DLQ
-    out(orjson.dumps({"command": command, "messages": handled, "failures": failures}).decode())
+    result: dict[str, Any] = {"command": command, "messages": handled, "failures": failures}
+    if stopped:
+        result["stopped_by"] = signal.Signals(stopped[0]).name
+    out(orjson.dumps(result).decode())
+    if stopped:
+        return 128 + stopped[0]
     return 1 if failures else 0
 
 
@@ -140,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dlq: configuration error: RECO_AMQP_URL: {exc}", file=sys.stderr)
         return 2
     try:
-        return run(settings, args.command, args.limit)
+        with stop_signals() as stopped:
+            return run(settings, args.command, args.limit, stopped=stopped)
     except BROKER_ERRORS as exc:
         print(f"dlq: broker error: {exc!r}", file=sys.stderr)
         return 2

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import types
 
+import orjson
 import pika
 import pika.exceptions
 import pytest
@@ -83,3 +86,74 @@ def test_a_malformed_broker_url_is_a_configuration_error(monkeypatch, capsys):
     monkeypatch.setattr(dlq.pika, "BlockingConnection", _refuse(AssertionError("connected")))
     assert dlq.main(["replay"]) == 2
     assert capsys.readouterr().err.startswith("dlq: configuration error: RECO_AMQP_URL: ")
+
+
+class _FakeChannel:
+    """Hands out dead letters; the first publish delivers ``signum`` to this process."""
+
+    def __init__(self, count: int, signum: int):
+        self.queue = [f"m{n}" for n in range(count)]
+        self.signum = signum
+        self.published: list[str] = []
+        self.acked: list[int] = []
+
+    def confirm_delivery(self):
+        pass
+
+    def queue_declare(self, _queue, passive):
+        return types.SimpleNamespace(method=types.SimpleNamespace(message_count=len(self.queue)))
+
+    def basic_get(self, _queue, auto_ack):
+        if not self.queue:
+            return None, None, None
+        tag = len(self.published) + 1
+        props = pika.BasicProperties(message_id=self.queue.pop(0), headers={})
+        method = types.SimpleNamespace(routing_key="k", redelivered=False, delivery_tag=tag)
+        return method, props, b"{}"
+
+    def basic_publish(self, _exchange, _key, _body, props, _mandatory):
+        self.published.append(props.message_id)
+        os.kill(os.getpid(), self.signum)  # arrives while the confirm is awaited
+
+    def basic_ack(self, tag):
+        self.acked.append(tag)
+
+
+class _FakeConnection:
+    def __init__(self, channel):
+        self._channel, self.is_open = channel, True
+
+    def channel(self):
+        return self._channel
+
+    def close(self):
+        self.is_open = False
+
+
+class _Unhandled(Exception):
+    pass
+
+
+def _unhandled(signum, _frame):
+    raise _Unhandled(signum)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_ends_replay_after_the_message_in_hand(monkeypatch, capsys, signum):
+    channel = _FakeChannel(5, signum)
+    monkeypatch.setenv("RECO_AMQP_URL", "amqp://guest:guest@broker.invalid:5672/%2F")
+    monkeypatch.setattr(dlq.pika, "BlockingConnection", lambda _params: _FakeConnection(channel))
+    before = signal.signal(signum, _unhandled)  # without the tool's handler: fail, not die
+    try:
+        assert dlq.main(["replay", "--limit", "5"]) == 128 + signum
+        assert signal.getsignal(signum) is _unhandled
+    finally:
+        signal.signal(signum, before)
+    assert channel.published == ["m0"] and channel.acked == [1]  # published and acked, no more
+    summary = orjson.loads(capsys.readouterr().out.splitlines()[-1])
+    assert summary == {
+        "command": "replay",
+        "messages": 1,
+        "failures": 0,
+        "stopped_by": signal.Signals(signum).name,
+    }
