@@ -10,6 +10,7 @@ import pytest
 from harness.guardrails import evaluate, parse_rules
 from harness.guardrails.sources import LocustSource
 from harness.guardrails.timeline import Timeline
+from harness.guardrails.verdict import Verdict
 
 T0 = 1_800_000_000
 READ = "GET /v1/users/[id]/recommendations"
@@ -183,6 +184,15 @@ def test_outputs_json_junit_and_table_list_every_breach() -> None:
     table = verdict.table()
     assert table.splitlines()[1].startswith("BREACH") and table.splitlines()[2].startswith("BREACH")
     assert table.splitlines()[-1] == "BREACH: 2 breach(es), 1 passed, 1 skipped (exit 1)"
+
+
+def test_junit_names_every_unjudged_reason_uniquely() -> None:
+    # CI tools key test cases by class and name: duplicates would merge into one error.
+    verdict = Verdict(errors=["audit could not run", "no usable scrape"], interrupted="SIGTERM")
+    suite = ET.fromstring(verdict.to_junit().split("\n", 1)[1])  # noqa: S314 - our own output
+    cases = suite.findall("testcase")
+    assert suite.get("errors") == "3" and len(cases) == 3
+    assert [c.get("name") for c in cases] == ["verdict", "verdict (2)", "verdict (3)"]
 
 
 def test_live_evaluation_stops_at_now() -> None:
