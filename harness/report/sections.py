@@ -22,12 +22,10 @@ OFFENDING = (
 
 
 def exit_code(data: RunData) -> int | None:
-    """The run's exit code: the chaos journal's, else the verdict's, else Locust's."""
-    for source, key in (
-        (data.journal, "exit_code"),
-        (data.verdict, "exit_code"),
-        (data.run, "locust_exit_code"),
-    ):
+    """The run's exit code: the chaos journal's, else the verdict's, else none."""
+    # Not Locust's own exit code: `load run` judges the audit, resources and pipeline after
+    # Locust exits, so a run without its verdict.json has no verdict, not Locust's pass.
+    for source, key in ((data.journal, "exit_code"), (data.verdict, "exit_code")):
         value = (source or {}).get(key)
         if isinstance(value, int) and not isinstance(value, bool):
             return value

@@ -88,6 +88,14 @@ def test_a_verdict_alone_renders_and_names_every_missing_input(tmp_path):
     assert "<svg" not in html  # nothing to draw, nothing drawn
 
 
+def test_a_load_run_without_its_verdict_is_no_verdict_whatever_locust_exited(tmp_path):
+    # load run judges the audit after Locust: Locust's 0 alone is not the run's pass.
+    _write(tmp_path, "run.json", {"profile": "smoke", "locust_exit_code": 0})
+    _write(tmp_path, "audit.json", {"lost_count": 2})
+    html = render(load_run(tmp_path))
+    assert "NO VERDICT" in html and ">PASS<" not in html
+
+
 def test_the_report_is_self_contained(tmp_path):
     _write(tmp_path, "verdict.json", _verdict())
     _write(
