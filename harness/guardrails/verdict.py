@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET  # noqa: S405 - used to write, never to parse
 from dataclasses import asdict, dataclass, field
 
 EXIT_OK, EXIT_BREACH, EXIT_USAGE, EXIT_INVARIANT = 0, 1, 2, 3
+# Characters XML 1.0 forbids even escaped: ElementTree writes them as they are.
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,9 @@ class Verdict:
                 failure.text = f"{r.rule}: {r.message()} (scope {r.target}, phase {r.phase})"
             elif r.status == "skipped":
                 ET.SubElement(case, "skipped", message=r.reason)
+        for element in suite.iter():  # error texts quote exceptions and logs (ANSI colours)
+            element.attrib.update({k: _xml_text(v) for k, v in element.attrib.items()})
+            element.text = _xml_text(element.text) if element.text else element.text
         ET.indent(suite)
         return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suite, "unicode") + "\n"
 
@@ -178,6 +184,11 @@ class Verdict:
             lines.append(f"run aborted early: {self.aborted}")
         lines.extend(f"no verdict: {message}" for message in self._unjudged())
         return "\n".join(lines)
+
+
+def _xml_text(text: str) -> str:
+    """Text a strict XML parser accepts: forbidden characters shown as ``\\xNN`` escapes."""
+    return _NOT_XML.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
 
 
 def _clip(text: str, width: int) -> str:

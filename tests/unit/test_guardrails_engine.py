@@ -195,6 +195,13 @@ def test_junit_names_every_unjudged_reason_uniquely() -> None:
     assert [c.get("name") for c in cases] == ["verdict", "verdict (2)", "verdict (3)"]
 
 
+def test_junit_stays_well_formed_when_an_error_quotes_control_characters() -> None:
+    # An exception or a coloured log line must not make the file unreadable to a strict parser.
+    verdict = Verdict(errors=["audit: \x1b[31mboom\x1b[0m \x00"])
+    suite = ET.fromstring(verdict.to_junit().split("\n", 1)[1])  # noqa: S314 - our own output
+    assert suite.find("testcase/error").get("message") == "audit: \\x1b[31mboom\\x1b[0m \\x00"
+
+
 def test_live_evaluation_stops_at_now() -> None:
     verdict = run(
         f'[[rule]]\nscope = "{READ}"\nphase = "last 10s"\nexpr = "p(99) < 100"\n', now=T0 + 25
