@@ -115,6 +115,21 @@ def test_results_are_uploaded_even_when_a_job_fails(workflow):
             assert path in uploaded, f"{name} does not upload {path}"
 
 
+def test_tiers_that_write_run_directories_keep_them_where_ci_uploads(workflow):
+    # Their tests write journals, verdicts and reports into tmp_path: outside runs/, the
+    # jobs' artifacts would hold only runs/junit/.
+    ini = configparser.ConfigParser(interpolation=None)
+    ini.read(ROOT / "tox.ini")
+    keep = ini["keep"]["runs"]
+    assert keep.startswith("--basetemp={toxinidir}/runs/"), keep
+    for env in ("chaos", "load-smoke", "report"):
+        assert "{[keep]runs}" in ini[f"testenv:{env}"]["commands"], env
+        uploads = [
+            s for s in _steps(workflow["jobs"][env]) if "upload-artifact" in s.get("uses", "")
+        ]
+        assert any("runs/" in step["with"]["path"].split() for step in uploads), env
+
+
 def test_ci_entry_point_runs_the_readme_command():
     text = (ROOT / ".ci" / "run").read_text()
     assert re.search(r"^exec scripts/test$", text, re.M)
