@@ -549,6 +549,11 @@ class Run:
 
     def _record_unfinished(self, reason: str, status: str = "failed") -> None:
         self._write_run_json([reason])
+        # A CI reading only junit.xml must see this run as an error, not as a missing file.
+        verdict = guardrails.Verdict(
+            guardrails=str(self.rules_path), profile=self.experiment.load_profile, errors=[reason]
+        )
+        guardrails.write_verdict(verdict, self.run_dir)
         self._write_journal(status)
 
     def _write_run_json(self, errors: list[str] | None = None) -> None:

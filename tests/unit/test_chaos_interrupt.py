@@ -130,6 +130,9 @@ def test_a_signal_during_the_audit_records_the_run_as_unfinished(tmp_path, monke
     meta = json.loads((tmp_path / "run.json").read_text())
     assert any("did not finish" in error for error in meta["errors"])
     assert json.loads((tmp_path / "journal.json").read_text())["status"] == "interrupted"
+    # A CI that reads only verdicts and JUnit files sees the run as an error too.
+    assert json.loads((tmp_path / "verdict.json").read_text())["exit_code"] == 2
+    assert 'errors="1"' in (tmp_path / "junit.xml").read_text()
 
 
 def test_an_interrupted_run_judged_again_by_the_chaos_rules_is_no_verdict_not_lost_data(
@@ -173,3 +176,4 @@ def test_a_load_that_ends_before_the_method_stops_the_run_without_a_verdict(tmp_
     meta = json.loads((tmp_path / "run.json").read_text())
     assert any("the load ended" in error for error in meta["errors"])
     assert json.loads((tmp_path / "journal.json").read_text())["status"] == "failed"
+    assert json.loads((tmp_path / "verdict.json").read_text())["exit_code"] == 2
