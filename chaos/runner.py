@@ -127,12 +127,12 @@ class Run:
             if miswired:
                 self.echo(f"faults would reach nothing: {'; '.join(miswired)}")
                 self.echo("not running it (`reco-harness up --chaos` restarts them through it)")
-                return guardrails.EXIT_USAGE
+                return self._refused(f"faults would reach nothing: {'; '.join(miswired)}")
             leftovers = self._leftover_faults()
             if leftovers:
                 self.echo(f"the stack still carries an earlier fault: {'; '.join(leftovers)}")
                 self.echo("not running it (restart the stack, or `reco-harness chaos rollback`)")
-                return guardrails.EXIT_USAGE
+                return self._refused(f"the stack still carries an earlier fault: {leftovers[0]}")
             self._apply_negative_control()
             self.before = earlier(self.stack.database_url(), self.stack.amqp_url(), "reco")
             # Only this experiment's lines count: earlier runs on the stack logged to it too.
@@ -140,7 +140,7 @@ class Run:
             self._count_broker_duplicates()  # the starting point: earlier runs' are not ours
             if not self._settle(STEADY_TIMEOUT_S):
                 self.echo("steady state does not hold before the experiment: not running it")
-                return guardrails.EXIT_USAGE
+                return self._refused("steady state does not hold before the experiment")
             self._start_load()
             sampler = PipelineSampler(
                 self.stack.database_url(),
@@ -542,6 +542,11 @@ class Run:
         path.write_text(json.dumps(phases, indent=2) + "\n")
         windows = [dataclasses.asdict(w) for w in self.windows]
         (self.run_dir / "faults.json").write_text(json.dumps(windows, indent=2) + "\n")
+
+    def _refused(self, reason: str) -> int:
+        """Record a run refused before any load: no verdict, exit 2."""
+        self._record_unfinished(f"not run: {reason}", "refused")
+        return guardrails.EXIT_USAGE
 
     def _record_interrupted(self) -> None:
         """run.json and the journal of a stopped run: judged again, by its rules, as no pass."""

@@ -177,3 +177,15 @@ def test_a_load_that_ends_before_the_method_stops_the_run_without_a_verdict(tmp_
     assert any("the load ended" in error for error in meta["errors"])
     assert json.loads((tmp_path / "journal.json").read_text())["status"] == "failed"
     assert json.loads((tmp_path / "verdict.json").read_text())["exit_code"] == 2
+
+
+def test_a_run_refused_before_any_load_leaves_an_error_verdict(tmp_path, monkeypatch):
+    import json
+
+    run = _executable(tmp_path, monkeypatch)
+    run._leftover_faults = lambda: ["relay_rabbitmq disabled"]
+    assert run.execute() == 2
+    assert json.loads((tmp_path / "verdict.json").read_text())["errors"] == [
+        "not run: the stack still carries an earlier fault: relay_rabbitmq disabled"
+    ]
+    assert 'errors="1"' in (tmp_path / "junit.xml").read_text()
