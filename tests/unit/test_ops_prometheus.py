@@ -57,13 +57,14 @@ def _exported_names() -> set[str]:
 
 def _metric_names(expr: str) -> set[str]:
     """Raw series names in a PromQL expression (recorded series contain ':' and are skipped)."""
+    expr = re.sub(r'"[^"]*"', "", expr)  # string arguments (label_replace's) name no series
     expr = re.sub(r"\{[^}]*\}", "", expr)
     expr = re.sub(r"\[[^\]]*\]", "", expr)
     words = set(re.findall(r"(?<![\w.])[a-z_:][a-z0-9_:]*", expr))
     keywords = {
         "sum", "max", "min", "avg", "by", "rate", "increase", "and", "or", "unless", "without",
         "histogram_quantile", "round", "le", "job", "path", "instance", "queue", "reason", "kind",
-        "status", "result", "outcome", "bool", "on", "ignoring",
+        "status", "result", "outcome", "bool", "on", "ignoring", "absent", "label_replace",
     }  # fmt: skip
     return {w for w in words - keywords if ":" not in w}
 
