@@ -8,9 +8,9 @@ from typing import Any
 
 import psycopg2
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from chaos.experiment import Probe
+from harness import metrics_page
 
 
 def readiness(api_url: str, path: str = "/readyz") -> int | None:
@@ -23,19 +23,12 @@ def readiness(api_url: str, path: str = "/readyz") -> int | None:
 
 def counter_value(text: str, name: str) -> float | None:
     """Sum every sample of the counter ``name`` (``<name>_total``) in a Prometheus text page."""
-    for family in text_string_to_metric_families(text):
-        if family.name == name:
-            return sum(s.value for s in family.samples if s.name == f"{name}_total")
-    return None
+    return metrics_page.family_value(text, name, f"{name}_total")
 
 
 def counter(metrics_url: str, name: str) -> float | None:
     """A counter read from a worker's /metrics, None when it does not answer."""
-    try:
-        response = requests.get(metrics_url + "/metrics", timeout=2)
-    except requests.RequestException:
-        return None
-    return counter_value(response.text, name) if response.ok else None
+    return metrics_page.scrape(metrics_url, name, f"{name}_total", timeout_s=2)
 
 
 class CounterIncrease:

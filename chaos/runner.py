@@ -125,22 +125,25 @@ class Run:
         try:
             miswired = self._miswired()
             if miswired:
-                self.echo(f"faults would reach nothing: {'; '.join(miswired)}")
-                self.echo("not running it (`reco-harness up --chaos` restarts them through it)")
-                return self._refused(f"faults would reach nothing: {'; '.join(miswired)}")
+                return self._refused(
+                    f"faults would reach nothing: {'; '.join(miswired)}",
+                    "not running it (`reco-harness up --chaos` restarts them through it)",
+                )
             leftovers = self._leftover_faults()
             if leftovers:
-                self.echo(f"the stack still carries an earlier fault: {'; '.join(leftovers)}")
-                self.echo("not running it (restart the stack, or `reco-harness chaos rollback`)")
-                return self._refused(f"the stack still carries an earlier fault: {leftovers[0]}")
+                return self._refused(
+                    f"the stack still carries an earlier fault: {'; '.join(leftovers)}",
+                    "not running it (restart the stack, or `reco-harness chaos rollback`)",
+                )
             self._apply_negative_control()
             self.before = earlier(self.stack.database_url(), self.stack.amqp_url(), "reco")
             # Only this experiment's lines count: earlier runs on the stack logged to it too.
             self.api_log = server_health.mark(self.stack.state["components"]["api"].get("log"))
             self._count_broker_duplicates()  # the starting point: earlier runs' are not ours
             if not self._settle(STEADY_TIMEOUT_S):
-                self.echo("steady state does not hold before the experiment: not running it")
-                return self._refused("steady state does not hold before the experiment")
+                return self._refused(
+                    "steady state does not hold before the experiment", "not running it"
+                )
             self._start_load()
             sampler = PipelineSampler(
                 self.stack.database_url(),
@@ -415,12 +418,8 @@ class Run:
             f" active={', '.join(active) or '-'}"
         )
 
-    def _consumer_url(self) -> str | None:
-        """Where the consumer serves /metrics, None when the stack has no consumer."""
-        return self.stack.state.get("components", {}).get("consumer", {}).get("url")
-
     def _count_broker_duplicates(self) -> None:
-        url = self._consumer_url()
+        url = self.stack.app_url("consumer")
         if url:
             self.broker_duplicates.observe(probes.counter(url, "reco_consumer_duplicates"))
 
@@ -460,7 +459,7 @@ class Run:
             drain_timeout_s=DRAIN_TIMEOUT_S,
             expected_dlq=self.experiment.expected_dlq,
             before=self.before,
-            unacked=lambda: consumer_unacked(self._consumer_url()),
+            unacked=lambda: consumer_unacked(self.stack.app_url("consumer")),
         )
         self._count_broker_duplicates()  # after the drain: redeliveries it waited for count
         data = result.to_dict()
@@ -543,8 +542,10 @@ class Run:
         windows = [dataclasses.asdict(w) for w in self.windows]
         (self.run_dir / "faults.json").write_text(json.dumps(windows, indent=2) + "\n")
 
-    def _refused(self, reason: str) -> int:
-        """Record a run refused before any load: no verdict, exit 2."""
+    def _refused(self, reason: str, hint: str) -> int:
+        """Say why, then record a run refused before any load: no verdict, exit 2."""
+        self.echo(reason)
+        self.echo(hint)
         self._record_unfinished(f"not run: {reason}", "refused")
         return guardrails.EXIT_USAGE
 

@@ -16,9 +16,8 @@ from typing import Any
 import pika
 import pika.exceptions
 import psycopg2
-import requests
-from prometheus_client.parser import text_string_to_metric_families
 
+from harness import metrics_page
 from harness.audit_state import misplaced, snapshot
 from workers.topology import FEATURE_CONSUMER
 
@@ -359,19 +358,14 @@ def _drain(
 
 
 def consumer_unacked(metrics_url: str | None) -> int | None:
-    """The deliveries a consumer holds unacked, from its /metrics; None when it cannot tell."""
+    """The deliveries a consumer holds unacked, from its /metrics; None when it cannot tell.
+
+    A consumer without the gauge (an older build) cannot tell either: the audit keeps waiting.
+    """
     if not metrics_url:
         return None
-    try:
-        response = requests.get(metrics_url + "/metrics", timeout=1)
-    except requests.RequestException:
-        return None
-    if not response.ok:
-        return None
-    for family in text_string_to_metric_families(response.text):
-        if family.name == UNACKED_GAUGE:
-            return sum(int(sample.value) for sample in family.samples)
-    return None  # a consumer without the gauge (an older build): unknown, keep waiting
+    value = metrics_page.scrape(metrics_url, UNACKED_GAUGE, UNACKED_GAUGE, timeout_s=1)
+    return None if value is None else int(value)
 
 
 def _unapplied(conn, ids: list[str], consumer: str) -> int:

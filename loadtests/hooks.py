@@ -46,19 +46,19 @@ def add_arguments(parser) -> None:
     web UI); RECO_LOAD_PROFILE is its fallback.
     """
     parser.add_argument(
-        "--run-dir", default="", env_var="RECO_RUN_DIR",
+        "--run-dir", default="", env_var=options.ENV_VARS["run_dir"],
         help="where timeline, history, summary and verdict go (default runs/<time>-<profile>)",
     )  # fmt: skip
     parser.add_argument(
-        "--guardrails", default="", env_var="RECO_GUARDRAILS",
+        "--guardrails", default="", env_var=options.ENV_VARS["guardrails"],
         help="guardrail TOML file (default: guardrails.toml at the repo root; 'off' to skip)",
     )  # fmt: skip
     parser.add_argument(
-        "--user-rps", type=float, default=0.0, env_var="RECO_USER_RPS",
+        "--user-rps", type=float, default=0.0, env_var=options.ENV_VARS["user_rps"],
         help="requests per second per user (constant throughput); 0 = the profile's default",
     )  # fmt: skip
     parser.add_argument(
-        "--api-key", default="dev-key", env_var="RECO_API_KEY", is_secret=True,
+        "--api-key", default="dev-key", env_var=options.ENV_VARS["api_key"], is_secret=True,
         help="X-API-Key sent with every request",
     )  # fmt: skip
     parser.add_argument(
@@ -70,7 +70,7 @@ def add_arguments(parser) -> None:
         help="Prometheus endpoint to scrape (default: <host>/metrics; 'off' to skip)",
     )  # fmt: skip
     parser.add_argument(
-        "--capacity", default="", env_var="RECO_CAPACITY",
+        "--capacity", default="", env_var=options.ENV_VARS["capacity"],
         help="overload profile: capacity C in requests/s, or a stress run directory (its knee);"
         " the peak offers 2 C (default: half of -u x --user-rps)",
     )  # fmt: skip
@@ -133,7 +133,7 @@ def _load_rules(name: str) -> None:
 
 
 def _default_profile() -> str:
-    return os.environ.get("RECO_LOAD_PROFILE") or "smoke"
+    return os.environ.get(options.ENV_VARS["profile"]) or "smoke"
 
 
 def _refuse_bad_numbers(opts) -> None:

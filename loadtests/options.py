@@ -10,7 +10,8 @@ from typing import Any
 
 from loadtests import shapes
 
-# The locustfile's own options and the environment variable each reads, if any.
+# The locustfile's own options and the environment variable each reads, if any (the hooks
+# declare them from here; Locust's LOCUST_<option> names are not read for these).
 ENV_VARS = {"run_dir": "RECO_RUN_DIR", "guardrails": "RECO_GUARDRAILS",
             "user_rps": "RECO_USER_RPS", "api_key": "RECO_API_KEY", "capacity": "RECO_CAPACITY",
             "profile": "RECO_LOAD_PROFILE", "request_timeout": None, "metrics_url": None,

@@ -415,7 +415,7 @@ def _audit(stack: Stack, run_dir: Path, baseline: audit_module.Earlier) -> str:
         with open(path, encoding="utf-8") as fh:
             history.extend(json.loads(line) for line in fh if line.strip())
     # Earlier runs' events and effects are not this run's business (see harness.audit.Earlier).
-    consumer_url = stack.state.get("components", {}).get("consumer", {}).get("url")
+    consumer_url = stack.app_url("consumer")
     with _audit_errors("the audit could not reconcile the run"):
         result = audit_module.audit(
             stack.database_url(), stack.amqp_url(), os.environ.get("RECO_AMQP_NAMESPACE", "reco"),

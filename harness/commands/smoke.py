@@ -13,8 +13,7 @@ from harness.stack import Stack, default_state_dir
 
 
 def _local_api_url() -> str | None:
-    component = Stack(default_state_dir()).state.get("components", {}).get("api")
-    return component.get("url") if component else None
+    return Stack(default_state_dir()).app_url("api")
 
 
 @click.command("smoke")

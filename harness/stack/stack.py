@@ -132,6 +132,10 @@ class Stack:
             return external
         return self.state["components"]["rabbitmq"]["url"]
 
+    def app_url(self, name: str) -> str | None:
+        """Where app ``name`` answers (the API, or a worker's metrics), None when not recorded."""
+        return self.state.get("components", {}).get(name, {}).get("url")
+
     def child_env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         """Environment for the service and workers: URLs of this stack, development mode."""
         env = dict(os.environ)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from harness.cli import main
 from harness.pytest_plugins.stack import private_stack
+from harness.pytest_plugins.standins import serving
 from harness.stack import Stack
 
 
@@ -63,15 +63,8 @@ class _HtmlEverywhere(BaseHTTPRequestHandler):
 
 
 def test_html_answers_fail_their_checks_without_a_traceback(capsys):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _HtmlEverywhere)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        assert main(["smoke", "--url", f"http://127.0.0.1:{server.server_port}"]) == 1
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serving(_HtmlEverywhere) as url:
+        assert main(["smoke", "--url", url]) == 1
     out = capsys.readouterr().out
     assert "FAIL  openapi version" in out and "not JSON" in out
     assert "FAIL  recommendations within SLO" in out

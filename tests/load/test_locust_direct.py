@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
+from harness.pytest_plugins.standins import NEVER_BREACHES, AnswerAll, serving
 from harness.stack.procs import free_port
 from service.metrics import HISTOGRAM_BUCKETS
 
@@ -94,19 +95,14 @@ def test_overload_keeps_goodput_sheds_cheaply_and_recovers(tmp_path) -> None:
         "required = false\n"
     )
     out = tmp_path / "overload"
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CappedApi)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with serving(_CappedApi) as url:
         proc = subprocess.run(
-            [*LOCUST, "--headless", "--host", f"http://127.0.0.1:{server.server_address[1]}",
+            [*LOCUST, "--headless", "--host", url,
              "--profile", "overload", "--capacity", str(_CappedApi.CAPACITY), "-t", "35s",
              "--run-dir", str(out), "--guardrails", str(rules), "--replay-ratio", "0",
              "--only-summary"],
             capture_output=True, text=True, timeout=120, cwd=ROOT,
         )  # fmt: skip
-    finally:
-        server.shutdown()
-        server.server_close()
     verdict = json.loads((out / "verdict.json").read_text())
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     overload = json.loads((out / "overload.json").read_text())
@@ -121,24 +117,6 @@ def test_overload_keeps_goodput_sheds_cheaply_and_recovers(tmp_path) -> None:
     } <= checked
 
 
-class _Answer200(http.server.BaseHTTPRequestHandler):
-    """Any method, any path: 200 with an empty JSON object (a target that never fails)."""
-
-    def _answer(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        self.rfile.read(length)
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    do_GET = do_POST = _answer
-
-    def log_message(self, *args) -> None:  # quiet
-        pass
-
-
 def _children(pid: int) -> list[int]:
     found = []
     for task in Path(f"/proc/{pid}/task").iterdir():
@@ -148,16 +126,11 @@ def _children(pid: int) -> list[int]:
 
 @contextlib.contextmanager
 def _target_and_rules(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A loopback HTTP target that always answers 200, and a rule file that never aborts."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Answer200)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    """A loopback stand-in that answers every request, and a rule file that never aborts."""
     rules = tmp_path / "rules.toml"
-    rules.write_text('[[rule]]\nname = "anything"\nexpr = "count >= 0"\n')
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", rules
-    finally:
-        server.shutdown()
-        server.server_close()
+    rules.write_text(NEVER_BREACHES)
+    with serving(AnswerAll) as url:
+        yield url, rules
 
 
 def _interrupt_once_loading(proc: subprocess.Popen, log: Path, sig: int) -> str:
@@ -229,8 +202,8 @@ def test_sigterm_ends_a_direct_locust_shape_run_with_outputs_and_exit_2(tmp_path
     assert (verdict["passed"], verdict["exit_code"]) == (False, 2)
 
 
-class _Counting200(_Answer200):
-    """_Answer200 that counts what it answered (class-wide, one test at a time)."""
+class _Counting200(AnswerAll):
+    """AnswerAll that counts what it answered (class-wide, one test at a time)."""
 
     answered = 0
     lock = threading.Lock()
@@ -250,36 +223,34 @@ def test_ctrl_c_on_a_distributed_direct_run_loses_no_worker_report(tmp_path) -> 
     """
     out, log = tmp_path / "processes", tmp_path / "locust.log"
     rules = tmp_path / "rules.toml"
-    rules.write_text('[[rule]]\nname = "anything"\nexpr = "count >= 0"\n')
+    rules.write_text(NEVER_BREACHES)
     _Counting200.answered = 0
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Counting200)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
     port = free_port()
-    locust = subprocess.Popen(  # noqa: S603 - our own locustfile
-        [*LOCUST, "--headless", "--host", url, "--profile", "steady", "-u", "6",
-         "--run-time", "60s", "--processes", "2", "--run-dir", str(out),
-         # Loopback and a port of its own: Locust's default (every interface, 5557) would let
-         # another run's workers on the machine join this master.
-         "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
-         "--master-port", str(port),
-         "--guardrails", str(rules), "--metrics-url", "off", "--logfile", str(log)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
-        start_new_session=True,  # a process group of its own, as a terminal's job is
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while _Counting200.answered < 40 and time.monotonic() < deadline and locust.poll() is None:
-            time.sleep(0.1)
-        assert _Counting200.answered >= 40, log.read_text() if log.exists() else ""
-        os.killpg(locust.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
-        output = locust.communicate(timeout=60)[0]
-    finally:
-        if locust.poll() is None:
-            os.killpg(locust.pid, signal.SIGKILL)
-            locust.wait(timeout=10)
-        server.shutdown()
-        server.server_close()
+    with serving(_Counting200) as url:
+        locust = subprocess.Popen(  # noqa: S603 - our own locustfile
+            [*LOCUST, "--headless", "--host", url, "--profile", "steady", "-u", "6",
+             "--run-time", "60s", "--processes", "2", "--run-dir", str(out),
+             # Loopback and a port of its own: Locust's default (every interface, 5557) would
+             # let another run's workers on the machine join this master.
+             "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
+             "--master-port", str(port),
+             "--guardrails", str(rules), "--metrics-url", "off", "--logfile", str(log)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+            start_new_session=True,  # a process group of its own, as a terminal's job is
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while (
+                _Counting200.answered < 40 and time.monotonic() < deadline and locust.poll() is None
+            ):
+                time.sleep(0.1)
+            assert _Counting200.answered >= 40, log.read_text() if log.exists() else ""
+            os.killpg(locust.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+            output = locust.communicate(timeout=60)[0]
+        finally:
+            if locust.poll() is None:
+                os.killpg(locust.pid, signal.SIGKILL)
+                locust.wait(timeout=10)
     assert locust.returncode == 2, output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["interrupted"] == "SIGINT"
@@ -320,7 +291,7 @@ class _FakeApi(http.server.BaseHTTPRequestHandler):
 def _direct_run(tmp_path: Path, url: str, *extra: str) -> tuple[subprocess.CompletedProcess, Path]:
     out = tmp_path / "direct"
     rules = tmp_path / "rules.toml"
-    rules.write_text('[[rule]]\nname = "anything"\nexpr = "count >= 0"\n')
+    rules.write_text(NEVER_BREACHES)
     proc = subprocess.run(
         [*LOCUST, "--headless", "--host", url, "--profile", "smoke", "-u", "10", "-t", "6s",
          "--run-dir", str(out), "--guardrails", str(rules), "--replay-ratio", "0",
@@ -330,19 +301,8 @@ def _direct_run(tmp_path: Path, url: str, *extra: str) -> tuple[subprocess.Compl
     return proc, out
 
 
-@contextlib.contextmanager
-def _fake_api() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeApi)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def test_sheds_need_retry_after_and_accepted_events_must_be_found(tmp_path) -> None:
-    with _fake_api() as url:
+    with serving(_FakeApi) as url:
         proc, out = _direct_run(tmp_path, url)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     endpoints = json.loads((out / "summary.json").read_text())["endpoints"]
@@ -356,7 +316,7 @@ def test_a_run_whose_metrics_were_never_scraped_exits_2(tmp_path) -> None:
     with socket.socket() as probe:  # a loopback port nobody listens on
         probe.bind(("127.0.0.1", 0))
         closed = probe.getsockname()[1]
-    with _fake_api() as url:
+    with serving(_FakeApi) as url:
         proc, out = _direct_run(tmp_path, url, "--metrics-url", f"http://127.0.0.1:{closed}/m")
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert re.search(r"metrics: 0 of \d+ scrapes of \S+ succeeded", proc.stderr)

@@ -6,66 +6,29 @@ A loopback stand-in answers every request, so these judge the harness, not the s
 from __future__ import annotations
 
 import contextlib
-import http.server
 import json
 import re
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from harness.pytest_plugins.standins import NEVER_BREACHES, AnswerAll, serving
+from harness.stack.procs import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 LOCUST = [sys.executable, "-m", "locust", "-f", str(ROOT / "loadtests" / "locustfile.py")]
-RULES = '[[rule]]\nname = "anything"\nexpr = "count >= 0"\n'
-
-
-class _Answer(http.server.BaseHTTPRequestHandler):
-    """Reads get items, writes are accepted, anything else is found."""
-
-    def _answer(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        body = b'{"items": []}' if "/recommendations" in self.path else b"{}"
-        self.send_response(202 if self.command == "POST" else 200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_GET = do_POST = _answer
-
-    def log_message(self, *args) -> None:  # quiet
-        pass
-
-
-@contextlib.contextmanager
-def target() -> Iterator[str]:
-    """A loopback stand-in for the API, for the length of a test."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Answer)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_json_keeps_stdout_a_json_document(tmp_path) -> None:
     """`--json` prints Locust's final stats on stdout: the verdict table goes to stderr."""
     rules = tmp_path / "rules.toml"
-    rules.write_text(RULES)
-    with target() as url:
+    rules.write_text(NEVER_BREACHES)
+    with serving(AnswerAll) as url:
         proc = subprocess.run(  # noqa: S603 - our own locustfile
             [*LOCUST, "--headless", "--host", url, "-u", "2", "-t", "3s", "--json",
              "--run-dir", str(tmp_path / "run"), "--guardrails", str(rules),
@@ -156,8 +119,8 @@ class WebUi:
 @contextlib.contextmanager
 def web_ui(tmp_path: Path, *extra: str) -> Iterator[WebUi]:
     rules = tmp_path / "rules.toml"
-    rules.write_text(RULES)
-    with target() as url:
+    rules.write_text(NEVER_BREACHES)
+    with serving(AnswerAll) as url:
         ui = WebUi(tmp_path, url, "--guardrails", str(rules), *extra)
         try:
             yield ui

@@ -94,6 +94,9 @@ class FakeStack:
     def amqp_url(self):
         return "amqp://127.0.0.1:1/"
 
+    def app_url(self, _name):
+        return None
+
 
 @pytest.fixture
 def no_locust(monkeypatch):
