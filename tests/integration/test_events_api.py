@@ -185,6 +185,48 @@ def test_mixed_batch_results_and_outbox_rows_keep_request_order(client, auth, db
     assert _counts(db) == (4, 4, 2)
 
 
+def test_an_id_another_client_recorded_is_taken_and_not_written(client, auth, db, make_events):
+    mine = make_events(1)
+    event_id = mine["events"][0]["event_id"]
+    assert _post(client, auth, mine).status_code == 202
+    other = {"X-API-Key": OTHER_API_KEY}
+    theirs = make_events(1)
+    theirs["events"][0]["event_id"] = event_id  # the same id, another client's event
+    resp = _post(client, other, theirs)
+    assert resp.status_code == 202
+    # No href: GET answers 404 for another client's event, and this one was not recorded.
+    assert resp.data == orjson.dumps(
+        {"accepted": 0, "duplicates": 1, "results": [{"event_id": event_id, "status": "taken"}]}
+    )
+    assert client.get(f"/v1/events/{event_id}", headers=other).status_code == 404
+    assert _counts(db) == (1, 1, 2)
+    # The owner still reads its own repeat as a duplicate it can follow.
+    again = _post(client, auth, mine)
+    assert again.json["results"][0]["status"] == "duplicate"
+    assert client.get(again.json["results"][0]["href"], headers=auth).status_code == 200
+
+
+def test_a_batch_tells_taken_ids_from_duplicates(client, auth, db, make_events):
+    known = make_events(1)["events"][0]
+    assert _post(client, {"X-API-Key": OTHER_API_KEY}, {"events": [known]}).status_code == 202
+    own = make_events(1)["events"][0]
+    assert _post(client, auth, {"events": [own]}).status_code == 202
+    fresh = make_events(1)["events"][0]
+    batch, key = {"events": [fresh, known, dict(fresh), own, dict(known)]}, idem_key()
+    resp = _post(client, auth, batch, key)
+    assert resp.status_code == 202
+    results = resp.json["results"]
+    statuses = [r["status"] for r in results]
+    assert statuses == ["accepted", "taken", "duplicate", "duplicate", "taken"]
+    assert ["href" in r for r in results] == [True, False, True, True, False]
+    assert resp.json["accepted"] == 1 and resp.json["duplicates"] == 4
+    assert resp.data == orjson.dumps(resp.json)
+    assert _counts(db) == (3, 3, 3)
+    # The replay is the same bytes.
+    replay = _post(client, auth, batch, key)
+    assert replay.data == resp.data and replay.headers["Idempotent-Replayed"] == "true"
+
+
 def test_unknown_item_is_422_without_effect(client, auth, db, make_events):
     body = make_events(3)
     body["events"][1]["item_id"] = 987_654_321
