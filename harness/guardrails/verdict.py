@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import xml.etree.ElementTree as ET  # noqa: S405 - used to write, never to parse
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 EXIT_OK, EXIT_BREACH, EXIT_USAGE, EXIT_INVARIANT = 0, 1, 2, 3
@@ -36,6 +38,13 @@ class Result:
     @property
     def target(self) -> str:
         return self.endpoint or self.scope
+
+    @property
+    def duration_s(self) -> float:
+        """Seconds of the run the check judged: its phase window."""
+        # Untimed sources (audit, contract, benchmark) judge a whole file, not a window of the
+        # run: they have no duration of their own, so 0.
+        return self.window[1] - self.window[0] if self.window else 0.0
 
     def observed_text(self) -> str:
         if self.observed is None:
@@ -122,11 +131,15 @@ class Verdict:
             failures=str(len(self.breaches)),
             errors=str(len(self._unjudged())),
             skipped=str(len(self.skipped)),
+            time=_seconds(_covered(r.window for r in self.results if r.window)),
         )
         for n, message in enumerate(self._unjudged(), 1):  # only junit.xml must not look green
             # Unique names: CI tools key test cases by class and name and merge duplicates.
             name = "verdict" if n == 1 else f"verdict ({n})"
-            case = ET.SubElement(suite, "testcase", classname="guardrails.run", name=name)
+            # Why the run has no verdict: a fact about the run, which judged no time of it.
+            case = ET.SubElement(
+                suite, "testcase", classname="guardrails.run", name=name, time=_seconds(0.0)
+            )
             ET.SubElement(case, "error", message=message, type="harness").text = message
         for r in self.results:
             case = ET.SubElement(
@@ -134,6 +147,7 @@ class Verdict:
                 "testcase",
                 classname=f"guardrails.{r.source}.{r.phase.replace(' ', '_')}",
                 name=f"{r.rule} [{r.target}] {r.expr}",
+                time=_seconds(r.duration_s),
             )
             if r.status == "breach":
                 kind = "invariant" if r.invariant else "guardrail"
@@ -184,6 +198,21 @@ class Verdict:
             lines.append(f"run aborted early: {self.aborted}")
         lines.extend(f"no verdict: {message}" for message in self._unjudged())
         return "\n".join(lines)
+
+
+def _covered(windows: Iterable[tuple[float, float]]) -> float:
+    """Seconds the union of the windows covers: phases overlap (``all`` holds ``fault``)."""
+    total, reached = 0.0, -math.inf
+    for start, end in sorted(windows):
+        if end > reached:
+            total += end - max(start, reached)
+            reached = end
+    return total
+
+
+def _seconds(value: float) -> str:
+    """A JUnit ``time`` attribute: seconds, as JUnit readers expect."""
+    return f"{value:.3f}"
 
 
 def _xml_text(text: str) -> str:

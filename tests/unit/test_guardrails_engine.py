@@ -202,6 +202,28 @@ def test_junit_stays_well_formed_when_an_error_quotes_control_characters() -> No
     assert suite.find("testcase/error").get("message") == "audit: \\x1b[31mboom\\x1b[0m \\x00"
 
 
+def test_junit_times_each_check_by_its_window_and_the_suite_by_the_time_they_cover() -> None:
+    verdict = run(
+        '[[rule]]\nname = "head"\nphase = "first 20s"\nexpr = "count > 0"\n'
+        '[[rule]]\nname = "early"\nphase = "first 40s"\nexpr = "count > 0"\n'
+        '[[rule]]\nname = "tail"\nphase = "last 30s"\nexpr = "count > 0"\n'
+        '[[rule]]\nname = "lost"\nsource = "audit"\nexpr = "lost == 0"\n'
+    )
+    verdict.errors.append("audit could not run")
+    suite = ET.fromstring(verdict.to_junit().split("\n", 1)[1])  # noqa: S314 - our own output
+    times = {c.get("name").split(" ")[0]: c.get("time") for c in suite.iter("testcase")}
+    # The audit has no window and the unjudged reason judged no time of the run: both 0.
+    assert times == {
+        "verdict": "0.000",
+        "head": "20.000",
+        "early": "40.000",
+        "tail": "30.000",
+        "lost": "0.000",
+    }
+    # 0–40 s and 30–60 s overlap: the suite judged the 60 s of the run once, not 90 s.
+    assert suite.get("time") == "60.000"
+
+
 def test_live_evaluation_stops_at_now() -> None:
     verdict = run(
         f'[[rule]]\nscope = "{READ}"\nphase = "last 10s"\nexpr = "p(99) < 100"\n', now=T0 + 25
