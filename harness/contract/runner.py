@@ -14,10 +14,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from harness.contract import junit
 from harness.contract.allowlist import Allowlist
 from harness.contract.config import API_KEY_ENV
 from harness.contract.paths import ALLOWLIST_PATH, CONFIG_PATH, ROOT
-from harness.contract.summary import summarise
+from harness.contract.summary import fired_fail_on, summarise
 
 EXIT_OK, EXIT_BREACH, EXIT_ERROR = 0, 1, 2
 # Schemathesis exits 1 when it found failures; anything else means it could not do its job.
@@ -167,6 +168,25 @@ def execute(run: ContractRun, echo: Callable[[str], None] = print) -> tuple[int,
         run.timeout_s,
         echo,
     )
+    return conclude(run, code, timed_out)
+
+
+def conclude(run: ContractRun, st_code: int, timed_out: bool) -> tuple[int, dict[str, Any]]:
+    """Judge what Schemathesis left in the out dir: write contract.json, align junit.xml."""
+    summary = _summary(run, st_code, timed_out)
+    run.summary_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    if summary["passed"]:
+        return EXIT_OK, summary
+    # A CI that reads only junit.xml must see the run fail as the exit code says.
+    junit.fail_warnings(run.junit_path, fired_fail_on(summary.get("warnings", {})))
+    junit.fail_if_green(run.junit_path, _why_failed(summary))
+    if summary.get("error") or summary["operations"] == 0:
+        return EXIT_ERROR, summary
+    return EXIT_BREACH, summary
+
+
+def _summary(run: ContractRun, code: int, timed_out: bool) -> dict[str, Any]:
+    """contract.json: the reports summarised, or why the run left none to summarise."""
     allowlist_state = {
         "honoured": [e.id for e in run.allowlist.active],
         "expired": [e.id for e in run.allowlist.expired],
@@ -186,7 +206,7 @@ def execute(run: ContractRun, echo: Callable[[str], None] = print) -> tuple[int,
         },
     }
     if timed_out or code not in (0, ST_FINDINGS_EXIT) or not run.report_path.exists():
-        summary = {
+        return {
             "operations": 0,
             "checks": 0,
             "failures": 0,
@@ -196,15 +216,20 @@ def execute(run: ContractRun, echo: Callable[[str], None] = print) -> tuple[int,
             "error": _why_no_result(code, timed_out),
             "run": meta,
         }
-        run.summary_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        return EXIT_ERROR, summary
-    summary = summarise(run.report_path, run.ndjson_path, run.dropped_log, allowlist_state, meta)
-    run.summary_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    if summary["passed"]:
-        return EXIT_OK, summary
+    return summarise(run.report_path, run.ndjson_path, run.dropped_log, allowlist_state, meta)
+
+
+def _why_failed(summary: dict[str, Any]) -> str:
+    """What a failed run's junit.xml says when no test case in it failed."""
+    if summary.get("error"):
+        return summary["error"]
     if summary["operations"] == 0:
-        return EXIT_ERROR, summary
-    return EXIT_BREACH, summary
+        return "Schemathesis tested no operation"
+    stop = summary["run"].get("stop_reason")
+    return (
+        f"the run did not pass ({summary['failures']} failures, {summary['errors']} errors, "
+        f"stop reason {stop}): see contract.json"
+    )
 
 
 def _why_no_result(code: int, timed_out: bool) -> str:

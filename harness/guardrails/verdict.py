@@ -156,8 +156,8 @@ class Verdict:
             elif r.status == "skipped":
                 ET.SubElement(case, "skipped", message=r.reason)
         for element in suite.iter():  # error texts quote exceptions and logs (ANSI colours)
-            element.attrib.update({k: _xml_text(v) for k, v in element.attrib.items()})
-            element.text = _xml_text(element.text) if element.text else element.text
+            element.attrib.update({k: xml_text(v) for k, v in element.attrib.items()})
+            element.text = xml_text(element.text) if element.text else element.text
         ET.indent(suite)
         return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suite, "unicode") + "\n"
 
@@ -215,7 +215,7 @@ def _seconds(value: float) -> str:
     return f"{value:.3f}"
 
 
-def _xml_text(text: str) -> str:
+def xml_text(text: str) -> str:
     """Text a strict XML parser accepts: forbidden characters shown as ``\\xNN`` escapes."""
     return _NOT_XML.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
 

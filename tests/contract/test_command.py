@@ -6,6 +6,7 @@ import dataclasses
 import json
 import subprocess
 import threading
+import xml.etree.ElementTree as ET  # noqa: S405 - parses the run's own junit.xml
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -81,6 +82,16 @@ def _summary(out: Path) -> dict:
     return json.loads((out / "contract.json").read_text())
 
 
+def _failed_cases(out: Path) -> dict[str, str | None]:
+    """Each junit.xml test case that failed or errored: its name and message."""
+    root = ET.parse(out / "junit.xml").getroot()  # noqa: S314 - the run's own report
+    return {
+        case.get("name", "?"): outcome.get("message")
+        for case in root.iter("testcase")
+        for outcome in [*case.findall("failure"), *case.findall("error")]
+    }
+
+
 def test_passes_against_gunicorn_and_writes_reports(gunicorn_url, tmp_path, capsys):
     """Zero failures against the real service; JUnit, NDJSON and contract.json are written."""
     out = tmp_path / "run"
@@ -149,6 +160,12 @@ def test_valid_requests_mostly_refused_fail_the_run(served_app, tmp_path, capsys
     assert summary["warnings"]["validation_mismatch"] == ["POST /v1/events"]
     assert summary["valid_rates"]["POST /v1/events"]["accepted_share"] == 0
     assert summary["errors"] == 1  # the fired fail-on warning: a failures/errors gate fails too
+    # So does a CI that reads only junit.xml.
+    assert _failed_cases(out) == {
+        "warning: validation_mismatch": (
+            "Schemathesis warning validation_mismatch fired on 1 operation: POST /v1/events"
+        )
+    }
 
 
 def test_a_key_the_service_refuses_fails_the_run(gunicorn_url, tmp_path, capsys):
@@ -163,6 +180,7 @@ def test_a_key_the_service_refuses_fails_the_run(gunicorn_url, tmp_path, capsys)
     assert summary["passed"] is False and summary["failures"] == 0
     assert "POST /v1/events" in summary["warnings"]["missing_auth"]
     assert summary["errors"] == 1  # the fired fail-on warning
+    assert "POST /v1/events" in _failed_cases(out)["warning: missing_auth"]
     assert set(summary["links"].values()) == {0}
 
 
@@ -177,6 +195,7 @@ def test_a_service_answering_mostly_429_fails_the_run(served_app, tmp_path, caps
     assert summary["passed"] is False and summary["failures"] == 0, summary["failure_details"]
     assert "POST /v1/events" in summary["warnings"]["rate_limited"]
     assert summary["errors"] == 1  # the fired fail-on warning
+    assert "POST /v1/events" in _failed_cases(out)["warning: rate_limited"]
 
 
 def _statuses(out: Path) -> set[int]:
@@ -299,6 +318,7 @@ def test_unreachable_service_is_a_harness_error(tmp_path):
     code, summary = execute(run, echo=lambda _line: None)
     assert code == 2 and summary["passed"] is False and "error" in summary
     assert json.loads((run.out_dir / "contract.json").read_text()) == summary
+    assert _failed_cases(run.out_dir) == {"contract run": summary["error"]}
     # Judged by a rule that knows only failures and errors, the run still fails.
     rules = parse_rules(
         '[[rule]]\nsource = "contract"\nexpr = ["failures == 0", "errors == 0"]\n', "g"
