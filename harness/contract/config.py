@@ -6,6 +6,7 @@ import copy
 import os
 import tomllib
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from harness.contract.paths import CONFIG_PATH
@@ -15,9 +16,25 @@ SEED_ENV = "RECO_CONTRACT_SEED"
 API_KEY_ENV = "RECO_CONTRACT_API_KEY"
 
 
-def raw_config() -> dict[str, Any]:
-    """The shared schemathesis.toml as a dict."""
-    return tomllib.loads(CONFIG_PATH.read_text(encoding="utf-8"))
+def raw_config(path: Path = CONFIG_PATH) -> dict[str, Any]:
+    """The shared schemathesis.toml (or another Schemathesis file) as a dict."""
+    return tomllib.loads(path.read_text(encoding="utf-8"))
+
+
+def st_config(api_key: str, path: Path = CONFIG_PATH):
+    """A schemathesis.Config of the file as `st run --config-file` reads it, given the key."""
+    import schemathesis
+
+    data = raw_config(path)
+    _set_api_key(data, api_key)
+    return schemathesis.Config.from_dict(data, base_dir=str(path.parent))
+
+
+def _set_api_key(data: dict[str, Any], api_key: str) -> None:
+    """Put the key where the file reads it from the environment ([auth.openapi.apiKey])."""
+    scheme = data.get("auth", {}).get("openapi", {}).get("apiKey")
+    if scheme is not None:
+        scheme["api_key"] = api_key
 
 
 def budget(environ: Mapping[str, str] | None = None) -> tuple[int, int | None]:
@@ -49,5 +66,5 @@ def in_process_config(api_key: str, environ: Mapping[str, str] | None = None):
     else:
         data["seed"] = seed
     data["generation"]["max-examples"] = max_examples
-    data["auth"]["openapi"]["apiKey"]["api_key"] = api_key
+    _set_api_key(data, api_key)
     return schemathesis.Config.from_dict(data)

@@ -16,11 +16,13 @@ from typing import Any
 
 from harness.contract import junit
 from harness.contract.allowlist import Allowlist
+from harness.contract.check_plan import plan
 from harness.contract.config import API_KEY_ENV
 from harness.contract.paths import ALLOWLIST_PATH, CONFIG_PATH, ROOT
 from harness.contract.summary import fired_fail_on, summarise
 
 EXIT_OK, EXIT_BREACH, EXIT_ERROR = 0, 1, 2
+CHECKS = ("all",)  # st run --checks: contract.json's not_run is worked out from the same list
 # Schemathesis exits 1 when it found failures; anything else means it could not do its job.
 ST_FINDINGS_EXIT = 1
 
@@ -73,7 +75,7 @@ def st_argv(run: ContractRun) -> list[str]:
         "run",
         f"{run.url.rstrip('/')}/openapi.json",
         "--checks",
-        "all",
+        ",".join(CHECKS),
         "--mode",
         "all",
         "--max-examples",
@@ -216,7 +218,10 @@ def _summary(run: ContractRun, code: int, timed_out: bool) -> dict[str, Any]:
             "error": _why_no_result(code, timed_out),
             "run": meta,
         }
-    return summarise(run.report_path, run.ndjson_path, run.dropped_log, allowlist_state, meta)
+    checks = plan(run.api_key, CHECKS, run.request_timeout_s)
+    return summarise(
+        run.report_path, run.ndjson_path, run.dropped_log, allowlist_state, meta, checks
+    )
 
 
 def _why_failed(summary: dict[str, Any]) -> str:

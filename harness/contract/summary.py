@@ -2,12 +2,14 @@
 
 contract.json keys (stable; the guardrail contract source reads the numbers):
   operations    operations tested
-  checks        check evaluations run (one per check per response)
+  checks        check evaluations run (one per check per response; checks in not_run left out)
   failures      unique failures Schemathesis reported after the allow-list
   allowlisted   failures dropped because an honoured allow-list entry covers them
   passed        true when the run completed with no failures and no errors
 plus details: errors (Schemathesis' errors, plus one per fired warning listed under fail-on),
-operations_total, check_names, failure_details, allowlist, run and
+operations_total, check_names (the checks that judged responses), not_run (each check
+Schemathesis called that could judge nothing in this configuration, or left no result, with
+the reason), failure_details, allowlist, run and
 reports, `scopes` (per operation: checks, failures, allowlisted), `warnings` (Schemathesis'
 warnings that fired, each with its operations; those listed under `fail-on` in
 schemathesis.toml make the run fail), `valid_rates` (per operation and phase, how many valid
@@ -23,6 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from harness.contract.check_plan import CheckPlan
 from harness.contract.config import raw_config
 from harness.contract.links import coverage, followed_in_ndjson
 
@@ -111,16 +114,31 @@ def valid_rates(report: dict[str, Any]) -> dict[str, Any]:
     return rates
 
 
+def _judged(
+    per_operation: dict[str, collections.Counter], plan: CheckPlan
+) -> tuple[dict[str, collections.Counter], dict[str, str]]:
+    """The check results of checks that judged something, and why the others did not."""
+    recorded = {name for counter in per_operation.values() for name, _ in counter}
+    failed = {n for c in per_operation.values() for n, status in c if status == "failure"}
+    not_run = plan.not_run(recorded, failed)
+    judged = {
+        label: collections.Counter({k: n for k, n in counter.items() if k[0] not in not_run})
+        for label, counter in per_operation.items()
+    }
+    return judged, not_run
+
+
 def summarise(
     report_path: Path,
     ndjson_path: Path,
     dropped_log: Path,
     allowlist_state: dict[str, list[str]],
     run: dict[str, Any],
+    plan: CheckPlan,
 ) -> dict[str, Any]:
     """Build the contract.json document."""
     report = _read_json(report_path)
-    per_operation = check_counts(ndjson_path)
+    per_operation, not_run = _judged(check_counts(ndjson_path), plan)
     dropped = dropped_counts(dropped_log)
     operations = report.get("operations", {})
     test_cases = report.get("test_cases", {})
@@ -156,6 +174,7 @@ def summarise(
         "errors": errors,
         "operations_total": int(operations.get("total", 0)),
         "check_names": check_names,
+        "not_run": not_run,
         "failure_details": report.get("failures", []),
         "allowlist": {**allowlist_state, "matched": dict(matched)},
         "run": {**run, "stop_reason": report.get("stop_reason")},

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from harness.contract import junit
 from harness.contract.allowlist import load
+from harness.contract.check_plan import NO_RESULT, plan
 from harness.contract.paths import ALLOWLIST_PATH
 from harness.contract.runner import ContractRun, conclude
 
@@ -100,3 +101,44 @@ def test_added_cases_stay_xml_safe_and_a_red_file_gets_no_second_verdict(tmp_pat
     assert failure.get("message") == (
         "Schemathesis warning rate_limited fired on 2 operations: GET /a\\x00b<&>, GET /c"
     )
+
+
+def test_checks_that_could_judge_nothing_are_listed_apart_with_the_reason(tmp_path: Path) -> None:
+    code, summary = conclude(recorded_run(tmp_path), 1, False)
+    # The recorded case has results of 15 checks; two of them had nothing to judge by.
+    assert set(summary["not_run"]) == {"max_response_time", "object_level_authorization"}
+    assert "second API key" in summary["not_run"]["object_level_authorization"]
+    assert "its limit, 10 s (Schemathesis' default" in summary["not_run"]["max_response_time"]
+    assert "request timeout, 10 s" in summary["not_run"]["max_response_time"]
+    assert not set(summary["not_run"]) & set(summary["check_names"])
+    assert len(summary["check_names"]) == 13
+    assert summary["checks"] == summary["scopes"]["GET /healthz"]["checks"] == 13
+
+
+def test_two_peers_and_a_limit_under_the_request_timeout_let_both_checks_judge(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "st.toml"
+    config.write_text(
+        "[checks]\nmax_response_time = 2.5\n\n"
+        '[auth.wfc]\npath = "auth.json"\npeers = ["dev", "other"]\n'
+    )
+    assert plan("dev-key", ["all"], 10.0, config).cannot_judge == {}
+    # The same limit at a shorter request timeout holds responses to nothing.
+    slow = plan("dev-key", ["all"], 2.0, config).cannot_judge
+    assert slow["max_response_time"].startswith("its limit, 2.5 s ([checks] max_response_time")
+    no_peers = tmp_path / "identities.toml"
+    no_peers.write_text('[auth.wfc]\npath = "auth.json"\n')
+    reason = plan("dev-key", ["all"], 10.0, no_peers).cannot_judge["object_level_authorization"]
+    assert reason.endswith("in identities.toml (this run: [auth.wfc] without peers)")
+
+
+def test_a_check_is_not_run_unless_it_was_selected_and_left_results() -> None:
+    checks = plan("dev-key", ["not_a_server_error", "object_level_authorization"], 10.0)
+    assert checks.called == ("not_a_server_error", "object_level_authorization")
+    # Nothing recorded for it: not run. A failure it reported: it judged, whatever the config.
+    assert checks.not_run(set(), set()) == {
+        "not_a_server_error": NO_RESULT,
+        "object_level_authorization": checks.cannot_judge["object_level_authorization"],
+    }
+    assert checks.not_run(set(checks.called), {"object_level_authorization"}) == {}
