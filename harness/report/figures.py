@@ -324,7 +324,35 @@ def contract_section(data: RunData) -> str:
             caption="Per operation",
             numeric=(1, 2, 3),
         )
+    body += _contract_details(contract)
     return section("contract", "Contract tests", body)
+
+
+def _contract_details(contract: dict) -> str:
+    """Which checks judged responses, which could not and why, warnings and links followed."""
+    body = ""
+    names = contract.get("check_names")
+    if isinstance(names, list) and names:
+        body += pairs([("checks run", ", ".join(f"<code>{esc(n)}</code>" for n in names))])
+    not_run = contract.get("not_run")
+    if isinstance(not_run, dict) and not_run:
+        rows = [[f"<code>{esc(n)}</code>", esc(why)] for n, why in sorted(not_run.items())]
+        body += table(["Check", "Why it judged nothing"], rows, caption="Checks not run")
+    warnings = contract.get("warnings")
+    if isinstance(warnings, dict) and warnings:
+        rows = [
+            [f"<code>{esc(kind)}</code>", esc(", ".join(map(str, ops)))]
+            for kind, ops in sorted(warnings.items())
+            if isinstance(ops, list)
+        ]
+        body += table(["Warning", "Operations"], rows, caption="Schemathesis warnings")
+    links = contract.get("links")
+    if isinstance(links, dict) and links:
+        rows = [[esc(name), num(n)] for name, n in sorted(links.items())]
+        body += table(
+            ["Link", "Followed to a 2xx"], rows, caption="OpenAPI links (stateful)", numeric=(1,)
+        )
+    return body
 
 
 def benchmarks_section(data: RunData) -> str:

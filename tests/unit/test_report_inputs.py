@@ -233,6 +233,29 @@ def test_load_run_metadata_contract_and_benchmark_ratios(tmp_path):
     assert "INFO" in html  # an informational ratio is not a pass or a fail
 
 
+def test_the_contract_section_names_checks_run_and_not_run_warnings_and_links(tmp_path):
+    _write(
+        tmp_path,
+        "contract.json",
+        {
+            "operations": 6,
+            "checks": 10,
+            "failures": 0,
+            "passed": False,
+            "errors": 1,
+            "check_names": ["not_a_server_error", "status_code_conformance"],
+            "not_run": {"object_level_authorization": "needs a second API key <peers>"},
+            "warnings": {"missing_auth": ["GET /v1/events/{event_id}"]},
+            "links": {"GetEventStatus": 7, "GetUserRecommendations": 0},
+        },
+    )
+    html = render(load_run(tmp_path))
+    assert "<code>not_a_server_error</code>, <code>status_code_conformance</code>" in html
+    assert "Checks not run" in html and "needs a second API key &lt;peers&gt;" in html
+    assert "<code>missing_auth</code>" in html and "GET /v1/events/{event_id}" in html
+    assert "GetEventStatus" in html and ">7<" in html and "GetUserRecommendations" in html
+
+
 def test_a_foreign_report_html_is_never_overwritten(tmp_path):
     _write(tmp_path, "verdict.json", _verdict())
     _write(tmp_path, "report.html", "<html>Locust's own report</html>")
