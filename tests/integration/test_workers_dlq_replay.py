@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import orjson
 import pika
 
@@ -42,3 +44,29 @@ def test_unfixed_poison_is_replayed_once_per_run_not_until_the_limit(
     assert {entry["replays"] for entry in replayed} == {0}
     assert orjson.loads(lines[-1]) == {"command": "replay", "messages": 3, "failures": 0}
     wait_until(lambda: _depth(amqp_channel, topo.dlq) == 3, 10, "the poison back in the DLQ")
+
+
+def test_a_replay_into_a_full_queue_keeps_the_dead_letter(settings, amqp_channel, worker_objects):
+    from workers.dlq import run
+
+    full = dataclasses.replace(settings, queue_max_length=2)
+    worker_objects.relay(full).run_once()  # declares the topology with x-max-length 2
+    topo = topology(full)
+    # A quorum queue refuses publishes once its length is over x-max-length (at the limit
+    # it still takes one more): three messages put it over.
+    for _ in range(3):
+        amqp_channel.basic_publish(topo.exchange, "interaction.recorded.view", b"{}")
+    wait_until(lambda: _depth(amqp_channel, topo.queue) == 3, 10, "the queue over its length")
+    props = pika.BasicProperties(message_id="kept", delivery_mode=2)
+    amqp_channel.basic_publish(topo.dlx, "interaction.recorded.view", b"{}", props)
+    wait_until(lambda: _depth(amqp_channel, topo.dlq) == 1, 10, "the dead letter")
+
+    lines: list[str] = []
+    # reject-publish: the broker nacks the copy, so the DLQ's is not acked (exit 1).
+    assert run(full, "replay", 10, lines.append) == 1
+    entry = orjson.loads(lines[0])
+    assert entry["message_id"] == "kept" and entry["replayed"] is False
+    assert "NackError" in entry["error"]
+    assert orjson.loads(lines[-1]) == {"command": "replay", "messages": 0, "failures": 1}
+    wait_until(lambda: _depth(amqp_channel, topo.dlq) == 1, 10, "the dead letter kept")
+    assert _depth(amqp_channel, topo.queue) == 3
