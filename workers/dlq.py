@@ -1,9 +1,11 @@
-"""Inspect and replay the dead-letter queue: ``python -m workers.dlq list|replay [--limit N]``.
+"""Inspect, replay or drop dead letters: ``python -m workers.dlq list|replay|drop [--limit N]``.
 
 ``replay`` moves messages back to the events exchange under their original routing key:
 publish (persistent, mandatory, confirmed) first, then ack the DLQ copy. A crash between
 the two leaves the message in both places; the consumer's inbox absorbs the duplicate
 (at-least-once). Fix the cause before replaying poison, or it lands in the DLQ again.
+``drop --id ID …`` acks (deletes) only the dead letters with those message ids, printing
+each as the record of what was dropped; every other message stays.
 """
 
 from __future__ import annotations
@@ -96,10 +98,12 @@ def run(
     limit: int,
     out: Callable[[str], None] = print,
     stopped: list[int] | None = None,
+    ids: frozenset[str] = frozenset(),
 ) -> int:
-    """Execute ``list`` or ``replay`` on at most ``limit`` messages; return the exit code.
+    """Execute ``list``, ``replay`` or ``drop`` (of ``ids``) on at most ``limit`` messages.
 
-    A signal number in ``stopped`` ends the run between two messages: 128 + that number.
+    Returns the exit code. A signal number in ``stopped`` ends the run between two messages:
+    128 + that number.
     """
     stopped = [] if stopped is None else stopped
     topo = topology(settings)
@@ -112,6 +116,7 @@ def run(
         # bounds one replay would cycle it through the consumer until --limit ran out.
         present = channel.queue_declare(topo.dlq, passive=True).method.message_count
         replayed: set[str] = set()
+        found: set[str] = set()
         handled, failures = 0, 0
         for _ in range(min(limit, present)):
             if stopped:
@@ -127,6 +132,14 @@ def run(
                 out(orjson.dumps(summary).decode())
                 handled += 1
                 continue
+            if command == "drop":
+                if props.message_id in ids:
+                    # Every copy of the id goes: a replayed message dead-lettered again is one.
+                    channel.basic_ack(method.delivery_tag)
+                    found.add(props.message_id)
+                    out(orjson.dumps({**summary, "dropped": True}).decode())
+                    handled += 1
+                continue  # not asked for: unacked, so it returns to the DLQ on close
             try:
                 channel.basic_publish(
                     topo.exchange, summary["routing_key"], body, replay_properties(props), True
@@ -145,6 +158,11 @@ def run(
         if connection.is_open:
             connection.close()  # un-acked (listed) messages return to the DLQ
     result: dict[str, Any] = {"command": command, "messages": handled, "failures": failures}
+    missing = sorted(ids - found)
+    if command == "drop" and missing:
+        result["not_found"] = missing  # gone already, mistyped, or beyond --limit
+        failures += len(missing)
+        result["failures"] = failures
     if stopped:
         result["stopped_by"] = signal.Signals(stopped[0]).name
     out(orjson.dumps(result).decode())
@@ -156,11 +174,21 @@ def run(
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m workers.dlq``."""
     parser = argparse.ArgumentParser(prog="python -m workers.dlq", description=__doc__)
-    parser.add_argument("command", choices=("list", "replay"))
+    parser.add_argument("command", choices=("list", "replay", "drop"))
     parser.add_argument("--limit", type=int, default=1000, help="at most this many messages")
+    parser.add_argument(
+        "--id",
+        dest="ids",
+        action="append",
+        default=[],
+        metavar="MESSAGE_ID",
+        help="drop: a message id (the event id) to drop; repeat for more",
+    )
     args = parser.parse_args(argv)
     if args.limit < 1:
         parser.error("--limit must be at least 1")
+    if (args.command == "drop") != bool(args.ids):
+        parser.error("--id goes with drop, and drop needs at least one --id")
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
@@ -173,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         with stop_signals() as stopped:
-            return run(settings, args.command, args.limit, stopped=stopped)
+            return run(settings, args.command, args.limit, stopped=stopped, ids=frozenset(args.ids))
     except BROKER_ERRORS as exc:
         print(f"dlq: broker error: {exc!r}", file=sys.stderr)
         return 2

@@ -70,3 +70,32 @@ def test_a_replay_into_a_full_queue_keeps_the_dead_letter(settings, amqp_channel
     assert orjson.loads(lines[-1]) == {"command": "replay", "messages": 0, "failures": 1}
     wait_until(lambda: _depth(amqp_channel, topo.dlq) == 1, 10, "the dead letter kept")
     assert _depth(amqp_channel, topo.queue) == 3
+
+
+def test_drop_deletes_only_the_named_dead_letters(settings, amqp_channel, worker_objects):
+    from workers.dlq import run
+
+    worker_objects.relay(settings).run_once()
+    topo = topology(settings)
+    for message_id in ("garbage-1", "keep-1", "garbage-2", "garbage-1"):
+        props = pika.BasicProperties(message_id=message_id, delivery_mode=2)
+        amqp_channel.basic_publish(topo.dlx, "interaction.recorded.view", b"{}", props)
+    wait_until(lambda: _depth(amqp_channel, topo.dlq) == 4, 10, "the dead letters")
+
+    lines: list[str] = []
+    # "missing-1" is not there: the run says so and exits 1, having dropped the rest.
+    ids = frozenset({"garbage-1", "garbage-2", "missing-1"})
+    assert run(settings, "drop", 10, lines.append, ids=ids) == 1
+    dropped = [orjson.loads(line) for line in lines[:-1]]
+    assert sorted(d["message_id"] for d in dropped) == ["garbage-1", "garbage-1", "garbage-2"]
+    assert all(d["dropped"] for d in dropped)
+    assert orjson.loads(lines[-1]) == {
+        "command": "drop",
+        "messages": 3,
+        "failures": 1,
+        "not_found": ["missing-1"],
+    }
+    wait_until(lambda: _depth(amqp_channel, topo.dlq) == 1, 10, "the one kept")
+    method, props, _body = amqp_channel.basic_get(topo.dlq, auto_ack=False)
+    assert method is not None and props.message_id == "keep-1"
+    amqp_channel.basic_nack(method.delivery_tag, requeue=True)

@@ -157,3 +157,11 @@ def test_a_stop_signal_ends_replay_after_the_message_in_hand(monkeypatch, capsys
         "failures": 0,
         "stopped_by": signal.Signals(signum).name,
     }
+
+
+@pytest.mark.parametrize("argv", [["drop"], ["list", "--id", "e-1"], ["replay", "--id", "e-1"]])
+def test_drop_and_its_ids_go_together(argv, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        dlq.main(argv)
+    assert stopped.value.code == 2
+    assert "--id goes with drop" in capsys.readouterr().err
