@@ -7,6 +7,7 @@ import concurrent.futures
 import orjson
 import psycopg2.extensions
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from harness.pytest_plugins.service import OTHER_API_KEY, idem_key
 from service.db import deadline
@@ -26,6 +27,17 @@ def _install(db, sql: str) -> None:
     with db.cursor() as cur:
         cur.execute(sql)
     db.commit()
+
+
+def _events_counted(client) -> dict[str, float]:
+    """reco_events_total by result, from /metrics."""
+    text = client.get("/metrics").get_data(as_text=True)
+    return {
+        s.labels["result"]: s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "reco_events_total"
+    }
 
 
 def _post(client, auth, body, key=None, **headers):
@@ -222,6 +234,8 @@ def test_a_batch_tells_taken_ids_from_duplicates(client, auth, db, make_events):
     assert resp.json["accepted"] == 1 and resp.json["duplicates"] == 4
     assert resp.data == orjson.dumps(resp.json)
     assert _counts(db) == (3, 3, 3)
+    counted = _events_counted(client)
+    assert counted == {"accepted": 3, "duplicate": 2, "taken": 2}
     # The replay is the same bytes.
     replay = _post(client, auth, batch, key)
     assert replay.data == resp.data and replay.headers["Idempotent-Replayed"] == "true"
