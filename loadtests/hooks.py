@@ -19,7 +19,7 @@ from locust.runners import MasterRunner, WorkerRunner
 from harness import guardrails
 from harness.guardrails.prometheus import Scrapes, Snapshot, parse
 from harness.guardrails.sources import LocustSource, ServerSource
-from loadtests import options, outputs, shapes, workload
+from loadtests import options, outputs, retrybudget, shapes, workload
 from loadtests.runstate import STATE
 
 log = logging.getLogger("reco.load")
@@ -77,6 +77,14 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--replay-ratio", type=float, default=0.05,
         help="share of writes that deliberately resend the previous request (same key)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--retry-budget", type=float, default=retrybudget.DEFAULT_RATIO,
+        help="retries this process may add per first attempt over 10 s (0: only --retry-floor)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--retry-floor", type=float, default=retrybudget.DEFAULT_FLOOR_PER_S,
+        help="retries per second this process may always send, budget or not (0: none)",
     )  # fmt: skip
 
 
@@ -226,6 +234,11 @@ def _apply_options(opts) -> None:
     STATE.user_rps = float(opts.user_rps or shapes.PROFILES[opts.profile].user_rps)
     STATE.api_key = opts.api_key
     STATE.replay_ratio = float(opts.replay_ratio)
+    # One budget per process and test, shared by its users as a client library's would be.
+    # Values it cannot take are refused (exit 2) once the options are read, not here.
+    if not options.retry_problems(opts):
+        ratio, floor = float(opts.retry_budget), float(opts.retry_floor)
+        STATE.retry_budget = retrybudget.RetryBudget(ratio, floor)
     # No proxy stamps arrival times on the local stack; overload stamps them as one would, so
     # the service sees the listen-backlog wait and sheds (RECO_MAX_QUEUE_MS).
     STATE.request_start = opts.profile == "overload"

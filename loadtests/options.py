@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import copy
+import math
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from loadtests import shapes
+from loadtests import retrybudget, shapes
 
 # The locustfile's own options and the environment variable each reads, if any (the hooks
 # declare them from here; Locust's LOCUST_<option> names are not read for these).
 ENV_VARS = {"run_dir": "RECO_RUN_DIR", "guardrails": "RECO_GUARDRAILS",
             "user_rps": "RECO_USER_RPS", "api_key": "RECO_API_KEY", "capacity": "RECO_CAPACITY",
             "profile": "RECO_LOAD_PROFILE", "request_timeout": None, "metrics_url": None,
-            "replay_ratio": None}  # fmt: skip
+            "replay_ratio": None, "retry_budget": None, "retry_floor": None}  # fmt: skip
 RESET_STATS = (
     "--reset-stats resets Locust's own statistics only: the timeline and the verdict keep every"
     " request of the test (the guardrails' warm-up is what leaves the ramp out)"
@@ -23,7 +24,9 @@ RESET_STATS = (
 # The web UI form's number fields, parsed as the command line parses them.
 FORM_NUMBERS = {"user_count": ("num_users", int), "user_rps": ("user_rps", float),
                 "request_timeout": ("request_timeout", float),
-                "replay_ratio": ("replay_ratio", float)}  # fmt: skip
+                "replay_ratio": ("replay_ratio", float),
+                "retry_budget": ("retry_budget", float),
+                "retry_floor": ("retry_floor", float)}  # fmt: skip
 
 
 def usage_problems(opts: Any) -> list[str]:
@@ -43,6 +46,22 @@ def usage_problems(opts: Any) -> list[str]:
         problems.append(f"--request-timeout must be positive (got {opts.request_timeout})")
     if not 0 <= opts.replay_ratio <= 1:
         problems.append(f"--replay-ratio must be between 0 and 1 (got {opts.replay_ratio})")
+    return problems + retry_problems(opts)
+
+
+def retry_problems(opts: Any) -> list[str]:
+    """Budget settings the retry budget cannot take (NaN and infinity included)."""
+    problems = []
+    if not 0 <= opts.retry_budget <= retrybudget.MAX_RATIO:
+        problems.append(
+            f"--retry-budget must be between 0 and {retrybudget.MAX_RATIO:g} (retries per first"
+            f" attempt; got {opts.retry_budget})"
+        )
+    if not 0 <= opts.retry_floor < math.inf:
+        problems.append(
+            f"--retry-floor must be a finite number of retries/s, at least 0"
+            f" (got {opts.retry_floor})"
+        )
     return problems
 
 

@@ -13,6 +13,7 @@ import psutil
 
 from harness.guardrails.prometheus import Snapshot
 from harness.guardrails.timeline import Timeline
+from loadtests.retrybudget import RetryBudget
 from loadtests.workload import History
 
 
@@ -27,6 +28,7 @@ class RunState:
     max_attempts: int = 3
     backoff_cap_s: float = 5.0
     replay_ratio: float = 0.05
+    retry_budget: RetryBudget = field(default_factory=RetryBudget)  # every retry asks it first
     request_start: bool = False  # send X-Request-Start, as a proxy in front would
     worker: str | None = None  # None: local runner or master
     metrics_url: str | None = None

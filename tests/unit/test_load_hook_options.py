@@ -22,7 +22,7 @@ def _opts(**changes) -> SimpleNamespace:
         "num_users": None, "run_time": None, "user_rps": 0.0, "request_timeout": 5.0,
         "replay_ratio": 0.05, "headless": False, "autostart": False, "profile": "smoke",
         "spawn_rate": None, "exit_code_on_error": 1, "guardrails": "", "tags": None,
-        "reset_stats": False,
+        "reset_stats": False, "retry_budget": 0.2, "retry_floor": 1.0,
     }  # fmt: skip
     return SimpleNamespace(**{**values, **changes})
 
@@ -35,6 +35,11 @@ def _opts(**changes) -> SimpleNamespace:
         ({"user_rps": -1.0}, "--user-rps must be at least 0"),
         ({"request_timeout": -1.0}, "--request-timeout must be positive"),
         ({"replay_ratio": 1.5}, "--replay-ratio must be between 0 and 1"),
+        ({"retry_budget": -0.1}, "--retry-budget must be between 0 and 1000"),
+        ({"retry_budget": 1001.0}, "--retry-budget must be between 0 and 1000"),
+        ({"retry_budget": float("nan")}, "--retry-budget must be between 0 and 1000"),
+        ({"retry_floor": -1.0}, "--retry-floor must be a finite number of retries/s"),
+        ({"retry_floor": float("inf")}, "--retry-floor must be a finite number of retries/s"),
     ],
 )
 def test_numbers_a_run_cannot_use_are_usage_problems(changes, said):
@@ -46,6 +51,9 @@ def test_numbers_a_run_cannot_use_are_usage_problems(changes, said):
 def test_the_defaults_and_the_smallest_values_pass():
     assert usage_problems(_opts()) == []
     assert usage_problems(_opts(num_users=1, run_time=1, replay_ratio=1.0)) == []
+    # No retry at all beyond the first attempt, and Finagle's largest ratio.
+    assert usage_problems(_opts(retry_budget=0.0, retry_floor=0.0)) == []
+    assert usage_problems(_opts(retry_budget=1000.0)) == []
 
 
 @pytest.mark.parametrize(
@@ -65,7 +73,7 @@ def _form(**changes: str) -> dict[str, str]:
     """The web UI's start form with the defaults its page offers (0: the profile's rate)."""
     form = {"user_count": "4", "spawn_rate": "1", "run_time": "", "profile": "smoke",
             "user_rps": "0.0", "request_timeout": "5.0", "replay_ratio": "0.05",
-            "capacity": ""}  # fmt: skip
+            "retry_budget": "0.2", "retry_floor": "1.0", "capacity": ""}  # fmt: skip
     return {**form, **changes}
 
 
@@ -83,6 +91,8 @@ def test_the_start_form_with_its_defaults_can_run():
         ({"user_count": "0"}, "-u/--users must be at least 1"),
         ({"run_time": "0s"}, "-t/--run-time must be at least 1 s"),
         ({"replay_ratio": "2"}, "--replay-ratio must be between 0 and 1"),
+        ({"retry_budget": "-1"}, "--retry-budget must be between 0 and 1000"),
+        ({"retry_floor": "many"}, "retry floor: 'many' is not a number"),
         ({"capacity": "-5"}, "capacity: capacity must be positive"),
     ],
 )
@@ -110,7 +120,12 @@ def test_options_a_profile_run_ignores_are_named():
     """-r, --exit-code-on-error, --reset-stats and LOCUST_<option> were taken without a word."""
     warnings, refused = ignored(
         _opts(spawn_rate=5.0, exit_code_on_error=0, reset_stats=True),
-        {"LOCUST_USER_RPS": "1", "LOCUST_REPLAY_RATIO": "0", "LOCUST_HOST": "x"},
+        {
+            "LOCUST_USER_RPS": "1",
+            "LOCUST_REPLAY_RATIO": "0",
+            "LOCUST_HOST": "x",
+            "LOCUST_RETRY_BUDGET": "0",
+        },
     )
     assert refused == []
     assert warnings == [
@@ -122,6 +137,8 @@ def test_options_a_profile_run_ignores_are_named():
         "LOCUST_USER_RPS is not read: this locustfile takes RECO_USER_RPS or --user-rps",
         "LOCUST_REPLAY_RATIO is not read: this locustfile takes --replay-ratio (or"
         " replay-ratio in a --config file)",
+        "LOCUST_RETRY_BUDGET is not read: this locustfile takes --retry-budget (or"
+        " retry-budget in a --config file)",
     ]
     assert ignored(_opts(exit_code_on_error=0, guardrails="off"), {}) == ([], [])
     assert ignored(_opts(), {}) == ([], [])
