@@ -29,7 +29,8 @@ TIMED_METRICS = frozenset(
     {
         "p", "shed_p", "avg", "min", "max", "count", "rps", "fail_count", "fail_ratio",
         "shed_count", "shed_ratio", "error_ratio", "offered_rps", "throughput_ratio", "saturated_s",
-        "knee_rps", "knee_users", "error_500_count",
+        "knee_rps", "knee_users", "error_500_count", "retry_count", "retry_refused_count",
+        "retry_ratio",
     }
 )  # fmt: skip
 # Only the server sees statuses: a client's failures include its timeouts and resets.

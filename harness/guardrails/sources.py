@@ -10,6 +10,8 @@ from harness.guardrails.prometheus import Scrapes, Series, by_endpoint, quantile
 from harness.guardrails.timeline import Cell, Timeline, saturation
 
 Window = tuple[float, float]
+# Counts that are 0, not "no data", in a window without requests.
+ZERO_WITHOUT_REQUESTS = frozenset({"count", "rps", "fail_count", "shed_count", "retry_count"})
 
 
 def _matches(endpoint: str, wanted: str) -> bool:
@@ -72,8 +74,10 @@ class LocustSource:
 
 def _cell_metric(expr: Expr, cell: Cell, duration: float, scale: int = 1) -> float | None:
     hist, metric = cell.hist, expr.metric
+    if metric == "retry_refused_count":  # refused retries were never sent: no request needed
+        return cell.refused / scale
     if hist.n == 0:
-        return 0.0 if metric in ("count", "rps", "fail_count", "shed_count") else None
+        return 0.0 if metric in ZERO_WITHOUT_REQUESTS else None
     values = {
         "avg": hist.mean,
         "min": hist.low,
@@ -85,6 +89,9 @@ def _cell_metric(expr: Expr, cell: Cell, duration: float, scale: int = 1) -> flo
         "fail_ratio": cell.fail / hist.n,
         "shed_ratio": cell.shed / hist.n,
         "error_ratio": (cell.fail + cell.shed) / hist.n,
+        "retry_count": cell.retry / scale,
+        # Retries per first attempt: what --retry-budget bounds (plus its floor).
+        "retry_ratio": _ratio(cell.retry, hist.n - cell.retry),
     }
     if metric == "p":
         return hist.percentile(expr.percentile or 50.0)

@@ -24,18 +24,26 @@ class Cell:
     shed: int = 0
     # Latency of the shed responses alone: shedding must stay cheap under overload.
     shed_hist: Histogram = field(default_factory=Histogram)
+    # Requests that were client retries (counted in hist too), and retries the client's retry
+    # budget refused (never sent, so in no histogram).
+    retry: int = 0
+    refused: int = 0
 
     def merge(self, other: Cell) -> Cell:
         self.hist.merge(other.hist)
         self.fail += other.fail
         self.shed += other.shed
         self.shed_hist.merge(other.shed_hist)
+        self.retry += other.retry
+        self.refused += other.refused
         return self
 
     def to_dict(self) -> dict:
         out = {**self.hist.to_dict(), "fail": self.fail, "shed": self.shed}
         if self.shed_hist.n:
             out["shed_hist"] = self.shed_hist.to_dict()
+        if self.retry or self.refused:  # most seconds have neither: keep the lines short
+            out.update(retry=self.retry, refused=self.refused)
         return out
 
     @classmethod
@@ -45,6 +53,8 @@ class Cell:
             int(data.get("fail", 0)),
             int(data.get("shed", 0)),
             Histogram.from_dict(data.get("shed_hist") or {}),
+            int(data.get("retry", 0)),
+            int(data.get("refused", 0)),
         )
 
 
@@ -85,15 +95,29 @@ class Timeline:
             cell = second[endpoint] = Cell()
         return cell
 
-    def record(self, t: float, endpoint: str, ms: float, outcome: str = "ok", times: int = 1):
-        """Count one finished request at unix time ``t``."""
+    def record(
+        self,
+        t: float,
+        endpoint: str,
+        ms: float,
+        outcome: str = "ok",
+        times: int = 1,
+        retry: bool = False,
+    ):
+        """Count one finished request at unix time ``t`` (``retry``: a client retry)."""
         cell = self._cell(t, endpoint)
         cell.hist.add(ms, times)
+        if retry:
+            cell.retry += times
         if outcome == "fail":
             cell.fail += times
         elif outcome == "shed":
             cell.shed += times
             cell.shed_hist.add(ms, times)
+
+    def refuse(self, t: float, endpoint: str) -> None:
+        """Count one retry the client's retry budget refused (not sent) at unix time ``t``."""
+        self._cell(t, endpoint).refused += 1
 
     def add_failures(self, t: float, endpoint: str, count: int) -> None:
         """Mark already-recorded requests as failed (when latency and outcome come apart)."""
@@ -178,7 +202,8 @@ class Timeline:
         extent = self.extent()
         start = extent[0] if extent else 0.0
         header = [
-            "time", "offset_s", "endpoint", "requests", "failures", "sheds", "rps",
+            "time", "offset_s", "endpoint", "requests", "failures", "sheds", "retries",
+            "retries_refused", "rps",
             "p50_ms", "p95_ms", "p99_ms", "max_ms", "users", "offered_rps", "cpu_percent",
         ]  # fmt: skip
         with open(path, "w", newline="", encoding="utf-8") as fh:
@@ -194,7 +219,8 @@ class Timeline:
                     h = cell.hist
                     writer.writerow(
                         [
-                            t, int(t - start), name, h.n, cell.fail, cell.shed, h.n,
+                            t, int(t - start), name, h.n, cell.fail, cell.shed, cell.retry,
+                            cell.refused, h.n,
                             _fmt(h.percentile(50)), _fmt(h.percentile(95)),
                             _fmt(h.percentile(99)), _fmt(h.high if h.n else None),
                             meta.get("users", ""), meta.get("offered_rps", ""),

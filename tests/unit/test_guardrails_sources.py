@@ -180,6 +180,37 @@ def test_shed_latency_is_kept_apart_and_travels_with_the_timeline(tmp_path: Path
     assert results.value(parse_expr("p(99) < 1s"), None, (T0, T0 + 1)) > 290
 
 
+def test_retries_and_refused_retries_travel_with_the_timeline_and_feed_rules(tmp_path) -> None:
+    worker = Timeline()
+    for _ in range(10):
+        worker.record(T0, "GET /r", 3.0, "shed")  # first attempts, shed
+    for _ in range(4):
+        worker.record(T0, "GET /r", 3.0, "shed", retry=True)
+    for _ in range(6):
+        worker.refuse(T0, "GET /r")  # the budget said no: never sent
+    worker.refuse(T0 + 1, "POST /w")  # a second with refusals and no request of that endpoint
+    worker.record(T0 + 1, "GET /r", 3.0)
+    master = Timeline()
+    master.merge_rows(json.loads(json.dumps(worker.pop_rows())))  # as a worker report
+    master.write_jsonl(tmp_path / "timeline.jsonl")
+    master.write_csv(tmp_path / "timeline.csv")
+    cell = Timeline.read_jsonl(tmp_path / "timeline.jsonl").window(T0, T0 + 1).cells["GET /r"]
+    assert (cell.hist.n, cell.shed, cell.retry, cell.refused) == (14, 14, 4, 6)
+    with open(tmp_path / "timeline.csv") as fh:
+        first = next(csv.DictReader(fh))
+    assert (first["retries"], first["retries_refused"]) == ("4", "6")
+    locust = load_results(tmp_path).sources["locust"]
+
+    def value(text: str, endpoint=None, window=(T0, T0 + 2)):
+        return locust.value(parse_expr(text), endpoint, window)
+
+    assert value("retry_count <= 4") == 4 and value("retry_refused_count == 0") == 7
+    assert value("retry_ratio <= 0.5") == pytest.approx(4 / 11)  # retries per first attempt
+    assert value("retry_refused_count == 0", "POST /w") == 1
+    assert value("retry_count == 0", "POST /w") == 0 and value("retry_ratio < 1", "POST /w") is None
+    assert value("retry_count == 0", window=(T0 + 1, T0 + 2)) == 0
+
+
 def write_run(root: Path) -> None:
     tl = Timeline()
     for s in range(10):
