@@ -355,7 +355,9 @@ def on_reset_stats(**_kw) -> None:
 
 
 @events.request.add_listener
-def on_request(request_type, name, response_time, response=None, exception=None, **_kw) -> None:
+def on_request(
+    request_type, name, response_time, response=None, exception=None, context=None, **_kw
+) -> None:
     """Count every request in this process's per-second timeline (sheds apart from errors)."""
     outcome = "ok"
     if exception is not None:
@@ -363,7 +365,10 @@ def on_request(request_type, name, response_time, response=None, exception=None,
         headers = getattr(response, "headers", None)
         retry_after = headers.get("Retry-After") if headers else None
         outcome = "shed" if workload.is_shed(status, retry_after) else "fail"
-    STATE.timeline.record(time.time(), f"{request_type} {name}", response_time or 0.0, outcome)
+    retry = bool((context or {}).get("retry"))  # set by the users on every retry they send
+    STATE.timeline.record(
+        time.time(), f"{request_type} {name}", response_time or 0.0, outcome, retry=retry
+    )
 
 
 @events.report_to_master.add_listener

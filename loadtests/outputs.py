@@ -34,6 +34,9 @@ def endpoint_summary(state: RunState, start: float, end: float) -> dict:
             "count": h.n,
             "failures": cell.fail,
             "sheds": cell.shed,
+            # Counted in count; the refused ones were never sent (the retry budget said no).
+            "retries": cell.retry,
+            "retries_refused": cell.refused,
             "rps": round(h.n / window.duration, 2) if window.seconds else 0.0,
             "p50_ms": h.percentile(50),
             "p95_ms": h.percentile(95),
@@ -91,6 +94,8 @@ def write_outputs(state: RunState, warmup_s: float = 0.0, errors: list[str] | No
         "end": end,
         "duration_s": round(end - start, 3),
         "endpoints": endpoint_summary(state, start, end),
+        # Each Locust process (each worker with --workers) has a budget of its own.
+        "retry_budget": state.retry_budget.settings(),
         "saturation": sat,
         "generator_saturated": sat["saturated"],
         "knee": state.shape.knee() if hasattr(state.shape, "knee") else None,

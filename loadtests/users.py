@@ -19,6 +19,9 @@ READERS = workload.Zipf(100_000)  # many users, a few very active ones
 WRITERS = workload.Zipf(20_000)
 ITEMS = workload.Zipf(workload.ITEMS, s=0.9)
 JSON = "application/json"
+# Timeline keys ("<method> <name>") of the requests the users retry.
+READ_ENDPOINT = f"GET {workload.READ_NAME}"
+WRITE_ENDPOINT = f"POST {workload.WRITE_NAME}"
 
 
 def header(resp, name: str) -> str | None:
@@ -62,13 +65,22 @@ class RecoUser(FastHttpUser):
             extra["X-Request-Start"] = f"t={time.time():.6f}"
         return {"X-API-Key": STATE.api_key, "Accept": "application/json", **extra}
 
-    def backoff(self, attempt: int, resp) -> bool:
+    @staticmethod
+    def may_retry(endpoint: str) -> bool:
+        """Ask the process's retry budget for one retry; a refusal is counted and not sent."""
+        if STATE.retry_budget.try_withdraw():
+            return True
+        STATE.timeline.refuse(time.time(), endpoint)
+        return False
+
+    def backoff(self, attempt: int, resp, endpoint: str) -> bool:
         """Sleep before retrying a shed request; False when it is not worth retrying."""
         if attempt >= STATE.max_attempts:
             return False
         retry_after = workload.parse_retry_after(header(resp, "Retry-After"))
         delay = workload.retry_delay(attempt, retry_after, self.rng, cap=STATE.backoff_cap_s)
-        if delay is None:
+        # The budget is asked last: a retry given up for other reasons takes nothing from it.
+        if delay is None or not self.may_retry(endpoint):
             return False
         gevent.sleep(delay)
         return True
@@ -102,14 +114,17 @@ class RecommendationReader(RecoUser):
             f"/v1/users/{uid}/recommendations?limit={self.rng.choice(workload.LIMITS)}"
             f"&surface={self.rng.choice(workload.SURFACES)}"
         )
+        STATE.retry_budget.deposit()  # a first attempt earns retries
         for attempt in range(1, STATE.max_attempts + 1):
             with self.client.get(
-                path, name=workload.READ_NAME, headers=self.headers(), catch_response=True
-            ) as resp:
+                path, name=workload.READ_NAME, headers=self.headers(), catch_response=True,
+                context={"retry": attempt > 1},
+            ) as resp:  # fmt: skip
                 self.judge(resp, (200,))
                 if resp.status_code == 200 and b'"items"' not in (resp.content or b""):
                     resp.failure("200 without items")
-            if resp.status_code not in workload.SHED_STATUSES or not self.backoff(attempt, resp):
+            shed = resp.status_code in workload.SHED_STATUSES
+            if not shed or not self.backoff(attempt, resp, READ_ENDPOINT):
                 return
 
 
@@ -125,32 +140,39 @@ class EventWriter(RecoUser):
 
     @task
     def post_events(self) -> None:
-        replay = False
+        replay = retried = False
         if self.pending is not None:
-            key, body, ids, tries = self.pending
+            # The budget granted this retry when the outcome came back unknown.
+            (key, body, ids, tries), retried = self.pending, True
             self.pending = None
         elif self.last_ok is not None and self.rng.random() < STATE.replay_ratio:
             # A deliberate client retry of a request that succeeded: must replay, not re-apply.
+            # It is a new request of the workload, not a retry of a failure: it earns retries.
             (key, body, ids), tries, replay = self.last_ok, 0, True
         else:
             batch = workload.event_batch(self.rng, WRITERS, ITEMS, workload.batch_size(self.rng))
             key, body = workload.idempotency_key(), orjson.dumps(batch).decode()
             ids, tries = [e["event_id"] for e in batch["events"]], 0
+        if not retried:
+            STATE.retry_budget.deposit()
         for attempt in range(1, STATE.max_attempts + 1):
-            resp, outcome = self.send(key, body, ids, attempt, replay)
+            resp, outcome = self.send(key, body, ids, attempt, replay, retried or attempt > 1)
             if outcome == "ok":
                 self.last_ok = (key, body, ids)
                 RECENT_EVENTS.extend(ids)
                 return
             if outcome == "info":
-                if tries + 1 < STATE.max_attempts:
+                # Refused, the write stays with an unknown outcome ("info" its last line): the
+                # audit takes it as indeterminate (recovered if applied, allowed if not), the
+                # same as a write whose attempts ran out; never lost, never failed-but-applied.
+                if tries + 1 < STATE.max_attempts and self.may_retry(WRITE_ENDPOINT):
                     self.pending = (key, body, ids, tries + 1)  # same key next time
                 return
             retryable = resp is not None and resp.status_code in (409, 429, 503)
-            if not retryable or not self.backoff(attempt, resp):
+            if not retryable or not self.backoff(attempt, resp, WRITE_ENDPOINT):
                 return
 
-    def send(self, key: str, body: str, ids: list[str], attempt: int, replay: bool):
+    def send(self, key: str, body: str, ids: list[str], attempt: int, replay: bool, retry: bool):
         """One POST, recorded in the history whatever happens (even if the user is killed)."""
         started, status, error, outcome, replayed = time.time(), None, None, "info", False
         resp = None
@@ -161,6 +183,7 @@ class EventWriter(RecoUser):
                 name=workload.WRITE_NAME,
                 headers=self.headers(**{"Content-Type": JSON, "Idempotency-Key": key}),
                 catch_response=True,
+                context={"retry": retry},
             ) as resp:
                 status = resp.status_code or None
                 self.judge(resp, (202,))
@@ -193,6 +216,7 @@ class StatusPoller(RecoUser):
     @task
     def status(self) -> None:
         event_id, expected = workload.status_poll(self.rng, RECENT_EVENTS)
+        STATE.retry_budget.deposit()  # never retried, but a request of the same client
         with self.client.get(
             f"/v1/events/{event_id}",
             name=workload.STATUS_NAME,

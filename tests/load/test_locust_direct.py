@@ -305,11 +305,22 @@ def test_sheds_need_retry_after_and_accepted_events_must_be_found(tmp_path) -> N
     with serving(_FakeApi) as url:
         proc, out = _direct_run(tmp_path, url)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    endpoints = json.loads((out / "summary.json").read_text())["endpoints"]
+    summary = json.loads((out / "summary.json").read_text())
+    endpoints = summary["endpoints"]
     reads, polls = endpoints["GET /v1/users/[id]/recommendations"], endpoints["GET /v1/events/[id]"]
     assert reads["sheds"] > 0 and reads["failures"] > 0
     assert reads["sheds"] + reads["failures"] == reads["count"]
     assert polls["failures"] > 0  # 404 for an id that got a 202 is an invisible write
+    # Every read is refused (503) and would be retried up to 3 attempts: the retry budget
+    # holds what is sent to its share of the first attempts plus its floor's reserve (one 10 s
+    # window in a 6 s run), and counts what it refused. First attempts still in flight when
+    # the users stopped (at most one per user) deposited but are not counted.
+    budget, total = summary["retry_budget"], endpoints["Aggregated"]
+    assert budget == {"ratio": 0.2, "floor_per_s": 1.0, "ttl_s": 10.0}
+    first = total["count"] - total["retries"]
+    assert 0 < total["retries"] <= 0.2 * (first + 10) + 1.0 * 10
+    assert reads["retries"] == total["retries"] and reads["retries_refused"] > 0
+    assert total["retries_refused"] == reads["retries_refused"]  # writes and polls never retry
 
 
 def test_a_run_whose_metrics_were_never_scraped_exits_2(tmp_path) -> None:
