@@ -49,6 +49,30 @@ def test_a_retried_unknown_outcome_that_succeeded_counts_as_ok():
     assert ops == {"ok": {"a"}, "info": {"b"}, "fail": {"c"}}
 
 
+def test_a_write_whose_retry_the_budget_refused_stays_indeterminate():
+    """The EventWriter's lines when its retry budget refuses: no line for the retry not sent.
+
+    After an unknown outcome (info) the retry is refused at once, or it went out, met a 409
+    (the first attempt still in flight) or a shed, and the retry after that was refused. The
+    write has an info line either way, so a later failure never makes it "failed": whether
+    it landed is judged as an unknown outcome (recovered, or absent and allowed), never lost.
+    """
+    history = [
+        {"event_ids": ["landed"], "outcome": "info"},  # refused right after the timeout
+        {"event_ids": ["never"], "outcome": "info"},
+        {"event_ids": ["inflight"], "outcome": "info"},
+        {"event_ids": ["inflight"], "outcome": "fail"},  # 409, its retry refused
+        {"event_ids": ["shed"], "outcome": "info"},
+        {"event_ids": ["shed"], "outcome": "fail"},  # 503, its retry refused
+    ]
+    ops = _validated(history)
+    assert ops["fail"] == set() and ops["info"] == {"landed", "never", "inflight", "shed"}
+    applied = {"landed", "inflight", "shed"}
+    lost, unexpected, failed, recovered, absent = _reconcile(ops, applied, applied, set())
+    assert lost == unexpected == failed == []
+    assert recovered == ["inflight", "landed", "shed"] and absent == 1
+
+
 def test_reconcile_classifies_every_id():
     ops = {"ok": {"a", "lost"}, "info": {"maybe", "gone"}, "fail": {"no", "oops"}}
     applied = {"a", "maybe", "oops", "phantom", "ghost"}
