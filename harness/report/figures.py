@@ -205,6 +205,19 @@ def pipeline_section(data: RunData, ov: Overlay | None) -> str:
     return section("pipeline", heading, "".join(figures))
 
 
+def _retry_note(budget: dict | None) -> str:
+    """What the retry columns count, with the budget the run's clients kept."""
+    if not isinstance(budget, dict):
+        return ""
+    return (
+        '<p class="note">Retries are requests the clients sent again (counted in Requests); '
+        "retries refused are those their retry budget did not send: at most "
+        f"{num(budget.get('ratio'))} retries per first attempt over "
+        f"{num(budget.get('ttl_s'))} s, plus {num(budget.get('floor_per_s'))} retries/s, "
+        "per Locust process.</p>"
+    )
+
+
 def endpoints_section(data: RunData) -> str:
     """Per-endpoint totals: from the timeline, else summary.json, else Locust's CSV."""
     head = [
@@ -212,6 +225,8 @@ def endpoints_section(data: RunData) -> str:
         "Requests",
         "Failures",
         "Sheds",
+        "Retries",
+        "Retries refused",
         "Error ratio",
         "RPS",
         "Mean ms",
@@ -229,6 +244,8 @@ def endpoints_section(data: RunData) -> str:
                 num(r["count"]),
                 num(r["failures"]),
                 num(r["sheds"]),
+                num(r["retries"]),
+                num(r["retries_refused"]),
                 pct(r["error_ratio"]),
                 num(r["rps"], 3),
                 num(r["mean_ms"], 3),
@@ -251,6 +268,8 @@ def endpoints_section(data: RunData) -> str:
                     num(n),
                     num(e.get("failures")),
                     num(e.get("sheds")),
+                    num(e.get("retries")),
+                    num(e.get("retries_refused")),
                     pct(bad / n if n else None),
                     num(e.get("rps"), 3),
                     "—",
@@ -268,6 +287,8 @@ def endpoints_section(data: RunData) -> str:
                 esc(f"{r.get('Type', '')} {r.get('Name', '')}".strip()),
                 esc(r.get("Request Count")),
                 esc(r.get("Failure Count")),
+                "—",
+                "—",
                 "—",
                 "—",
                 esc(r.get("Requests/s")),
@@ -289,6 +310,7 @@ def endpoints_section(data: RunData) -> str:
             "summary.json or locust_stats.csv: no per-endpoint totals.</p>",
         )
     body = table(head, rows, caption=f"Per endpoint, from {esc(source)}", numeric=numeric)
+    body += _retry_note((data.summary or {}).get("retry_budget"))
     saturation = (data.summary or {}).get("saturation") or {}
     if saturation.get("saturated"):
         body += (

@@ -152,6 +152,8 @@ def _row(name: str, cell: Cell, seconds: float) -> dict:
         "count": hist.n,
         "failures": cell.fail,
         "sheds": cell.shed,
+        "retries": cell.retry,
+        "retries_refused": cell.refused,
         "error_ratio": (cell.fail + cell.shed) / hist.n if hist.n else None,
         "rps": hist.n / seconds if seconds else None,
         "mean_ms": hist.mean,

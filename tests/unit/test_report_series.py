@@ -36,7 +36,10 @@ def _timeline() -> Timeline:
                 "t": T + 2,
                 "users": 2,
                 "offered_rps": 4.0,
-                "endpoints": {READ: _cell([1234.0, 8], shed=1), WRITE: _cell([20, 30])},
+                "endpoints": {
+                    READ: {**_cell([1234.0, 8], shed=1), "retry": 1, "refused": 2},
+                    WRITE: _cell([20, 30]),
+                },
             },
         ]
     )
@@ -81,6 +84,8 @@ def test_endpoint_totals_merge_seconds_busiest_first_with_an_aggregate():
     assert read["rps"] == pytest.approx(6 / 3)  # three seconds in the extent
     assert read["p50_ms"] == 7.0 and read["max_ms"] == 1234.0
     assert rows[2]["count"] == 9 and rows[2]["failures"] == 1
+    assert (read["retries"], read["retries_refused"]) == (1, 2)
+    assert (rows[1]["retries"], rows[2]["retries"], rows[2]["retries_refused"]) == (0, 1, 2)
 
 
 def test_pipeline_nulls_break_the_line():
