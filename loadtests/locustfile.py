@@ -4,9 +4,9 @@
     locust -f loadtests/locustfile.py --host ... --headless --profile steady  # gated run
 
 Custom options (also in the web UI): --profile, --run-dir, --guardrails, --user-rps,
---api-key, --request-timeout, --metrics-url, --replay-ratio. -u/-t scale the profile's
-peak users and duration. The exit code is the guardrail verdict (0 pass, 1 breach,
-2 harness or configuration error, 3 invariant violated).
+--api-key, --request-timeout, --metrics-url, --replay-ratio, --retry-budget, --retry-floor.
+-u/-t scale the profile's peak users and duration. The exit code is the guardrail verdict
+(0 pass, 1 breach, 2 harness or configuration error, 3 invariant violated).
 """
 
 from __future__ import annotations
