@@ -260,7 +260,14 @@ def test_ctrl_c_on_a_distributed_direct_run_loses_no_worker_report(tmp_path) -> 
 
 
 class _FakeApi(http.server.BaseHTTPRequestHandler):
-    """Accepts every write, then cannot find it; refuses reads with and without Retry-After."""
+    """Refuses reads with and without Retry-After; accepts writes, then cannot find them.
+
+    Every other new Idempotency-Key first gets a 504 (outcome unknown): the writer retries
+    it with the same key, if its retry budget allows, and that retry is accepted.
+    """
+
+    keys: set[str] = set()
+    lock = threading.Lock()
 
     def _send(self, status: int, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
@@ -282,7 +289,11 @@ class _FakeApi(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self._send(202)
+        key = self.headers.get("Idempotency-Key") or ""
+        with self.lock:
+            unknown = key not in self.keys and len(self.keys) % 2 == 0
+            self.keys.add(key)
+        self._send(504 if unknown else 202)
 
     def log_message(self, *args) -> None:  # quiet
         pass
@@ -319,8 +330,18 @@ def test_sheds_need_retry_after_and_accepted_events_must_be_found(tmp_path) -> N
     assert budget == {"ratio": 0.2, "floor_per_s": 1.0, "ttl_s": 10.0}
     first = total["count"] - total["retries"]
     assert 0 < total["retries"] <= 0.2 * (first + 10) + 1.0 * 10
-    assert reads["retries"] == total["retries"] and reads["retries_refused"] > 0
-    assert total["retries_refused"] == reads["retries_refused"]  # writes and polls never retry
+    assert reads["retries"] > 0 and reads["retries_refused"] > 0
+    # The reads spend the budget: most retries of the writes' unknown outcomes are refused.
+    writes = endpoints["POST /v1/events"]
+    assert writes["retries_refused"] > 0 and polls["retries"] == polls["retries_refused"] == 0
+    # A refused retry is not sent and leaves no line: one history line per write answered
+    # (plus those cut off by the stop), and a write whose retry was refused ends on its
+    # unknown outcome (info), as the audit expects.
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    answered = [op for op in history if not (op["error"] or "").startswith("interrupted")]
+    assert len(answered) == writes["count"]
+    last = {op["key"]: op for op in history}
+    assert {op["outcome"] for op in last.values()} == {"ok", "info"}
 
 
 def test_a_run_whose_metrics_were_never_scraped_exits_2(tmp_path) -> None:
