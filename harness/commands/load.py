@@ -21,9 +21,9 @@ from harness import drift, guardrails, pipeline_summary, resources, runmeta, ser
 from harness.guardrails.prometheus import unbounded_thresholds
 from harness.guardrails.timeline import Timeline
 from harness.pipeline_sampler import PipelineSampler
+from harness.ports import free_port
 from harness.report import write_report
 from harness.stack import Stack, StackError, default_state_dir
-from harness.stack.procs import free_port
 from loadtests import options, outputs, shapes
 from service.metrics import HISTOGRAM_BUCKETS
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.stack.procs import StackError, free_port, stop_pid, wait_until
+from harness.ports import free_port
+from harness.stack.procs import StackError, stop_pid, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -21,7 +21,7 @@ import orjson
 import pika
 import pytest
 
-from harness.stack.procs import free_port
+from harness.ports import free_port
 from service.settings import Settings
 
 

@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from harness.ports import free_port
 from harness.stack.identity import identity
 from harness.stack.procs import (
     PORT_ATTEMPTS,
     StackError,
-    free_port,
     spawn,
     stopped_on_failure,
     wait_until,

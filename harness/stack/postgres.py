@@ -11,12 +11,12 @@ from pathlib import Path
 
 import psycopg2
 
+from harness.ports import free_port
 from harness.stack.identity import identity, is_ours
 from harness.stack.procs import (
     StackError,
     as_user,
     chown_tree,
-    free_port,
     pid_alive,
     start_on_free_ports,
     stop_process,

@@ -8,12 +8,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from harness.ports import free_port
 from harness.stack.identity import vouched
 from harness.stack.procs import (
     StackError,
     as_user,
     chown_tree,
-    free_port,
     kill_group,
     spawn,
     spawned_group,

@@ -11,6 +11,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
+from harness.ports import free_port
 from harness.stack import faults
 from harness.stack.apps import (
     APP_PORT_CLASH,
@@ -29,7 +30,6 @@ from harness.stack.identity import environment, identity
 from harness.stack.postgres import PostgresServer
 from harness.stack.procs import (
     StackError,
-    free_port,
     kill_group,
     spawn,
     start_on_free_ports,

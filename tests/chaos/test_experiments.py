@@ -17,9 +17,9 @@ from chaos.actions import Faults, commit_stall_active, set_commit_stall
 from chaos.experiment import find
 from chaos.faultproxy.client import Client
 from chaos.runner import Run, guardrails_path
+from harness.ports import ephemeral_range
 from harness.pytest_plugins.stack import private_stack
 from harness.stack import Stack, wait_until
-from harness.stack.procs import ephemeral_range
 
 QUICK_SCALE = float(os.environ.get("RECO_CHAOS_SCALE", "0.35"))
 QUICK = [

@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from harness.ports import free_port
 from harness.pytest_plugins.rawhttp import chunked, padded_batch, post_head, written_rows
-from harness.stack.procs import StackError, free_port, stop_pid, wait_until
+from harness.stack.procs import StackError, stop_pid, wait_until
 from service.middleware import SECURITY_HEADERS
 
 ROOT = Path(__file__).resolve().parents[2]

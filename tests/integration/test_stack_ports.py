@@ -20,11 +20,12 @@ from pathlib import Path
 
 import pytest
 
+from harness.ports import free_port
 from harness.stack import postgres, rabbitmq
 from harness.stack import stack as stack_module
 from harness.stack.identity import pids_with_env
 from harness.stack.postgres import PostgresServer
-from harness.stack.procs import StackError, free_port
+from harness.stack.procs import StackError
 from harness.stack.rabbitmq import RabbitServer
 from harness.stack.stack import Stack
 

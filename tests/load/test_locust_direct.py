@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
+from harness.ports import free_port
 from harness.pytest_plugins.standins import NEVER_BREACHES, AnswerAll, serving
-from harness.stack.procs import free_port
 from service.metrics import HISTOGRAM_BUCKETS
 
 ROOT = Path(__file__).resolve().parents[2]

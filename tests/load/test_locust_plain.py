@@ -17,8 +17,8 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from harness.ports import free_port
 from harness.pytest_plugins.standins import NEVER_BREACHES, AnswerAll, serving
-from harness.stack.procs import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCUST = [sys.executable, "-m", "locust", "-f", str(ROOT / "loadtests" / "locustfile.py")]

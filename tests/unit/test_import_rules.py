@@ -13,7 +13,7 @@ ALLOWED = {
     "service": ("service", "migrations"),
     "workers": ("workers", "service.settings", "service.db", "service.events", "service.logs"),
     "migrations": ("migrations", "service.settings"),
-    "loadtests": ("loadtests", "harness.guardrails"),
+    "loadtests": ("loadtests", "harness.guardrails", "harness.ports"),
     "chaos": (
         "chaos",
         "harness",
