@@ -19,6 +19,7 @@ from locust.runners import MasterRunner, WorkerRunner
 from harness import guardrails
 from harness.guardrails.prometheus import Scrapes, Snapshot, parse
 from harness.guardrails.sources import LocustSource, ServerSource
+from harness.ports import free_port
 from loadtests import options, outputs, retrybudget, shapes, workload
 from loadtests.runstate import STATE
 
@@ -88,6 +89,26 @@ def add_arguments(parser) -> None:
     )  # fmt: skip
 
 
+@events.init_command_line_parser.add_listener
+def master_on_loopback(parser) -> None:
+    """The master listens on loopback (and on a free port under --processes) unless told.
+
+    Locust's defaults are every interface and port 5557. A default loses to the command line,
+    a LOCUST_ variable and a config file alike, which Locust all reads as arguments. The ports
+    are settled as soon as the options are parsed: --processes forks the workers that
+    connect to them right after, before any other hook runs.
+    """
+    parser.set_defaults(master_bind_host="127.0.0.1", master_bind_port=None, master_port=None)
+    parse = parser.parse_known_args
+
+    def parse_known_args(*args, **kwargs):
+        opts, rest = parse(*args, **kwargs)
+        options.master_ports(opts, free_port)
+        return opts, rest
+
+    parser.parse_known_args = parse_known_args
+
+
 @events.init.add_listener
 def on_init(environment, runner=None, web_ui=None, **_kw) -> None:
     """Resolve options once per process; the master/local process also loads the guardrails."""
@@ -113,6 +134,8 @@ def on_init(environment, runner=None, web_ui=None, **_kw) -> None:
         opts.run_dir = str(Path(opts.run_dir).resolve())
     _apply_options(opts)
     STATE.distributed = isinstance(runner, MasterRunner | WorkerRunner)
+    if isinstance(runner, MasterRunner):  # where this run's workers connect
+        log.info("master listening on %s:%s", opts.master_bind_host, opts.master_bind_port)
     if isinstance(runner, WorkerRunner):
         _report_before_leaving_on_sigint(runner)
         return

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,8 @@ RESET_STATS = (
     "--reset-stats resets Locust's own statistics only: the timeline and the verdict keep every"
     " request of the test (the guardrails' warm-up is what leaves the ramp out)"
 )
+# Locust's own master port: where a --worker started on its own looks for its master.
+LOCUST_MASTER_PORT = 5557
 # The web UI form's number fields, parsed as the command line parses them.
 FORM_NUMBERS = {"user_count": ("num_users", int), "user_rps": ("user_rps", float),
                 "request_timeout": ("request_timeout", float),
@@ -190,3 +192,21 @@ def swarm_problems(form: Mapping[str, str], opts: Any, picker: bool = False) -> 
         except ValueError as exc:
             problems.append(f"capacity: {exc}")
     return problems
+
+
+def master_ports(opts: Any, pick: Callable[[], int]) -> None:
+    """Fill in the master's ports left unset (None): one free port for ``--processes``.
+
+    On Locust's 5557 a second run's master could not bind, and its forked workers joined the
+    first run's master instead. The forked workers connect to --master-port, so a port named
+    for either end serves both. A --master started on its own keeps 5557, where workers
+    started on their own look for it.
+    """
+    named = [p for p in (opts.master_bind_port, opts.master_port) if p is not None]
+    port = LOCUST_MASTER_PORT
+    if opts.processes and not opts.worker:
+        port = named[0] if named else pick()
+    if opts.master_bind_port is None:
+        opts.master_bind_port = port
+    if opts.master_port is None:
+        opts.master_port = port

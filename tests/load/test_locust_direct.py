@@ -225,15 +225,10 @@ def test_ctrl_c_on_a_distributed_direct_run_loses_no_worker_report(tmp_path) -> 
     rules = tmp_path / "rules.toml"
     rules.write_text(NEVER_BREACHES)
     _Counting200.answered = 0
-    port = free_port()
     with serving(_Counting200) as url:
         locust = subprocess.Popen(  # noqa: S603 - our own locustfile
             [*LOCUST, "--headless", "--host", url, "--profile", "steady", "-u", "6",
              "--run-time", "60s", "--processes", "2", "--run-dir", str(out),
-             # Loopback and a port of its own: Locust's default (every interface, 5557) would
-             # let another run's workers on the machine join this master.
-             "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
-             "--master-port", str(port),
              "--guardrails", str(rules), "--metrics-url", "off", "--logfile", str(log)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
             start_new_session=True,  # a process group of its own, as a terminal's job is
@@ -257,6 +252,146 @@ def test_ctrl_c_on_a_distributed_direct_run_loses_no_worker_report(tmp_path) -> 
     counted = summary["endpoints"]["Aggregated"]["count"]
     # Only requests cut off in flight (at most one per user) may be missing.
     assert _Counting200.answered - 6 <= counted <= _Counting200.answered, output
+
+
+def _ip(hexed: str) -> str:
+    """An address as /proc/net/tcp{,6} writes it (32-bit words in host order, little-endian)."""
+    raw = b"".join(bytes.fromhex(hexed[i : i + 8])[::-1] for i in range(0, len(hexed), 8))
+    return socket.inet_ntop(socket.AF_INET6 if len(raw) == 16 else socket.AF_INET, raw)
+
+
+def _listening(pid: int) -> set[tuple[str, int]]:
+    """The TCP addresses process ``pid`` listens on (its own sockets, read from /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):  # closed meanwhile
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    found = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                host, port = fields[1].split(":")
+                found.add((_ip(host), int(port, 16)))
+    return found
+
+
+@contextlib.contextmanager
+def _processes_runs(tmp_path: Path, *extras: tuple[str, ...]) -> Iterator[list[subprocess.Popen]]:
+    """One short headless `--processes 2` run per ``extras``, all at once; stopped afterwards."""
+    runs = []
+    with _target_and_rules(tmp_path) as (url, rules):
+        try:
+            for n, extra in enumerate(extras):
+                console = open(tmp_path / f"console-{n}.txt", "w")  # noqa: SIM115 - the child's
+                runs.append(subprocess.Popen(  # noqa: S603 - our own locustfile
+                    [*LOCUST, "--headless", "--host", url, "--profile", "smoke", "-t", "3s",
+                     "--processes", "2", "--run-dir", str(tmp_path / f"run-{n}"),
+                     "--guardrails", str(rules), "--metrics-url", "off", "--only-summary",
+                     *extra],
+                    stdout=console, stderr=subprocess.STDOUT, cwd=ROOT,
+                    start_new_session=True,  # its workers in its group: stopped with it
+                ))  # fmt: skip
+                console.close()
+            yield runs
+        finally:
+            for run in runs:
+                if run.poll() is None:
+                    os.killpg(run.pid, signal.SIGKILL)
+                run.wait(timeout=10)
+
+
+def _master_address(run: subprocess.Popen) -> set[tuple[str, int]]:
+    """Where the master (the process started) listens, once it does (a bounded wait)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and run.poll() is None:
+        with contextlib.suppress(OSError):  # /proc entries of a process just exiting
+            if found := _listening(run.pid):
+                return found
+        time.sleep(0.1)
+    return set()
+
+
+def _finished(tmp_path: Path, runs: list[subprocess.Popen]) -> list[int]:
+    """Each run's exit code, its console in the message of a failure."""
+    codes = [run.wait(timeout=60) for run in runs]
+    for n, code in enumerate(codes):
+        assert code == 0, (tmp_path / f"console-{n}.txt").read_text()[-3000:]
+    return codes
+
+
+def test_processes_runs_listen_on_loopback_ports_of_their_own(tmp_path) -> None:
+    """Locust's master listens on every interface at 5557: a second run's workers joined the
+    first's master. Two runs at once now each listen on a free loopback port."""
+    with _processes_runs(tmp_path, (), ()) as runs:
+        addresses = [_master_address(run) for run in runs]
+        _finished(tmp_path, runs)
+    assert all(len(found) == 1 for found in addresses), addresses
+    (host_a, port_a), (host_b, port_b) = (next(iter(found)) for found in addresses)
+    assert host_a == host_b == "127.0.0.1"
+    assert port_a != port_b and 5557 not in (port_a, port_b)
+    for n in range(2):  # each run's own workers made its requests
+        summary = json.loads((tmp_path / f"run-{n}" / "summary.json").read_text())
+        assert summary["endpoints"]["Aggregated"]["count"] > 0
+
+
+def test_an_explicit_master_bind_port_is_honoured(tmp_path) -> None:
+    """A port the user names is the master's, and its forked workers connect to it."""
+    port = free_port()
+    with _processes_runs(tmp_path, ("--master-bind-port", str(port))) as runs:
+        address = _master_address(runs[0])
+        _finished(tmp_path, runs)
+    assert address == {("127.0.0.1", port)}
+    summary = json.loads((tmp_path / "run-0" / "summary.json").read_text())
+    assert summary["endpoints"]["Aggregated"]["count"] > 0
+
+
+# Locust's parser with the locustfile's hooks, as `locust` builds it: the options it settles.
+PARSE = """
+import json, os, sys
+import locust
+from loadtests import hooks
+from locust.argument_parser import get_parser
+for argv, env in json.loads(sys.argv[1]):
+    o = get_parser().parse_args(argv, env_vars={**os.environ, **env})
+    print(json.dumps([o.master_bind_host, o.master_bind_port, o.master_port]))
+"""
+
+
+def test_a_users_choice_of_master_address_wins_over_ours(tmp_path) -> None:
+    """From the command line, a LOCUST_ variable or a config file; Locust's 5557 off --processes.
+
+    None: ours, one free port for both ends (the master's and the one its workers connect to).
+    """
+    conf = tmp_path / "locust.conf"
+    conf.write_text("master-bind-host = 127.0.0.3\nmaster-port = 7003\n")
+    processes = ["--processes", "2"]
+    cases = [
+        (processes, {}, ["127.0.0.1", None, None]),
+        (["--master"], {}, ["127.0.0.1", 5557, 5557]),
+        (["--worker"], {}, ["127.0.0.1", 5557, 5557]),  # where its master is (--master-host)
+        ([*processes, "--worker"], {}, ["127.0.0.1", 5557, 5557]),
+        ([*processes, "--master-bind-port", "7001"], {}, ["127.0.0.1", 7001, 7001]),
+        ([*processes, "--master-bind-port", "7001", "--master-port", "7005"], {},
+         ["127.0.0.1", 7001, 7005]),
+        ([*processes, "--master-bind-host", "127.0.0.4"], {}, ["127.0.0.4", None, None]),
+        (processes, {"LOCUST_MASTER_BIND_HOST": "127.0.0.5", "LOCUST_MASTER_BIND_PORT": "7002"},
+         ["127.0.0.5", 7002, 7002]),
+        ([*processes, "--config", str(conf)], {}, ["127.0.0.3", 7003, 7003]),
+    ]  # fmt: skip
+    proc = subprocess.run(  # noqa: S603 - Locust's parser and our hooks
+        [sys.executable, "-c", PARSE, json.dumps([[argv, env] for argv, env, _ in cases])],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    parsed = [json.loads(line) for line in proc.stdout.splitlines()]
+    for (argv, env, want), (host, bind, connect) in zip(cases, parsed, strict=True):
+        if want[1] is None:
+            assert bind == connect and bind != 5557, (argv, env)
+            bind = connect = None
+        assert [host, bind, connect] == want, (argv, env)
 
 
 class _FakeApi(http.server.BaseHTTPRequestHandler):

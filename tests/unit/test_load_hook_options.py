@@ -9,6 +9,7 @@ import pytest
 
 from loadtests.options import (
     ignored,
+    master_ports,
     mix_note,
     peak_users,
     swarm_problems,
@@ -169,3 +170,24 @@ def test_a_peak_that_runs_every_class_or_the_chosen_ones_says_nothing():
     assert mix_note(iter(ORDER), CLASSES, 5) is None
     assert mix_note(iter(ORDER), CLASSES, 400) is None
     assert mix_note(iter(["Reader"] * 3), {"Reader"}, 1) is None  # only readers were chosen
+
+
+@pytest.mark.parametrize(
+    ("given", "ports"),
+    [
+        ({"processes": 2}, (40001, 40001)),  # one free port, for the master and its workers
+        ({"processes": 2, "master_bind_port": 6001}, (6001, 6001)),
+        ({"processes": 2, "master_port": 6002}, (6002, 6002)),
+        ({"processes": 2, "master_bind_port": 6001, "master_port": 6002}, (6001, 6002)),
+        ({"processes": 2, "worker": True}, (5557, 5557)),  # its master is elsewhere
+        ({}, (5557, 5557)),  # --master or --worker on its own: Locust's port, where both look
+        ({"master_bind_port": 6001}, (6001, 5557)),
+    ],
+)
+def test_master_ports_a_free_one_for_processes_else_as_given_or_locusts(given, ports):
+    opts = SimpleNamespace(
+        **{"processes": None, "worker": False, "master_bind_port": None, "master_port": None,
+           **given}
+    )  # fmt: skip
+    master_ports(opts, lambda: 40001)
+    assert (opts.master_bind_port, opts.master_port) == ports
