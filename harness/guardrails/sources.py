@@ -7,7 +7,7 @@ from typing import Any
 
 from harness.guardrails.expr import SERVER_METRICS, Expr
 from harness.guardrails.prometheus import Scrapes, Series, by_endpoint, quantile
-from harness.guardrails.timeline import Cell, Timeline, saturation
+from harness.guardrails.timeline import Cell, Timeline, paced_throughput, saturation
 
 Window = tuple[float, float]
 # Counts that are 0, not "no data", in a window without requests.
@@ -17,10 +17,6 @@ ZERO_WITHOUT_REQUESTS = frozenset({"count", "rps", "fail_count", "shed_count", "
 def _matches(endpoint: str, wanted: str) -> bool:
     """``GET /x`` matches exactly; ``/x`` matches the path under any method."""
     return endpoint == wanted or endpoint.split(" ", 1)[-1] == wanted
-
-
-def _ratio(part: float, whole: float) -> float | None:
-    return part / whole if whole else None
 
 
 class LocustSource:
@@ -65,10 +61,9 @@ class LocustSource:
                 return None  # pacing is known per run, not per endpoint
             if metric == "saturated_s":
                 return float(saturation(self.timeline, start, end)["saturated_s"])
-            offered = win.offered / win.duration
             if metric == "offered_rps":
-                return offered if win.offered else None
-            return _ratio(cell.hist.n / self.timeline.scale / win.duration, offered)
+                return win.offered / win.duration if win.offered else None
+            return paced_throughput(self.timeline, start, end)
         return _cell_metric(expr, cell, win.duration, self.timeline.scale)
 
 

@@ -168,14 +168,16 @@ class Timeline:
             return None
         return float(min(seconds)), float(max(seconds) + 1)
 
+    def seconds(self, start: float, end: float) -> list[int]:
+        """The seconds of [start, end): a second belongs to the window holding its middle."""
+        return [t for t in range(math.floor(start), math.ceil(end)) if start <= t + 0.5 < end]
+
     def window(self, start: float, end: float) -> Window:
         """Merge the seconds in [start, end) into one window."""
         cells: dict[str, Cell] = {}
         offered = 0.0
         seconds = 0
-        for t in range(math.floor(start), math.ceil(end)):
-            if not start <= t + 0.5 < end:  # a second belongs to the window holding its middle
-                continue
+        for t in self.seconds(start, end):
             seconds += 1
             offered += float(self.meta.get(t, {}).get("offered_rps", 0.0) or 0.0)
             for name, cell in self.cells.get(t, {}).items():
@@ -233,6 +235,33 @@ def _fmt(value: float | None) -> str:
     return "" if value is None else f"{value:g}"
 
 
+def paced_seconds(timeline: Timeline, start: float, end: float) -> list[int]:
+    """The seconds of [start, end) when every user was pacing: none started or stopped in it.
+
+    Users are counted at the end of each second. In the second a user starts it offers only
+    the part after its start, and in the second users stop, the requests made before the stop
+    are counted against none offered: a ramp's seconds, or those of workers that started late
+    (forked ones do, by about a second), made a healthy run look short. A user that started
+    earlier offers its full rate: its first request falls uniformly within one interval.
+    """
+    paced = []
+    for t in timeline.seconds(start, end):
+        meta = timeline.meta.get(t, {})
+        users = meta.get("users")
+        if users and meta.get("offered_rps") and timeline.meta.get(t - 1, {}).get("users") == users:
+            paced.append(t)
+    return paced
+
+
+def paced_throughput(timeline: Timeline, start: float, end: float) -> float | None:
+    """Requests achieved over requests offered in the paced seconds of [start, end)."""
+    achieved = offered = 0.0
+    for t in paced_seconds(timeline, start, end):
+        achieved += sum(c.hist.n for c in timeline.cells.get(t, {}).values()) / timeline.scale
+        offered += float(timeline.meta[t]["offered_rps"])
+    return achieved / offered if offered else None
+
+
 def saturation(
     timeline: Timeline,
     start: float,
@@ -248,8 +277,11 @@ def saturation(
     """
     short: set[int] = set()
     seconds = list(range(int(start), int(end)))
+    paced = set(paced_seconds(timeline, start, end))
     for i in range(0, max(len(seconds) - window_s + 1, 0)):
         span = seconds[i : i + window_s]
+        if not paced.issuperset(span):  # users starting or stopping: not a pacing measure
+            continue
         win = timeline.window(span[0], span[-1] + 1)
         if win.offered > 0 and win.total().hist.n < (1 - tolerance) * win.offered:
             short.update(span)

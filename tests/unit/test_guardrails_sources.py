@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.guardrails import check_dir, load_results, parse_expr, parse_rules
+from harness.guardrails import check_dir, evaluate, load_results, parse_expr, parse_rules
 from harness.guardrails.histogram import Histogram, bucket
 from harness.guardrails.prometheus import (
     Scrapes,
@@ -20,7 +20,7 @@ from harness.guardrails.prometheus import (
 )
 from harness.guardrails.rules import GuardrailError
 from harness.guardrails.sources import ServerSource
-from harness.guardrails.timeline import Timeline, saturation
+from harness.guardrails.timeline import Timeline, paced_seconds, paced_throughput, saturation
 
 T0 = 1_800_000_000
 
@@ -106,6 +106,55 @@ def scrape(a: float, b: float, s: float, c: float) -> str:
         'flask_http_request_total{method="GET",status="200"} 3.0',
     ]
     return "\n".join(lines) + "\n"
+
+
+PACE = '[[rule]]\nname = "kept pace"\nphase = "plateau"\nexpr = "throughput_ratio >= 0.95"\n'
+
+
+def paced_run(users: list[int], requests: list[int], user_rps: float = 2.0) -> Timeline:
+    """Users counted at the end of each second from T0 and the requests each second saw."""
+    tl = Timeline()
+    for s, (n, done) in enumerate(zip(users, requests, strict=True)):
+        tl.set_meta(T0 + s, users=n, offered_rps=n * user_rps)
+        for _ in range(done):
+            tl.record(T0 + s + 0.5, "GET /a", 5.0)
+    return tl
+
+
+def kept_pace(tl: Timeline, plateau: tuple[float, float]):
+    verdict = evaluate(parse_rules(PACE, "g.toml"), {"locust": tl}, phases={"plateau": plateau})
+    return verdict.results[0]
+
+
+def test_pacing_is_judged_from_when_every_user_runs() -> None:
+    """A 5 s smoke run on two forked workers: the users arrive a second after the shape's ramp
+    (1.25 s) and stop in the second after the shape ended. Counting the seconds users
+    started in breached a healthy run."""
+    tl = paced_run(users=[0, 4, 8, 10, 10, 10, 0], requests=[0, 2, 11, 17, 20, 20, 12])
+    plateau = (T0 + 2.05, T0 + 5.8)  # the shape's, from its start at T0 + 0.8
+    win = tl.window(*plateau)
+    assert win.total().hist.n / win.offered < 0.95  # what the check used to see
+    assert paced_seconds(tl, *plateau) == [T0 + 4, T0 + 5]
+    result = kept_pace(tl, plateau)
+    assert (result.status, result.observed) == ("pass", 1.0)
+
+
+def test_a_generator_that_lags_once_every_user_runs_still_fails() -> None:
+    tl = paced_run(users=[4, 10, 10, 10, 10, 10, 10], requests=[3, 14, 16, 16, 16, 16, 16])
+    result = kept_pace(tl, (T0 + 1, T0 + 7))
+    assert (result.status, result.observed) == ("breach", 0.8)  # 16 of 20 a second
+    # Users started or stopped in every second: no pacing to judge, and no pass.
+    ramp = paced_run(users=[2, 4, 6, 8, 10, 0], requests=[1, 3, 5, 7, 9, 10])
+    assert paced_throughput(ramp, T0, T0 + 6) is None
+    assert kept_pace(ramp, (T0, T0 + 6)).status != "pass"
+
+
+def test_saturation_skips_the_windows_of_a_ramp() -> None:
+    """Achieved lags offered while users start: the generator is not saturated for that."""
+    ramp = [2 * s for s in range(1, 11)]
+    tl = paced_run(users=[*ramp, *[20] * 10], requests=[n * 3 // 2 for n in ramp] + [40] * 10)
+    result = saturation(tl, T0, T0 + 20)
+    assert not result["saturated"], result
 
 
 def test_prometheus_text_is_parsed_diffed_and_interpolated() -> None:
