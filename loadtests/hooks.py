@@ -93,9 +93,9 @@ def add_arguments(parser) -> None:
 def master_on_loopback(parser) -> None:
     """The master listens on loopback (and on a free port under --processes) unless told.
 
-    Locust's defaults are every interface and port 5557. A default loses to the command line,
-    a LOCUST_ variable and a config file alike, which Locust all reads as arguments. The ports
-    are settled as soon as the options are parsed: --processes forks the workers that
+    Locust's defaults are every interface and port 5557. Locust reads the command line, its
+    LOCUST_ variables and a config file all as arguments, so a default loses to each. The
+    ports are settled as soon as the options are parsed: --processes forks the workers that
     connect to them right after, before any other hook runs.
     """
     parser.set_defaults(master_bind_host="127.0.0.1", master_bind_port=None, master_port=None)

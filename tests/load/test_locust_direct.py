@@ -285,16 +285,15 @@ def _processes_runs(tmp_path: Path, *extras: tuple[str, ...]) -> Iterator[list[s
     with _target_and_rules(tmp_path) as (url, rules):
         try:
             for n, extra in enumerate(extras):
-                console = open(tmp_path / f"console-{n}.txt", "w")  # noqa: SIM115 - the child's
-                runs.append(subprocess.Popen(  # noqa: S603 - our own locustfile
-                    [*LOCUST, "--headless", "--host", url, "--profile", "smoke", "-t", "3s",
-                     "--processes", "2", "--run-dir", str(tmp_path / f"run-{n}"),
-                     "--guardrails", str(rules), "--metrics-url", "off", "--only-summary",
-                     *extra],
-                    stdout=console, stderr=subprocess.STDOUT, cwd=ROOT,
-                    start_new_session=True,  # its workers in its group: stopped with it
-                ))  # fmt: skip
-                console.close()
+                with open(tmp_path / f"console-{n}.txt", "w") as console:  # the child keeps it
+                    runs.append(subprocess.Popen(  # noqa: S603 - our own locustfile
+                        [*LOCUST, "--headless", "--host", url, "--profile", "smoke", "-t", "3s",
+                         "--processes", "2", "--run-dir", str(tmp_path / f"run-{n}"),
+                         "--guardrails", str(rules), "--metrics-url", "off", "--only-summary",
+                         *extra],
+                        stdout=console, stderr=subprocess.STDOUT, cwd=ROOT,
+                        start_new_session=True,  # its workers in its group: stopped with it
+                    ))  # fmt: skip
             yield runs
         finally:
             for run in runs:
@@ -314,12 +313,11 @@ def _master_address(run: subprocess.Popen) -> set[tuple[str, int]]:
     return set()
 
 
-def _finished(tmp_path: Path, runs: list[subprocess.Popen]) -> list[int]:
-    """Each run's exit code, its console in the message of a failure."""
+def _finished(tmp_path: Path, runs: list[subprocess.Popen]) -> None:
+    """Wait for every run; each must pass (its console in the message if not)."""
     codes = [run.wait(timeout=60) for run in runs]
     for n, code in enumerate(codes):
         assert code == 0, (tmp_path / f"console-{n}.txt").read_text()[-3000:]
-    return codes
 
 
 def test_processes_runs_listen_on_loopback_ports_of_their_own(tmp_path) -> None:
