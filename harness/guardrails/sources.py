@@ -19,6 +19,10 @@ def _matches(endpoint: str, wanted: str) -> bool:
     return endpoint == wanted or endpoint.split(" ", 1)[-1] == wanted
 
 
+def _ratio(part: float, whole: float) -> float | None:
+    return part / whole if whole else None
+
+
 class LocustSource:
     """Client-side metrics from the per-second timeline (plus the run summary)."""
 
