@@ -199,38 +199,62 @@ def backlog_sweep(
 
 
 def relay_instances(
-    settings: Settings, n: int, counts: list[int], workdir: Path, rounds: int = 1
+    settings: Settings,
+    n: int,
+    counts: list[int],
+    workdir: Path,
+    rounds: int = 1,
+    bare: bool = False,
 ) -> dict[str, Any]:
     """Drain rate of k relay processes over one relay's, measured just before and after.
 
     Order 1, k..., 1, k..., 1: ratio_r = E_k,r / mean(E_1 before, E_1 after). How busy
     the host was during each single-relay drain is recorded beside the rates: context for
     a ratio near 1, not a bound (busy time includes work that more relays may share).
+    ``bare`` measures k bare pipelined-confirm publisher processes the same way
+    (R_publishers_k): how far the broker and the host let any k publishers scale.
     """
     drain = lambda k, rows=n: bench.relay_processes_drain(settings, rows, k, workdir)  # noqa: E731
     drain(1, max(1, n // 4))  # warm-up (discarded): the first drain after a sweep is slow
-    solo = [drain(1)]
+    relays = _scaling(drain, counts, rounds)
+    ratios = {f"R_relays_{k}": summary(values) for k, values in relays["ratios"].items()}
+    absolute = {f"relays_{k}_per_s": rates for k, rates in relays["rates"].items()}
+    busy = [r.host_busy for r in relays["solo"] if r.host_busy is not None]
+    absolute["relays_1_host_busy"] = [round(b, 3) for b in busy]
+    if bare:
+        publishers = _scaling(lambda k: bench.bare_publishers(settings, n, k), counts, rounds)
+        for k, values in publishers["ratios"].items():
+            ratios[f"R_publishers_{k}"] = {**summary(values), "info": True}
+        absolute.update({f"publishers_{k}_per_s": v for k, v in publishers["rates"].items()})
+    return {
+        "ratios": ratios,
+        "absolute": absolute,
+        "config": {"events": n, "instances": counts, "rounds": rounds, "bare_publishers": bare},
+    }
+
+
+def _scaling(measure, counts: list[int], rounds: int) -> dict[str, Any]:
+    """k instances' rate over one's, in the order 1, k..., 1, k..., 1.
+
+    ratio_r = E_k,r / mean(E_1 before, E_1 after); ``measure(k)`` returns a Rate.
+    """
+    solo = [measure(1)]
     sized: dict[int, list[float]] = {k: [] for k in counts if k != 1}
     for _ in range(rounds):
         for k in sized:
-            sized[k].append(drain(k).per_s)
-        solo.append(drain(1))
+            sized[k].append(measure(k).per_s)
+        solo.append(measure(1))
     ones = [r.per_s for r in solo]
-    ratios = {
-        f"R_relays_{k}": summary(
-            [rate / ((ones[r] + ones[r + 1]) / 2) for r, rate in enumerate(rates)]
-        )
-        for k, rates in sized.items()
-    }
-    busy = [r.host_busy for r in solo if r.host_busy is not None]
     return {
-        "ratios": ratios,
-        "absolute": {
-            "relays_1_per_s": [round(x, 1) for x in ones],
-            "relays_1_host_busy": [round(b, 3) for b in busy],
-            **{f"relays_{k}_per_s": [round(x, 1) for x in rates] for k, rates in sized.items()},
+        "solo": solo,
+        "ratios": {
+            k: [v / ((ones[r] + ones[r + 1]) / 2) for r, v in enumerate(values)]
+            for k, values in sized.items()
         },
-        "config": {"events": n, "instances": counts, "rounds": rounds},
+        "rates": {
+            1: [round(x, 1) for x in ones],
+            **{k: [round(x, 1) for x in values] for k, values in sized.items()},
+        },
     }
 
 

@@ -35,6 +35,9 @@ DEFINITIONS = {
     "R_backlog_1e6": "relay drain rate, 1e6 backlog ÷ pooled 1e3 drains before and after",
     "R_relays_2": "2 relay processes' drain rate ÷ 1 relay (mean of one before, one after)",
     "R_relays_4": "4 relay processes' drain rate ÷ 1 relay",
+    "R_publishers_2": "2 bare pipelined-confirm publisher processes' rate ÷ 1 (the events in all"
+    " the same): how far the broker and the host let any two publishers scale",
+    "R_publishers_4": "4 bare pipelined-confirm publisher processes' rate ÷ 1",
     "R_inbox_1e5": "consumer rate with 1e5 ids in the inbox ÷ with an empty inbox (around it)",
     "R_inbox_1e6": "consumer rate with 1e6 ids in the inbox ÷ with an empty inbox (around it)",
 }

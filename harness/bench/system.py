@@ -51,14 +51,15 @@ class Plan:
     inbox_events: int
     sweep_rounds: int
     half_pipeline: bool = True  # S4 at half the pipeline's rate too (information)
+    bare_publishers: bool = True  # R_publishers_k beside R_relays_k (information)
 
 
 PLANS = {
     # CI: a few minutes on 2 shared cores; every ratio, smaller samples.
-    # S4' (information) is left out: its seeded drain and second latency run cost ≈ 15 s.
+    # S4' and R_publishers_k (information) are left out: they would cost ≈ 15 s and ≈ 10 s.
     "quick": Plan("quick", 3, 2, 1, 1, 3, 1, 2, 10_000, 1_000, 5_000, 8,
                   (10_000, 100_000), 1_000, 4, 12_000, (1, 2, 4), (100_000,), 10_000, 1,
-                  half_pipeline=False),
+                  half_pipeline=False, bare_publishers=False),
     "default": Plan("default", 5, 10, 3, 10, 10, 2, 5, 20_000, 1_500, 10_000, 15,
                     (10_000, 100_000), 1_000, 10, 30_000, (1, 2, 4), (100_000,), 10_000, 2),
     # The full method: 20 s wrk rounds after warm-up, the 1e6 backlog and inbox.
@@ -171,6 +172,7 @@ class Run:
                         list(plan.instance_counts),
                         workdir,
                         plan.sweep_rounds,
+                        plan.bare_publishers,
                     ),
                 )
                 dbs = {m: self.database(f"reco_inbox{m}") for m in (0, *plan.inbox_sizes)}

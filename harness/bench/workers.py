@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import io
+import multiprocessing
 import statistics
 import time
 import uuid
@@ -204,6 +205,56 @@ def bare_publish_pipelined(settings: Settings, messages: list[Message], window=2
     finally:
         publisher.close()
     return dataclasses.replace(rate, name="B4b bare pipelined confirms")
+
+
+def bare_publishers(settings: Settings, n: int, processes: int) -> Rate:
+    """B4b from ``processes`` processes at once, ``n`` messages in all: how the broker scales.
+
+    Timed from the first publish to the last confirm of any process. Each process makes its
+    own connection after the fork, as k relay processes would.
+    """
+    ctx = multiprocessing.get_context("fork")
+    go, spans = ctx.Event(), ctx.Queue()
+    share = -(-n // processes)  # ceiling: n in all, give or take processes - 1
+    procs = [
+        ctx.Process(target=_publish_share, args=(settings, share, go, spans), daemon=True)
+        for _ in range(processes)
+    ]
+    for proc in procs:
+        proc.start()
+    try:
+        go.set()
+        results = [spans.get(timeout=120) for _ in procs]
+    finally:
+        for proc in procs:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+    failed = [r for r in results if isinstance(r, str)]
+    if failed:
+        raise RuntimeError(f"bare publisher failed: {failed[0]}")
+    start = min(r[0] for r in results)
+    end = max(r[1] for r in results)
+    publisher = Publisher(settings)
+    try:
+        publisher.purge()
+    finally:
+        publisher.close()
+    return Rate(f"B4b bare pipelined confirms x{processes}", share * processes, end - start)
+
+
+def _publish_share(settings: Settings, count: int, go, spans) -> None:
+    """One bare publisher process: connect, wait for the start, publish, report its span."""
+    try:
+        publisher = Publisher(settings)
+        messages = messages_for(make_events(count))
+        go.wait(60)
+        started = time.perf_counter()  # CLOCK_MONOTONIC: comparable across processes
+        publisher.publish(messages)
+        spans.put((started, time.perf_counter()))
+        publisher.close()
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
+        spans.put(repr(exc))
 
 
 def bare_publish_per_message(settings: Settings, messages: list[Message]) -> Rate:

@@ -46,3 +46,15 @@ def test_the_pipeline_drain_is_timed_from_the_commit_to_the_last_apply(settings,
             assert cur.fetchone()[0] == 200
     finally:
         conn.close()
+
+
+def test_bare_publishers_share_the_messages_and_leave_the_queue_empty(settings):
+    from harness.bench.workers import Publisher, bare_publishers
+
+    rate = bare_publishers(settings, 601, 2)
+    assert rate.count == 602 and rate.seconds > 0  # 301 each: every process the same share
+    publisher = Publisher(settings)
+    try:
+        assert publisher.depth() == 0
+    finally:
+        publisher.close()
