@@ -306,9 +306,15 @@ def saturation(
         "offered_rps": round(offered, 3),
         "achieved_rps": round(achieved, 3),
         "throughput_ratio": round(achieved / offered, 4) if offered else None,
+        # What the rule "generator kept pace" judges: the seconds no user started or stopped.
+        "paced_throughput_ratio": _rounded(paced_throughput(timeline, start, end)),
         "max_cpu_percent": max_cpu,
         "reason": reason,
     }
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def _stretches(seconds: list[int]) -> list[list[int]]:

@@ -79,8 +79,11 @@ def test_saturation_flags_achieved_below_offered() -> None:
     result = saturation(tl, T0, T0 + 20)
     assert result["saturated"] and result["stretches"] == [[T0 + 7, T0 + 20]]
     assert result["throughput_ratio"] == 0.75 and "CPU" in result["reason"]
+    # The rule's figure leaves out the first second (no user count before it to compare).
+    assert result["paced_throughput_ratio"] == round(140 / 190, 4)
     calm = saturation(tl, T0, T0 + 10)
     assert not calm["saturated"] and calm["throughput_ratio"] == 1.0
+    assert calm["paced_throughput_ratio"] == 1.0
 
 
 FAMILY = "flask_http_request_duration_seconds"
