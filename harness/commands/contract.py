@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from harness.contract.allowlist import AllowlistError, load
-from harness.contract.config import budget
+from harness.contract.config import API_KEY_ENV, PEER_API_KEY_ENV, budget
 from harness.contract.paths import ALLOWLIST_PATH
 from harness.contract.runner import EXIT_ERROR, ContractRun, execute, service_url
 from service.settings import DEV_API_KEY
@@ -41,10 +41,18 @@ def _rate_limit(_ctx: click.Context, _param: click.Parameter, value: str | None)
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="report directory")
 @click.option(
     "--api-key",
-    envvar="RECO_CONTRACT_API_KEY",
+    envvar=API_KEY_ENV,
     default=DEV_API_KEY,
     show_default=True,
-    help="X-API-Key for authenticated operations ($RECO_CONTRACT_API_KEY)",
+    help=f"X-API-Key for authenticated operations (${API_KEY_ENV})",
+)
+@click.option(
+    "--peer-api-key",
+    envvar=PEER_API_KEY_ENV,
+    default=None,
+    help="another API client's key: object_level_authorization replays reads of the first "
+    f"client's objects with it and expects them refused (${PEER_API_KEY_ENV}; default: none, "
+    "and that check is listed as not run)",
 )
 @click.option(
     "--allowlist",
@@ -75,12 +83,18 @@ def command(
     seed: int | None,
     out: str | None,
     api_key: str,
+    peer_api_key: str | None,
     allowlist_path: str | None,
     rate_limit: str | None,
     timeout_s: float,
 ) -> int:
     """Run every Schemathesis check; exit 0 pass, 1 contract failures, 2 harness error."""
     path = Path(allowlist_path) if allowlist_path else ALLOWLIST_PATH
+    peer_api_key = peer_api_key or None  # an empty one, as from an unset CI secret: none
+    if peer_api_key == api_key:
+        # One client twice: every read of its own objects would be reported as a bypass.
+        click.echo("error: --peer-api-key must be another API client's key", err=True)
+        return EXIT_ERROR
     try:
         allowlist = load(path)
         default_examples, default_seed = budget()
@@ -103,6 +117,7 @@ def command(
                     max_examples=max_examples or default_examples,
                     seed=default_seed if seed is None else seed,
                     api_key=api_key,
+                    peer_api_key=peer_api_key,
                     allowlist=allowlist,
                     allowlist_path=path.resolve(),
                     rate_limit=rate_limit,

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence, Set
 from pathlib import Path
 from typing import Any
 
-from harness.contract.config import st_config
+from harness.contract.config import PEER_API_KEY_ENV, st_config
 from harness.contract.paths import CONFIG_PATH
 
 MAX_RESPONSE_TIME = "max_response_time"
@@ -89,8 +89,8 @@ def _without_peers(project: Any, config_name: str) -> str | None:
     else:
         has = "no API key"
     return (
-        f"needs a second API key: two identities listed as peers under [auth.wfc] in "
-        f"{config_name} (this run: {has})"
+        f"needs a second API key: --peer-api-key (${PEER_API_KEY_ENV}), or two identities "
+        f"listed as peers under [auth.wfc] in {config_name} (this run: {has})"
     )
 
 

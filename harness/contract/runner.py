@@ -17,7 +17,7 @@ from typing import Any
 from harness.contract import junit
 from harness.contract.allowlist import Allowlist
 from harness.contract.check_plan import plan
-from harness.contract.config import API_KEY_ENV
+from harness.contract.config import API_KEY_ENV, write_peers_config
 from harness.contract.paths import ALLOWLIST_PATH, CONFIG_PATH, ROOT
 from harness.contract.summary import fired_fail_on, summarise
 
@@ -37,6 +37,7 @@ class ContractRun:
     seed: int | None  # None: deterministic generation (CI)
     api_key: str
     allowlist: Allowlist
+    peer_api_key: str | None = None  # a second client's key: object_level_authorization runs
     allowlist_path: Path = ALLOWLIST_PATH
     rate_limit: str | None = None  # st's "N/UNIT" or "auto": under a deployment's rate limit
     timeout_s: float = 600.0
@@ -64,14 +65,14 @@ class ContractRun:
         return self.out_dir / "contract.json"
 
 
-def st_argv(run: ContractRun) -> list[str]:
+def st_argv(run: ContractRun, config_path: Path = CONFIG_PATH) -> list[str]:
     """The Schemathesis command line: every check, positive and negative data."""
     argv = [
         sys.executable,
         "-m",
         "schemathesis.cli",
         "--config-file",
-        str(CONFIG_PATH),
+        str(config_path),
         "run",
         f"{run.url.rstrip('/')}/openapi.json",
         "--checks",
@@ -157,25 +158,40 @@ def _tee(
     return code, timed_out.is_set()
 
 
+@contextlib.contextmanager
+def st_config_path(run: ContractRun) -> Iterator[Path]:
+    """The configuration `st run` reads: the shared one, or a copy naming both keys as peers."""
+    if run.peer_api_key is None:
+        yield CONFIG_PATH
+        return
+    # The auth file holds both keys: a private directory (0700), gone when the run ends, so
+    # no key is left in the reports.
+    with tempfile.TemporaryDirectory(prefix="reco-contract-peers-") as directory:
+        yield write_peers_config(run.api_key, run.peer_api_key, Path(directory))
+
+
 def execute(run: ContractRun, echo: Callable[[str], None] = print) -> tuple[int, dict[str, Any]]:
     """Run Schemathesis, write contract.json and return (exit code, summary)."""
     run.out_dir.mkdir(parents=True, exist_ok=True)
     run.dropped_log.unlink(missing_ok=True)
-    # cwd = out dir, so Schemathesis' cache (.schemathesis/) lands there and `st replay` works.
-    code, timed_out = _tee(
-        st_argv(run),
-        st_env(run),
-        run.out_dir,
-        run.out_dir / "schemathesis.log",
-        run.timeout_s,
-        echo,
-    )
-    return conclude(run, code, timed_out)
+    with st_config_path(run) as config_path:
+        # cwd = out dir, so Schemathesis' cache (.schemathesis/) lands there and `st replay` works.
+        code, timed_out = _tee(
+            st_argv(run, config_path),
+            st_env(run),
+            run.out_dir,
+            run.out_dir / "schemathesis.log",
+            run.timeout_s,
+            echo,
+        )
+        return conclude(run, code, timed_out, config_path)
 
 
-def conclude(run: ContractRun, st_code: int, timed_out: bool) -> tuple[int, dict[str, Any]]:
+def conclude(
+    run: ContractRun, st_code: int, timed_out: bool, config_path: Path = CONFIG_PATH
+) -> tuple[int, dict[str, Any]]:
     """Judge what Schemathesis left in the out dir: write contract.json, align junit.xml."""
-    summary = _summary(run, st_code, timed_out)
+    summary = _summary(run, st_code, timed_out, config_path)
     run.summary_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     if summary["passed"]:
         return EXIT_OK, summary
@@ -187,7 +203,7 @@ def conclude(run: ContractRun, st_code: int, timed_out: bool) -> tuple[int, dict
     return EXIT_BREACH, summary
 
 
-def _summary(run: ContractRun, code: int, timed_out: bool) -> dict[str, Any]:
+def _summary(run: ContractRun, code: int, timed_out: bool, config_path: Path) -> dict[str, Any]:
     """contract.json: the reports summarised, or why the run left none to summarise."""
     allowlist_state = {
         "honoured": [e.id for e in run.allowlist.active],
@@ -199,6 +215,7 @@ def _summary(run: ContractRun, code: int, timed_out: bool) -> dict[str, Any]:
         "deterministic": run.seed is None,
         "max_examples": run.max_examples,
         "rate_limit": run.rate_limit,
+        "peer_api_key": run.peer_api_key is not None,  # whether, never which
         "st_exit_code": code,
         "timed_out": timed_out,
         "reports": {
@@ -218,7 +235,7 @@ def _summary(run: ContractRun, code: int, timed_out: bool) -> dict[str, Any]:
             "error": _why_no_result(code, timed_out),
             "run": meta,
         }
-    checks = plan(run.api_key, CHECKS, run.request_timeout_s)
+    checks = plan(run.api_key, CHECKS, run.request_timeout_s, config_path)
     return summarise(
         run.report_path, run.ndjson_path, run.dropped_log, allowlist_state, meta, checks
     )
