@@ -15,7 +15,7 @@ from pathlib import Path
 from harness.contract import junit
 from harness.contract.allowlist import load
 from harness.contract.check_plan import NO_RESULT, plan
-from harness.contract.paths import ALLOWLIST_PATH
+from harness.contract.paths import ALLOWLIST_PATH, CONFIG_PATH
 from harness.contract.runner import ContractRun, conclude
 
 FIXTURES = Path(__file__).parent / "fixtures" / "contract-fail-on"
@@ -105,14 +105,32 @@ def test_added_cases_stay_xml_safe_and_a_red_file_gets_no_second_verdict(tmp_pat
 
 def test_checks_that_could_judge_nothing_are_listed_apart_with_the_reason(tmp_path: Path) -> None:
     code, summary = conclude(recorded_run(tmp_path), 1, False)
-    # The recorded case has results of 15 checks; two of them had nothing to judge by.
+    # The recorded case has results of 15 checks; with one API key, one had nothing to judge by.
+    assert set(summary["not_run"]) == {"object_level_authorization"}
+    reason = summary["not_run"]["object_level_authorization"]
+    assert "second API key: --peer-api-key ($RECO_CONTRACT_PEER_API_KEY)" in reason
+    assert reason.endswith("(this run: one API key, --api-key)")
+    assert "max_response_time" in summary["check_names"]
+    assert len(summary["check_names"]) == 14
+    assert summary["checks"] == summary["scopes"]["GET /healthz"]["checks"] == 14
+
+
+def test_a_response_time_limit_not_below_the_request_timeout_judges_nothing(
+    tmp_path: Path,
+) -> None:
+    # The shared file without its limit: Schemathesis' default, the request timeout's length.
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(_without_line(CONFIG_PATH.read_text(), "max_response_time = "))
+    _code, summary = conclude(recorded_run(tmp_path), 1, False, config)
     assert set(summary["not_run"]) == {"max_response_time", "object_level_authorization"}
-    assert "second API key" in summary["not_run"]["object_level_authorization"]
     assert "its limit, 10 s (Schemathesis' default" in summary["not_run"]["max_response_time"]
     assert "request timeout, 10 s" in summary["not_run"]["max_response_time"]
     assert not set(summary["not_run"]) & set(summary["check_names"])
     assert len(summary["check_names"]) == 13
-    assert summary["checks"] == summary["scopes"]["GET /healthz"]["checks"] == 13
+
+
+def _without_line(text: str, start: str) -> str:
+    return "".join(line for line in text.splitlines(True) if not line.startswith(start))
 
 
 def test_two_peers_and_a_limit_under_the_request_timeout_let_both_checks_judge(
