@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
 import threading
 import xml.etree.ElementTree as ET  # noqa: S405 - parses the run's own junit.xml
 from collections.abc import Callable, Iterator
@@ -17,8 +16,9 @@ from harness.cli import main
 from harness.contract.allowlist import load
 from harness.contract.fixtures import contract_settings
 from harness.contract.links import declared
-from harness.contract.paths import ALLOWLIST_PATH, CONFIG_PATH
-from harness.contract.runner import ContractRun, execute, st_argv, st_env
+from harness.contract.paths import ALLOWLIST_PATH
+from harness.contract.runner import ContractRun, execute
+from harness.contract.summary import check_counts
 from harness.guardrails import check_dir, parse_rules
 from harness.pytest_plugins.gunicorn import GunicornServer
 from harness.pytest_plugins.service import API_KEY, OTHER_API_KEY
@@ -27,6 +27,9 @@ from service.app import create_app
 from service.problems import ApiProblem
 
 BUDGET = ["--max-examples", "5", "--timeout", "150"]
+SHORT_BUDGET = ["--max-examples", "2", "--timeout", "150"]
+PEER = ["--peer-api-key", OTHER_API_KEY]  # the second API client of every served app
+EVENT_READ = "GET /v1/events/{event_id}"
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +85,12 @@ def _summary(out: Path) -> dict:
     return json.loads((out / "contract.json").read_text())
 
 
+def _contract(url: str, out: Path, capsys, *args: str) -> tuple[int, str, dict]:
+    """Run the command against ``url`` into ``out``: exit code, what it printed, contract.json."""
+    code = main(["contract", "--url", url, "--out", str(out), *args])
+    return code, capsys.readouterr().out, _summary(out)
+
+
 def _failed_cases(out: Path) -> dict[str, str | None]:
     """Each junit.xml test case that failed or errored: its name and message."""
     root = ET.parse(out / "junit.xml").getroot()  # noqa: S314 - the run's own report
@@ -95,21 +104,26 @@ def _failed_cases(out: Path) -> dict[str, str | None]:
 def test_passes_against_gunicorn_and_writes_reports(gunicorn_url, tmp_path, capsys):
     """Zero failures against the real service; JUnit, NDJSON and contract.json are written."""
     out = tmp_path / "run"
-    code = main(["contract", "--url", gunicorn_url, "--out", str(out), *BUDGET])
-    printed = capsys.readouterr().out
-    summary = _summary(out)
+    code, printed, summary = _contract(gunicorn_url, out, capsys, *PEER, *BUDGET)
     assert code == 0, printed[-3000:]
     assert summary["passed"] is True
     assert summary["operations"] == 6 and summary["failures"] == 0
     assert summary["checks"] > 0 and isinstance(summary["allowlisted"], int)
-    assert {"ignored_auth", "negative_data_rejection", "unsupported_method"} <= set(
-        summary["check_names"]
-    )
-    # One API key: object_level_authorization had nothing to judge by. The response-time limit
-    # (schemathesis.toml) is below the request timeout, so max_response_time judged.
-    assert set(summary["not_run"]) == {"object_level_authorization"}
-    assert "max_response_time" in summary["check_names"]
-    assert "object_level_authorization" not in summary["check_names"]
+    # Two API clients and a response-time limit below the request timeout: every check judged.
+    assert summary["not_run"] == {} and summary["run"]["peer_api_key"] is True
+    assert {
+        "ignored_auth",
+        "negative_data_rejection",
+        "unsupported_method",
+        "object_level_authorization",
+        "max_response_time",
+    } <= set(summary["check_names"])
+    # Recommendations are shared by design (one tenant per deployment): the allow-list excuses
+    # the second client reading them; another client's event was refused, or it had failed.
+    assert summary["allowlist"]["matched"].get("recommendations-shared-across-clients", 0) > 0
+    # The keys lived in a temporary auth file: no report holds the second one.
+    leaked = [f for f in out.rglob("*") if f.is_file() and OTHER_API_KEY.encode() in f.read_bytes()]
+    assert not leaked
     assert (out / "junit.xml").read_text().startswith("<?xml")
     assert (out / "events.ndjson").stat().st_size > 0
     # The allow-list is printed with each entry's expiry.
@@ -142,6 +156,33 @@ def test_a_regression_fails_the_command(served_app, tmp_path, capsys):
     assert any(f["title"] == "Response violates schema" for f in summary["failure_details"])
     # Reproduction material is printed: a curl command and the replay id.
     assert "curl -X GET" in printed and "st replay" in printed
+
+
+def events_readable_by_any_client(app) -> None:
+    """Object-level authorization dropped: the other client's event reads are served as dev's."""
+    inner = app.wsgi_app  # the key is swapped before the view authenticates it
+
+    def as_dev(environ, start_response):
+        read = environ["REQUEST_METHOD"] == "GET" and environ["PATH_INFO"].startswith("/v1/events/")
+        if read and environ.get("HTTP_X_API_KEY") == OTHER_API_KEY:
+            environ["HTTP_X_API_KEY"] = API_KEY
+        return inner(environ, start_response)
+
+    app.wsgi_app = as_dev
+
+
+def test_another_clients_event_read_fails_object_level_authorization(served_app, tmp_path, capsys):
+    """With a second key, an event read answered for any client fails the run (API1)."""
+    url = served_app(events_readable_by_any_client)
+    out = tmp_path / "bola"
+    code, printed, summary = _contract(url, out, capsys, *PEER, *SHORT_BUDGET)
+    assert code == 1, printed[-3000:]
+    # The one finding is the bypass, on the event read; the shared recommendations stay excused.
+    assert [(f["code"], f["operations"]) for f in summary["failure_details"]] == [
+        ("ST402", [EVENT_READ])
+    ], summary["failure_details"]
+    judged = check_counts(out / "events.ndjson")[EVENT_READ]
+    assert judged[("object_level_authorization", "failure")] > 0, judged
 
 
 def every_item_unknown(app) -> None:
@@ -224,61 +265,24 @@ def test_rate_limit_paces_the_run_under_the_services_limit(served_app, tmp_path,
     printed = capsys.readouterr().out
     assert code == 0, printed[-3000:]
     assert 429 not in _statuses(out) and 202 in _statuses(out)
-    assert _summary(out)["run"]["rate_limit"] == "25/s"
+    summary = _summary(out)
+    assert summary["run"]["rate_limit"] == "25/s"
+    # One API key: object_level_authorization had nothing to judge by, and says what it needs.
+    assert "--peer-api-key" in summary["not_run"]["object_level_authorization"]
+    assert "object_level_authorization" not in summary["check_names"]
+    assert "max_response_time" in summary["check_names"]
+
+
+def test_the_same_key_as_peer_is_a_usage_error(capsys):
+    """One client twice would report it reading its own events: refused before anything runs."""
+    assert main(["contract", "--url", "http://127.0.0.1:9", "--peer-api-key", API_KEY]) == 2
+    assert "another API client's key" in capsys.readouterr().err
 
 
 def test_a_malformed_rate_limit_is_a_usage_error(capsys):
     """Refused before any stack starts or Schemathesis runs."""
     assert main(["contract", "--url", "http://127.0.0.1:9", "--rate-limit", "10/sec"]) == 2
     assert "N/UNIT" in capsys.readouterr().err
-
-
-def test_two_identities_read_the_same_recommendations_by_design(gunicorn_url, tmp_path):
-    """Two API clients as Schemathesis peers: each reads any user's recommendations, by design."""
-    # One tenant per deployment (docs/api.md); events stay per client, and that check stays on.
-    auth = tmp_path / "auth.json"
-    auth.write_text(
-        json.dumps(
-            {
-                "auth": [
-                    {"name": name, "fixedHeaders": [{"name": "X-API-Key", "value": key}]}
-                    for name, key in (("dev", API_KEY), ("other", OTHER_API_KEY))
-                ]
-            }
-        )
-    )
-    # The shared configuration with both clients as peers instead of the one key.
-    config = CONFIG_PATH.read_text().split("[auth.openapi.apiKey]")[0]
-    sanitization = CONFIG_PATH.read_text().split("[output.sanitization]")[1]
-    (tmp_path / "st.toml").write_text(
-        f'{config}[auth.wfc]\npath = "{auth}"\npeers = ["dev", "other"]\n\n'
-        f"[output.sanitization]{sanitization}"
-    )
-    run = ContractRun(
-        url=gunicorn_url,
-        out_dir=tmp_path / "peers",
-        max_examples=10,
-        seed=None,
-        api_key=API_KEY,
-        allowlist=load(ALLOWLIST_PATH),
-    )
-    argv = st_argv(run)
-    argv[argv.index(str(CONFIG_PATH))] = str(tmp_path / "st.toml")
-    run.out_dir.mkdir()
-    result = subprocess.run(  # noqa: S603 - the st CLI with arguments built here
-        [*argv, "--phases", "stateful"],
-        cwd=run.out_dir,
-        env=st_env(run),
-        capture_output=True,
-        text=True,
-        timeout=150,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout[-3000:]
-    dropped = [json.loads(line) for line in run.dropped_log.read_text().splitlines()]
-    assert {d["entry"] for d in dropped if d["code"] == "ST402"} == {
-        "recommendations-shared-across-clients"
-    }
 
 
 def test_expired_entries_are_not_honoured(served_app, tmp_path, capsys):
