@@ -25,6 +25,8 @@ EXIT_OK, EXIT_BREACH, EXIT_ERROR = 0, 1, 2
 CHECKS = ("all",)  # st run --checks: contract.json's not_run is worked out from the same list
 # Schemathesis exits 1 when it found failures; anything else means it could not do its job.
 ST_FINDINGS_EXIT = 1
+# An event no client wrote: the second key's read of it shows whether the service knows the key.
+UNKNOWN_EVENT = "00000000-0000-4000-8000-000000000000"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,10 +172,35 @@ def st_config_path(run: ContractRun) -> Iterator[Path]:
         yield write_peers_config(run.api_key, run.peer_api_key, Path(directory))
 
 
+def refused_peer(run: ContractRun) -> str | None:
+    """Why the service refuses the second API key, or None when it takes it (or is not up)."""
+    if run.peer_api_key is None:
+        return None
+    import requests
+
+    from service.auth import HEADER
+
+    url = f"{run.url.rstrip('/')}/v1/events/{UNKNOWN_EVENT}"
+    try:
+        reply = requests.get(url, headers={HEADER: run.peer_api_key}, timeout=run.request_timeout_s)
+    except requests.RequestException:
+        return None  # Schemathesis waits for the service and reports one it cannot reach
+    if reply.status_code not in (401, 403):
+        return None
+    # Every replay with a refused key is refused too: the check would pass having judged nothing.
+    return (
+        f"the service refuses --peer-api-key (GET /v1/events/{{event_id}} answered "
+        f"{reply.status_code}): object_level_authorization would judge nothing"
+    )
+
+
 def execute(run: ContractRun, echo: Callable[[str], None] = print) -> tuple[int, dict[str, Any]]:
     """Run Schemathesis, write contract.json and return (exit code, summary)."""
     run.out_dir.mkdir(parents=True, exist_ok=True)
     run.dropped_log.unlink(missing_ok=True)
+    refused = refused_peer(run)
+    if refused is not None:
+        return conclude(run, None, False, not_started=refused)
     with st_config_path(run) as config_path:
         # cwd = out dir, so Schemathesis' cache (.schemathesis/) lands there and `st replay` works.
         code, timed_out = _tee(
@@ -188,10 +215,14 @@ def execute(run: ContractRun, echo: Callable[[str], None] = print) -> tuple[int,
 
 
 def conclude(
-    run: ContractRun, st_code: int, timed_out: bool, config_path: Path = CONFIG_PATH
+    run: ContractRun,
+    st_code: int | None,
+    timed_out: bool,
+    config_path: Path = CONFIG_PATH,
+    not_started: str | None = None,  # why Schemathesis was not started (st_code None)
 ) -> tuple[int, dict[str, Any]]:
     """Judge what Schemathesis left in the out dir: write contract.json, align junit.xml."""
-    summary = _summary(run, st_code, timed_out, config_path)
+    summary = _summary(run, st_code, timed_out, config_path, not_started)
     run.summary_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     if summary["passed"]:
         return EXIT_OK, summary
@@ -203,7 +234,9 @@ def conclude(
     return EXIT_BREACH, summary
 
 
-def _summary(run: ContractRun, code: int, timed_out: bool, config_path: Path) -> dict[str, Any]:
+def _summary(
+    run: ContractRun, code: int | None, timed_out: bool, config_path: Path, not_started: str | None
+) -> dict[str, Any]:
     """contract.json: the reports summarised, or why the run left none to summarise."""
     allowlist_state = {
         "honoured": [e.id for e in run.allowlist.active],
@@ -224,7 +257,12 @@ def _summary(run: ContractRun, code: int, timed_out: bool, config_path: Path) ->
             "schemathesis_json": str(run.report_path),
         },
     }
-    if timed_out or code not in (0, ST_FINDINGS_EXIT) or not run.report_path.exists():
+    if (
+        not_started
+        or timed_out
+        or code not in (0, ST_FINDINGS_EXIT)
+        or not run.report_path.exists()
+    ):
         return {
             "operations": 0,
             "checks": 0,
@@ -232,7 +270,7 @@ def _summary(run: ContractRun, code: int, timed_out: bool, config_path: Path) ->
             "errors": 1,  # the run itself: a gate on "errors == 0" must not pass it
             "allowlisted": 0,
             "passed": False,
-            "error": _why_no_result(code, timed_out),
+            "error": not_started or _why_no_result(code, timed_out),
             "run": meta,
         }
     checks = plan(run.api_key, CHECKS, run.request_timeout_s, config_path)
@@ -254,7 +292,7 @@ def _why_failed(summary: dict[str, Any]) -> str:
     )
 
 
-def _why_no_result(code: int, timed_out: bool) -> str:
+def _why_no_result(code: int | None, timed_out: bool) -> str:
     if timed_out:
         return "Schemathesis did not finish within the time limit"
     return f"Schemathesis exited with {code} without a usable report (see schemathesis.log)"

@@ -273,6 +273,16 @@ def test_rate_limit_paces_the_run_under_the_services_limit(served_app, tmp_path,
     assert "max_response_time" in summary["check_names"]
 
 
+def test_a_second_key_the_service_refuses_is_a_harness_error(gunicorn_url, tmp_path, capsys):
+    """Every replay with a refused key would be refused: exit 2 before Schemathesis runs."""
+    out = tmp_path / "bad-peer"
+    code, _printed, summary = _contract(gunicorn_url, out, capsys, "--peer-api-key", "not-a-key")
+    assert code == 2 and summary["passed"] is False and summary["errors"] == 1
+    assert summary["error"].startswith("the service refuses --peer-api-key (GET /v1/events/")
+    assert summary["run"]["st_exit_code"] is None and not (out / "events.ndjson").exists()
+    assert _failed_cases(out) == {"contract run": summary["error"]}
+
+
 def test_the_same_key_as_peer_is_a_usage_error(capsys):
     """One client twice would report it reading its own events: refused before anything runs."""
     assert main(["contract", "--url", "http://127.0.0.1:9", "--peer-api-key", API_KEY]) == 2
