@@ -7,7 +7,7 @@ import time
 
 from flask import Flask
 
-from service import errors, logs, metrics, middleware
+from service import errors, logs, metrics, middleware, wallclock
 from service.db.access import Database
 from service.popular_cache import PopularPool
 from service.settings import Settings
@@ -48,6 +48,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     """Build the app; no I/O happens here (pools open lazily in each worker)."""
     settings = settings or Settings.from_env()
     logs.configure(settings.log_level, settings.log_batch_lines, settings.log_batch_flush_ms)
+    wallclock.configure(settings)
     app = SyncFlask(__name__)
     # Werkzeug answers a path with a doubled slash (/v1//events) with a 308 text/html redirect
     # whose Location is built from the client's Host header: no route of ours has one, so

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from flask import Flask, Request, Response, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from service import wallclock
 from service.metrics import UNMATCHED, ServiceMetrics, path
 from service.problems import ApiProblem, problem_response
 
@@ -106,7 +107,7 @@ def install(app: Flask) -> None:
             body_within_limit(req)
         if req.path in EXEMPT_PATHS:
             return None
-        queued_ms = queue_time_ms(headers.get("X-Request-Start"), time.time())
+        queued_ms = queue_time_ms(headers.get("X-Request-Start"), wallclock.now())
         max_queue = runtime.settings.max_queue_ms
         if max_queue and queued_ms is not None and queued_ms > max_queue:
             # Waited in a proxy or the listen backlog past its budget: the client has likely

@@ -31,6 +31,7 @@ TEST_FAULTS = frozenset(
         "relay_pause_before_commit",
         "consumer_pause_before_commit",
         "consumer_pause_after_commit",
+        "wall_clock_offset",
     }
 )
 # API-key secrets carry at least 32 bytes of entropy: guessing one is not a threat model.
@@ -260,6 +261,11 @@ class Settings:
     unsafe_test_faults: str = _field(
         "RECO_UNSAFE_TEST_FAULTS", "", doc="comma list; honoured only when RECO_ENV=test"
     )
+    test_clock_file: str = _field(
+        "RECO_TEST_CLOCK_FILE",
+        "",
+        doc="file holding the seconds the wall_clock_offset test fault adds to the clock",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -332,6 +338,8 @@ class Settings:
                 f"RECO_UNSAFE_TEST_FAULTS: unknown {', '.join(unknown)};"
                 f" known: {', '.join(sorted(TEST_FAULTS))}"
             )
+        if "wall_clock_offset" in self._test_fault_names() and not self.test_clock_file:
+            raise ConfigError("RECO_TEST_CLOCK_FILE: required by the wall_clock_offset test fault")
 
     def _test_fault_names(self) -> set[str]:
         """The switches listed in RECO_UNSAFE_TEST_FAULTS, blanks dropped."""
@@ -370,6 +378,8 @@ class Settings:
                 raise ConfigError(f"{env}: production needs a non-default password")
         if self.unsafe_test_faults:
             raise ConfigError("RECO_UNSAFE_TEST_FAULTS: not allowed in production")
+        if self.test_clock_file:
+            raise ConfigError("RECO_TEST_CLOCK_FILE: not allowed in production")
 
     def test_fault(self, name: str) -> bool:
         """Tell whether a deliberate test-only fault is switched on."""

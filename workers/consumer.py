@@ -19,6 +19,7 @@ import pika
 import pika.exceptions
 import psycopg2
 
+from service import wallclock
 from service.events import PoisonMessage
 from service.settings import Settings
 from workers import features
@@ -235,7 +236,7 @@ class Consumer:
             self._account([(delivery, item)], fresh, time.perf_counter() - started)
 
     def _account(self, valid, fresh: set, seconds: float) -> None:
-        now = time.time()
+        now = wallclock.now()
         self.metrics.consumed.inc(len(valid))
         self.metrics.applied.inc(len(fresh))
         self.metrics.duplicates.inc(len(valid) - len(fresh))

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from service import wallclock
 from service.db import deadline
 from service.db.connect import ROLE_TIMEOUTS
 from service.settings import ConfigError, Settings
@@ -41,6 +42,7 @@ def main(
         print(f"{name}: configuration error: {exc}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level)
+    wallclock.configure(settings)
     # A black-holed database (TCP acknowledged, the server silent) would otherwise block the
     # worker until the fault ends: no iteration, no /healthz beat, no SIGTERM. Every wait for
     # the server is bounded instead, past the statement timeout so that one fires first.

@@ -8,6 +8,7 @@ from typing import Any
 
 import pika
 
+from service import wallclock
 from service.events import InteractionRecorded, PoisonMessage, decode, message_properties
 
 CREATED_AT = "created_at"  # outbox created_at, so the consumer can store inbox.event_created
@@ -83,7 +84,7 @@ def dead_letter_headers(
     """Headers of a dead-lettered copy: the original ones plus why, when and where from."""
     headers = dict(properties.headers or {})
     headers[DEAD_REASON] = reason[:1000]
-    headers[DEAD_AT] = dt.datetime.now(dt.UTC).isoformat()
+    headers[DEAD_AT] = dt.datetime.fromtimestamp(wallclock.now(), dt.UTC).isoformat()
     headers[ORIGINAL_ROUTING_KEY] = routing_key
     headers[ORIGINAL_EXCHANGE] = exchange
     return headers

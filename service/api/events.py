@@ -9,7 +9,7 @@ import uuid
 
 from flask import Blueprint, Response, g, request
 
-from service import idempotency, openapi, strict_json
+from service import idempotency, openapi, strict_json, wallclock
 from service.api.common import client_id, json_response, runtime, shed
 from service.db import events as events_repo
 from service.events import InteractionRecorded
@@ -187,7 +187,7 @@ def _normalise_ids(body: dict, max_future_s: float) -> None:
     """Canonical ids, integers and timestamps: what the database and the consumer accept."""
     # The feature tables keep the latest occurred_at (GREATEST): one far-future event would
     # pin it for good, so events ahead of this service's clock beyond a skew are refused.
-    latest = time.time() + max_future_s
+    latest = wallclock.now() + max_future_s
     future = []
     for index, event in enumerate(body["events"]):
         event["event_id"] = str(uuid.UUID(event["event_id"]))

@@ -11,7 +11,14 @@ FIRST_PARTY = {"service", "workers", "harness", "chaos", "migrations", "loadtest
 # package -> first-party modules it may import (prefix match)
 ALLOWED = {
     "service": ("service", "migrations"),
-    "workers": ("workers", "service.settings", "service.db", "service.events", "service.logs"),
+    "workers": (
+        "workers",
+        "service.settings",
+        "service.db",
+        "service.events",
+        "service.logs",
+        "service.wallclock",
+    ),
     "migrations": ("migrations", "service.settings"),
     "loadtests": ("loadtests", "harness.guardrails", "harness.ports"),
     "chaos": (
@@ -20,6 +27,7 @@ ALLOWED = {
         "service.settings",
         "service.events",
         "service.db",
+        "service.wallclock",
         "workers",
         "migrations",
     ),

@@ -351,7 +351,7 @@ def test_the_known_test_faults_are_those_the_code_asks_for_and_the_docs_list():
 
     root = Path(__file__).parents[2]
     asked = set()
-    for path in (root / "workers").glob("*.py"):
+    for path in [*(root / "workers").glob("*.py"), *(root / "service").glob("*.py")]:
         text = path.read_text()
         asked |= set(re.findall(r'test_fault\(\s*"(\w+)"', text))
         asked |= set(re.findall(r'pause_point\(\s*self\.settings,\s*"(\w+)"', text))
