@@ -22,8 +22,10 @@ import psycopg2
 
 from chaos.faultproxy.client import Client, NotFound, ToxiproxyError
 from harness.stack import Stack
+from harness.stack.identity import environment
 from harness.stack.postgres import set_synchronous_standby, synchronous_standby
 from harness.stack.procs import pid_alive
+from service.wallclock import read_offset, write_offset
 
 TOXICS = (
     "latency",
@@ -37,6 +39,11 @@ TOXICS = (
 )
 PROCESS_TARGETS = ("api_worker", "api_master", "relay", "consumer", "postgres", "rabbitmq")
 PROCESS_MODES = ("kill", "pause", "term")
+# Apps whose wall clock a clock step moves: the API (events ahead of its clock, queue time),
+# the consumer (dead-letter stamps, event age) and the relay, whose decisions are all on
+# database time: skewed too, so any host-clock decision it gained would be exercised.
+CLOCK_APPS = ("api", "relay", "consumer")
+CLOCK_ENV = ("RECO_ENV", "RECO_UNSAFE_TEST_FAULTS", "RECO_TEST_CLOCK_FILE")
 
 
 class FaultError(RuntimeError):
@@ -98,6 +105,10 @@ class Faults:
                 raise FaultError("lock table must be item_popularity or outbox")
         elif action in ("migrate", "stall_commits"):
             fault["database_url"] = self.stack.database_url()
+        elif action == "clock":
+            fault["clock_file"] = str(clock_file(self.stack))
+            components = self.stack.state.get("components", {})
+            fault["pids"] = {n: components[n]["pid"] for n in CLOCK_APPS if n in components}
         else:
             raise FaultError(f"unknown action {action!r}")
         return fault
@@ -187,6 +198,18 @@ class Faults:
     def _apply_stall_commits(self, fault: dict[str, Any]) -> None:
         set_commit_stall(fault["database_url"], True)
 
+    def _apply_clock(self, fault: dict[str, Any]) -> None:
+        write_offset(Path(fault["clock_file"]), float(fault["offset"]))
+        # An app started without the switch would keep its real clock: a step that reaches
+        # nobody must read as a failed step, never as a skew the stack took in its stride.
+        deaf = [
+            name
+            for name in CLOCK_APPS
+            if not _reads_clock(fault["pids"].get(name), fault["clock_file"])
+        ]
+        if deaf:
+            raise FaultError(f"{', '.join(deaf)} not running with the wall_clock_offset switch")
+
     def _apply_migrate(self, fault: dict[str, Any]) -> None:
         fault["result"] = concurrent_migrations(fault["database_url"], int(fault.get("runners", 2)))
 
@@ -253,8 +276,29 @@ class Faults:
     def _rollback_stall_commits(self, fault: dict[str, Any]) -> None:
         set_commit_stall(fault["database_url"], False)
 
+    def _rollback_clock(self, fault: dict[str, Any]) -> None:
+        # Back to the real clock, unless a later clock step already holds: its heal resets it.
+        path = Path(fault["clock_file"])
+        if read_offset(path) == float(fault["offset"]):
+            write_offset(path, 0.0)
+
     def _rollback_migrate(self, fault: dict[str, Any]) -> None:
         """Nothing to undo: the scratch database is dropped by the action itself."""
+
+
+def _reads_clock(pid: int | None, path: str) -> bool:
+    """Whether process ``pid`` was started with the clock switch on, reading ``path``."""
+    env = environment(pid, CLOCK_ENV) if pid else None
+    if env is None:
+        return False
+    switches = {s.strip() for s in env.get("RECO_UNSAFE_TEST_FAULTS", "").split(",")}
+    on = env.get("RECO_ENV") == "test" and "wall_clock_offset" in switches
+    return on and env.get("RECO_TEST_CLOCK_FILE") == path
+
+
+def clock_file(stack: Stack) -> Path:
+    """The file whose seconds offset the wall clock of apps run with the clock switch."""
+    return stack.state_dir / "clock-offset"
 
 
 def restart_component(stack: Stack, name: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from harness.guardrails import parse_duration
 from harness.stack.faults import LINKS
 
 CATALOGUE = Path(__file__).with_name("experiments")
+PHASE_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 ACTIONS = (
     "toxic",
     "down",
@@ -29,10 +31,12 @@ ACTIONS = (
     "lock",
     "migrate",
     "stall_commits",
+    "clock",
 )
 PROBES = ("http", "backlog", "error_ratio", "p99_ms")
 PROBE_KEYS = {"name", "type", "tolerance", "path"}
-STEP_KEYS = {"action", "start", "duration", "label"}  # besides the action's own (ACTION_KEYS)
+# Besides the action's own (ACTION_KEYS).
+STEP_KEYS = {"action", "start", "duration", "label", "phase"}
 ACTION_KEYS = {
     "toxic": {"link", "type", "stream", "toxicity", "attributes", "name"},
     "down": {"link"},
@@ -43,6 +47,7 @@ ACTION_KEYS = {
     "lock": {"table", "rows", "name"},
     "migrate": {"runners"},
     "stall_commits": set(),
+    "clock": {"offset"},
 }
 TOP_KEYS = {
     "title",
@@ -65,8 +70,11 @@ TABLE_KEYS = {  # a key outside these is a typo or a misplaced line: refuse, nev
 
 
 # Faults that last until healed: without a duration they would heal at once and prove nothing.
-LASTING = {"toxic", "down", "unbind", "alarm", "lock", "stall_commits"}
+LASTING = {"toxic", "down", "unbind", "alarm", "lock", "stall_commits", "clock"}
 LOCK_TABLES = ("item_popularity", "outbox")
+# Phases every chaos run writes itself: a step's own phase may not take one of their names.
+RUN_PHASES = ("run", "all", "baseline", "fault", "recovery", "settled")
+MAX_CLOCK_OFFSET_S = 86400  # a day either way: beyond it a step tests a typo, not skew
 
 
 class ExperimentError(ValueError):
@@ -100,6 +108,7 @@ class Step:
     start_s: float
     duration_s: float
     label: str
+    phase: str | None = None  # a phase of its own in phases.json: the fault's window
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +129,11 @@ class Experiment:
     guardrails: Path | None
     expected_dlq: int
     negative_control: dict[str, Any]
+
+    @property
+    def skews_clocks(self) -> bool:
+        """Whether a step moves the wall clock of the apps (they run with the clock switch)."""
+        return any(step.spec["action"] == "clock" for step in self.steps)
 
     def scaled(self, factor: float) -> Experiment:
         """Scale every time (load duration, fault starts and durations) by ``factor``."""
@@ -177,6 +191,11 @@ def load(path: Path) -> Experiment:
                 " a fault must heal while the load still runs",
             )
     _refuse_shared_switches(path, steps)
+    profile = _text(path, "load.profile", load_table.get("profile", "steady"))
+    if profile == "overload" and any(s.spec["action"] == "clock" for s in steps):
+        # Its users stamp X-Request-Start from the generator's clock, which a skewed API does
+        # not share (a real proxy shares the API host's): queue-time shedding would shed all.
+        raise _fail(path, "load.profile", "overload stamps X-Request-Start: not with clock steps")
     guardrails = data.get("guardrails")
     return Experiment(
         name=path.stem,
@@ -190,7 +209,7 @@ def load(path: Path) -> Experiment:
             for i, raw in enumerate(_array(path, data.get("steady_state", {}), "probes"))
         ),
         steps=steps,
-        load_profile=_text(path, "load.profile", load_table.get("profile", "steady")),
+        load_profile=profile,
         load_users=_count(path, "load.users", load_table.get("users", 10), 1),
         load_duration_s=load_duration,
         guardrails=Path(os.path.normpath(path.parent / guardrails)) if guardrails else None,
@@ -217,7 +236,7 @@ def _step(path: Path, index: int, raw: dict[str, Any]) -> Step:
     # A misspelt key (durat1on) would otherwise read as its default: a fault of 0 s.
     _refuse_unknown(path, where, raw, STEP_KEYS | ACTION_KEYS[action])
     _check_values(path, where, action, raw)
-    spec = {k: v for k, v in raw.items() if k not in ("start", "duration", "label")}
+    spec = {k: v for k, v in raw.items() if k not in ("start", "duration", "label", "phase")}
     start = _duration(path, f"{where}.start", raw.get("start", "0s"))
     lasting = action in LASTING or (action == "process" and raw["mode"] == "pause")
     if lasting and "duration" not in raw:
@@ -226,7 +245,21 @@ def _step(path: Path, index: int, raw: dict[str, Any]) -> Step:
     if lasting and duration <= 0:
         raise _fail(path, f"{where}.duration", "must be more than 0 s (a fault that never held)")
     label = _text(path, f"{where}.label", raw["label"]) if "label" in raw else _describe(spec)
-    return Step(spec, start, duration, label)
+    phase = _phase(path, f"{where}.phase", raw["phase"]) if "phase" in raw else None
+    return Step(spec, start, duration, label, phase)
+
+
+def _phase(path: Path, where: str, value: Any) -> str:
+    """A phase name rules can use (lower case), other than those every run writes."""
+    text = _text(path, where, value)
+    if not PHASE_NAME.match(text) or text in RUN_PHASES:
+        raise _fail(
+            path,
+            where,
+            f"{text!r}: a lower-case name (letters, digits, _ and -) other than"
+            f" {', '.join(RUN_PHASES)}",
+        )
+    return text
 
 
 def _switch(spec: dict[str, Any]) -> tuple[str, ...] | None:
@@ -238,7 +271,9 @@ def _switch(spec: dict[str, Any]) -> tuple[str, ...] | None:
         return ("process", spec["target"])
     if action in ("unbind", "alarm", "stall_commits"):
         return (action,)
-    return None  # toxics and locks are named: each heal undoes only its own
+    # Toxics and locks are named, and a clock heal resets only its own offset: each heal
+    # undoes only its own, and a later clock step overrides an earlier one while both hold.
+    return None
 
 
 def _refuse_shared_switches(path: Path, steps: tuple[Step, ...]) -> None:
@@ -294,6 +329,12 @@ def _check_values(path: Path, where: str, action: str, raw: dict[str, Any]) -> N
         _count(path, f"{where}.count", raw.get("count", 1), 1)
     elif action == "migrate":
         _count(path, f"{where}.runners", raw.get("runners", 2), 1)
+    elif action == "clock":
+        offset = raw.get("offset")
+        if isinstance(offset, bool) or not isinstance(offset, int | float):
+            raise _fail(path, f"{where}.offset", f"seconds (a number) required, got {offset!r}")
+        if not abs(offset) <= MAX_CLOCK_OFFSET_S:
+            raise _fail(path, f"{where}.offset", f"within ±{MAX_CLOCK_OFFSET_S} s, got {offset}")
     for key in ("name", "label"):
         if key in raw:
             _text(path, f"{where}.{key}", raw[key])
@@ -320,6 +361,8 @@ def _describe(spec: dict[str, Any]) -> str:
         return f"{spec.get('link')} down"
     if action == "process":
         return f"{spec.get('mode')} {spec.get('target')}"
+    if action == "clock":
+        return f"clock {spec.get('offset'):+g} s"
     return action
 
 

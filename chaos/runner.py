@@ -18,7 +18,7 @@ from typing import Any
 import psycopg2
 
 from chaos import probes
-from chaos.actions import Faults, commit_stall_active
+from chaos.actions import CLOCK_APPS, Faults, clock_file, commit_stall_active
 from chaos.experiment import Experiment
 from chaos.guardian import rollback_open
 from chaos.ledger import Ledger
@@ -28,6 +28,7 @@ from harness.pipeline_sampler import PipelineSampler
 from harness.resources import stack_roots
 from harness.stack import Stack
 from harness.stack.stack import APP_PROCESSES
+from service.wallclock import write_offset
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"
@@ -67,6 +68,7 @@ class Window:
     start: float
     end: float | None = None
     error: str | None = None
+    phase: str | None = None  # the step's own phase in phases.json, if it names one
 
 
 class Run:
@@ -135,7 +137,7 @@ class Run:
                     f"the stack still carries an earlier fault: {'; '.join(leftovers)}",
                     "not running it (restart the stack, or `reco-harness chaos rollback`)",
                 )
-            self._apply_negative_control()
+            self._apply_switches()
             self.before = earlier(self.stack.database_url(), self.stack.amqp_url(), "reco")
             # Only this experiment's lines count: earlier runs on the stack logged to it too.
             self.api_log = server_health.mark(self.stack.state["components"]["api"].get("log"))
@@ -167,7 +169,7 @@ class Run:
             self.cleaning_up = True
             self._stop_load()
             self._rollback_all()
-            self._restore_negative_control()
+            self._restore_switches()
             self.ledger.path.with_suffix(".done").write_text("done\n")
             guardian.wait(timeout=10)
         if failed:
@@ -245,23 +247,43 @@ class Run:
                 stderr=subprocess.STDOUT,
             )
 
-    # -- negative controls: restart a worker with a test-only switch that breaks a guarantee ---
-    def _apply_negative_control(self) -> None:
-        control = self.experiment.negative_control
-        if not control:
-            return
-        env = {"RECO_ENV": "test", "RECO_UNSAFE_TEST_FAULTS": str(control["switch"])}
-        self.echo(f"negative control: {control['component']} with {control['switch']}")
-        self.stack.set_app_env(control["component"], env)
-        self.stack.stop_app(control["component"])
-        self.stack.start_app(control["component"])
-
-    def _restore_negative_control(self) -> None:
+    # -- test-only switches: a negative control's (breaks a guarantee), the clock's ----------
+    def _switched_apps(self) -> dict[str, dict[str, str]]:
+        """The apps this experiment restarts with test-only switches, and their environment."""
+        switches: dict[str, list[str]] = {}
         control = self.experiment.negative_control
         if control:
-            self.stack.set_app_env(control["component"], None)
-            self.stack.stop_app(control["component"])
-            self.stack.start_app(control["component"])
+            switches[str(control["component"])] = [str(control["switch"])]
+        if self.experiment.skews_clocks:
+            for name in CLOCK_APPS:
+                switches.setdefault(name, []).append("wall_clock_offset")
+        clock = {"RECO_TEST_CLOCK_FILE": str(clock_file(self.stack))}
+        return {
+            name: {
+                "RECO_ENV": "test",
+                "RECO_UNSAFE_TEST_FAULTS": ",".join(names),
+                **(clock if "wall_clock_offset" in names else {}),
+            }
+            for name, names in switches.items()
+        }
+
+    def _apply_switches(self) -> None:
+        switched = self._switched_apps()
+        if self.experiment.skews_clocks:
+            write_offset(clock_file(self.stack), 0.0)  # a dead run's step must not carry over
+        for name, env in switched.items():
+            self.echo(f"test switch: {name} with {env['RECO_UNSAFE_TEST_FAULTS']}")
+            self.stack.set_app_env(name, env)
+            self.stack.stop_app(name)
+            self.stack.start_app(name)
+
+    def _restore_switches(self) -> None:
+        if self.experiment.skews_clocks:
+            write_offset(clock_file(self.stack), 0.0)
+        for name in self._switched_apps():
+            self.stack.set_app_env(name, None)
+            self.stack.stop_app(name)
+            self.stack.start_app(name)
 
     # -- load --------------------------------------------------------------------------------
     def _start_load(self) -> None:
@@ -357,7 +379,7 @@ class Run:
                 self._undo(*opened.pop(index))
 
     def _apply(self, step) -> tuple[str, dict[str, Any], Window]:
-        window = Window(step.label, step.spec["action"], time.time())
+        window = Window(step.label, step.spec["action"], time.time(), phase=step.phase)
         fault = self.faults.prepare(step.spec)
         entry_id = self.ledger.opened(fault)
         try:
@@ -451,11 +473,12 @@ class Run:
         self._hypothesis("after")
         # The stack may carry earlier runs (and earlier negative controls): the audit judges
         # this run's own contribution and keeps the totals for reference.
+        history = _history(self.run_dir)
         result = audit(
             self.stack.database_url(),
             self.stack.amqp_url(),
             "reco",
-            history=_history(self.run_dir),
+            history=history,
             drain_timeout_s=DRAIN_TIMEOUT_S,
             expected_dlq=self.experiment.expected_dlq,
             before=self.before,
@@ -475,6 +498,7 @@ class Run:
             steady_state_after=all(r["ok"] for r in self.journal["steady_state"]["after"]),
             **self._method_outcome(),
             **self._probe_outcome(),
+            **_write_refusals(history),
         )
         (self.run_dir / "audit.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
         self._write_phases(healed_at, recovery)
@@ -538,6 +562,12 @@ class Run:
                 settled = math.ceil(healed_at + recovery + SETTLE_S)
                 if end - settled >= 1.0:
                     phases["settled"] = [settled, end]
+        for window in self.windows:
+            if window.phase:  # whole seconds inside the window: its edges belong to neither side
+                phases[window.phase] = [
+                    math.ceil(window.start),
+                    max(math.ceil(window.start), math.floor(window.end or window.start)),
+                ]
         path.write_text(json.dumps(phases, indent=2) + "\n")
         windows = [dataclasses.asdict(w) for w in self.windows]
         (self.run_dir / "faults.json").write_text(json.dumps(windows, indent=2) + "\n")
@@ -601,6 +631,16 @@ def _history(run_dir: Path) -> list[dict[str, Any]]:
             if line.strip():
                 ops.append(json.loads(line))
     return ops
+
+
+def _write_refusals(history: list[dict[str, Any]]) -> dict[str, int]:
+    """Writes answered 409 (key still in use) or 422 (e.g. event-in-future).
+
+    A load on a healthy stack gets neither: its events are valid, and it reuses a key only to
+    replay a completed write or after an unknown outcome.
+    """
+    statuses = [op.get("status") for op in history if op.get("op") == "write"]
+    return {f"writes_{code}_count": statuses.count(code) for code in (409, 422)}
 
 
 def _seconds_until(probe, timeout: float) -> float | None:

@@ -111,3 +111,12 @@ def test_a_chaos_run_judges_its_audit_whatever_the_locust_summary_says(tmp_path:
     result = verdict(out)
     assert "no accepted event lost, invented or applied twice (G1-G3)" in breached(out)
     assert result.exit_code == 3
+
+
+def test_clock_skew_rules_fail_a_write_refused_as_in_the_future_as_an_invariant(tmp_path):
+    clean = {**HEALTHY_AUDIT, "writes_409_count": 0, "writes_422_count": 0}
+    cases = [(clean, 0), (clean | {"writes_422_count": 3}, 3), (clean | {"writes_409_count": 1}, 3)]
+    for index, (audit, code) in enumerate(cases):
+        (tmp_path / str(index)).mkdir()
+        out = chaos_run(tmp_path / str(index), audit)
+        assert verdict(out, "guardrails-clock-skew.toml").exit_code == code, audit

@@ -34,7 +34,9 @@ def _run(tmp_path) -> Run:
 
 def test_a_signal_while_a_fault_is_applied_is_not_taken_for_a_failed_step(tmp_path):
     run = _run(tmp_path)
-    step = SimpleNamespace(label="db down", spec={"action": "link_down", "link": "api_postgres"})
+    step = SimpleNamespace(
+        label="db down", spec={"action": "link_down", "link": "api_postgres"}, phase=None
+    )
     with pytest.raises(Interrupted):
         run._apply(step)
     # The fault stays in the ledger: the cleanup (or the guardian) rolls it back.
@@ -88,11 +90,11 @@ def _executable(tmp_path, monkeypatch) -> Run:
     )
     run.journal.update(steady_state={}, experiment="smoke-db-blip")
     nothing = lambda *_args, **_kwargs: None  # noqa: E731 - the steps this test skips
-    for step in ("_apply_negative_control", "_count_broker_duplicates", "_start_load"):
+    for step in ("_apply_switches", "_count_broker_duplicates", "_start_load"):
         setattr(run, step, nothing)
     for step in ("_run_method", "_wait_load", "_stop_load", "_rollback_all", "_progress"):
         setattr(run, step, nothing)
-    run._restore_negative_control = nothing
+    run._restore_switches = nothing
     run._start_guardian = lambda: SimpleNamespace(wait=nothing)
     run._miswired = run._leftover_faults = list
     run._settle = lambda _timeout: True
