@@ -109,6 +109,8 @@ class Run:
         # Set once cleanup starts: a signal then is remembered, not raised into the rollback.
         self.cleaning_up = False
         self.interrupted = False  # a signal stopped the run: a catalogue must stop too
+        # Apps given a test-only switch: a run refused before that restarts nothing.
+        self.switched: list[str] = []
 
     # -- the whole run -----------------------------------------------------------------------
     def execute(self) -> int:
@@ -273,6 +275,7 @@ class Run:
             write_offset(clock_file(self.stack), 0.0)  # a dead run's step must not carry over
         for name, env in switched.items():
             self.echo(f"test switch: {name} with {env['RECO_UNSAFE_TEST_FAULTS']}")
+            self.switched.append(name)  # before the change: an interrupted restart is undone
             self.stack.set_app_env(name, env)
             self.stack.stop_app(name)
             self.stack.start_app(name)
@@ -280,7 +283,7 @@ class Run:
     def _restore_switches(self) -> None:
         if self.experiment.skews_clocks:
             write_offset(clock_file(self.stack), 0.0)
-        for name in self._switched_apps():
+        for name in self.switched:
             self.stack.set_app_env(name, None)
             self.stack.stop_app(name)
             self.stack.start_app(name)

@@ -161,6 +161,12 @@ def test_the_api_relay_and_consumer_run_with_the_clock_switch_then_without(tmp_p
     assert stack.restarts.count("start api") == 2 and stack.restarts.count("start relay") == 2
 
 
+def test_a_run_refused_before_its_switches_restarts_nothing(tmp_path):
+    run, stack = _run(tmp_path, "clock-skew")
+    run._restore_switches()
+    assert stack.env == {} and stack.restarts == []
+
+
 def test_a_negative_control_keeps_its_own_switch_and_no_clock(tmp_path):
     run, stack = _run(tmp_path, "nc-consumer-skip-inbox")
     run._apply_switches()
