@@ -25,6 +25,9 @@ def test_tiers_that_wait_on_processes_use_workers_and_timed_tiers_stay_serial():
         assert "{[xdist]" in commands[env], env
     # By file: the stack-backed Locust runs share a worker only with runs against stand-ins.
     assert "{[xdist]loadfile}" in commands["load-smoke"]
+    # Three workers where the tests mostly wait on processes and stacks of their own.
+    assert "{[xdist]waiting_loadfile}" in commands["integration"]
+    assert "{[xdist]waiting_load}" in commands["chaos"]
     # Their numbers (rates, latencies, toxic timings) must not share the machine with another
     # test.
     for env in ("unit", "faultproxy", "report", "bench"):
