@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 from pathlib import Path
 
@@ -11,7 +12,13 @@ import click
 from harness.contract.allowlist import AllowlistError, load
 from harness.contract.config import API_KEY_ENV, PEER_API_KEY_ENV, budget
 from harness.contract.paths import ALLOWLIST_PATH
-from harness.contract.runner import EXIT_ERROR, ContractRun, execute, service_url
+from harness.contract.runner import (
+    EXIT_ERROR,
+    ContractRun,
+    execute,
+    own_stack_keys,
+    service_url,
+)
 from service.settings import DEV_API_KEY
 
 RATE_LIMIT = re.compile(r"[1-9][0-9]*/[smhd]|auto")
@@ -107,8 +114,15 @@ def command(
     for entry in allowlist.expired:
         click.echo(f"warning: allow-list entry {entry.id} expired on {entry.expires}", err=True)
     out_dir = Path(out or f"runs/contract-{dt.datetime.now():%Y%m%d-%H%M%S}").resolve()
+    api_keys = None
+    if url is None and peer_api_key is None:
+        # The stack started here is ours: give its API a second client, so that
+        # object_level_authorization judges without anyone having to make one up.
+        own = own_stack_keys(api_key, os.environ)
+        if own is not None:
+            api_keys, peer_api_key = own
     try:
-        with service_url(url, log=click.echo) as base_url:
+        with service_url(url, log=click.echo, api_keys=api_keys) as base_url:
             click.echo(f"contract: testing {base_url}, reports in {out_dir}")
             code, summary = execute(
                 ContractRun(

@@ -6,11 +6,12 @@ import contextlib
 import dataclasses
 import json
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -299,8 +300,13 @@ def _why_no_result(code: int | None, timed_out: bool) -> str:
 
 
 @contextlib.contextmanager
-def service_url(url: str | None, log: Callable[[str], None] = print) -> Iterator[str]:
-    """Yield ``url``, or start the local stack in a temporary state dir and stop it afterwards."""
+def service_url(
+    url: str | None, log: Callable[[str], None] = print, api_keys: str | None = None
+) -> Iterator[str]:
+    """Yield ``url``, or start the local stack in a temporary state dir and stop it afterwards.
+
+    ``api_keys`` (``RECO_API_KEYS``' form) are the keys that stack's API accepts.
+    """
     if url:
         yield url
         return
@@ -309,8 +315,22 @@ def service_url(url: str | None, log: Callable[[str], None] = print) -> Iterator
     state_dir = Path(tempfile.mkdtemp(prefix="reco-contract-"))
     os.chmod(state_dir, 0o755)  # noqa: S103 - the postgres and rabbitmq users must traverse it
     stack = Stack(state_dir)
+    if api_keys:
+        stack.set_app_env("api", {"RECO_API_KEYS": api_keys})
     try:
         stack.up(log=log)
         yield stack.state["components"]["api"]["url"]
     finally:
         stack.down(purge=True, log=log)
+
+
+def own_stack_keys(api_key: str, environ: Mapping[str, str]) -> tuple[str, str] | None:
+    """Keys for a stack the command starts itself: ``api_key`` and a fresh peer's.
+
+    None when the environment names the keys (the stack's API takes those) or ``api_key``
+    cannot be written in ``RECO_API_KEYS``' comma-separated ``client_id:secret`` form.
+    """
+    if environ.get("RECO_API_KEYS") or "," in api_key or not api_key.strip():
+        return None
+    peer = secrets.token_urlsafe(24)
+    return f"contract:{api_key},contract-peer:{peer}", peer

@@ -14,6 +14,7 @@ from werkzeug.serving import make_server
 
 from harness.cli import main
 from harness.contract.allowlist import load
+from harness.contract.config import API_KEY_ENV, PEER_API_KEY_ENV
 from harness.contract.fixtures import contract_settings
 from harness.contract.links import declared
 from harness.contract.paths import ALLOWLIST_PATH
@@ -343,3 +344,27 @@ def test_unreachable_service_is_a_harness_error(tmp_path):
         '[[rule]]\nsource = "contract"\nexpr = ["failures == 0", "errors == 0"]\n', "g"
     )
     assert check_dir(run.out_dir, rules).exit_code != 0
+
+
+def test_without_a_url_the_stack_it_starts_has_a_second_client(tmp_path, capsys, monkeypatch):
+    # Nothing from the environment decides the keys or the servers: the command's own stack.
+    for name in (
+        "RECO_API_KEYS",
+        "RECO_DATABASE_URL",
+        "RECO_AMQP_URL",
+        API_KEY_ENV,
+        PEER_API_KEY_ENV,
+    ):
+        monkeypatch.delenv(name, raising=False)
+    canary = "peer-canary-0123456789abcdefghijklmnop"
+    monkeypatch.setattr("harness.contract.runner.secrets.token_urlsafe", lambda _n: canary)
+    out = tmp_path / "out"
+    code = main(["contract", "--out", str(out), "--max-examples", "2", "--timeout", "150"])
+    printed = capsys.readouterr().out
+    summary = _summary(out)
+    assert code == 0, printed
+    assert summary["run"]["peer_api_key"] is True
+    assert "object_level_authorization" in summary["check_names"], summary["not_run"]
+    assert not summary["not_run"]
+    # The peer's secret lives in the stack's environment only, never in a report.
+    assert not any(f.is_file() and canary.encode() in f.read_bytes() for f in out.rglob("*"))

@@ -66,3 +66,14 @@ def test_without_a_peer_key_the_shared_file_is_read(tmp_path: Path) -> None:
     reason = plan("dev-key", CHECKS, run.request_timeout_s).cannot_judge
     assert set(reason) == {"object_level_authorization"}
     assert "--peer-api-key ($RECO_CONTRACT_PEER_API_KEY)" in reason["object_level_authorization"]
+
+
+def test_a_stack_the_command_starts_gets_a_second_client():
+    from harness.contract.runner import own_stack_keys
+
+    keys, peer = own_stack_keys("dev-key", {})
+    assert keys == f"contract:dev-key,contract-peer:{peer}" and len(peer) >= 32
+    assert own_stack_keys("dev-key", {})[1] != peer  # a fresh secret every run
+    # Keys the operator named for the stack win; a key the form cannot hold gets no peer.
+    assert own_stack_keys("dev-key", {"RECO_API_KEYS": "a:b"}) is None
+    assert own_stack_keys("one,two", {}) is None
