@@ -157,12 +157,11 @@ def run(
     finally:
         if connection.is_open:
             connection.close()  # un-acked (listed) messages return to the DLQ
+    missing = sorted(ids - found)  # gone already, mistyped, or beyond --limit
+    failures += len(missing)
     result: dict[str, Any] = {"command": command, "messages": handled, "failures": failures}
-    missing = sorted(ids - found)
-    if command == "drop" and missing:
-        result["not_found"] = missing  # gone already, mistyped, or beyond --limit
-        failures += len(missing)
-        result["failures"] = failures
+    if missing:
+        result["not_found"] = missing
     if stopped:
         result["stopped_by"] = signal.Signals(stopped[0]).name
     out(orjson.dumps(result).decode())

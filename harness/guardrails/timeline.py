@@ -255,8 +255,13 @@ def paced_seconds(timeline: Timeline, start: float, end: float) -> list[int]:
 
 def paced_throughput(timeline: Timeline, start: float, end: float) -> float | None:
     """Requests achieved over requests offered in the paced seconds of [start, end)."""
+    return _throughput(timeline, paced_seconds(timeline, start, end))
+
+
+def _throughput(timeline: Timeline, seconds: list[int]) -> float | None:
+    """Requests achieved over requests offered in ``seconds`` (each with an offered rate)."""
     achieved = offered = 0.0
-    for t in paced_seconds(timeline, start, end):
+    for t in seconds:
         achieved += sum(c.hist.n for c in timeline.cells.get(t, {}).values()) / timeline.scale
         offered += float(timeline.meta[t]["offered_rps"])
     return achieved / offered if offered else None
@@ -277,7 +282,8 @@ def saturation(
     """
     short: set[int] = set()
     seconds = list(range(int(start), int(end)))
-    paced = set(paced_seconds(timeline, start, end))
+    paced_list = paced_seconds(timeline, start, end)
+    paced = set(paced_list)
     for i in range(0, max(len(seconds) - window_s + 1, 0)):
         span = seconds[i : i + window_s]
         if not paced.issuperset(span):  # users starting or stopping: not a pacing measure
@@ -307,7 +313,7 @@ def saturation(
         "achieved_rps": round(achieved, 3),
         "throughput_ratio": round(achieved / offered, 4) if offered else None,
         # What the rule "generator kept pace" judges: the seconds no user started or stopped.
-        "paced_throughput_ratio": _rounded(paced_throughput(timeline, start, end)),
+        "paced_throughput_ratio": _rounded(_throughput(timeline, paced_list)),
         "max_cpu_percent": max_cpu,
         "reason": reason,
     }
