@@ -13,7 +13,6 @@ import concurrent.futures
 import dataclasses
 import logging
 import time
-from typing import Any
 
 import pika
 import pika.exceptions
@@ -26,7 +25,7 @@ from workers import features
 from workers.amqp import AmqpError, Link, wake
 from workers.applier import Applier
 from workers.confirms import ConfirmTracker
-from workers.messages import Delivered, dead_letter_headers, read_delivery
+from workers.messages import Delivered, copy_properties, dead_letter_headers, read_delivery
 from workers.metrics import ConsumerMetrics, error_kind
 from workers.testhooks import pause_point
 from workers.topology import FEATURE_CONSUMER, open_confirming, topology
@@ -276,7 +275,7 @@ class Consumer:
         headers = dead_letter_headers(
             delivery.properties, reason, delivery.routing_key, delivery.exchange
         )
-        props = _copy_properties(delivery.properties, headers)
+        props = copy_properties(delivery.properties, headers)
         channel.basic_publish(self.topo.dlx, delivery.routing_key, delivery.body, props, True)
         self.tracker.published(delivery.tag)
         self._dead_letter_tag = delivery.tag
@@ -461,18 +460,6 @@ class Consumer:
             if self.link is not None:
                 self.link.close()
                 self.link = None
-
-
-def _copy_properties(props: pika.BasicProperties, headers: dict[str, Any]) -> pika.BasicProperties:
-    return pika.BasicProperties(
-        content_type=props.content_type,
-        delivery_mode=2,
-        message_id=props.message_id,
-        correlation_id=props.correlation_id,
-        type=props.type,
-        timestamp=props.timestamp,
-        headers=headers,
-    )
 
 
 def _interaction(item: Delivered) -> features.Interaction:

@@ -24,7 +24,13 @@ from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 from service.settings import ConfigError, Settings
 from workers.amqp import connection_parameters
-from workers.messages import DEAD_AT, DEAD_REASON, ORIGINAL_EXCHANGE, ORIGINAL_ROUTING_KEY
+from workers.messages import (
+    DEAD_AT,
+    DEAD_REASON,
+    ORIGINAL_EXCHANGE,
+    ORIGINAL_ROUTING_KEY,
+    copy_properties,
+)
 from workers.topology import topology
 
 REPLAYS = "x-reco-replays"
@@ -68,15 +74,7 @@ def replay_properties(props: pika.BasicProperties) -> pika.BasicProperties:
         k: v for k, v in headers.items() if not k.startswith(("x-first-death", "x-last-death"))
     }
     headers[REPLAYS] = int((props.headers or {}).get(REPLAYS, 0)) + 1
-    return pika.BasicProperties(
-        content_type=props.content_type,
-        delivery_mode=2,
-        message_id=props.message_id,
-        correlation_id=props.correlation_id,
-        type=props.type,
-        timestamp=props.timestamp,
-        headers=headers,
-    )
+    return copy_properties(props, headers)
 
 
 @contextlib.contextmanager

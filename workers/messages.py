@@ -90,6 +90,21 @@ def dead_letter_headers(
     return headers
 
 
+def copy_properties(
+    properties: pika.BasicProperties, headers: dict[str, Any]
+) -> pika.BasicProperties:
+    """A persistent copy's properties: the original's identity and type, with ``headers``."""
+    return pika.BasicProperties(
+        content_type=properties.content_type,
+        delivery_mode=2,
+        message_id=properties.message_id,
+        correlation_id=properties.correlation_id,
+        type=properties.type,
+        timestamp=properties.timestamp,
+        headers=headers,
+    )
+
+
 def _str_or_none(value: Any) -> str | None:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")

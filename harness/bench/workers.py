@@ -188,6 +188,15 @@ class Publisher:
         self.link.close()
 
 
+def purge_queues(settings: Settings) -> None:
+    """Empty the feature queue and the DLQ over a connection of its own."""
+    publisher = Publisher(settings)
+    try:
+        publisher.purge()
+    finally:
+        publisher.close()
+
+
 def _blocking(settings: Settings) -> pika.BlockingConnection:
     params = pika.URLParameters(settings.amqp_url)
     params.socket_timeout = 10
@@ -235,11 +244,7 @@ def bare_publishers(settings: Settings, n: int, processes: int) -> Rate:
         raise RuntimeError(f"bare publisher failed: {failed[0]}")
     start = min(r[0] for r in results)
     end = max(r[1] for r in results)
-    publisher = Publisher(settings)
-    try:
-        publisher.purge()
-    finally:
-        publisher.close()
+    purge_queues(settings)
     return Rate(f"B4b bare pipelined confirms x{processes}", share * processes, end - start)
 
 
@@ -412,9 +417,7 @@ def relay_processes_drain(settings: Settings, n: int, processes: int, workdir) -
     rate = _processes_drain(
         settings, n, ["relay"] * processes, workdir, lambda c: _pending(c) == 0, LAST_PUBLISHED
     )
-    publisher = Publisher(settings)
-    publisher.purge()
-    publisher.close()
+    purge_queues(settings)
     return dataclasses.replace(rate, name=f"relay x{processes} drain {n}")
 
 
