@@ -282,6 +282,15 @@ class Faults:
         if read_offset(path) == float(fault["offset"]):
             write_offset(path, 0.0)
 
+    def _rollback_switches(self, fault: dict[str, Any]) -> None:
+        """Restart the switched apps with their usual environment, the clock back at 0."""
+        if fault.get("clock_file"):
+            write_offset(Path(fault["clock_file"]), 0.0)
+        for name in fault["apps"]:
+            self.stack.set_app_env(name, None)
+            self.stack.stop_app(name)
+            self.stack.start_app(name)
+
     def _rollback_migrate(self, fault: dict[str, Any]) -> None:
         """Nothing to undo: the scratch database is dropped by the action itself."""
 

@@ -9,19 +9,23 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from chaos.ledger import Ledger
 from harness.stack.procs import pid_alive
 
+if TYPE_CHECKING:
+    from chaos.actions import Faults
+
 POLL_S = 0.2
 
 
-def rollback_open(ledger: Ledger, state_dir: Path, log=print) -> int:
-    """Undo every open fault in ``ledger``; return how many were undone."""
-    from chaos.actions import Faults
-    from harness.stack import Stack
+def rollback_open(ledger: Ledger, faults: Faults, log=print) -> int:
+    """Undo every open fault in ``ledger``, most recent first; return how many were undone.
 
-    faults = Faults(Stack(state_dir))
+    ``faults`` wraps the caller's own Stack, so restarts it makes are recorded where the
+    caller will read them next.
+    """
     undone = 0
     for entry_id, fault in ledger.open_entries():
         try:
@@ -48,7 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(POLL_S)
     if done_marker.exists():
         return 0
-    undone = rollback_open(Ledger(args.ledger), args.state_dir)
+    from chaos.actions import Faults
+    from harness.stack import Stack
+
+    undone = rollback_open(Ledger(args.ledger), Faults(Stack(args.state_dir)))
     print(f"guardian: runner {args.pid} gone; rolled back {undone} fault(s)", file=sys.stderr)
     return 0
 

@@ -110,7 +110,6 @@ class Run:
         self.cleaning_up = False
         self.interrupted = False  # a signal stopped the run: a catalogue must stop too
         # Apps given a test-only switch: a run refused before that restarts nothing.
-        self.switched: list[str] = []
 
     # -- the whole run -----------------------------------------------------------------------
     def execute(self) -> int:
@@ -170,8 +169,7 @@ class Run:
         finally:
             self.cleaning_up = True
             self._stop_load()
-            self._rollback_all()
-            self._restore_switches()
+            self._rollback_all()  # the switches too, last
             self.ledger.path.with_suffix(".done").write_text("done\n")
             guardian.wait(timeout=10)
         if failed:
@@ -209,6 +207,11 @@ class Run:
             if name in components
         }
         problems = probes.leftover_faults(self.stack.toxiproxy_url, links, apps)
+        for name, env in sorted(self.stack.state.get("app_env", {}).items()):
+            if env.get("RECO_UNSAFE_TEST_FAULTS"):
+                problems.append(
+                    f"{name} runs with test switches ({env['RECO_UNSAFE_TEST_FAULTS']})"
+                )
         try:
             if commit_stall_active(self.stack.database_url()):
                 problems.append("commits stall (synchronous_standby_names names the chaos standby)")
@@ -271,20 +274,19 @@ class Run:
 
     def _apply_switches(self) -> None:
         switched = self._switched_apps()
-        if self.experiment.skews_clocks:
-            write_offset(clock_file(self.stack), 0.0)  # a dead run's step must not carry over
+        if not switched:
+            return
+        clock = clock_file(self.stack) if self.experiment.skews_clocks else None
+        if clock is not None:
+            write_offset(clock, 0.0)  # a dead run's step must not carry over
+        # Ledgered before the first change and undone last (the ledger is LIFO): should this
+        # runner die, even by SIGKILL, the guardian restarts the apps without the switches.
+        self.ledger.opened(
+            {"action": "switches", "apps": list(switched), "clock_file": clock and str(clock)}
+        )
         for name, env in switched.items():
             self.echo(f"test switch: {name} with {env['RECO_UNSAFE_TEST_FAULTS']}")
-            self.switched.append(name)  # before the change: an interrupted restart is undone
             self.stack.set_app_env(name, env)
-            self.stack.stop_app(name)
-            self.stack.start_app(name)
-
-    def _restore_switches(self) -> None:
-        if self.experiment.skews_clocks:
-            write_offset(clock_file(self.stack), 0.0)
-        for name in self.switched:
-            self.stack.set_app_env(name, None)
             self.stack.stop_app(name)
             self.stack.start_app(name)
 
@@ -420,7 +422,7 @@ class Run:
         for window in self.windows:
             if window.end is None:
                 window.end = time.time()
-        rollback_open(self.ledger, self.stack.state_dir, log=self.echo)
+        rollback_open(self.ledger, self.faults, log=self.echo)
 
     # -- observation -----------------------------------------------------------------------
     @property

@@ -193,6 +193,7 @@ def _summarise(base: Path, rows: list[dict]) -> None:
 @click.option("--state-dir", type=click.Path(file_okay=False))
 def rollback(run_dir: str, state_dir: str | None) -> int:
     """Undo every fault a crashed run left applied (the guardian normally does this)."""
+    from chaos.actions import Faults
     from chaos.guardian import rollback_open
     from chaos.ledger import Ledger
 
@@ -203,11 +204,10 @@ def rollback(run_dir: str, state_dir: str | None) -> int:
         )
         return 2
     undone = left = 0
+    faults = Faults(Stack(Path(state_dir) if state_dir else default_state_dir()))
     for path in ledgers:
         ledger = Ledger(path)
-        undone += rollback_open(
-            ledger, Path(state_dir) if state_dir else default_state_dir(), log=click.echo
-        )
+        undone += rollback_open(ledger, faults, log=click.echo)
         # A failed undo stays open in the ledger: say so, so that it is not taken as done.
         still_open = len(ledger.open_entries())
         if still_open:

@@ -442,6 +442,9 @@ class Stack:
                 self.postgres().stop()
                 log("stopped postgres")
         self.state["components"] = {n: info for n, info in components.items() if n in keep}
+        # An app stopped here starts next time as configured: a run's overrides end with it.
+        overrides = self.state.get("app_env", {})
+        self.state["app_env"] = {n: env for n, env in overrides.items() if n in keep}
         if "toxiproxy" not in keep:
             self.state.pop("chaos", None)
         if purge and not keep:

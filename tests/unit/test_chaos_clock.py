@@ -14,8 +14,10 @@ import pytest
 
 from chaos.actions import FaultError, Faults, clock_file
 from chaos.experiment import ExperimentError, find, load
+from chaos.guardian import rollback_open
+from chaos.ledger import Ledger
 from chaos.runner import Run, Window, _write_refusals
-from service.wallclock import read_offset
+from service.wallclock import read_offset, write_offset
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAD = 'title = "t"\ndescription = "d"\n'
@@ -156,15 +158,38 @@ def test_the_api_relay_and_consumer_run_with_the_clock_switch_then_without(tmp_p
             "RECO_TEST_CLOCK_FILE": str(clock_file(stack)),  # type: ignore[arg-type]
         }
     assert read_offset(tmp_path / "clock-offset") == 0
-    run._restore_switches()
+    write_offset(tmp_path / "clock-offset", -240)  # the runner died mid-step
+    run._rollback_all()
     assert stack.env == {"api": None, "relay": None, "consumer": None}
     assert stack.restarts.count("start api") == 2 and stack.restarts.count("start relay") == 2
+    assert read_offset(tmp_path / "clock-offset") == 0
+    assert run.ledger.open_entries() == []
+
+
+def test_the_switches_are_ledgered_first_so_they_are_undone_last(tmp_path):
+    """What the guardian finds after a SIGKILL: a fault on top of the switched apps."""
+    run, stack = _run(tmp_path, "clock-skew")
+    run._apply_switches()
+    run.ledger.opened(
+        {"action": "clock", "clock_file": str(tmp_path / "clock-offset"), "offset": 300}
+    )
+    actions = [fault["action"] for _id, fault in Ledger(run.ledger.path).open_entries()]
+    assert actions == ["clock", "switches"]
+    rollback_open(Ledger(run.ledger.path), Faults(stack))  # type: ignore[arg-type]
+    assert stack.env == {"api": None, "relay": None, "consumer": None}
+    assert Ledger(run.ledger.path).open_entries() == []
 
 
 def test_a_run_refused_before_its_switches_restarts_nothing(tmp_path):
     run, stack = _run(tmp_path, "clock-skew")
-    run._restore_switches()
+    run._rollback_all()
     assert stack.env == {} and stack.restarts == []
+
+
+def test_an_experiment_without_switches_ledgers_none(tmp_path):
+    run, stack = _run(tmp_path, "smoke-db-blip")
+    run._apply_switches()
+    assert stack.env == {} and run.ledger.open_entries() == []
 
 
 def test_a_negative_control_keeps_its_own_switch_and_no_clock(tmp_path):
@@ -199,3 +224,18 @@ def test_writes_answered_409_or_422_are_counted():
         {"op": "read", "status": 422},
     ]
     assert _write_refusals(history) == {"writes_409_count": 1, "writes_422_count": 2}
+
+
+def test_apps_left_running_with_test_switches_refuse_the_next_run(tmp_path, monkeypatch):
+    """A switch the guardian could not undo is named, like a toxic left on a link."""
+    import chaos.runner
+
+    run, _stack = _run(tmp_path, "smoke-db-blip")
+    switched = {"RECO_ENV": "test", "RECO_UNSAFE_TEST_FAULTS": "consumer_skip_inbox"}
+    run.stack = SimpleNamespace(  # type: ignore[assignment]
+        state={"components": {}, "app_env": {"consumer": switched, "api": {"RECO_API_KEYS": "k"}}},
+        toxiproxy_url=None,
+        database_url=lambda: "",
+    )
+    monkeypatch.setattr(chaos.runner, "commit_stall_active", lambda _url: False)
+    assert run._leftover_faults() == ["consumer runs with test switches (consumer_skip_inbox)"]

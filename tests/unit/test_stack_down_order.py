@@ -52,3 +52,18 @@ def test_down_keeps_what_ran_before_the_command_started_the_rest(tmp_path, monke
     assert stopped == [1, 2, 3, 4]  # the apps and the fault proxy; not the dependencies
     saved = Stack(tmp_path).state
     assert set(saved["components"]) == {"postgres", "rabbitmq"} and "chaos" not in saved
+
+
+def test_an_app_stopped_by_down_starts_again_without_a_runs_overrides(tmp_path, monkeypatch):
+    """A chaos run killed before it could restore its test switches must not outlive `down`."""
+    stack = Stack(tmp_path)
+    stack.state["components"] = {"api": {"pid": 1, "pgid": 1, "identity": "x"}}
+    switch = {"RECO_ENV": "test", "RECO_UNSAFE_TEST_FAULTS": "consumer_skip_inbox"}
+    stack.set_app_env("consumer", switch)
+    stack.set_app_env("api", {"RECO_API_KEYS": "k"})
+    monkeypatch.setattr(stack_module, "stop_process", lambda pid, _i, timeout: None)
+    monkeypatch.setattr(stack_module, "kill_group", lambda pgid, marker: None)
+    stack.down(log=lambda _line: None, keep={"api"})
+    assert Stack(tmp_path).state["app_env"] == {"api": {"RECO_API_KEYS": "k"}}
+    stack.down(log=lambda _line: None)
+    assert Stack(tmp_path).state["app_env"] == {}
