@@ -109,7 +109,6 @@ class Run:
         # Set once cleanup starts: a signal then is remembered, not raised into the rollback.
         self.cleaning_up = False
         self.interrupted = False  # a signal stopped the run: a catalogue must stop too
-        # Apps given a test-only switch: a run refused before that restarts nothing.
 
     # -- the whole run -----------------------------------------------------------------------
     def execute(self) -> int:

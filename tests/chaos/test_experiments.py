@@ -135,6 +135,35 @@ def test_an_interrupted_or_killed_run_rolls_back(chaos_stack, tmp_path, how):
     _assert_clean(chaos_stack)
 
 
+def _consumer_switched(state_dir: Path) -> bool | None:
+    """Whether the recorded consumer runs with a test switch (None: not running)."""
+    info = Stack(state_dir).state["components"]["consumer"]
+    try:
+        environ = Path(f"/proc/{info['pid']}/environ").read_bytes()
+    except OSError:
+        return None
+    return b"RECO_UNSAFE_TEST_FAULTS=" in environ
+
+
+def test_a_killed_runner_leaves_no_app_with_its_test_switch(chaos_stack, tmp_path):
+    # A negative control's switch breaks a guarantee: a SIGKILLed run must not leave it on.
+    proc = _runner(chaos_stack, tmp_path / "run", "nc-consumer-ack-before-commit")
+    try:
+        wait_until(lambda: _consumer_switched(chaos_stack.state_dir), 60, "the switch")
+        proc.kill()
+        proc.wait(timeout=10)
+        # The guardian restarts the consumer as configured.
+        wait_until(lambda: _consumer_switched(chaos_stack.state_dir) is False, 60, "the guardian")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    restored = Stack(chaos_stack.state_dir)
+    assert restored.state.get("app_env") == {}
+    chaos_stack.state = restored.state  # the module's later runs read the restarted pids
+    _assert_clean(chaos_stack)
+
+
 def test_a_stack_left_with_a_fault_is_refused_before_any_load(chaos_stack, tmp_path):
     # A link left disabled (a failed rollback) would read as events lost by the next run.
     with Client(chaos_stack.toxiproxy_url) as client, client.down("relay_rabbitmq"):
