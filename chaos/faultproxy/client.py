@@ -151,7 +151,11 @@ class Client:
             "toxicity": toxicity,
             "attributes": attributes,
         }
-        return self._call("POST", f"/proxies/{_seg(proxy)}/toxics", body)
+        return self.create_toxic(proxy, body)
+
+    def create_toxic(self, proxy: str, toxic: dict[str, Any]) -> dict[str, Any]:
+        """POST a toxic as given: any attribute names, an empty name for the server's default."""
+        return self._call("POST", f"/proxies/{_seg(proxy)}/toxics", toxic)
 
     def update_toxic(
         self, proxy: str, name: str, toxicity: float | None = None, **attributes: int
@@ -160,7 +164,11 @@ class Client:
         body: dict[str, Any] = {"attributes": attributes}
         if toxicity is not None:
             body["toxicity"] = toxicity
-        return self._call("PATCH", f"/proxies/{_seg(proxy)}/toxics/{_seg(name)}", body)
+        return self.patch_toxic(proxy, name, body)
+
+    def patch_toxic(self, proxy: str, name: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """PATCH a toxic with changes as given (attributes, toxicity)."""
+        return self._call("PATCH", f"/proxies/{_seg(proxy)}/toxics/{_seg(name)}", changes)
 
     def remove_toxic(self, proxy: str, name: str) -> None:
         self._call("DELETE", f"/proxies/{_seg(proxy)}/toxics/{_seg(name)}")
