@@ -121,6 +121,15 @@ def profile_http(path: str, seconds: float, rate: int = 250, app: str = "service
         shutil.rmtree(root, ignore_errors=True)
 
 
+def _silence_logs() -> None:
+    """Send the service's log lines to /dev/null, as a worker sends them to its log file."""
+    import logging
+
+    for handler in logging.getLogger("reco").handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the app
+
+
 def profile_wsgi(requests: int = 3000, top: int = 25) -> str:
     """CPU per request in-process (one WSGI call, no server): service vs bare, then cProfile.
 
@@ -148,6 +157,7 @@ def profile_wsgi(requests: int = 3000, top: int = 25) -> str:
         service = create_app(
             Settings.from_env({"RECO_DATABASE_URL": url, "RECO_ENV": "development"})
         ).test_client()
+        _silence_logs()
         bare = bare_app.app.test_client()
         headers = {"X-API-Key": "dev-key"}
         calls = {
@@ -210,9 +220,7 @@ def ablate_wsgi(requests: int = 2000, repeats: int = 3) -> str:
         os.environ["RECO_DATABASE_URL"] = url
         settings = Settings.from_env({"RECO_DATABASE_URL": url, "RECO_ENV": "development"})
         app = create_app(settings)
-        for handler in logging.getLogger("reco").handlers:  # a worker writes to a log file
-            if isinstance(handler, logging.StreamHandler):
-                handler.setStream(open(os.devnull, "w"))  # noqa: SIM115
+        _silence_logs()
         client, bare = app.test_client(), bare_app.app.test_client()
         headers = {"X-API-Key": "dev-key"}
         hooks: dict[str, dict[Any, list]] = {
