@@ -46,6 +46,13 @@ def add_arguments(parser) -> None:
     The profile is Locust's own ``--profile`` (it labels the run in the HTML report and the
     web UI); RECO_LOAD_PROFILE is its fallback.
     """
+    for action in parser._actions:  # argparse has no public way to reword an option's help
+        if action.dest == "profile":
+            action.help = (
+                f"load profile: {', '.join(shapes.PROFILES)} (default: "
+                f"${options.ENV_VARS['profile']}, else smoke); it also labels the run in"
+                " Locust's report"
+            )
     parser.add_argument(
         "--run-dir", default="", env_var=options.ENV_VARS["run_dir"],
         help="where timeline, history, summary and verdict go (default runs/<time>-<profile>)",

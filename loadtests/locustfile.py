@@ -4,7 +4,8 @@
     locust -f loadtests/locustfile.py --host ... --headless --profile steady  # gated run
 
 Custom options (also in the web UI): --profile, --run-dir, --guardrails, --user-rps,
---api-key, --request-timeout, --metrics-url, --replay-ratio, --retry-budget, --retry-floor.
+--api-key, --request-timeout, --metrics-url, --replay-ratio, --retry-budget, --retry-floor;
+`reco-harness load options` prints them with Locust's own (`locust --help` cannot).
 -u/-t scale the profile's peak users and duration. The exit code is the guardrail verdict
 (0 pass, 1 breach, 2 harness or configuration error, 3 invariant violated).
 """

@@ -219,6 +219,15 @@ def run(
     return verdict.exit_code
 
 
+@load.command("options")
+def locust_options() -> int:
+    """Print Locust's options with the locustfile's own (`locust -f … --help` omits them)."""
+    # A process of its own: Locust monkey-patches with gevent as it is imported.
+    return subprocess.run(  # noqa: S603 - our interpreter and module
+        [sys.executable, "-m", "loadtests.cli_help"], cwd=ROOT, timeout=60, check=False
+    ).returncode
+
+
 def _harness_errors(
     verdict: guardrails.Verdict, locust_rc: int, audit_error: str | None
 ) -> list[str]:

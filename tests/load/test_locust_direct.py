@@ -499,3 +499,15 @@ def test_a_run_whose_metrics_were_never_scraped_exits_2(tmp_path) -> None:
     assert re.search(r"metrics: 0 of \d+ scrapes of \S+ succeeded", proc.stderr)
     verdict = json.loads((out / "verdict.json").read_text())
     assert verdict["exit_code"] == 2 and "metrics: 0 of" in verdict["errors"][0]
+
+
+def test_load_options_lists_what_the_locustfile_adds() -> None:
+    """Locust prints --help before it reads a locustfile; `load options` shows its options."""
+    proc = subprocess.run(
+        [*CLI, "load", "options"], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for option in ("--run-dir", "--guardrails", "--user-rps", "--capacity", "--retry-budget",
+                   "--retry-floor", "--replay-ratio", "--users", "--run-time"):  # fmt: skip
+        assert option in proc.stdout, option
+    assert "load profile: smoke, steady" in proc.stdout
