@@ -511,3 +511,13 @@ def test_load_options_lists_what_the_locustfile_adds() -> None:
                    "--retry-floor", "--replay-ratio", "--users", "--run-time"):  # fmt: skip
         assert option in proc.stdout, option
     assert "load profile: smoke, steady" in proc.stdout
+
+
+def test_plain_locust_in_the_repository_finds_the_locustfile() -> None:
+    """pyproject.toml's [tool.locust] names it, so `locust` needs no -f from the root."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "locust", "--list"], capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert {"EventWriter", "RecommendationReader", "StatusPoller"} <= set(proc.stdout.split())
