@@ -281,6 +281,13 @@ class Stack:
             else:
                 continue
             del components[name]
+            # A test switch outlives its app only when the run that set it died unfinished:
+            # a fresh start must not break a guarantee on purpose.
+            switches = self.state.get("app_env", {}).get(name, {}).get("RECO_UNSAFE_TEST_FAULTS")
+            if switches:
+                log(f"{name}: not restarting it with the test switches an unfinished run left"
+                    f" ({switches})")  # fmt: skip
+                self.state["app_env"].pop(name)
 
     def app_argv(self, name: str, port: int) -> list[str]:
         """The command line of one application process."""

@@ -67,3 +67,18 @@ def test_an_app_stopped_by_down_starts_again_without_a_runs_overrides(tmp_path, 
     assert Stack(tmp_path).state["app_env"] == {"api": {"RECO_API_KEYS": "k"}}
     stack.down(log=lambda _line: None)
     assert Stack(tmp_path).state["app_env"] == {}
+
+
+def test_a_dead_app_is_not_started_again_with_a_test_switch(tmp_path, monkeypatch):
+    """The machine went down mid-experiment: `up` must not revive a guarantee-breaking switch."""
+    stack = Stack(tmp_path)
+    stack.state["components"] = {"consumer": {"pid": 1, "pgid": 1, "identity": "x"}}
+    stack.set_app_env("consumer", {"RECO_ENV": "test", "RECO_UNSAFE_TEST_FAULTS": "x_switch"})
+    monkeypatch.setattr(stack, "liveness", lambda _name, _info: "gone")
+    monkeypatch.setattr(stack_module, "kill_group", lambda pgid, marker: None)
+    lines: list[str] = []
+    stack._forget_dead_apps(lines.append)
+    assert stack.state["app_env"] == {} and "components" in stack.state
+    assert lines == [
+        "consumer: not restarting it with the test switches an unfinished run left (x_switch)"
+    ]
