@@ -1,4 +1,4 @@
-"""`chaos list|run|rollback`: experiments under load with faults, an audit and a verdict."""
+"""`chaos list|run|validate|rollback`: experiments under load with faults, an audit, a verdict."""
 
 from __future__ import annotations
 
@@ -10,6 +10,22 @@ import click
 
 from harness import guardrails
 from harness.stack import Stack, StackError, default_state_dir
+from loadtests.shapes import PROFILES
+
+# Shared by `run` and `validate`, which must read a scale and a rule file the same way.
+DURATION_SCALE = click.option(
+    "--duration-scale",
+    type=click.FloatRange(min=0.05),
+    default=1.0,
+    show_default=True,
+    help="multiply every time in the experiment (0.1 = ten times shorter)",
+)
+RULES = click.option(
+    "--guardrails",
+    "guardrails_file",
+    type=click.Path(dir_okay=False),
+    help="rule file for experiments that name none (default chaos/guardrails.toml)",
+)
 
 
 @click.group("chaos")
@@ -49,22 +65,11 @@ def list_experiments(as_json: bool) -> int:
 @command.command("run")
 @click.argument("experiments", nargs=-1)
 @click.option("--all", "run_all", is_flag=True, help="run the whole catalogue")
-@click.option(
-    "--duration-scale",
-    type=click.FloatRange(min=0.05),
-    default=1.0,
-    show_default=True,
-    help="multiply every time in the experiment (0.1 = ten times shorter)",
-)
+@DURATION_SCALE
 @click.option("--out", type=click.Path(file_okay=False), help="run directory (default runs/…)")
 @click.option("--state-dir", type=click.Path(file_okay=False), help="stack state directory")
 @click.option("--keep-up", is_flag=True, help="leave a stack this command started running")
-@click.option(
-    "--guardrails",
-    "guardrails_file",
-    type=click.Path(dir_okay=False),
-    help="rule file for experiments that name none (default chaos/guardrails.toml)",
-)
+@RULES
 def run(
     experiments: tuple[str, ...],
     run_all: bool,
@@ -75,26 +80,11 @@ def run(
     guardrails_file: str | None,
 ) -> int:
     """Run experiments; exit 0 pass, 1 guardrail breach, 2 error, 3 invariant violated."""
-    from chaos.experiment import ExperimentError, catalogue, find
-    from chaos.runner import Run, guardrails_path
+    from chaos.runner import Run
 
-    try:
-        chosen = catalogue() if run_all else [find(name) for name in experiments]
-    except ExperimentError as exc:
-        click.echo(f"error: {exc}", err=True)
-        return 2
-    if not chosen:
-        click.echo(
-            "error: name an experiment or pass --all (see `reco-harness chaos list`)", err=True
-        )
-        return 2
     default_rules = Path(guardrails_file) if guardrails_file else None
-    try:
-        # Judged after the run, so read before it: a typo must not cost a whole experiment.
-        for experiment in chosen:
-            guardrails.load_rules(guardrails_path(experiment, default_rules))
-    except guardrails.GuardrailError as exc:
-        click.echo(f"error: {exc}", err=True)
+    chosen = _chosen(experiments, run_all, default_rules)
+    if chosen is None:
         return 2
     stack = Stack(Path(state_dir) if state_dir else default_state_dir())
     # Judge by processes, not readiness: a stack still recovering from the last fault is ours
@@ -155,6 +145,95 @@ def run(
         if started_here and not keep_up:
             stack.down(log=click.echo, keep=before)
     return worst
+
+
+@command.command("validate")
+@click.argument("experiments", nargs=-1)
+@click.option("--all", "run_all", is_flag=True, help="validate the whole catalogue")
+@DURATION_SCALE
+@RULES
+def validate(
+    experiments: tuple[str, ...], run_all: bool, duration_scale: float, guardrails_file: str | None
+) -> int:
+    """Check experiment files and their rule files, and print each plan; exit 0 valid, 2 not.
+
+    Nothing starts: no stack, no load, no fault.
+    """
+    from chaos.runner import guardrails_path
+
+    default_rules = Path(guardrails_file) if guardrails_file else None
+    chosen = _chosen(experiments, run_all, default_rules)
+    if chosen is None:
+        return 2
+    for experiment in chosen:
+        for line in _plan(
+            experiment.scaled(duration_scale), guardrails_path(experiment, default_rules)
+        ):
+            click.echo(line)
+    click.echo(f"valid: {len(chosen)} experiment(s)")
+    return 0
+
+
+def _chosen(experiments: tuple[str, ...], run_all: bool, default_rules: Path | None):
+    """The experiments named (or the catalogue), their files and rule files read; None: error."""
+    from chaos.experiment import ExperimentError, catalogue, find
+    from chaos.runner import guardrails_path
+
+    try:
+        chosen = catalogue() if run_all else [find(name) for name in experiments]
+    except ExperimentError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return None
+    if not chosen:
+        click.echo(
+            "error: name an experiment or pass --all (see `reco-harness chaos list`)", err=True
+        )
+        return None
+    for experiment in chosen:
+        if experiment.load_profile not in PROFILES:
+            # Caught here, not when Locust refuses it after the stack came up and settled.
+            click.echo(
+                f"error: {experiment.path}: load.profile: {experiment.load_profile!r}:"
+                f" one of {', '.join(PROFILES)}",
+                err=True,
+            )
+            return None
+    try:
+        # Judged after the run, so read before it: a typo must not cost a whole experiment.
+        for experiment in chosen:
+            guardrails.load_rules(guardrails_path(experiment, default_rules))
+    except guardrails.GuardrailError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return None
+    return chosen
+
+
+def _plan(experiment, rules: Path) -> list[str]:
+    """What a run of ``experiment`` would do, in the order it does it."""
+    lines = [
+        f"== {experiment.name}: {experiment.title}"
+        + (f" (scenario #{experiment.scenario})" if experiment.scenario else ""),
+        f"   file      {experiment.path}",
+        f"   rules     {rules}",
+        f"   load      {experiment.load_profile}, {experiment.load_users} users,"
+        f" {experiment.load_duration_s:g} s",
+    ]
+    for probe in experiment.probes:
+        where = f" {probe.path}" if probe.type == "http" else ""  # only http probes GET a path
+        lines.append(f"   steady    {probe.name} ({probe.type}{where})")
+    for step in experiment.steps:
+        end = step.start_s + step.duration_s
+        phase = f"  phase {step.phase}" if step.phase else ""
+        lines.append(f"   fault     {step.start_s:6.1f} s - {end:6.1f} s  {step.label}{phase}")
+    control = experiment.negative_control
+    if control:
+        lines.append(
+            f"   control   {control.get('component')} with {control.get('switch')}:"
+            f" must exit {control.get('expect_exit', 3)}"
+        )
+    if experiment.expected_dlq:
+        lines.append(f"   expect    {experiment.expected_dlq} dead letter(s)")
+    return lines
 
 
 OUTCOMES = {0: "pass", 1: "guardrail breach", 2: "error", 3: "invariant violated"}

@@ -206,3 +206,42 @@ def test_chaos_run_refuses_a_bad_load_value_with_exit_2(tmp_path, capsys):
     # It once escaped as a ValueError traceback: exit 1, read as a guardrail breach.
     assert main(["chaos", "run", str(path), "--state-dir", str(tmp_path / "stack")]) == 2
     assert "load.users" in capsys.readouterr().err
+
+
+GOOD = 'title = "t"\ndescription = "d"\n[load]\nprofile = "{profile}"\nduration = "30s"\n'
+GOOD += '[[method]]\naction = "down"\nlink = "api_postgres"\nstart = "5s"\nduration = "4s"\n'
+
+
+def test_validate_prints_the_plan_as_run_would_scale_it(tmp_path, capsys):
+    from harness.cli import main
+
+    path = tmp_path / "mine.toml"
+    path.write_text(GOOD.format(profile="steady"))
+    assert main(["chaos", "validate", str(path), "relay-kill", "--duration-scale", "0.5"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "   load      steady, 10 users, 15 s" in out
+    assert "   fault        2.5 s -    4.5 s  api_postgres down" in out
+    assert out[-1] == "valid: 2 experiment(s)"
+    assert any(line.startswith("== relay-kill: ") for line in out)
+
+
+def test_validate_exits_2_on_a_bad_file_or_rule_file_and_starts_nothing(tmp_path, capsys):
+    from harness.cli import main
+
+    path = tmp_path / "typo.toml"
+    path.write_text(GOOD.format(profile="stedy"))
+    assert main(["chaos", "validate", str(path)]) == 2
+    assert "load.profile" in capsys.readouterr().err
+    rules = tmp_path / "rules.toml"
+    rules.write_text("[[rule]]\nname = 'broken'\nexpr = 'count >='\n")
+    path.write_text(GOOD.format(profile="steady"))  # it names no rule file: --guardrails judges
+    assert main(["chaos", "validate", str(path), "--guardrails", str(rules)]) == 2
+    assert str(rules) in capsys.readouterr().err
+    assert not (tmp_path / "stack").exists() and not list(tmp_path.glob("runs*"))
+
+
+def test_validate_all_reads_the_whole_catalogue(capsys):
+    from harness.cli import main
+
+    assert main(["chaos", "validate", "--all"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"valid: {len(catalogue())} experiment(s)"
