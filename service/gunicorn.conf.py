@@ -36,7 +36,10 @@ except ConfigError as exc:
 
 # Each worker handles one request at a time on its own connection pool; on 2 cores sync
 # workers beat gthread because threads waking from I/O queue for the GIL (docs/performance.md).
+# "sync" is gunicorn's sync worker with client socket timeouts (service/gunicorn_worker.py).
 worker_class = os.environ.get("RECO_GUNICORN_WORKER_CLASS", "sync")
+if worker_class == "sync":
+    worker_class = "service.gunicorn_worker.TimedSyncWorker"
 workers = _count("RECO_GUNICORN_WORKERS", 4, 1)
 threads = _count("RECO_GUNICORN_THREADS", 1, 1)
 bind = os.environ.get("RECO_BIND", "127.0.0.1:8000")

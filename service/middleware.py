@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable, Iterable
 
 from flask import Flask, Request, Response, g, request
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from service import wallclock
 from service.metrics import UNMATCHED, ServiceMetrics, path
@@ -45,7 +45,15 @@ def body_within_limit(req: Request) -> bytes:
             "not-implemented",
             "transfer codings other than chunked are not supported: send the body uncompressed",
         )
-    raw = req.get_data(cache=False)  # werkzeug refuses a Content-Length over the limit here
+    try:
+        raw = req.get_data(cache=False)  # werkzeug refuses a Content-Length over the limit here
+    except ClientDisconnected:
+        # The worker's socket reads a stall as the end of the stream and remembers it.
+        if _stalled_socket(req):
+            raise _stalled() from None
+        raise
+    if _stalled_socket(req):  # gunicorn marks its input terminated: a short read looks complete
+        raise _stalled()
     # A chunked body has no Content-Length: werkzeug stops reading at the limit without
     # complaint, so an over-long body would be judged (or even accepted) by its first part.
     if req.content_length is not None:  # the usual case: werkzeug checked it
@@ -55,7 +63,23 @@ def body_within_limit(req: Request) -> bytes:
         return raw
     if req.environ["wsgi.input"].read(1):  # the server's own reader: ends with the body
         raise RequestEntityTooLarge()
+    if _stalled_socket(req):  # the body seemed to end at the limit: the client stalled there
+        raise _stalled()
     return raw
+
+
+def _stalled_socket(req: Request) -> bool:
+    return getattr(req.environ.get("gunicorn.socket"), "timed_out", False) is True
+
+
+def _stalled() -> ApiProblem:
+    """408: the body stopped arriving for RECO_CLIENT_TIMEOUT_S (service/gunicorn_worker.py)."""
+    return ApiProblem(
+        408,
+        "request-timeout",
+        "the request body stopped arriving: send it without pauses",
+        headers={"Connection": "close"},  # where the next request would start is unknown
+    )
 
 
 def _well_formed(value: str | None) -> str | None:

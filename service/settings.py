@@ -157,6 +157,12 @@ class Settings:
         "RECO_MAX_QUEUE_MS", 1000, int, "shed requests queued longer (X-Request-Start); 0 = off"
     )
     max_content_length: int = _field("RECO_MAX_CONTENT_LENGTH", 262_144, int, "bytes")
+    client_timeout_s: float = _field(
+        "RECO_CLIENT_TIMEOUT_S",
+        10.0,
+        float,
+        "seconds a client's socket may stay silent while a sync worker reads or writes; 0 = off",
+    )
     popular_cache_s: float = _field(
         "RECO_POPULAR_CACHE_S", 1.0, float, "seconds a worker reuses the popular pool; 0 = off"
     )
@@ -432,6 +438,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "breaker_failure_threshold": (1, MAX_INT),
     "breaker_reset_s": (0.001, 86_400),
     "max_content_length": (1, MAX_INT),
+    # 0 = off; at most 25 s, so a stalled client is dropped before gunicorn's 30 s timeout.
+    "client_timeout_s": (0, 25),
     "idempotency_ttl_s": (1, MAX_INT),
     "retry_after_s": (1, 86_400),
     "user_event_rate_per_s": (0, MAX_INT),

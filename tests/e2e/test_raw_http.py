@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import socket
+import time
 import zlib
 
 import pytest
@@ -221,3 +223,57 @@ def test_a_client_gone_mid_body_leaves_no_row_and_the_worker_serves_on(server, d
     )
     assert status == 202, answer
     assert written_rows(database_url) == 3
+
+
+@pytest.fixture
+def impatient(gunicorn_server, database_url):
+    """One worker that drops a client silent for 1 s: a stalled client shows at once."""
+    return gunicorn_server(database_url, workers=1, RECO_CLIENT_TIMEOUT_S="1")
+
+
+def _answer_within(sock: socket.socket, seconds: float) -> bytes:
+    """Read until the server closes (or resets) the connection; bounded by ``seconds``."""
+    sock.settimeout(seconds)
+    received = b""
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := sock.recv(65_536):
+            received += chunk
+    return received
+
+
+def test_a_client_stalled_in_its_head_is_dropped_and_frees_the_worker(impatient):
+    # Without the socket timeout the only worker would wait for this client for 30 s, then
+    # gunicorn would kill it (WORKER TIMEOUT).
+    with socket.create_connection(("127.0.0.1", impatient.port), timeout=5) as stalled:
+        stalled.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+        started = time.monotonic()
+        assert _answer_within(stalled, 10) == b""  # closed without an answer, as nginx does
+        assert time.monotonic() - started < 5
+    status, _, _ = _exchange(impatient.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == 200
+    log = impatient.log()
+    assert "WORKER TIMEOUT" not in log
+    assert "Traceback" not in log  # a stalled client is no server error
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_a_body_that_stops_arriving_is_408_problem_json_and_writes_nothing(
+    impatient, database_url, framing
+):
+    body = padded_batch()
+    if framing == "chunked":
+        head = post_head(impatient.port, ["Transfer-Encoding: chunked"])
+        sent = chunked(body)[: len(body) // 2]
+    else:
+        head = post_head(impatient.port, [f"Content-Length: {len(body)}"])
+        sent = body[: len(body) // 2]
+    with socket.create_connection(("127.0.0.1", impatient.port), timeout=5) as stalled:
+        stalled.sendall(head + sent)  # half the body, then silence
+        received = _answer_within(stalled, 10)
+    head_text, _, answer = received.partition(b"\r\n\r\n")
+    assert head_text.startswith(b"HTTP/1.1 408 "), received[:300]
+    assert b"connection: close" in head_text.lower()
+    problem = json.loads(answer)
+    assert problem["status"] == 408 and problem["type"].endswith("/request-timeout")
+    assert written_rows(database_url) == 0
+    assert "WORKER TIMEOUT" not in impatient.log()
