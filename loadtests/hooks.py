@@ -50,8 +50,8 @@ def add_arguments(parser) -> None:
         if action.dest == "profile":
             action.help = (
                 f"load profile: {', '.join(shapes.PROFILES)} (default: "
-                f"${options.ENV_VARS['profile']}, else smoke); it also labels the run in"
-                " Locust's report"
+                f"${options.ENV_VARS['profile']}, else {shapes.DEFAULT_PROFILE}); it also labels"
+                " the run in Locust's report"
             )
     parser.add_argument(
         "--run-dir", default="", env_var=options.ENV_VARS["run_dir"],
@@ -123,10 +123,10 @@ def on_init(environment, runner=None, web_ui=None, **_kw) -> None:
     if opts is None:
         return
     opts.profile = opts.profile or _default_profile()
-    if opts.profile not in shapes.PROFILES:
-        sys.stderr.write(
-            f"error: unknown profile {opts.profile!r}; choose from {', '.join(shapes.PROFILES)}\n"
-        )
+    try:
+        shapes.profile_named(opts.profile)
+    except ValueError as exc:
+        sys.stderr.write(f"error: {exc}\n")
         sys.exit(guardrails.EXIT_USAGE)
     environment.profile = opts.profile
     if opts.capacity:
@@ -171,7 +171,7 @@ def _load_rules(name: str) -> None:
 
 
 def _default_profile() -> str:
-    return os.environ.get(options.ENV_VARS["profile"]) or "smoke"
+    return os.environ.get(options.ENV_VARS["profile"]) or shapes.DEFAULT_PROFILE
 
 
 def _refuse_bad_numbers(opts) -> None:

@@ -169,10 +169,12 @@ def swarm_problems(form: Mapping[str, str], opts: Any, picker: bool = False) -> 
             "pick the shape class ProfileShape: the profile decides the load shape, and"
             " without it the run writes no timeline, history or verdict"
         ]
-    profile = form.get("profile") or getattr(opts, "profile", None) or "smoke"
+    profile = form.get("profile") or getattr(opts, "profile", None) or shapes.DEFAULT_PROFILE
     problems = []
-    if profile not in shapes.PROFILES:
-        problems.append(f"unknown profile {profile!r}; choose from {', '.join(shapes.PROFILES)}")
+    try:
+        shapes.profile_named(profile)
+    except ValueError as exc:
+        problems.append(str(exc))
     values = copy.copy(opts)
     for field, (name, kind) in FORM_NUMBERS.items():
         text = (form.get(field) or "").strip()

@@ -346,6 +346,17 @@ PROFILES: dict[str, Profile] = {
 }  # fmt: skip
 
 
+DEFAULT_PROFILE = "smoke"  # without --profile or RECO_LOAD_PROFILE
+
+
+def profile_named(name: str) -> Profile:
+    """The profile called ``name``; ValueError naming the choices otherwise."""
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown profile {name!r}; choose from {', '.join(PROFILES)}") from None
+
+
 def build(
     name: str,
     users: int | None = None,
@@ -357,10 +368,7 @@ def build(
 
     ``capacity_rps`` sizes the overload profile (its peak offers twice that) instead of users.
     """
-    try:
-        profile = PROFILES[name]
-    except KeyError:
-        raise ValueError(f"unknown profile {name!r}; choose from {', '.join(PROFILES)}") from None
+    profile = profile_named(name)
     duration = profile.duration_s if duration is None else duration
     rate = profile.user_rps if user_rps is None else user_rps
     if capacity_rps is not None:

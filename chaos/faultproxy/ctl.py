@@ -107,14 +107,14 @@ def _toxicity(text: str | None, default: float | None) -> float | None:
     return value
 
 
-def _retrieve(session: Session, name: str) -> dict[str, Any]:
-    return _attempt(lambda: session.client.get_proxy(name), f"Failed to retrieve proxy {name}")
+def _retrieve(session: Session, name: str, context: str = "") -> dict[str, Any]:
+    """The proxy; the toxic commands look it up first too, as the Go client does."""
+    context = context or f"Failed to retrieve proxy {name}"
+    return _attempt(lambda: session.client.get_proxy(name), context)
 
 
 def _find_proxy(session: Session, name: str, failed: str) -> None:
-    """The toxic commands look the proxy up first, as the Go client does."""
-    context = f"{failed}failed to retrieve proxy with name `{name}`"
-    _attempt(lambda: session.client.get_proxy(name), context)
+    _retrieve(session, name, f"{failed}failed to retrieve proxy with name `{name}`")
 
 
 # -- proxy commands ----------------------------------------------------------------------------

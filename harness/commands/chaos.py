@@ -10,7 +10,7 @@ import click
 
 from harness import guardrails
 from harness.stack import Stack, StackError, default_state_dir
-from loadtests.shapes import PROFILES
+from loadtests.shapes import profile_named
 
 # Shared by `run` and `validate`, which must read a scale and a rule file the same way.
 DURATION_SCALE = click.option(
@@ -189,15 +189,13 @@ def _chosen(experiments: tuple[str, ...], run_all: bool, default_rules: Path | N
             "error: name an experiment or pass --all (see `reco-harness chaos list`)", err=True
         )
         return None
-    for experiment in chosen:
-        if experiment.load_profile not in PROFILES:
-            # Caught here, not when Locust refuses it after the stack came up and settled.
-            click.echo(
-                f"error: {experiment.path}: load.profile: {experiment.load_profile!r}:"
-                f" one of {', '.join(PROFILES)}",
-                err=True,
-            )
-            return None
+    try:
+        # Caught here, not when Locust refuses it after the stack came up and settled.
+        for experiment in chosen:
+            profile_named(experiment.load_profile)
+    except ValueError as exc:
+        click.echo(f"error: {experiment.path}: load.profile: {exc}", err=True)
+        return None
     try:
         # Judged after the run, so read before it: a typo must not cost a whole experiment.
         for experiment in chosen:
