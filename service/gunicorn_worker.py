@@ -29,7 +29,9 @@ class TimedSyncWorker(SyncWorker):
 
     def handle(self, listener, client, addr) -> None:
         if self.client_timeout_s:
-            client = TimedSocket(fileno=client.detach())
+            # Family, type and protocol given: from a bare fileno, Python asks the kernel for
+            # each (three system calls a request).
+            client = TimedSocket(client.family, client.type, client.proto, client.detach())
             client.settimeout(self.client_timeout_s)  # per recv and send, as nginx's timeouts
         super().handle(listener, client, addr)
 
